@@ -1,0 +1,4 @@
+"""What turns finished runs into knowledge: loading runs from MLflow, hypothesis tests, figures, reports.
+
+Never imports Ray.
+"""
