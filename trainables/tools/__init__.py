@@ -1,0 +1,1 @@
+"""Maintenance scripts for ``trainables`` (not imported by trials)."""
