@@ -1,0 +1,115 @@
+"""The ``lipstudy`` command.
+
+    lipstudy run [STUDY]          run a study file or preset (no argument: the default study)
+    lipstudy validate STUDY...    check study files without running anything
+    lipstudy presets              list the presets shipped with the package
+
+A bad study file gets exit status 2 and one line naming the key and the problem, before Ray or
+MLflow start and without writing anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+
+from study.spec import PRESETS_DIR, StudyError, load_study
+
+DEFAULT_STUDY = "default"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lipstudy", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a study (default: the built-in default study)")
+    run.add_argument("study", nargs="?", default=DEFAULT_STUDY, help="study YAML file or preset name")
+    run.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI "
+                     "or sqlite:///./mlflow.db)")
+    run.add_argument("--storage-path", help="Ray Tune storage path (default: the study's)")
+    run.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS or local)")
+    val = sub.add_parser("validate", help="validate study files; exit 2 on the first problem")
+    val.add_argument("studies", nargs="+")
+    sub.add_parser("presets", help="list the presets")
+    return p
+
+
+def _fail(message: str) -> int:
+    print(f"lipstudy: error: {message}", file=sys.stderr)
+    return 2
+
+
+def cmd_validate(paths: list[str]) -> int:
+    from study.spec import check_study
+
+    for path in paths:
+        try:
+            spec, _ = load_study(path)
+            n = len(check_study(spec))
+        except StudyError as err:
+            return _fail(str(err))
+        kind = "trials" if spec.search == "grid" else "representative configs checked"
+        print(f"{path}: ok ({spec.search}, {n} {kind})")
+    return 0
+
+
+def cmd_presets() -> int:
+    for p in sorted(PRESETS_DIR.glob("*.yaml")):
+        spec, _ = load_study(p)
+        first = (spec.description.strip().splitlines() or [""])[0]
+        print(f"{p.stem:24s} {first}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    try:
+        spec, text = load_study(args.study)
+    except StudyError as err:
+        return _fail(str(err))
+    from study.tuner import run_study
+
+    print(f"lipstudy: study {spec.name!r} ({spec.search}); starting Ray and MLflow ...", flush=True)
+    outcome = run_study(spec, text, tracking_uri=args.tracking_uri,
+                        storage_path=args.storage_path, address=args.address)
+    print_summary(outcome)
+    return 0 if all(t.status != "error" for t in outcome.trials) else 1
+
+
+def print_summary(outcome) -> None:
+    """The end-of-study table and how to open the runs."""
+    rows = sorted(outcome.trials, key=lambda t: (t.status != "finished",
+                                                 t.fid if t.fid is not None else math.inf))
+    print()
+    print(f"{'trial':32s} {'status':9s} {'fid':>9s} {'steps':>7s}")
+    for t in rows:
+        fid = f"{t.fid:9.2f}" if t.fid is not None else f"{'-':>9s}"
+        step = f"{int(t.step):7d}" if t.step is not None else f"{'-':>7s}"
+        print(f"{t.name:32s} {t.status:9s} {fid} {step}")
+        if t.error:
+            print(f"    {t.error}")
+    extractor = next((t.config.get("fid_extractor") for t in rows if t.config), None)
+    uri = outcome.tracking.tracking_uri
+    print()
+    print(f"{len(rows)} trials in {outcome.wall_s / 60:.1f} min; FID extractor setting: {extractor} "
+          f"(the resolved extractor is the `fid_extractor` param of each run)")
+    print(f"Ray Tune results: {outcome.storage_path}")
+    print(f"MLflow runs:      {uri} (experiment id {outcome.tracking.experiment_id})")
+    if uri.startswith("sqlite:") or "://" not in uri:
+        print(f"Open them with:   mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000")
+    else:
+        print(f"Open them in the MLflow UI of {uri}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "validate":
+        return cmd_validate(args.studies)
+    if args.command == "presets":
+        return cmd_presets()
+    return cmd_run(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

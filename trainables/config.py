@@ -1,0 +1,250 @@
+"""The trial configuration: one flat, validated mapping whose keys are also the MLflow param names.
+
+The base keys below are shared by every trial (DESIGN.md, "The trial"); the keys of a regularizer
+live on its registered entry (``trainables.regularizers``, its ``Params`` model), the keys of an
+optimizer on ``OPTIMIZER_KEYS``. A key that does not belong to the chosen regularizer or optimizer is
+an error, not silently ignored. Defaults are the paper's setup (Appendix B): RMSprop, lr 5e-5,
+batch 64, n_dis 1, 1e5 iterations, z ∈ R^100.
+
+``validate_trial(raw)`` returns the complete config (defaults filled in, only the keys that apply)
+or raises :class:`ConfigError` whose message names the key and the problem, in one line.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from trainables import data as data_lib
+from trainables.losses import LOSSES
+from trainables.models import ARCHS, arch_resolution
+from trainables.optim import OPTIMIZERS
+from trainables.regularizers import REGULARIZERS
+
+
+class ConfigError(ValueError):
+    """A trial or study key is wrong. ``str(err)`` is one line naming the key and the problem."""
+
+    def __init__(self, key: str | None, problem: str):
+        self.key, self.problem = key, problem
+        super().__init__(f"{key}: {problem}" if key else problem)
+
+
+#: Keys that belong to one optimizer only (name → {key: default}).
+OPTIMIZER_KEYS: dict[str, dict[str, float]] = {
+    "rmsprop": {"rmsprop_decay": 0.99},
+    "adam": {"beta1": 0.5, "beta2": 0.999},
+}
+
+
+class BaseTrial(BaseModel):
+    """Keys every trial has (see DESIGN.md's trial table for their meaning)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # data
+    dataset: str = "fashion_mnist_mini"
+    data_root: str | None = None
+    download: bool = False
+    resolution: int | None = Field(None, gt=0)
+    # model
+    arch: str = "dcgan32"
+    width: float = Field(1.0, gt=0, le=16)
+    d_bias: bool = True
+    d_norm: Literal["none", "bn"] = "none"
+    z_dim: int = Field(100, gt=0)
+    # loss
+    loss: str = "ns"
+    alpha: float = Field(1.0, gt=0)
+    # regularizer (its own keys are validated against its registered Params)
+    regularizer: str = "sn"
+    # optimizer
+    optimizer: str = "rmsprop"
+    lr_d: float = Field(5e-5, gt=0)
+    lr_g: float = Field(5e-5, gt=0)
+    eps: float = Field(1e-8, ge=0)
+    n_dis: int = Field(1, ge=1)
+    # run
+    iterations: int = Field(100_000, ge=1)
+    batch_size: int = Field(64, ge=2)
+    seed: int = Field(0, ge=0)
+    stats_every: int = Field(100, ge=1)
+    eval_every: int = Field(10_000, ge=1)
+    fid_samples: int = Field(5_000, ge=2)
+    fid_extractor: Literal["auto", "inception", "domain"] = "auto"
+    fid_ref_split: Literal["train", "test"] = "test"
+    device: str = "auto"
+
+    @field_validator("loss")
+    @classmethod
+    def _known_loss(cls, v: str) -> str:
+        if v not in LOSSES:
+            raise ValueError(f"unknown loss {v!r}; known: {', '.join(sorted(LOSSES))}")
+        return v
+
+    @field_validator("regularizer")
+    @classmethod
+    def _known_regularizer(cls, v: str) -> str:
+        if v not in REGULARIZERS:
+            raise ValueError(f"unknown regularizer {v!r}; known: {', '.join(sorted(REGULARIZERS))}")
+        return v
+
+    @field_validator("optimizer")
+    @classmethod
+    def _known_optimizer(cls, v: str) -> str:
+        if v not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {v!r}; known: {', '.join(OPTIMIZERS)}")
+        return v
+
+    @field_validator("arch")
+    @classmethod
+    def _known_arch(cls, v: str) -> str:
+        if v not in ARCHS:
+            raise ValueError(f"unknown arch {v!r}; known: {', '.join(ARCHS)}")
+        return v
+
+    @field_validator("alpha", "lr_d", "lr_g", "eps", "width")
+    @classmethod
+    def _finite(cls, v: float) -> float:
+        if not math.isfinite(v):
+            raise ValueError("must be a finite number")
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, v: str) -> str:
+        if v not in ("auto", "cpu", "cuda") and not v.startswith("cuda:"):
+            raise ValueError(f"unknown device {v!r}; use auto, cpu, cuda or cuda:<index>")
+        return v
+
+
+BASE_KEYS: frozenset[str] = frozenset(BaseTrial.model_fields)
+
+
+def regularizer_keys() -> dict[str, str]:
+    """Map every regularizer-specific key to the regularizer it belongs to."""
+    owner: dict[str, str] = {}
+    for name, cls in REGULARIZERS.items():
+        for key in cls.Params.model_fields:
+            owner[key] = name
+    return owner
+
+
+def optimizer_keys() -> dict[str, str]:
+    """Map every optimizer-specific key to the optimizer it belongs to."""
+    return {key: name for name, keys in OPTIMIZER_KEYS.items() for key in keys}
+
+
+def all_keys() -> frozenset[str]:
+    """Every key a trial may carry (for any choice of regularizer/optimizer)."""
+    return BASE_KEYS | frozenset(regularizer_keys()) | frozenset(optimizer_keys())
+
+
+def _first_error(err: ValidationError, prefix: str = "") -> ConfigError:
+    e = err.errors()[0]
+    key = ".".join(str(p) for p in e["loc"]) or None
+    msg = e["msg"]
+    if e["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    if "input" in e and e["type"] not in ("extra_forbidden", "missing"):
+        msg = f"{msg} (got {e['input']!r})"
+    return ConfigError(f"{prefix}{key}" if key else None, msg)
+
+
+def validate_trial(raw: dict[str, Any], *, check_data: bool = True) -> dict[str, Any]:
+    """Validate one trial config; return it complete (defaults filled, only applicable keys).
+
+    Raises :class:`ConfigError` (one line: key and problem) for unknown keys, keys of another
+    regularizer/optimizer, bad values, an arch/resolution/dataset mismatch, or (``check_data``)
+    a dataset missing on disk.
+    """
+    if not isinstance(raw, dict):
+        raise ConfigError(None, f"a trial config must be a mapping, got {type(raw).__name__}")
+    raw = dict(raw)
+    reg_owner, opt_owner = regularizer_keys(), optimizer_keys()
+    unknown = [k for k in raw if k not in BASE_KEYS and k not in reg_owner and k not in opt_owner]
+    if unknown:
+        known = ", ".join(sorted(all_keys()))
+        raise ConfigError(unknown[0], f"unknown key (known keys: {known})")
+
+    base_raw = {k: v for k, v in raw.items() if k in BASE_KEYS}
+    try:
+        base = BaseTrial(**base_raw)
+    except ValidationError as err:
+        raise _first_error(err) from None
+
+    for key in raw:
+        if key in reg_owner and key not in REGULARIZERS[base.regularizer].Params.model_fields:
+            raise ConfigError(
+                key,
+                f"belongs to regularizer {reg_owner[key]!r}, but the trial's regularizer is "
+                f"{base.regularizer!r}",
+            )
+        if key in opt_owner and key not in OPTIMIZER_KEYS[base.optimizer]:
+            raise ConfigError(
+                key,
+                f"belongs to optimizer {opt_owner[key]!r}, but the trial's optimizer is "
+                f"{base.optimizer!r}",
+            )
+
+    reg_cls = REGULARIZERS[base.regularizer]
+    try:
+        reg_params = reg_cls.Params(**{k: v for k, v in raw.items() if k in reg_cls.Params.model_fields})
+    except ValidationError as err:
+        raise _first_error(err) from None
+    opt_params = dict(OPTIMIZER_KEYS[base.optimizer])
+    for key in opt_params:
+        if key in raw:
+            value = raw[key]
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not (0 <= value < 1):
+                raise ConfigError(key, f"must be a number in [0, 1) (got {value!r})")
+            opt_params[key] = float(value)
+
+    out = base.model_dump()
+    _check_shapes(out)
+    if check_data and out["dataset"] not in data_lib.TOY_DATASETS:
+        try:
+            data_lib.check_dataset(
+                out["dataset"], out["data_root"], out["resolution"], download=out["download"]
+            )
+        except data_lib.DatasetError as err:
+            raise ConfigError("dataset", str(err)) from None
+    out.update(reg_params.model_dump())
+    out.update(opt_params)
+    return out
+
+
+def _check_shapes(cfg: dict[str, Any]) -> None:
+    """Cross-key checks: arch ↔ dataset kind ↔ resolution, evaluation cadence."""
+    toy = cfg["dataset"] in data_lib.TOY_DATASETS
+    if toy != (cfg["arch"] == "mlp"):
+        if toy:
+            raise ConfigError("arch", f"the 2-D toy dataset {cfg['dataset']!r} needs arch 'mlp'")
+        raise ConfigError("arch", f"arch 'mlp' is for the 2-D toys ({', '.join(data_lib.TOY_DATASETS)})")
+    if not toy:
+        try:
+            native = data_lib.native_resolution(cfg["dataset"])
+        except data_lib.DatasetError as err:
+            raise ConfigError("dataset", str(err)) from None
+        made = arch_resolution(cfg["arch"])
+        if cfg["resolution"] is None:
+            cfg["resolution"] = made if made is not None else native
+        if made is not None and cfg["resolution"] != made:
+            raise ConfigError(
+                "resolution",
+                f"arch {cfg['arch']!r} makes {made}x{made} images, not "
+                f"{cfg['resolution']}x{cfg['resolution']}",
+            )
+    elif cfg["resolution"] is not None:
+        raise ConfigError("resolution", "2-D toy datasets have no resolution")
+    if cfg["d_norm"] == "bn" and cfg["regularizer"] == "sn":
+        raise ConfigError("d_norm", "BatchNorm in D is Appendix C's GP set-up; it is not used with sn")
+    if cfg["eval_every"] > cfg["iterations"]:
+        # FID is also computed at the end; eval_every beyond the run is almost certainly a typo.
+        raise ConfigError(
+            "eval_every", f"{cfg['eval_every']} exceeds iterations ({cfg['iterations']})"
+        )
