@@ -243,6 +243,11 @@ def _check_shapes(cfg: dict[str, Any]) -> None:
         raise ConfigError("resolution", "2-D toy datasets have no resolution")
     if cfg["d_norm"] == "bn" and cfg["regularizer"] == "sn":
         raise ConfigError("d_norm", "BatchNorm in D is Appendix C's GP set-up; it is not used with sn")
+    if cfg["d_norm"] == "bn" and cfg["regularizer"] == "gran":
+        raise ConfigError(
+            "d_norm", "gran normalizes by the per-sample input gradient, which BatchNorm couples "
+            "across the batch; use d_norm none"
+        )
     if cfg["eval_every"] > cfg["iterations"]:
         # FID is also computed at the end; eval_every beyond the run is almost certainly a typo.
         raise ConfigError(
