@@ -531,7 +531,9 @@ class GradientNormalized(Regularizer):
 
     def apply(self, D: nn.Module) -> nn.Module:
         if isinstance(D, GraNDiscriminator):
-            raise ValueError("regularizer 'gran': D is already gradient-normalized (applied twice?)")
+            raise ValueError(  # noqa: TRY004 - a misuse, reported like sn's double apply
+                "regularizer 'gran': D is already gradient-normalized (applied twice?)"
+            )
         if _has_bn(D):
             raise ValueError(
                 "regularizer 'gran' cannot be combined with d_norm='bn' (GraN normalizes by the "

@@ -10,6 +10,7 @@ clip every D parameter in [−c, c] after apply and after a real D step.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -142,7 +143,7 @@ def test_gp_equals_hand_value_on_linear_f(k, norm):
     lam = 7.0
     D = LinearD(_w(norm=norm))
     reg = get_regularizer("gp", k_gp=k, gp_lambda=lam)
-    pen, info = reg.penalty(D, _batch(seed=1), _batch(seed=2), step=0, total_steps=10)
+    pen, _ = reg.penalty(D, _batch(seed=1), _batch(seed=2), step=0, total_steps=10)
     assert pen.item() == pytest.approx(lam * (norm - k) ** 2, rel=1e-12)
     (gw,) = torch.autograd.grad(pen, D.w)
     torch.testing.assert_close(gw, 2 * lam * (norm - k) * D.w.detach() / norm)
@@ -478,7 +479,7 @@ def test_js_gamma_follows_algorithm1_schedule():
     assert gam[0] == pytest.approx(2.0 * 0.01 ** (1 / T))  # t = 1
     assert gam[T // 2 - 1] == pytest.approx(2.0 * 0.1)  # t = T/2: γ0·√α
     assert gam[-1] == pytest.approx(0.02)  # t = T: γ0·α
-    assert all(a > b for a, b in zip(gam, gam[1:]))
+    assert all(a > b for a, b in itertools.pairwise(gam))
     flat = get_regularizer("js", js_gamma0=0.1, js_decay=1.0)  # "γ = 0.1 without annealing"
     assert {flat.gamma(s, T) for s in (0, 10, T - 1)} == {0.1}
 
@@ -491,9 +492,10 @@ def test_clip_keeps_every_d_parameter_in_the_box_after_a_step(d_norm):
     from trainables.train import GANTrial
 
     c = 0.005
-    cfg = validate_trial(dict(dataset="ring8", arch="mlp", width=0.25, loss="wgan",
-                              regularizer="clip", clip_c=c, d_norm=d_norm, lr_d=0.5, lr_g=1e-3,
-                              iterations=3, eval_every=3, batch_size=16, device="cpu"))
+    cfg = validate_trial({"dataset": "ring8", "arch": "mlp", "width": 0.25, "loss": "wgan",
+                          "regularizer": "clip", "clip_c": c, "d_norm": d_norm, "lr_d": 0.5,
+                          "lr_g": 1e-3, "iterations": 3, "eval_every": 3, "batch_size": 16,
+                          "device": "cpu"})
     trial = GANTrial(cfg)
     params = list(trial.D.parameters())
     assert all(p.abs().max() <= c for p in params)  # clipped once at apply
