@@ -1,0 +1,237 @@
+"""The papers' figures and tables re-made from a trial frame (matplotlib, Agg backend).
+
+* :func:`fid_vs_k` — FID vs k_SN per loss, one panel per dataset × extractor (Lipschitz paper
+  Table 2's line plots); the paper's line dashed beside ours where the dataset matches.
+* :func:`fid_vs_alpha` — FID vs α per loss at each k_SN (Table 5a/5b line plots).
+* :func:`omega_intervals` — Ω_i as intervals over iterations per k_SN (Fig. 1a; y in symlog).
+* :func:`omega_psi_table` — Ω∪ and Ψ (Eq. 9) per k_SN (Fig. 1b), the paper's numbers beside.
+* :func:`grad_norm_boxes` — ‖∇ₓf‖ at real and fake samples per method (GraN-GAN Fig. 3).
+
+Plotted FID is the median over seeds of the capped FID (``analysis.outcome``: broken/diverged
+runs sit at the cap); the bars span the seeds' min–max. Each function returns
+``[(name, Figure)]``; :func:`save` writes them as PNG.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from analysis.outcome import FID_CAP_INCEPTION, REL_CAP, with_outcome  # noqa: E402
+
+LOSS_ORDER = ["ns", "mm", "ls", "ls0", "wgan", "hinge", "softhinge", "cos", "exp"]
+
+
+def _color(loss: str):
+    i = LOSS_ORDER.index(loss) if loss in LOSS_ORDER else len(LOSS_ORDER)
+    return plt.get_cmap("tab10")(i % 10)
+
+
+def _prepared(frame: pd.DataFrame, fid_cap: float, rel_cap: float) -> pd.DataFrame:
+    df = with_outcome(frame, fid_cap, rel_cap)
+    for col, default in (("alpha", 1.0), ("fid_extractor", "inception"), ("regularizer", ""),
+                         ("loss", ""), ("dataset", ""), ("origin", "run")):
+        if col not in df.columns:
+            df[col] = default
+        df[col] = df[col].fillna(default)
+    return df
+
+
+def fid_series(frame: pd.DataFrame, x: str, *, fid_cap: float = FID_CAP_INCEPTION,
+               rel_cap: float = REL_CAP) -> pd.DataFrame:
+    """Median / min / max capped FID and n per (dataset, extractor, loss, x) — what the plots draw."""
+    df = _prepared(frame, fid_cap, rel_cap)
+    df = df[df["fid_eff"].notna() & df[x].notna()] if x in df.columns else df.iloc[0:0]
+    if df.empty:
+        return pd.DataFrame(columns=["dataset", "fid_extractor", "loss", x, "median", "min", "max", "n"])
+    g = df.groupby(["dataset", "fid_extractor", "loss", x])["fid_eff"]
+    return g.agg(median="median", min="min", max="max", n="size").reset_index()
+
+
+def _line_panel(ax, ours: pd.DataFrame, paper: pd.DataFrame | None, x: str):
+    for loss in sorted(ours["loss"].unique(), key=lambda s: (LOSS_ORDER + [s]).index(s)):
+        s = ours[ours["loss"] == loss].sort_values(x)
+        ax.plot(s[x], s["median"], "o-", color=_color(loss), label=f"{loss} (ours)")
+        ax.vlines(s[x], s["min"], s["max"], color=_color(loss), alpha=0.4)
+    if paper is not None and len(paper):
+        for loss in sorted(paper["loss"].unique(), key=lambda s: (LOSS_ORDER + [s]).index(s)):
+            s = paper[paper["loss"] == loss].sort_values(x)
+            ax.plot(s[x], s["median"], "s--", color=_color(loss), alpha=0.6, label=f"{loss} (paper)")
+    ax.set_xscale("log")
+    ax.set_ylabel("FID (median over seeds, capped)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+
+
+def _paper_for(reference: pd.DataFrame | None, dataset: str, x: str, **fixed) -> pd.DataFrame | None:
+    if reference is None or not len(reference):
+        return None
+    ref = reference[(reference["dataset"] == dataset) & reference["fid"].notna()]
+    for k, v in fixed.items():
+        if k in ref.columns:
+            ref = ref[np.isclose(ref[k].astype(float), v)]
+    if ref.empty:
+        return None
+    return fid_series(ref, x)
+
+
+def fid_vs_k(frame: pd.DataFrame, *, reference: pd.DataFrame | None = None,
+             fid_cap: float = FID_CAP_INCEPTION, rel_cap: float = REL_CAP):
+    """Table 2's line plots: SN runs at α = 1, FID vs k_SN (log x), one figure per dataset × extractor."""
+    df = frame[(frame.get("regularizer") == "sn")] if "regularizer" in frame else frame.iloc[0:0]
+    if "alpha" in df.columns:
+        df = df[np.isclose(df["alpha"].astype(float).fillna(1.0), 1.0)]
+    series = fid_series(df, "k_sn", fid_cap=fid_cap, rel_cap=rel_cap)
+    out = []
+    for (ds, ext), s in series.groupby(["dataset", "fid_extractor"]):
+        if s["k_sn"].nunique() < 1:
+            continue
+        fig, ax = plt.subplots(figsize=(6, 4))
+        paper = _paper_for(reference, ds, "k_sn", alpha=1.0) if ext == "inception" else None
+        _line_panel(ax, s, paper, "k_sn")
+        ax.set_xlabel("k_SN")
+        ax.set_title(f"FID vs k_SN — {ds}, {ext} features (Table 2)", fontsize=9)
+        fig.tight_layout()
+        out.append((f"fid_vs_k_{ds}_{ext}", fig))
+    return out
+
+
+def fid_vs_alpha(frame: pd.DataFrame, *, reference: pd.DataFrame | None = None,
+                 fid_cap: float = FID_CAP_INCEPTION, rel_cap: float = REL_CAP):
+    """Table 5's line plots: SN runs, FID vs α (log x) per k_SN, one figure per dataset × extractor × k_SN."""
+    if "alpha" not in frame.columns or "k_sn" not in frame.columns:
+        return []
+    df = frame[frame["regularizer"] == "sn"]
+    out = []
+    for k in sorted(df["k_sn"].dropna().unique()):
+        sub = df[np.isclose(df["k_sn"].astype(float), k)]
+        if sub["alpha"].nunique() < 2:
+            continue
+        series = fid_series(sub, "alpha", fid_cap=fid_cap, rel_cap=rel_cap)
+        for (ds, ext), s in series.groupby(["dataset", "fid_extractor"]):
+            if s["alpha"].nunique() < 2:
+                continue
+            fig, ax = plt.subplots(figsize=(6, 4))
+            paper = _paper_for(reference, ds, "alpha", k_sn=k) if ext == "inception" else None
+            _line_panel(ax, s, paper, "alpha")
+            ax.set_xlabel("α (domain scale, Eq. 11)")
+            ax.set_title(f"FID vs α at k_SN = {k:g} — {ds}, {ext} features (Table 5)", fontsize=9)
+            fig.tight_layout()
+            out.append((f"fid_vs_alpha_k{k:g}_{ds}_{ext}", fig))
+    return out
+
+
+def omega_intervals(histories: pd.DataFrame, frame: pd.DataFrame, *, max_runs_per_k: int = 1):
+    """Fig. 1a: the interval Ω_i = [min f, max f] over real and fake outputs at each logged step,
+    one colour per k_SN (first ``max_runs_per_k`` seeds), one figure per dataset × loss."""
+    need = {"omega_real_min", "omega_real_max", "omega_fake_min", "omega_fake_max"}
+    if histories is None or histories.empty or not need & set(histories["metric"]):
+        return []
+    wide = histories[histories["metric"].isin(need)].pivot_table(
+        index=["run_id", "step"], columns="metric", values="value", aggfunc="last").reset_index()
+    lo = wide[[c for c in ("omega_real_min", "omega_fake_min") if c in wide]].min(axis=1)
+    hi = wide[[c for c in ("omega_real_max", "omega_fake_max") if c in wide]].max(axis=1)
+    wide = wide.assign(lo=lo, hi=hi)
+    meta = frame.set_index("run_id")
+    wide = wide[wide["run_id"].isin(meta.index)]
+    wide = wide.join(meta[["dataset", "loss", "k_sn", "seed"]], on="run_id")
+    out = []
+    for (ds, loss), g in wide.groupby(["dataset", "loss"]):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ks = sorted(g["k_sn"].dropna().unique())
+        cmap = plt.get_cmap("viridis")
+        steps = np.sort(g["step"].unique())
+        dx = (steps[1] - steps[0]) / (len(ks) + 1) if len(steps) > 1 else 1.0
+        for j, k in enumerate(ks):
+            gk = g[np.isclose(g["k_sn"], k)]
+            for rid in list(dict.fromkeys(gk.sort_values("seed")["run_id"]))[:max_runs_per_k]:
+                r = gk[gk["run_id"] == rid].sort_values("step")
+                ax.vlines(r["step"] + j * dx, r["lo"], r["hi"], color=cmap(j / max(1, len(ks) - 1)),
+                          lw=2, label=f"k_SN = {k:g}" if rid == gk["run_id"].iloc[0] else None)
+        ax.set_yscale("symlog", linthresh=1e-2)
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("Ω_i = [min f, max f] (symlog)")
+        ax.set_title(f"Ω over training — {ds}, {loss} (Fig. 1a)", fontsize=9)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        out.append((f"omega_intervals_{ds}_{loss}", fig))
+    return out
+
+
+def omega_psi_table(frame: pd.DataFrame, reference: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Fig. 1b: per (dataset, loss, k_SN) the median over seeds of Ω∪ = [min, max] and Ψ (Eq. 9),
+    with n, and the paper's Ω/Ψ beside where the dataset, loss and k_SN match."""
+    cols = ["omega_union_min", "omega_union_max", "psi_min", "psi_max"]
+    if not set(cols[:2]) <= set(frame.columns) or "k_sn" not in frame.columns:
+        return pd.DataFrame()
+    df = frame[frame["status"].isin(["finished", "diverged"]) & frame["omega_union_min"].notna()]
+    df = df[df["regularizer"] == "sn"]
+    if df.empty:
+        return pd.DataFrame()
+    have = [c for c in cols if c in df.columns]
+    t = df.groupby(["dataset", "loss", "k_sn"])[have].median()
+    t["n"] = df.groupby(["dataset", "loss", "k_sn"]).size()
+    t = t.reset_index().sort_values(["dataset", "loss", "k_sn"], ascending=[True, True, False])
+    if reference is not None and len(reference) and "omega_union_min" in reference.columns:
+        ref = reference[reference["omega_union_min"].notna()]
+        ref = ref[["dataset", "loss", "k_sn", *[c for c in cols if c in ref.columns]]]
+        t = t.merge(ref, on=["dataset", "loss", "k_sn"], how="left", suffixes=("", "_paper"))
+    return t.reset_index(drop=True)
+
+
+def grad_norm_boxes(frame: pd.DataFrame, histories: pd.DataFrame | None = None):
+    """GraN-GAN Fig. 3: box plots of ‖∇ₓf‖ at real (blue) and fake (red) samples per method
+    (loss-regularizer). With histories, every logged step of every run; else the runs' final values."""
+    metrics = ["grad_norm_real", "grad_norm_fake"]
+    df = frame[frame["status"].isin(["finished", "diverged"])].copy()
+    if df.empty:
+        return []
+    df["method"] = df["loss"].fillna("?") + "-" + df["regularizer"].fillna("?")
+    if histories is not None and len(histories) and set(metrics) & set(histories["metric"]):
+        h = histories[histories["metric"].isin(metrics)].join(df.set_index("run_id")["method"], on="run_id")
+        h = h[h["method"].notna()]
+        data = {(m, k): g["value"].to_numpy() for (m, k), g in h.groupby(["method", "metric"])}
+    else:
+        if not set(metrics) <= set(df.columns):
+            return []
+        data = {(m, k): g[k].dropna().to_numpy() for m, g in df.groupby("method") for k in metrics}
+    methods = sorted({m for m, _ in data})
+    if not methods or not any(len(v) for v in data.values()):
+        return []
+    fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(methods) + 2), 4))
+    for j, (metric, color) in enumerate([("grad_norm_real", "tab:blue"), ("grad_norm_fake", "tab:red")]):
+        vals = [data.get((m, metric), np.array([])) for m in methods]
+        pos = np.arange(len(methods)) * 3 + j
+        keep = [i for i, v in enumerate(vals) if len(v)]
+        if keep:
+            bp = ax.boxplot([vals[i] for i in keep], positions=pos[keep], widths=0.8, patch_artist=True)
+            for patch in bp["boxes"]:
+                patch.set_facecolor(color)
+                patch.set_alpha(0.5)
+    ax.set_xticks(np.arange(len(methods)) * 3 + 0.5)
+    ax.set_xticklabels(methods, rotation=30, ha="right", fontsize=8)
+    ax.set_yscale("log")
+    ax.set_ylabel("‖∇ₓ f‖ (blue real, red fake)")
+    ax.set_title("Input-gradient norms (GraN-GAN Fig. 3)", fontsize=9)
+    fig.tight_layout()
+    return [("grad_norm_boxes", fig)]
+
+
+def save(figures, out_dir: str | Path, dpi: int = 110) -> list[Path]:
+    """Write ``[(name, Figure)]`` as ``out_dir/name.png`` and close them."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, fig in figures:
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+        p = out_dir / f"{safe}.png"
+        fig.savefig(p, dpi=dpi)
+        plt.close(fig)
+        paths.append(p)
+    return paths
