@@ -1,0 +1,44 @@
+"""Console progress of a running study: one line per FID evaluation, finished or failed trial."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from ray.tune import Callback
+
+
+class ProgressPrinter(Callback):
+    """Prints ``[done/total] trial step/iterations fid=…`` as Tune reports arrive."""
+
+    def __init__(self, n_trials: int, iterations: int, quiet: bool = False):
+        # no stream attribute: Tune pickles its callbacks with the run config
+        self.n_trials, self.iterations, self.quiet = n_trials, iterations, quiet
+        self.done = 0
+        self.t0 = time.time()
+
+    def _line(self, text: str) -> None:
+        if self.quiet:
+            return
+        elapsed = time.time() - self.t0
+        print(f"[{elapsed:6.0f}s {self.done}/{self.n_trials} done] {text}", file=sys.stdout,
+              flush=True)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        fid = result.get("fid")
+        if result.get("diverged"):
+            return
+        fid_s = f"fid={fid:.2f}" if isinstance(fid, (int, float)) and math.isfinite(fid) else ""
+        self._line(f"{trial} step {result.get('step')}/{self.iterations} {fid_s}")
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.done += 1
+        res = trial.last_result or {}
+        if res.get("diverged"):
+            self._line(f"{trial} DIVERGED at step {res.get('step')}")
+        else:
+            self._line(f"{trial} finished")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.done += 1
+        self._line(f"{trial} ERROR (see {trial.local_path}/error.txt)")

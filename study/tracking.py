@@ -1,0 +1,103 @@
+"""MLflow set-up done by the driver before any trial starts.
+
+* The store and the experiment are created here, once, in the driver: several processes creating a
+  fresh SQLite store at once crash in MLflow 3 (alembic "Online migration expected to match one
+  row"), see STACK-NOTES.
+* Paths are made absolute: Ray runs trials with the trial directory as working directory, so a
+  relative ``sqlite:///mlflow.db`` or a default ``./mlruns`` artifact root would scatter runs.
+* One parent run per study execution holds the study file, the git commit and the hypotheses it
+  feeds; each trial is a child run (``mlflow.parentRunId``) made by ``trainables.mlflow_logger``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+DEFAULT_DB = "mlflow.db"
+DEFAULT_ARTIFACTS = "mlruns"
+
+
+def default_tracking_uri() -> str:
+    """``$MLFLOW_TRACKING_URI`` or a SQLite file ``mlflow.db`` in the working directory."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(DEFAULT_DB).resolve()}"
+
+
+def absolute_uri(uri: str) -> str:
+    """Make ``sqlite:///relative.db`` and plain paths absolute; leave servers alone."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return f"sqlite:///{Path(uri[len('sqlite:///'):]).resolve()}"
+    if "://" not in uri:
+        return str(Path(uri).resolve())
+    return uri
+
+
+def is_local_store(uri: str) -> bool:
+    return uri.startswith("sqlite:") or "://" not in uri or uri.startswith("file:")
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5, cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+@dataclass
+class StudyTracking:
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+
+    def client(self) -> MlflowClient:
+        return MlflowClient(self.tracking_uri)
+
+
+def ensure_experiment(tracking_uri: str, name: str, artifact_root: str | None = None) -> str:
+    """Return the id of experiment ``name``, creating it (with an absolute artifact root for a
+    local store) when missing."""
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            client.restore_experiment(exp.experiment_id)
+        return exp.experiment_id
+    location = None
+    if is_local_store(tracking_uri):
+        root = Path(artifact_root or DEFAULT_ARTIFACTS).resolve()
+        root.mkdir(parents=True, exist_ok=True)
+        location = root.as_uri()
+    return client.create_experiment(name, artifact_location=location)
+
+
+def start_study_run(
+    tracking_uri: str,
+    study_name: str,
+    study_text: str,
+    *,
+    hypotheses: list[str],
+    tags: dict[str, str] | None = None,
+    artifact_root: str | None = None,
+) -> StudyTracking:
+    """Create the experiment if needed and open the parent run of this study execution."""
+    experiment_id = ensure_experiment(tracking_uri, study_name, artifact_root)
+    client = MlflowClient(tracking_uri)
+    all_tags = {
+        "lipstudy.study": study_name,
+        "lipstudy.kind": "study",
+        "lipstudy.git_commit": git_commit(),
+        "lipstudy.hypotheses": ",".join(hypotheses),
+        **(tags or {}),
+    }
+    run = client.create_run(
+        experiment_id, run_name=f"{study_name}-{time.strftime('%Y%m%d-%H%M%S')}", tags=all_tags
+    )
+    client.log_text(run.info.run_id, study_text, "study.yaml")
+    return StudyTracking(tracking_uri, experiment_id, run.info.run_id)

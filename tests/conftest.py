@@ -1,0 +1,39 @@
+"""Test-wide settings: one torch thread (the CI box has 2 cores and pytest runs one process), and
+no network — any attempt to connect outside this machine fails the test that made it."""
+
+import ipaddress
+import socket
+
+import pytest
+import torch
+
+torch.set_num_threads(1)
+
+_real_connect = socket.socket.connect
+
+
+def _guarded_connect(self, address):
+    host = address[0] if isinstance(address, tuple) else None
+    if host is not None and self.family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            ip = ipaddress.ip_address(host)
+            local = ip.is_loopback or ip.is_private or ip.is_link_local or ip.is_unspecified
+        except ValueError:  # a host name: only localhost is allowed
+            local = host in ("localhost",)
+        if not local:
+            raise OSError(f"test tried to reach the network: {address!r}")
+    return _real_connect(self, address)
+
+
+@pytest.fixture(autouse=True)
+def _no_network(monkeypatch):
+    monkeypatch.setattr(socket.socket, "connect", _guarded_connect)
+
+
+def pytest_configure(config):
+    """Reference-statistics cache in a fresh temporary directory (never the user's ~/.cache);
+    set before any Ray worker starts so trials inherit it."""
+    import os
+    import tempfile
+
+    os.environ.setdefault("LIPSTUDY_CACHE", tempfile.mkdtemp(prefix="lipstudy-test-cache-"))

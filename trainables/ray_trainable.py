@@ -1,0 +1,166 @@
+"""The thin Ray Tune wrapper around ``trainables.train.train``.
+
+Per trial it (1) completes and checks the config, (2) picks the device Ray gave it (a GPU id with no
+CUDA behind it falls back to CPU), (3) opens or continues the trial's MLflow child run, (4) runs the
+plain train function with callbacks that log to MLflow and report to Tune, with a checkpoint (the
+full ``GANTrial`` state plus the MLflow run id) at every FID evaluation. A retried or resumed trial
+restores from that checkpoint and continues the same MLflow run.
+
+What Tune sees: one report per FID evaluation (same iterations in every trial, so ASHA compares like
+with like) with ``fid``, ``kid``, ``step`` and the latest domain statistics; a diverged trial ends
+with ``diverged = 1`` and ``fid = inf`` so searchers rank it worst, never as missing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from trainables.config import validate_trial
+from trainables.mlflow_logger import MlflowTrialLogger, run_name
+from trainables.regularizers import REGULARIZERS
+from trainables.train import Callbacks, TrialResult, resolve_device, train
+
+STATE_FILE = "trial_state.pt"
+META_FILE = "trial_meta.json"
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """Study-level facts every trial needs but that are not trial keys."""
+
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str | None = None
+    study_name: str = ""
+
+
+def trial_device(requested: str) -> torch.device:
+    """The device for this trial inside Ray: with ``auto``, CUDA only when Ray assigned this trial
+    a GPU *and* CUDA exists (a fake/absent GPU falls back to CPU); explicit names are honoured
+    when CUDA exists, else CPU."""
+    if requested != "auto":
+        return resolve_device(requested)
+    import ray
+
+    gpu_ids = ray.get_gpu_ids() if ray.is_initialized() else []
+    if gpu_ids and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def _k_keys(regularizer: str) -> tuple[str, ...]:
+    fields = REGULARIZERS[regularizer].Params.model_fields
+    return tuple(k for k in fields if k.startswith("k_") or k.endswith("_k"))
+
+
+def trial_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The trial keys of a Tune config, completed by validation.
+
+    The study puts fixed keys (and, for grids, the whole trial) under ``trial``; searched keys sit
+    at the top level; ``__seeds__`` with Tune's ``Repeater`` index ``__trial_index__`` picks the
+    replicate's seed."""
+    raw = dict(config.get("trial") or {})
+    raw.update({k: v for k, v in config.items() if k != "trial" and not k.startswith("__")})
+    seeds = config.get("__seeds__")
+    if seeds:
+        raw["seed"] = seeds[int(config.get("__trial_index__", 0)) % len(seeds)]
+    return validate_trial(raw, check_data=False)
+
+
+class _TuneCallbacks(Callbacks):
+    def __init__(self, logger: MlflowTrialLogger, fid_params: dict[str, Any]):
+        self.logger = logger
+        self.fid_params = fid_params
+
+    def on_start(self, params):
+        self.logger.log_params(params)
+
+    def on_stats(self, step, metrics):
+        self.logger.log_metrics(step, metrics)
+
+    def on_eval(self, step, metrics, grid):
+        self.logger.log_metrics(step, metrics)
+        self.logger.log_image(grid, f"samples/step_{step:07d}.png")
+
+    def on_checkpoint(self, step, state, metrics):
+        from ray import tune
+
+        with tempfile.TemporaryDirectory() as tmp:
+            torch.save(state, os.path.join(tmp, STATE_FILE))
+            with open(os.path.join(tmp, META_FILE), "w") as fh:
+                json.dump({"mlflow_run_id": self.logger.run_id, "step": step}, fh)
+            report = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+            report.update(step=step, diverged=0.0)
+            tune.report(report, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+
+def run_trial(config: dict[str, Any], context: TrialContext) -> None:
+    """Ray Tune function trainable (use with ``tune.with_parameters(run_trial, context=...)``)."""
+    from ray import tune
+
+    cfg = trial_config(config)
+    device = trial_device(cfg["device"])
+    state, run_id = None, None
+    ckpt = tune.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            state = torch.load(os.path.join(d, STATE_FILE), weights_only=True, map_location=device)
+            with open(os.path.join(d, META_FILE)) as fh:
+                run_id = json.load(fh).get("mlflow_run_id")
+    from trainables import fid as fid_lib
+
+    extractor = (
+        "data-space" if cfg["arch"] == "mlp" else fid_lib.resolve_extractor(cfg["fid_extractor"])
+    )
+    fid_params = {"fid_extractor": extractor, "fid_samples": cfg["fid_samples"],
+                  "fid_ref_split": cfg["fid_ref_split"]}
+    params = {**cfg, **fid_params, "device": device.type}
+    tags = {"lipstudy.study": context.study_name, "lipstudy.trial_id": _trial_id()}
+    logger = MlflowTrialLogger(
+        context.tracking_uri, context.experiment_id, name=run_name(cfg, _k_keys(cfg["regularizer"])),
+        params=params, parent_run_id=context.parent_run_id, tags=tags, run_id=run_id,
+    )
+    callbacks = _TuneCallbacks(logger, fid_params)
+    try:
+        result = train(cfg, callbacks, state=state, device=device)
+    except BaseException:
+        logger.set_tags({"lipstudy.status": "crashed"})
+        logger.finish("FAILED")
+        raise
+    _finish(logger, result, run_id is None)
+
+
+def _finish(logger: MlflowTrialLogger, result: TrialResult, fresh: bool) -> None:
+    from ray import tune
+
+    times = np.asarray(result.step_times) if result.step_times else np.asarray([math.nan])
+    summary = {"step_time_median_ms": float(np.median(times) * 1e3),
+               "step_time_mean_ms": float(np.mean(times) * 1e3)}
+    logger.log_metrics(result.step, summary)
+    if result.status == "diverged":
+        logger.set_tags({"lipstudy.status": "diverged", "lipstudy.diverged_step": result.step,
+                         "lipstudy.diverged_reason": result.reason})
+        logger.log_metrics(result.step, {"diverged": 1.0})
+        logger.finish("FINISHED")
+        tune.report({"fid": math.inf, "diverged": 1.0, "step": result.step, **summary})
+        return
+    logger.set_tags({"lipstudy.status": "finished"})
+    logger.log_metrics(result.step, {"diverged": 0.0})
+    logger.finish("FINISHED")
+
+
+def _trial_id() -> str:
+    try:
+        from ray import tune
+
+        return str(tune.get_context().get_trial_id())
+    except Exception:
+        return ""
