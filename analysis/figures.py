@@ -75,7 +75,7 @@ def _paper_for(reference: pd.DataFrame | None, dataset: str, x: str, **fixed) ->
     ref = reference[(reference["dataset"] == dataset) & reference["fid"].notna()]
     for k, v in fixed.items():
         if k in ref.columns:
-            ref = ref[np.isclose(ref[k].astype(float), v)]
+            ref = ref[np.isclose(ref[k].astype(float), v, rtol=1e-6, atol=0)]
     if ref.empty:
         return None
     return fid_series(ref, x)
@@ -86,7 +86,7 @@ def fid_vs_k(frame: pd.DataFrame, *, reference: pd.DataFrame | None = None,
     """Table 2's line plots: SN runs at α = 1, FID vs k_SN (log x), one figure per dataset × extractor."""
     df = frame[(frame.get("regularizer") == "sn")] if "regularizer" in frame else frame.iloc[0:0]
     if "alpha" in df.columns:
-        df = df[np.isclose(df["alpha"].astype(float).fillna(1.0), 1.0)]
+        df = df[np.isclose(df["alpha"].astype(float).fillna(1.0), 1.0, rtol=1e-6, atol=0)]
     series = fid_series(df, "k_sn", fid_cap=fid_cap, rel_cap=rel_cap)
     out = []
     for (ds, ext), s in series.groupby(["dataset", "fid_extractor"]):
@@ -110,7 +110,7 @@ def fid_vs_alpha(frame: pd.DataFrame, *, reference: pd.DataFrame | None = None,
     df = frame[frame["regularizer"] == "sn"]
     out = []
     for k in sorted(df["k_sn"].dropna().unique()):
-        sub = df[np.isclose(df["k_sn"].astype(float), k)]
+        sub = df[np.isclose(df["k_sn"].astype(float), k, rtol=1e-6, atol=0)]
         if sub["alpha"].nunique() < 2:
             continue
         series = fid_series(sub, "alpha", fid_cap=fid_cap, rel_cap=rel_cap)
@@ -149,7 +149,7 @@ def omega_intervals(histories: pd.DataFrame, frame: pd.DataFrame, *, max_runs_pe
         steps = np.sort(g["step"].unique())
         dx = (steps[1] - steps[0]) / (len(ks) + 1) if len(steps) > 1 else 1.0
         for j, k in enumerate(ks):
-            gk = g[np.isclose(g["k_sn"], k)]
+            gk = g[np.isclose(g["k_sn"], k, rtol=1e-6, atol=0)]
             for rid in list(dict.fromkeys(gk.sort_values("seed")["run_id"]))[:max_runs_per_k]:
                 r = gk[gk["run_id"] == rid].sort_values("step")
                 ax.vlines(r["step"] + j * dx, r["lo"], r["hi"], color=cmap(j / max(1, len(ks) - 1)),

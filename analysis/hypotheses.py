@@ -316,9 +316,9 @@ def k_output_scale(frame: pd.DataFrame, *, tol: float = 0.1, sig: float = SIG,
     df = df[(df["regularizer"] == "sn") & df["loss"].isin(losses)]
     if require_bias_free:
         df = df[_col(df, "d_bias", True).astype("boolean").fillna(True) == False]  # noqa: E712
-    df = df.assign(width=_width(df, "last"), k=_col(df, "k_sn").astype(float),
+    df = df.assign(_omega_w=_width(df, "last"), k=_col(df, "k_sn").astype(float),
                    n_layers=_col(df, "n_d_layers").astype(float), eps_=_col(df, "eps", 0.0).astype(float))
-    df = df[np.isfinite(df["width"]) & (df["width"] > 0) & df["n_layers"].notna()]
+    df = df[np.isfinite(df["_omega_w"]) & (df["_omega_w"] > 0) & df["n_layers"].notna()]
     if df.empty:
         return _missing("no bias-free (d_bias = false) SN runs of a linear loss with Ω and n_d_layers")
     keys = _strata(df, ["seed", "-k_sn", "-eps"])
@@ -330,10 +330,10 @@ def k_output_scale(frame: pd.DataFrame, *, tol: float = 0.1, sig: float = SIG,
         ref = ref.iloc[0]
         for _, row in g[~_close(g["k"], 1.0)].iterrows():
             scale = row["k"] ** row["n_layers"]
-            eps_ok = row["k"] >= 1 or np.isclose(row["eps_"], ref["eps_"] * scale, rtol=1e-3)
+            eps_ok = row["k"] >= 1 or np.isclose(row["eps_"], ref["eps_"] * scale, rtol=1e-3, atol=0)
             if not eps_ok:
                 continue
-            r.append(math.log(row["width"] / (scale * ref["width"])))
+            r.append(math.log(row["_omega_w"] / (scale * ref["_omega_w"])))
             ids += [row["run_id"], ref["run_id"]]
     used = df[df["run_id"].isin(ids)]
     v, _ = _tost_verdict(r, tol, sig, used, "Ω(k) / (k^n Ω(1))")
@@ -624,7 +624,7 @@ def eps_counterfactual(frame: pd.DataFrame, *, small_k: float = 1.0, eps_power: 
         ref_log = float(np.log(ref["fid_eff"].astype(float)).mean())
         small = g[g["k"] < small_k]
         target = eps0 * small["k"] ** (small["n_layers"] * eps_power)
-        scaled = small[np.isclose(small["eps_"], target, rtol=1e-3)]
+        scaled = small[np.isclose(small["eps_"], target, rtol=1e-3, atol=0)]
         base = small[_close(small["eps_"], eps0)]
         if scaled.empty:
             continue
@@ -680,7 +680,7 @@ def gran_k_eps(frame: pd.DataFrame, *, margin: float = 0.1, sig: float = SIG,
     for _, g in _groupby(df, keys):
         ones = g[_close(g["K"], 1.0)]
         for _, row in g[~_close(g["K"], 1.0)].iterrows():
-            m = ones[np.isclose(ones["eps_"], row["eps_"] / row["K"], rtol=1e-3)]
+            m = ones[np.isclose(ones["eps_"], row["eps_"] / row["K"], rtol=1e-3, atol=0)]
             if len(m):
                 d.append(math.log(row["fid_eff"]) - float(np.log(m["fid_eff"].astype(float)).mean()))
                 ids += [row["run_id"], *m["run_id"]]

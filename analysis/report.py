@@ -152,7 +152,7 @@ def fid_table(frame: pd.DataFrame, x: str, reference: pd.DataFrame | None, *, by
                           & reference["fid"].notna()]
             for k in [x, *by]:
                 if k in r.columns:
-                    r = r[np.isclose(r[k].astype(float), float(kd[k]))]
+                    r = r[np.isclose(r[k].astype(float), float(kd[k]), rtol=1e-6, atol=0)]
                 else:
                     r = r.iloc[0:0]
             if len(r):
@@ -234,7 +234,7 @@ def build(frame: pd.DataFrame, out_dir: str | Path, *, histories: pd.DataFrame |
     sn = frame[frame.get("regularizer", pd.Series(dtype=str)) == "sn"] if len(frame) else frame
     doc.h(2, "FID vs k_SN (Lipschitz paper Table 2)")
     if len(sn) and "k_sn" in sn:
-        a1 = sn[np.isclose(sn["alpha"].astype(float).fillna(1.0), 1.0)] if "alpha" in sn else sn
+        a1 = sn[np.isclose(sn["alpha"].astype(float).fillna(1.0), 1.0, rtol=1e-6, atol=0)] if "alpha" in sn else sn
         doc.table(fid_table(a1, "k_sn", reference, by=("alpha",) if "alpha" in a1 else (),
                             fid_cap=fid_cap, rel_cap=rel_cap))
         add_figs(figs.fid_vs_k(frame, reference=reference, fid_cap=fid_cap, rel_cap=rel_cap),

@@ -1,0 +1,244 @@
+"""The hypotheses reach the paper's conclusions on the paper's tables, say contradicted on frames
+built to contradict them, and inconclusive with too little data."""
+
+import math
+
+import numpy as np
+import pytest
+
+from analysis import hypotheses as H
+from analysis import reference
+
+from .conftest import make_frame
+
+
+def verdict(name, frame, **kw):
+    return H.HYPOTHESES[name](frame, **kw)
+
+
+# ----------------------------------------------------------------------- the paper's own tables
+def test_paper_table2_contradicts_h1_with_wgan_the_outlier():
+    v = verdict("H1", reference.load("lipschitz_table2"))
+    assert v.verdict == "contradicted"
+    assert v.effect_size >= 0.5 and v.p_value < 1e-3 and v.n == 45
+    assert "Best-ranked loss: wgan" in v.details and "wgan 0%" in v.details
+    assert len(v.run_ids) == 45
+
+
+def test_paper_table5a_alpha_compensates_large_k():
+    v = verdict("alpha-compensates-k", reference.load("lipschitz_table5a"))
+    assert v.verdict == "supported" and v.effect_size > 0.5 and v.n == 90
+
+
+def test_paper_table5b_large_alpha_degrades():
+    v = verdict("alpha-large-breaks", reference.load("lipschitz_table5b", "lipschitz_table2"))
+    assert v.verdict == "supported"
+    assert "not broken: ns/celeba, ns/cifar10" in v.details   # the literal "breaks every loss" is stated
+
+
+def test_paper_degenerate_table_close_to_wgan():
+    v = verdict("degenerate-losses", reference.load("lipschitz_degenerate"))
+    assert v.verdict == "supported" and v.n == 12
+    assert abs(v.effect_size) < 0.05 and v.ci[0] > -math.log(1.2) and v.ci[1] < math.log(1.2)
+
+
+def test_paper_fig1b_domain_restriction():
+    f = reference.load("lipschitz_fig1b")
+    for name in ("domain-omega-shrinks", "domain-psi-shrinks", "domain-omega-bound"):
+        assert verdict(name, f).verdict == "supported", name
+
+
+def test_all_published_tables_together_run_every_hypothesis():
+    vs = {v.name: v for v in H.evaluate(reference.load())}
+    assert set(vs) == set(H.HYPOTHESES)
+    assert vs["H1"].verdict == "contradicted"
+    assert vs["alr-beats-gp"].verdict == "inconclusive"       # one published row per method: no test
+
+
+# ----------------------------------------------------------------------- built to contradict
+def _h1_rows(fid_of):
+    return [dict(loss=l, k_sn=k, seed=s, fid=fid_of(l, k, s))
+            for l in ("ns", "ls", "wgan") for k in (5.0, 10.0) for s in range(3)]
+
+
+def test_h1_supported_when_all_losses_break_alike_and_inconclusive_on_one_block():
+    f = make_frame(_h1_rows(lambda l, k, s: 300.0))
+    assert verdict("H1", f).verdict == "supported"
+    one = make_frame([dict(loss=l, k_sn=5.0, fid=30.0 + i) for i, l in enumerate(("ns", "wgan"))])
+    v = verdict("H1", one)
+    assert v.verdict == "inconclusive" and "blocks" in v.missing
+
+
+def _scale_rows(width_of, n=4, seeds=3):
+    rows = []
+    for k, s in [(k, s) for s in range(seeds) for k in (1.0, 2.0, 4.0)]:
+        w = width_of(k) * (1 + 0.1 * s)
+        rows.append(dict(loss="wgan", k_sn=k, d_bias=False, n_d_layers=n, eps=1e-8, fid=20.0, seed=s,
+                         omega_real_min=-w / 2, omega_real_max=w / 2, omega_fake_min=-w / 4,
+                         omega_fake_max=w / 4))
+    return rows
+
+
+def test_k_output_scale():
+    assert verdict("k-output-scale", make_frame(_scale_rows(lambda k: 0.3 * k ** 4))).verdict == "supported"
+    assert verdict("k-output-scale", make_frame(_scale_rows(lambda k: 0.3))).verdict == "contradicted"
+    v = verdict("k-output-scale", make_frame(_scale_rows(lambda k: 0.3 * k ** 4)[:2]))
+    assert v.verdict == "inconclusive"
+
+
+def _omega_rows(width_of, loss="ns", reg="sn", kcol="k_sn", ks=(0.25, 0.5, 1.0)):
+    rows = []
+    for k in ks:
+        for s in range(3):
+            w = width_of(k) * (1 + 0.01 * s)
+            rows.append({"loss": loss, "regularizer": reg, kcol: k, "seed": s, "fid": 10.0,
+                         "omega_union_min": -w / 2, "omega_union_max": w / 2,
+                         "psi_min": -w / 10, "psi_max": w / 10})
+    return rows
+
+
+def test_domain_trends():
+    grow = make_frame(_omega_rows(lambda k: 10 * k))
+    shrink_wrong_way = make_frame(_omega_rows(lambda k: 10 / k))
+    assert verdict("domain-omega-shrinks", grow).verdict == "supported"
+    assert verdict("domain-omega-shrinks", shrink_wrong_way).verdict == "contradicted"
+    assert verdict("domain-psi-shrinks", shrink_wrong_way).verdict == "contradicted"
+    tiny = make_frame([r for r in _omega_rows(lambda k: 10 * k) if r["seed"] == 0])   # 3 points
+    v = verdict("domain-omega-shrinks", tiny)
+    assert v.verdict == "inconclusive" and "cannot reach" in v.missing
+    gp = make_frame(_omega_rows(lambda k: 1 + k, reg="gp", kcol="k_gp", ks=(0.0, 1.0, 10.0)))
+    assert verdict("gp-omega-shrinks", gp).verdict == "supported"
+    gp_bad = make_frame(_omega_rows(lambda k: 1 / (1 + k), reg="gp", kcol="k_gp", ks=(0.0, 1.0, 10.0)))
+    assert verdict("gp-omega-shrinks", gp_bad).verdict == "contradicted"
+
+
+def test_omega_bound():
+    rows = [dict(k_sn=1.0, seed=s, omega_bound=64.0, omega_real_min=-1, omega_real_max=1,
+                 omega_fake_min=-2, omega_fake_max=0.5) for s in range(3)]
+    assert verdict("domain-omega-bound", make_frame(rows)).verdict == "supported"
+    rows.append(dict(k_sn=1.0, seed=9, omega_bound=64.0, omega_real_min=-50, omega_real_max=50,
+                     omega_fake_min=-1, omega_fake_max=1))
+    v = verdict("domain-omega-bound", make_frame(rows))
+    assert v.verdict == "contradicted" and len(v.run_ids) == 1
+    assert verdict("domain-omega-bound", make_frame(rows[:1])).verdict == "inconclusive"
+
+
+def _shift_rows(s_wgan, s_ns):
+    rows = []
+    for loss, ratio in (("wgan", s_wgan), ("ns", s_ns)):
+        for s in range(4):
+            rows.append(dict(loss=loss, k_sn=1.0, seed=s, omega_real_min=-1, omega_real_max=1,
+                             omega_fake_min=-1, omega_fake_max=1, omega_union_min=-ratio * (1 + s / 10),
+                             omega_union_max=ratio * (1 + s / 10)))
+    return rows
+
+
+def test_omega_shift():
+    assert verdict("domain-omega-shift", make_frame(_shift_rows(8.0, 1.0))).verdict == "supported"
+    assert verdict("domain-omega-shift", make_frame(_shift_rows(1.0, 8.0))).verdict == "contradicted"
+    assert verdict("domain-omega-shift", make_frame(_shift_rows(8.0, 1.0)[:1])).verdict == "inconclusive"
+
+
+def _alpha_rows(k, alphas, fid_of):
+    return [dict(loss=l, k_sn=k, alpha=a, seed=s, fid=fid_of(a) * (1 + 0.01 * s))
+            for l in ("ns", "ls") for a in alphas for s in range(2)]
+
+
+def test_alpha_hypotheses_contradicted():
+    small_alpha_hurts = make_frame(_alpha_rows(50.0, [1e-9, 1e-5, 1e-1], lambda a: 200 if a < 1e-3 else 5))
+    assert verdict("alpha-compensates-k", small_alpha_hurts).verdict == "contradicted"
+    big_alpha_helps = make_frame(_alpha_rows(1.0, [1.0, 1e3, 1e7], lambda a: 5 if a > 10 else 200))
+    assert verdict("alpha-large-breaks", big_alpha_helps).verdict == "contradicted"
+    ok = make_frame(_alpha_rows(1.0, [1.0, 1e3, 1e7], lambda a: 5 if a < 10 else 200)
+                    + [dict(loss="wgan", k_sn=1.0, alpha=a, seed=s, fid=f)
+                       for a, f in ((1.0, 5.0), (1e3, 50.0), (1e7, 60.0)) for s in range(2)])
+    v = verdict("alpha-large-breaks", ok)
+    assert v.verdict == "contradicted" and "WGAN moved" in v.details    # WGAN must not move with α
+    assert verdict("alpha-compensates-k", make_frame(_alpha_rows(50.0, [1e-9], lambda a: 5))).verdict \
+        == "inconclusive"
+
+
+def _deg_rows(factor):
+    rows = [dict(loss="wgan", k_sn=50.0, alpha=1.0, seed=s, fid=10.0 + s) for s in range(3)]
+    rows += [dict(loss=l, k_sn=50.0, alpha=1e-25, seed=s, fid=(10.0 + s) * factor)
+             for l in ("ns", "ls0", "cos") for s in range(3)]
+    return rows
+
+
+def test_degenerate():
+    assert verdict("degenerate-losses", make_frame(_deg_rows(3.0))).verdict == "contradicted"
+    rows = _deg_rows(1.0)
+    rows += [dict(loss="exp", k_sn=50.0, alpha=1e-25, seed=s, status="diverged") for s in range(3)]
+    v = verdict("degenerate-losses", make_frame(rows))
+    assert v.verdict == "contradicted" and "exp" in v.details.split("Not close to WGAN:")[1]
+    assert verdict("degenerate-losses", make_frame(_deg_rows(1.0)[:4])).verdict == "inconclusive"
+
+
+def _eps_rows(scaled_fid, n=4):
+    rows = [dict(loss="ns", k_sn=1.0, eps=1e-8, n_d_layers=n, seed=s, fid=10.0 * (1 + 0.02 * s)) for s in range(3)]
+    for k in (0.25, 0.5):
+        for s in range(3):
+            rows.append(dict(loss="ns", k_sn=k, eps=1e-8, n_d_layers=n, seed=s, fid=20.0 * (1 + 0.02 * s)))
+            rows.append(dict(loss="ns", k_sn=k, eps=1e-8 * k ** n, n_d_layers=n, seed=s,
+                             fid=scaled_fid * (1 + 0.03 * ((s * 7 + int(k * 4)) % 3 - 1))))
+    return rows
+
+
+def test_eps_counterfactual():
+    assert verdict("eps-counterfactual", make_frame(_eps_rows(10.0))).verdict == "supported"
+    assert verdict("eps-counterfactual", make_frame(_eps_rows(20.0))).verdict == "contradicted"
+    no_scaled = [r for r in _eps_rows(10.0) if r["k_sn"] == 1.0 or r["eps"] == 1e-8]
+    v = verdict("eps-counterfactual", make_frame(no_scaled))
+    assert v.verdict == "inconclusive" and "ε₀" in v.missing
+
+
+def _gran_rows(factor):
+    rows = []
+    for K in (2.0, 4.0):
+        for s in range(2):
+            base = 15.0 + s + K
+            rows.append(dict(loss="wgan", regularizer="gran", optimizer="adam", gran_k=K, eps=1e-8,
+                             seed=s, fid=base * factor))
+            rows.append(dict(loss="wgan", regularizer="gran", optimizer="adam", gran_k=1.0, eps=1e-8 / K,
+                             seed=s, fid=base * (1 + 0.005 * s)))
+    return rows
+
+
+def test_gran_k_eps():
+    assert verdict("gran-k-eps", make_frame(_gran_rows(1.0))).verdict == "supported"
+    assert verdict("gran-k-eps", make_frame(_gran_rows(2.0))).verdict == "contradicted"
+    assert verdict("gran-k-eps", make_frame(_gran_rows(1.0)[:2])).verdict == "inconclusive"
+
+
+@pytest.mark.parametrize("name,a,b", [("alr-beats-gp", dict(loss="wgan", regularizer="alr"),
+                                       dict(loss="wgan", regularizer="gp")),
+                                      ("js-stabilizes", dict(loss="ns", regularizer="js"),
+                                       dict(loss="ns", regularizer="none"))])
+def test_superiority_claims(name, a, b):
+    def rows(fa, fb):
+        return ([dict(a, seed=s, fid=fa + s * 0.3) for s in range(3)]
+                + [dict(b, seed=s, fid=fb + s * 0.3) for s in range(3)])
+    assert verdict(name, make_frame(rows(12.0, 19.0))).verdict == "supported"
+    assert verdict(name, make_frame(rows(25.0, 19.0))).verdict == "contradicted"
+    assert verdict(name, make_frame(rows(19.0, 19.0))).verdict == "contradicted"   # no improvement
+    assert verdict(name, make_frame(rows(12.0, 19.0)[:4])).verdict == "inconclusive"
+
+
+# ----------------------------------------------------------------------- registry
+def test_registry_groups_thresholds_and_crashed_runs():
+    assert H.resolve(["H1", "domain-restriction"])[:2] == ["H1", "domain-omega-shrinks"]
+    assert set(H.resolve(["domain"])) == set(H.GROUPS["domain-restriction"])
+    with pytest.raises(KeyError):
+        H.resolve(["nope"])
+    with pytest.raises(TypeError):
+        H.HYPOTHESES["H1"](make_frame([]), not_a_threshold=1)
+    for h in H.HYPOTHESES.values():       # every threshold documented by a default
+        assert h.claim and h.source and "fid_cap" in h.defaults
+    v = H.evaluate(make_frame([]), ["H1"])[0]
+    assert v.verdict == "inconclusive" and v.thresholds["large_k"] == 5.0
+    # crashed runs are not outcomes: a frame of crashed runs gives no data
+    crashed = make_frame([dict(r, status="crashed") for r in _h1_rows(lambda l, k, s: 300.0)])
+    assert verdict("H1", crashed).verdict == "inconclusive"
+    # thresholds are parameters: a stricter W makes the paper's H1 evidence insufficient
+    strict = verdict("H1", reference.load("lipschitz_table2"), w_large=0.9)
+    assert strict.verdict == "inconclusive" and strict.thresholds["w_large"] == 0.9
