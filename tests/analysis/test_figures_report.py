@@ -1,0 +1,120 @@
+"""Figures render with the frame's values; the report writes md/html/figures and attaches to MLflow."""
+
+import numpy as np
+import pandas as pd
+
+from analysis import figures, load, reference, report
+
+from .conftest import make_frame
+
+
+def _grid():
+    rows = []
+    for loss, base in (("ns", 10.0), ("wgan", 12.0)):
+        for k in (0.5, 1.0, 10.0):
+            for s in range(2):
+                rows.append(dict(loss=loss, k_sn=k, seed=s, fid=base * k + s, fid_extractor="domain",
+                                 dataset="mnist", omega_union_min=-k, omega_union_max=2 * k,
+                                 psi_min=-0.5, psi_max=-0.1 * k, grad_norm_real=k, grad_norm_fake=k / 2))
+    return make_frame(rows)
+
+
+def test_fid_vs_k_plots_the_frames_values(tmp_path):
+    f = _grid()
+    items = figures.fid_vs_k(f)
+    assert [n for n, _ in items] == ["fid_vs_k_mnist_domain"]
+    ax = items[0][1].axes[0]
+    lines = {ln.get_label(): ln for ln in ax.get_lines()}
+    ns = lines["ns (ours)"]
+    expect = f[f["loss"] == "ns"].groupby("k_sn")["fid"].median()
+    # domain features: the broken cap is 3 × the best configuration's median FID (ns at k 0.5: 5.5)
+    cap = 3 * 5.5
+    assert np.allclose(ns.get_xdata(), expect.index)
+    assert np.allclose(ns.get_ydata(), np.minimum(expect.values, cap))
+    wgan = f[f["loss"] == "wgan"].groupby("k_sn")["fid"].median()
+    assert np.allclose(lines["wgan (ours)"].get_ydata(), np.minimum(wgan.values, cap))
+    paths = figures.save(items, tmp_path)
+    assert paths[0].exists() and paths[0].stat().st_size > 1000
+
+
+def test_fid_vs_k_with_paper_line_and_cap():
+    ours = make_frame([dict(dataset="mnist", loss="ns", k_sn=k, fid=f)
+                       for k, f in ((1.0, 4.0), (5.0, 150.0))])
+    items = figures.fid_vs_k(ours, reference=reference.load("lipschitz_table2"))
+    lines = {ln.get_label(): ln for ln in items[0][1].axes[0].get_lines()}
+    assert list(lines["ns (ours)"].get_ydata()) == [4.0, 100.0]        # broken capped at 100
+    assert "ns (paper)" in lines and len(lines["ns (paper)"].get_xdata()) == 7
+
+
+def test_alpha_omega_psi_and_gradnorm_figures(tmp_path):
+    t5 = reference.load("lipschitz_table5a")
+    items = figures.fid_vs_alpha(t5)
+    assert len(items) == 3
+    f = _grid()
+    table = figures.omega_psi_table(f)
+    row = table[(table["loss"] == "ns") & (table["k_sn"] == 10.0)].iloc[0]
+    assert row["omega_union_min"] == -10.0 and row["omega_union_max"] == 20.0 and row["n"] == 2
+    fig1b = figures.omega_psi_table(reference.load("lipschitz_fig1b"), reference.load("lipschitz_fig1b"))
+    assert (fig1b["omega_union_max"] == fig1b["omega_union_max_paper"]).all()
+    boxes = figures.grad_norm_boxes(f)
+    assert boxes and len(boxes[0][1].axes[0].artists + boxes[0][1].axes[0].patches) >= 4
+    hist = pd.DataFrame([dict(run_id=rid, metric=m, step=st, value=v)
+                         for rid in f["run_id"] for st in (100, 200)
+                         for m, v in (("omega_real_min", -1.0), ("omega_real_max", 1.0),
+                                      ("omega_fake_min", -0.5), ("omega_fake_max", 0.5))])
+    om = figures.omega_intervals(hist, f)
+    assert {n for n, _ in om} == {"omega_intervals_mnist_ns", "omega_intervals_mnist_wgan"}
+    for p in figures.save(items + om + boxes, tmp_path):
+        assert p.stat().st_size > 1000
+
+
+def test_report_build(tmp_path):
+    f = load.concat([_grid(), reference.load("lipschitz_table2")])
+    md = report.build(f, tmp_path / "rep")
+    text = md.read_text()
+    assert text.index("## Verdicts") < text.index("## FID vs k_SN")
+    assert "| H1 | contradicted |" in text
+    assert "| extractor | N | FID paper (Inception) |" in text
+    html = (tmp_path / "rep" / "report.html").read_text()
+    assert "data:image/png;base64," in html and "src='figures/" not in html
+    assert len(list((tmp_path / "rep" / "figures").glob("*.png"))) >= 4
+    # every FID row of the table names its extractor and N
+    lines = [l for l in text.splitlines() if l.startswith("| mnist | ns |")
+             and (l.endswith("— |") or "paper Table" in l)]
+    assert lines and all(("| domain |" in l and "| 1000 |" in l) or "| inception |" in l for l in lines)
+
+
+def test_main_from_mlflow_attaches_to_parent(mlflow_store, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("LIPSTUDY_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "out"
+    rc = report.main(["--experiment", "toy-study", "--tracking-uri", mlflow_store["uri"],
+                      "--out", str(out)])
+    assert rc == 0
+    assert (out / "report.md").exists() and (out / "report.html").exists()
+    assert "attached to parent run" in capsys.readouterr().out
+    arts = {a.path for a in mlflow_store["client"].list_artifacts(mlflow_store["parent"], "report")}
+    assert {"report/report.md", "report/report.html", "report/figures"} <= arts
+    text = (out / "report.md").read_text()
+    assert "diverged" in text and "nan in loss_d" in text
+
+
+def test_main_errors(tmp_path, capsys):
+    assert report.main(["--out", str(tmp_path)]) == 2
+    assert report.main(["--csv", str(tmp_path / "missing.csv"), "--out", str(tmp_path)]) == 2
+    assert "lipstudy report:" in capsys.readouterr().err
+    csv = reference.path("lipschitz_degenerate")
+    assert report.main(["--csv", str(csv), "--out", str(tmp_path / "r"), "--hypotheses",
+                        "degenerate-losses"]) == 0
+    assert "| degenerate-losses | supported |" in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_analysis_never_imports_ray_study_or_trainables():
+    import subprocess
+    import sys
+
+    code = ("import sys, analysis.load, analysis.hypotheses, analysis.figures, analysis.report, "
+            "analysis.reference, analysis.stats; "
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('ray', 'study', 'trainables')]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
