@@ -397,7 +397,7 @@ class GradientPenalty(Regularizer):
         the batch's device (one draw per sample)."""
         _check_pair("gp", real, fake)
         shape = (real.shape[0],) + (1,) * (real.dim() - 1)
-        u = torch.rand(shape, device=real.device, dtype=_f32(real).dtype)
+        u = torch.rand(shape, device=real.device, dtype=real.dtype)
         return u * real.detach() + (1 - u) * fake.detach()
 
     def penalty_at(self, D: nn.Module, x_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
