@@ -3,6 +3,9 @@
     lipstudy run [STUDY]          run a study file or preset (no argument: the default study)
     lipstudy validate STUDY...    check study files without running anything
     lipstudy presets              list the presets shipped with the package
+    lipstudy report --experiment NAME --out DIR [--tracking-uri URI]
+                                  hypothesis verdicts, the papers' tables and figures from runs
+    lipstudy ui [--store URI]     the MLflow UI on the study's store, bound to 127.0.0.1
 
 A bad study file gets exit status 2 and one line naming the key and the problem, before Ray or
 MLflow start and without writing anything.
@@ -32,6 +35,13 @@ def _parser() -> argparse.ArgumentParser:
     val = sub.add_parser("validate", help="validate study files; exit 2 on the first problem")
     val.add_argument("studies", nargs="+")
     sub.add_parser("presets", help="list the presets")
+    rep = sub.add_parser("report", add_help=False,
+                         help="write report.md/.html + figures from MLflow runs (see report --help)")
+    rep.add_argument("rest", nargs=argparse.REMAINDER)
+    ui = sub.add_parser("ui", help="start the MLflow UI on the study's store (127.0.0.1)")
+    ui.add_argument("--store", "--tracking-uri", dest="store",
+                    help="tracking URI or SQLite file (default: $MLFLOW_TRACKING_URI or ./mlflow.db)")
+    ui.add_argument("--port", type=int, default=5000)
     return p
 
 
@@ -101,8 +111,37 @@ def print_summary(outcome) -> None:
         print(f"Open them in the MLflow UI of {uri}")
 
 
+def cmd_ui(store: str | None, port: int) -> int:
+    """Run ``mlflow ui`` on the store (loopback only) and print its URL; blocks until Ctrl-C."""
+    import subprocess
+
+    from study.tracking import absolute_uri, default_tracking_uri
+
+    uri = absolute_uri(store) if store else default_tracking_uri()
+    if uri.endswith(".db") and "://" not in uri:
+        uri = f"sqlite:///{uri}"
+    if uri.startswith("sqlite:///"):
+        db = uri[len("sqlite:///"):]
+        if not os.path.exists(db):
+            return _fail(f"--store: no MLflow store at {db} (run a study first: lipstudy run)")
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+           "--host", "127.0.0.1", "--port", str(port)]
+    print(f"MLflow UI for {uri}: http://127.0.0.1:{port}  (Ctrl-C to stop)", flush=True)
+    try:
+        return subprocess.call(cmd)
+    except KeyboardInterrupt:
+        return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["report"]:  # everything after `report` belongs to analysis.report
+        from analysis.report import main as report_main
+
+        return report_main(argv[1:])
     args = _parser().parse_args(argv)
+    if args.command == "ui":
+        return cmd_ui(args.store, args.port)
     if args.command == "validate":
         return cmd_validate(args.studies)
     if args.command == "presets":
