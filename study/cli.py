@@ -1,6 +1,8 @@
 """The ``lipstudy`` command.
 
     lipstudy run [STUDY]          run a study file or preset (no argument: the default study)
+    lipstudy resume STUDY_DIR     finish a study whose driver was killed (Tuner.restore: finished
+                                  trials stay, the others continue from their last checkpoint)
     lipstudy validate STUDY...    check study files without running anything
     lipstudy presets              list the presets shipped with the package
     lipstudy report --experiment NAME --out DIR [--tracking-uri URI]
@@ -32,6 +34,9 @@ def _parser() -> argparse.ArgumentParser:
                      "or sqlite:///./mlflow.db)")
     run.add_argument("--storage-path", help="Ray Tune storage path (default: the study's)")
     run.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS or local)")
+    res = sub.add_parser("resume", help="finish an interrupted study from its study directory")
+    res.add_argument("study_dir", help="the 'Study directory' that `lipstudy run` printed")
+    res.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS or local)")
     val = sub.add_parser("validate", help="validate study files; exit 2 on the first problem")
     val.add_argument("studies", nargs="+")
     sub.add_parser("presets", help="list the presets")
@@ -81,7 +86,34 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     print(f"lipstudy: study {spec.name!r} ({spec.search}); starting Ray and MLflow ...", flush=True)
     outcome = run_study(spec, text, tracking_uri=args.tracking_uri,
-                        storage_path=args.storage_path, address=args.address)
+                        storage_path=args.storage_path, address=args.address,
+                        on_start=_announce)
+    print_summary(outcome)
+    return 0 if all(t.status != "error" for t in outcome.trials) else 1
+
+
+def _announce(study_dir: str) -> None:
+    print(f"lipstudy: study directory {study_dir}\n"
+          f"          (if this driver dies: lipstudy resume {study_dir})", flush=True)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from study.tuner import read_state
+
+    try:
+        read_state(args.study_dir)
+    except StudyError as err:
+        return _fail(str(err))
+    from study.tuner import resume_study
+
+    print(f"lipstudy: resuming {args.study_dir} ...", flush=True)
+    try:
+        outcome = resume_study(args.study_dir, address=args.address)
+    except StudyError as err:
+        return _fail(str(err))
+    if outcome.dropped_runs:
+        print(f"lipstudy: deleted {len(outcome.dropped_runs)} MLflow run(s) of trials that restart "
+              "from scratch (killed before their first checkpoint)")
     print_summary(outcome)
     return 0 if all(t.status != "error" for t in outcome.trials) else 1
 
@@ -103,12 +135,24 @@ def print_summary(outcome) -> None:
     print()
     print(f"{len(rows)} trials in {outcome.wall_s / 60:.1f} min; FID extractor setting: {extractor} "
           f"(the resolved extractor is the `fid_extractor` param of each run)")
-    print(f"Ray Tune results: {outcome.storage_path}")
+    print(f"Study directory:  {outcome.storage_path}  (lipstudy resume <it> if interrupted)")
+    optuna_loc = _optuna_location(outcome.storage_path)
+    if optuna_loc:
+        print(f"Optuna study:     optuna-dashboard {optuna_loc}")
     print(f"MLflow runs:      {uri} (experiment id {outcome.tracking.experiment_id})")
     if uri.startswith("sqlite:") or "://" not in uri:
         print(f"Open them with:   mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000")
     else:
         print(f"Open them in the MLflow UI of {uri}")
+
+
+def _optuna_location(study_dir: str) -> str | None:
+    from study.tuner import read_state
+
+    try:
+        return read_state(study_dir).get("optuna_storage")
+    except StudyError:
+        return None
 
 
 def cmd_ui(store: str | None, port: int) -> int:
@@ -146,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_validate(args.studies)
     if args.command == "presets":
         return cmd_presets()
+    if args.command == "resume":
+        return cmd_resume(args)
     return cmd_run(args)
 
 

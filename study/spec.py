@@ -16,11 +16,17 @@ A study is a YAML mapping::
       k_sn: {loguniform: [0.1, 100], when: {regularizer: sn}}
       alpha: {loguniform: [1.0e-25, 1.0e11]}
     num_samples: 20               # optuna / random: configurations to sample
+    sampler: tpe                  # optuna: tpe (default) | random | qmc
+    points_to_evaluate:           # optuna / random: configurations tried first (the papers'
+      - {loss: ns, regularizer: sn, k_sn: 1.0, alpha: 1.0}   #   defaults), then the sampler's
+    optuna_storage: null          # default: <study dir>/optuna.journal (JournalStorage); or an
+                                  #   RDB URL (sqlite:///..., postgresql://...) or a .journal path
     seeds: 3                      # replicates per configuration: a count (0..n-1) or a list
     scheduler: fifo               # fifo (reproductions) | asha (searches, on intermediate FID)
-    resources: {cpu: 1, gpu: auto}
+    resources: {cpu: 1, gpu: auto, custom: {}}   # gpu auto: 0.25 when the cluster has GPUs
     max_concurrent: null
-    max_failures: 2
+    max_failures: 2               # a crashed trial is retried from its last checkpoint
+    checkpoints_to_keep: 2
     storage_path: ./lipstudy_results
     tracking_uri: null            # default: sqlite:///<cwd>/mlflow.db, or $MLFLOW_TRACKING_URI
 
@@ -97,6 +103,17 @@ class Resources(BaseModel):
 
     cpu: float = Field(1.0, gt=0)
     gpu: float | Literal["auto"] = "auto"
+    custom: dict[str, float] = {}  # Ray custom resources per trial (node labels, accelerator types)
+
+    @field_validator("custom")
+    @classmethod
+    def _custom(cls, v: dict[str, float]) -> dict[str, float]:
+        for name, amount in v.items():
+            if name in ("CPU", "GPU", "cpu", "gpu", "memory"):
+                raise ValueError(f"{name!r} is not a custom resource; use resources.cpu / gpu")
+            if not (amount > 0 and math.isfinite(amount)):
+                raise ValueError(f"{name!r} needs a positive amount")
+        return v
 
     @field_validator("gpu")
     @classmethod
@@ -127,12 +144,16 @@ class StudySpec(BaseModel):
     grid: dict[str, list[Any]] | list[dict[str, list[Any]]] = {}
     space: dict[str, SpaceEntry] = {}
     num_samples: int = Field(1, ge=1)
+    sampler: Literal["tpe", "random", "qmc"] = "tpe"
+    points_to_evaluate: list[dict[str, Any]] = []
+    optuna_storage: str | None = None
     seeds: int | list[int] = 1
     scheduler: Literal["fifo", "asha"] = "fifo"
     asha: AshaConfig = AshaConfig()
     resources: Resources = Resources()
     max_concurrent: int | None = Field(None, ge=1)
     max_failures: int = Field(2, ge=0)
+    checkpoints_to_keep: int = Field(2, ge=1)  # per trial (one checkpoint per FID evaluation)
     storage_path: str = "./lipstudy_results"
     tracking_uri: str | None = None
 
@@ -188,27 +209,32 @@ def load_study(source: str | Path) -> tuple[StudySpec, str]:
         text = path.read_text()
     except OSError as err:
         raise StudyError(f"{path}: cannot read ({err.strerror})") from None
+    return parse_study(text, str(path)), text
+
+
+def parse_study(text: str, label: str = "study") -> StudySpec:
+    """Parse and validate study-file text (``label`` prefixes error messages)."""
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise StudyError(f"{path}: not valid YAML{where}") from None
+        raise StudyError(f"{label}: not valid YAML{where}") from None
     if raw is None:
-        raise StudyError(f"{path}: the file is empty")
+        raise StudyError(f"{label}: the file is empty")
     if not isinstance(raw, dict):
-        raise StudyError(f"{path}: a study file must be a YAML mapping, got {type(raw).__name__}")
+        raise StudyError(f"{label}: a study file must be a YAML mapping, got {type(raw).__name__}")
     try:
         spec = StudySpec(**raw)
     except ValidationError as err:
-        raise StudyError(f"{path}: {_pydantic_message(err)}") from None
+        raise StudyError(f"{label}: {_pydantic_message(err)}") from None
     except TypeError as err:  # non-string keys
-        raise StudyError(f"{path}: {err}") from None
+        raise StudyError(f"{label}: {err}") from None
     try:
         check_study(spec)
     except StudyError as err:
-        raise StudyError(f"{path}: {err}") from None
-    return spec, text
+        raise StudyError(f"{label}: {err}") from None
+    return spec
 
 
 def expand_grid(spec: StudySpec) -> list[dict[str, Any]]:
@@ -262,6 +288,16 @@ def check_study(spec: StudySpec) -> list[dict[str, Any]]:
                 if cond not in spec.space or list(spec.space).index(cond) >= list(spec.space).index(key):
                     raise StudyError(f"space.{key}.when: {cond!r} must be a searched key listed before {key!r}")
         configs = representative_configs(spec)
+        configs += _check_points(spec)
+    if spec.search == "grid" and (spec.points_to_evaluate or spec.optuna_storage):
+        key = "points_to_evaluate" if spec.points_to_evaluate else "optuna_storage"
+        raise StudyError(f"{key}: only for search optuna/random")
+    if spec.scheduler == "asha":
+        for key in ("iterations", "eval_every"):
+            varied = key in spec.space or any(key in b for b in spec.grid_blocks)
+            if varied:
+                raise StudyError(f"{_where(spec, key)}: ASHA compares FID at the same iterations in "
+                                 "every trial; fix iterations and eval_every")
     seen_data: set[tuple] = set()
     for cfg in configs:
         data_key = (cfg.get("dataset"), cfg.get("data_root"), cfg.get("resolution"), cfg.get("download"))
@@ -286,6 +322,44 @@ def _where(spec: StudySpec, key: str | None) -> str:
     elif key in spec.space:
         return f"space.{key}"
     return key
+
+
+def _in_entry(entry: SpaceEntry, value: Any) -> bool:
+    if entry.choice is not None:
+        return value in entry.choice
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    lo, hi = entry.uniform or entry.loguniform or entry.int_
+    if entry.int_ is not None and not float(value).is_integer():
+        return False
+    return lo <= value <= hi
+
+
+def _check_points(spec: StudySpec) -> list[dict[str, Any]]:
+    """``points_to_evaluate``: each names exactly the searched keys active for it, inside the
+    space; returns them as trial configs (validated with the rest)."""
+    configs = []
+    for i, point in enumerate(spec.points_to_evaluate):
+        where = f"points_to_evaluate[{i}]"
+        if not isinstance(point, dict):
+            raise StudyError(f"{where}: a point is a mapping of searched keys to values")
+        for key in point:
+            if key not in spec.space:
+                hint = "fixed (not searched)" if key in spec.fixed else "not a searched key"
+                raise StudyError(f"{where}.{key}: {hint}; a point sets searched keys only")
+        chosen: dict[str, Any] = {}
+        for key, entry in spec.space.items():
+            active = entry.active(chosen)
+            if active and key not in point:
+                raise StudyError(f"{where}: missing searched key {key!r}")
+            if not active and key in point:
+                raise StudyError(f"{where}.{key}: inactive here (its `when` does not hold)")
+            if active:
+                if not _in_entry(entry, point[key]):
+                    raise StudyError(f"{where}.{key}: {point[key]!r} is outside the space")
+                chosen[key] = point[key]
+        configs.append({**spec.fixed, **chosen, "seed": spec.seed_list[0]})
+    return configs
 
 
 def representative_configs(spec: StudySpec) -> list[dict[str, Any]]:
