@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import multiprocessing as mp
 import socket
 import time
@@ -213,11 +214,13 @@ def test_domain_chain_equals_cleanfid_compute_fid(tmp_path, fmnist, domain, chan
 
 @needs_inception
 def test_inception_chain_equals_cleanfid_compute_fid(tmp_path, fmnist, monkeypatch):
-    """Same images, same protocol: identical statistics reach ``frechet_distance``.
+    """Same images, same protocol: the statistics clean-fid hands to its ``frechet_distance`` are
+    ours (1e-4), and our Fréchet distance of them equals clean-fid's number.
 
-    The 2048×2048 ``sqrtm`` inside ``frechet_distance`` takes minutes on a small CPU, so it is
-    replaced by a recorder here; both chains call that same function (checked), and the domain
-    test above covers the full FID number.
+    clean-fid's 2048×2048 scipy ``sqrtm`` takes minutes on a small CPU, so its call is recorded
+    here; the equality of our eigh-based distance with clean-fid's ``frechet_distance`` is tested
+    below (``test_torch_frechet_distance_equals_cleanfid``), and the domain test above covers the
+    whole number end to end.
     """
     from cleanfid import fid as cfid
 
@@ -227,21 +230,76 @@ def test_inception_chain_equals_cleanfid_compute_fid(tmp_path, fmnist, monkeypat
 
     def record(mu1, sigma1, mu2, sigma2, eps=1e-6):
         calls.append((mu1, sigma1, mu2, sigma2))
-        return float(len(calls))
+        return fid.frechet_distance_torch(mu1, sigma1, mu2, sigma2)
 
     monkeypatch.setattr(cfid, "frechet_distance", record)
-    monkeypatch.setattr(fid, "frechet_distance", record)
     a = at32(fmnist["test_images"][:8])
     b = at32(fmnist["train_images"][:8])
     fa = fid.images_to_features(to_unit(a), ext, batch_size=8)
     fb = fid.images_to_features(to_unit(b), ext, batch_size=8)
     assert fa.shape == (8, 2048) and np.isfinite(fa).all() and (fa >= 0).all()  # pool3 ≥ 0
-    fid.fid_from_features(fa, fb)
-    _cleanfid_on_folders(tmp_path, a, b, ext, batch_size=8)
-    assert len(calls) == 2
-    ours, theirs = calls
-    for x, y in zip(ours, theirs):
+    ours = (*fid.feature_stats(fa), *fid.feature_stats(fb))
+    theirs_fid = _cleanfid_on_folders(tmp_path, a, b, ext, batch_size=8)
+    assert len(calls) == 1
+    for x, y in zip(ours, calls[0]):
         np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6 * np.abs(y).max())
+    assert fid.fid_from_features(fa, fb) == pytest.approx(theirs_fid, rel=1e-4)
+
+
+@pytest.mark.parametrize("n,dim", [(400, 64), (30, 64), (1500, 256)])
+def test_torch_frechet_distance_equals_cleanfid(n, dim):
+    """Our eigh-based √(Σ₁Σ₂) trace vs clean-fid's scipy ``sqrtm``, also rank-deficient (N < dim)."""
+    from cleanfid.fid import frechet_distance
+
+    rng = np.random.default_rng(n + dim)
+    a = rng.normal(size=(n, dim))
+    b = rng.normal(size=(n, dim)) @ rng.normal(size=(dim, dim)) * 0.2 + 0.3
+    sa, sb = fid.feature_stats(a), fid.feature_stats(b)
+    theirs = frechet_distance(*sa, *sb)
+    assert fid.fid_from_stats(*sa, *sb) == pytest.approx(theirs, rel=1e-6)
+    assert abs(fid.fid_from_stats(*sa, *sa)) < 1e-6 * theirs
+
+
+def test_torch_resize_matches_cleanfid_pil_resize(fmnist, domain):
+    """The GPU path's resize (torch bicubic, antialias) is clean-fid's PIL resize to < 1e-3 grey
+    levels, and the features/FID follow (run here on the CPU)."""
+    from cleanfid.resize import make_resizer
+
+    u8 = at32(fmnist["test_images"][:64])
+    x = to_unit(u8)
+    rgb = np.repeat(u8, 3, axis=1).transpose(0, 2, 3, 1)
+    for size in (28, 299):
+        pil = np.stack([make_resizer("PIL", False, "bicubic", (size, size))(im) for im in rgb])
+        t = torch.nn.functional.interpolate(
+            torch.from_numpy(rgb).permute(0, 3, 1, 2).float(), size=(size, size),
+            mode="bicubic", antialias=True, align_corners=False).clamp(0, 255)
+        assert np.abs(t.permute(0, 2, 3, 1).numpy() - pil).max() < 1e-3, size
+    f_pil = fid.images_to_features(x, domain, resize="pil")
+    f_torch = fid.images_to_features(x, domain, resize="torch")
+    np.testing.assert_allclose(f_torch, f_pil, rtol=1e-4, atol=1e-4)
+    ref = fid.images_to_features(to_unit(at32(fmnist["train_images"][:200])), domain)
+    assert fid.fid_from_features(f_torch, ref) == pytest.approx(
+        fid.fid_from_features(f_pil, ref), rel=1e-4)
+    with pytest.raises(ValueError, match="resize"):
+        fid.images_to_features(x, domain, resize="cv2")
+
+
+def test_fid_infinity_removes_the_small_n_bias():
+    """Same distribution as the reference: FID_N > 0 only through its 1/N bias, FID∞ ≈ 0; the
+    fitted points decrease with N as the bias shrinks."""
+    rng = np.random.default_rng(0)
+    dim = 16
+    ref = rng.normal(size=(20000, dim))
+    feats = rng.normal(size=(3000, dim))
+    ref_stats = fid.feature_stats(ref)
+    fid_n = fid.fid_from_stats(*fid.feature_stats(feats), *ref_stats)
+    inf, points = fid.fid_infinity(feats, ref_stats, n_points=10)
+    assert sorted(points) == list(points) and min(points) == 300 and max(points) == 3000
+    assert points[300] > points[3000] > 0
+    assert abs(inf) < 0.25 * fid_n, (inf, fid_n, points)
+    # a real difference survives the extrapolation
+    shifted, _ = fid.fid_infinity(feats + 0.5, ref_stats)
+    assert shifted == pytest.approx(dim * 0.25, rel=0.1)
 
 
 @needs_inception
@@ -274,6 +332,10 @@ def test_evaluate_protocol_and_matches_the_chain(fmnist, domain):
 
     res = fid.evaluate(generate, 300, ref, domain, batch_size=64)
     assert set(res) == {"fid", "kid", "fid_extractor", "fid_samples"}
+    pos["i"] = 0
+    more = fid.evaluate(generate, 300, ref, domain, batch_size=64, fid_inf=True, keep_images=10)
+    assert more["fid"] == res["fid"] and math.isfinite(more["fid_inf"])
+    assert more["images"].shape == (10, 1, 32, 32) and more["images"].dtype == torch.uint8
     assert res["fid_extractor"] == "domain" and res["fid_samples"] == 300
     direct = fid.images_to_features(pool, domain)
     assert res["fid"] == pytest.approx(fid.fid_from_features(direct, ref), rel=1e-6)
