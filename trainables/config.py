@@ -73,6 +73,10 @@ class BaseTrial(BaseModel):
     stats_every: int = Field(100, ge=1)
     eval_every: int = Field(10_000, ge=1)
     fid_samples: int = Field(5_000, ge=2)
+    # the end-of-training FID/KID (fid_final, kid_final); None = fid_samples (paper scale: 50_000)
+    fid_final_samples: int | None = Field(None, ge=2)
+    # FID∞ (Chong & Forsyth 2020) from the final features, logged as fid_inf
+    fid_inf: bool = False
     fid_extractor: Literal["auto", "inception", "domain"] = "auto"
     fid_ref_split: Literal["train", "test"] = "test"
     device: str = "auto"

@@ -12,12 +12,21 @@ backpropagates the gradient values Ψ = ∇L(Ω). We record, per measured batch:
 * ``psi_attained_{min,max,mean}`` — the per-sample gradients the discriminator loss actually
   back-propagated this batch: ∂ℓ_r,α/∂f at the real outputs and ∂ℓ_f,α/∂f at the fake outputs.
 * ``grad_norm_{real,fake}`` — mean ‖∇ₓf(x)‖ over the batch (the quantity Hypothesis 1 is about).
+* ``grad_norm_{real,fake}_{min,q25,median,q75,max}`` — the distribution of ‖∇ₓh(x)‖ over the
+  batch (GraN-GAN Fig. 3's boxplots), h = the function the loss sees (f, or g = GraN(f)).
+* ``fd_lipschitz_<δ>`` — GraN-GAN Sec. 7 / Fig. 4's finite-difference Lipschitz probe
+  Δᵢ = |h(xᵢ + δnᵢ) − h(xᵢ)|/δ along the unit input-gradient direction nᵢ = ∇h(xᵢ)/‖∇h(xᵢ)‖, for
+  δ ∈ {0.01, 0.1, 1, 10}: the median over real ∪ fake (``_real``/``_fake``: per side, ``_max``: the
+  largest). A lower bound on the local Lipschitz constant at scale δ.
 * ``omega_bound`` — Theorem 1 / Eq. 7: |max Ω − min Ω| ≤ K·√(4·m·n·c) = K·2√(mnc) for inputs in
   [−1, 1]^{m×n×c} (Appendix A uses c = 3: √(12mn)); ``omega_within_bound`` says whether the running
   union Ω∪ fits in it.
 
 Everything here is computed from detached tensors or with ``torch.autograd.grad`` w.r.t. inputs only:
-no parameter gradient is touched, no RNG is drawn.
+no parameter ``.grad`` is touched, no RNG is drawn, and D is measured in eval mode (spectral norm
+does not advance its power iteration; BatchNorm uses — and does not update — its running
+statistics, so with ``d_norm: bn`` the probes describe the eval-mode D, the only one in which a
+per-sample input gradient is defined).
 """
 
 from __future__ import annotations
@@ -78,3 +87,58 @@ def theorem1_bound(lipschitz_k: float | None, sample_shape: tuple[int, ...]) -> 
     if lipschitz_k is None:
         return None
     return float(lipschitz_k) * math.sqrt(4.0 * math.prod(sample_shape))
+
+
+#: Perturbation sizes of GraN-GAN Fig. 4's finite-difference probe (inputs live in [−1, 1]).
+FD_DELTAS: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0)
+_QUANTILES = (0.0, 0.25, 0.5, 0.75, 1.0)
+_Q_NAMES = ("min", "q25", "median", "q75", "max")
+
+
+def fd_key(delta: float) -> str:
+    """Metric name of the probe at δ, e.g. ``fd_lipschitz_0.01``, ``fd_lipschitz_10``."""
+    return f"fd_lipschitz_{delta:g}"
+
+
+def lipschitz_probe(D: nn.Module, real: torch.Tensor, fake: torch.Tensor,
+                    deltas: tuple[float, ...] = FD_DELTAS) -> dict[str, float]:
+    """Input-gradient norm distribution and finite-difference probe at real and fake samples.
+
+    One forward + input-gradient pass over real ∪ fake, then one gradient-free forward per δ.
+    Returns ``grad_norm_{real,fake}`` (mean) and ``_{min,q25,median,q75,max}``, and for every δ
+    ``fd_lipschitz_<δ>`` (median over real ∪ fake), ``…_real``, ``…_fake`` (medians), ``…_max``.
+    Eval mode, restored afterwards; no parameter ``.grad`` is written; one device sync.
+    """
+    nr = real.shape[0]
+    x = torch.cat([real.detach(), fake.detach()])
+    was_training = D.training
+    D.eval()
+    try:
+        with torch.enable_grad():
+            xi = x.clone().requires_grad_(True)
+            h = D(xi).reshape(-1)
+            (grad,) = torch.autograd.grad(h.sum(), xi)
+        h = h.detach().float()
+        flat = grad.reshape(grad.shape[0], -1)
+        norms = flat.norm(dim=1)
+        direction = (flat / norms.clamp_min(torch.finfo(flat.dtype).tiny)[:, None]).view_as(x)
+        fds = []
+        with torch.no_grad():
+            for d in deltas:
+                hd = D(x + d * direction).reshape(-1).float()
+                fds.append((hd - h).abs() / d)
+    finally:
+        D.train(was_training)
+    fd = torch.stack(fds)  # len(deltas) × (n_real + n_fake)
+    q = torch.tensor(_QUANTILES, dtype=norms.dtype, device=norms.device)
+    nf = norms.float()
+    parts = [nf[:nr].mean()[None], torch.quantile(nf[:nr], q.float()),
+             nf[nr:].mean()[None], torch.quantile(nf[nr:], q.float()),
+             fd.median(dim=1).values, fd[:, :nr].median(dim=1).values,
+             fd[:, nr:].median(dim=1).values, fd.max(dim=1).values]
+    vals = torch.cat(parts).tolist()  # one device sync
+    keys = (["grad_norm_real"] + [f"grad_norm_real_{n}" for n in _Q_NAMES]
+            + ["grad_norm_fake"] + [f"grad_norm_fake_{n}" for n in _Q_NAMES]
+            + [fd_key(d) for d in deltas] + [fd_key(d) + "_real" for d in deltas]
+            + [fd_key(d) + "_fake" for d in deltas] + [fd_key(d) + "_max" for d in deltas])
+    return dict(zip(keys, vals))

@@ -33,11 +33,13 @@ from trainables.losses import get_loss
 from trainables.models import build_discriminator, build_generator, d_weight_layers
 from trainables.optim import build_optimizer
 from trainables.regularizers import get_regularizer
-from trainables.stats import domain_stats, input_grad_norms, theorem1_bound
+from trainables.stats import domain_stats, lipschitz_probe, theorem1_bound
 
 #: Cap on the reference set used for FID statistics (the paper-scale convention is 50k).
 FID_REF_MAX = 50_000
 GRID_SAMPLES = 64
+#: How many of the final evaluation's samples are handed to ``Callbacks.on_final``.
+FINAL_KEEP = 1000
 
 
 class Callbacks:
@@ -52,6 +54,11 @@ class Callbacks:
     def on_eval(self, step: int, metrics: dict[str, float], grid: torch.Tensor) -> None:
         """Every ``eval_every`` steps and at the end: FID/KID (or toy metrics) and a sample grid
         (3×H×W float in [0, 1])."""
+
+    def on_final(self, step: int, metrics: dict[str, float], samples: torch.Tensor | None) -> None:
+        """Once, after the last regular evaluation: the final evaluation on ``fid_final_samples``
+        (``fid_final``, ``kid_final``, optionally ``fid_inf``) and up to 1,000 of its samples as
+        uint8 N×C×H×W (None for the 2-D toys)."""
 
     def on_checkpoint(self, step: int, state: dict[str, Any], metrics: dict[str, float]) -> None:
         """Right after each evaluation: a snapshot of the full resumable state (the callee may
@@ -124,6 +131,7 @@ class GANTrial:
         self.lipschitz_k = self.regularizer.lipschitz_k(self.D)
         self.omega_bound = theorem1_bound(self.lipschitz_k, self.sample_shape)
         self._ref_feats: np.ndarray | None = None
+        self._ref_stats: tuple[np.ndarray, np.ndarray] | None = None
         self._extractor = None
         self.concat_d = cfg["d_norm"] == "none"  # one D forward for real+fake unless BN
 
@@ -202,21 +210,27 @@ class GANTrial:
 
     # ----------------------------------------------------------------------------- measuring
     def measure(self, out: dict[str, Any]) -> dict[str, float]:
-        """Losses (centred by L(0)/α) and the domain statistics of this step's batch."""
+        """Losses (centred by L(0)/α), the domain statistics of this step's batch, the running
+        union Ω∪ with Theorem 1's bound, the input-gradient norm distribution and the
+        finite-difference Lipschitz probe (``trainables.stats``), and the regularizer's metrics.
+
+        Touches nothing training uses: no RNG draw, no parameter ``.grad``, no spectral-norm
+        power iteration, no BatchNorm running statistics (tests check the trajectory is
+        bit-identical whether or not it is called)."""
         loss = self.loss
         with torch.no_grad():
             loss_d = loss.d_real_centered(out["f_real"]).mean() + loss.d_fake_centered(out["f_fake"]).mean()
             loss_g = loss.g_centered(out["f_gen"]).mean()
         m = domain_stats(out["f_real"], out["f_fake"], loss)
-        gn_real = input_grad_norms(self.D, out["real"])
-        gn_fake = input_grad_norms(self.D, out["fake"])
-        tail = torch.stack([loss_d, loss_g, out["penalty"].float(), gn_real.mean(), gn_fake.mean()])
-        m.update(zip(("loss_d", "loss_g", "penalty", "grad_norm_real", "grad_norm_fake"), tail.tolist()))
+        m.update(lipschitz_probe(self.D, out["real"], out["fake"]))
+        tail = torch.stack([loss_d, loss_g, out["penalty"].float()])
+        m.update(zip(("loss_d", "loss_g", "penalty"), tail.tolist()))
         lo = min(m["omega_real_min"], m["omega_fake_min"])
         hi = max(m["omega_real_max"], m["omega_fake_max"])
         self.omega_union = [min(self.omega_union[0], lo), max(self.omega_union[1], hi)]
         m["omega_union_min"], m["omega_union_max"] = self.omega_union
         if self.omega_bound is not None:
+            m["omega_bound"] = self.omega_bound
             m["omega_within_bound"] = float(self.omega_union[1] - self.omega_union[0] <= self.omega_bound)
         m.update(out["reg_metrics"])
         m.update(self.regularizer.metrics(self.D))
@@ -245,47 +259,79 @@ class GANTrial:
             return _scatter_grid(x, data_lib.toy_modes(self.cfg["dataset"]))
         return make_grid(x, nrow=8, normalize=True, value_range=(-1, 1), padding=2)
 
-    def evaluate(self) -> dict[str, float]:
-        """FID/KID on ``fid_samples`` generated vs. the reference split (or the toy metrics)."""
+    def evaluate(self, final: bool = False, keep_images: int = 0) -> dict[str, Any]:
+        """FID/KID on ``fid_samples`` generated samples vs. the reference split (or the toy
+        metrics), always from the same fixed z (seeded generator) so successive evaluations
+        differ only by G.
+
+        ``final=True``: the end-of-training evaluation on ``fid_final_samples`` (another fixed z
+        stream), keys ``fid_final``, ``kid_final``, ``fid_final_samples`` and, with ``fid_inf``,
+        ``fid_inf`` (Chong & Forsyth's extrapolation to N → ∞ from the same features).
+        ``keep_images`` > 0 also returns that many samples as uint8 under ``"images"``.
+        """
         cfg = self.cfg
-        gen = torch.Generator(device=self.device).manual_seed(cfg["seed"] * 1_000_003 + 4)
+        n = cfg["fid_samples"]
+        seed_offset = 4
+        if final:
+            n = cfg.get("fid_final_samples") or cfg["fid_samples"]
+            seed_offset = 5
+        gen = torch.Generator(device=self.device).manual_seed(cfg["seed"] * 1_000_003 + seed_offset)
         was = self._eval_mode()
         try:
             if self.toy:
-                return self._evaluate_toy(gen)
-            if self._extractor is None:
-                from trainables import fid as fid_lib
-
-                name = fid_lib.resolve_extractor(cfg["fid_extractor"])
-                self._extractor = fid_lib.get_extractor(name, self.device)
-                ref = data_lib.load_images(cfg["dataset"], cfg["data_root"], cfg["resolution"],
-                                           cfg["fid_ref_split"], cfg["download"])
-                n_ref = min(len(ref), FID_REF_MAX)
-                self._ref_n = n_ref
-                self._ref_feats = fid_lib.reference_features(
-                    _dataset_key(cfg), cfg["fid_ref_split"], cfg["resolution"], name, n_ref,
-                    lambda: ref.batch(torch.arange(n_ref)),
-                )
-            from trainables import fid as fid_lib
-
-            res = fid_lib.evaluate(lambda b: self._generate(b, gen), cfg["fid_samples"],
-                                   self._ref_feats, self._extractor,
-                                   batch_size=min(250, cfg["fid_samples"]), device=self.device)
+                res = self._evaluate_toy(gen, n)
+                images = None
+            else:
+                res, images = self._evaluate_images(gen, n, final, keep_images)
         finally:
             self.G.train(was)
-        return {"fid": float(res["fid"]), "kid": float(res["kid"]),
-                "fid_ref_samples": float(self._ref_n)}
+        if final:
+            res = {("fid_final_samples" if k == "fid_samples" else
+                    f"{k}_final" if k in ("fid", "kid", "modes_covered", "hq_share") else k): v
+                   for k, v in res.items()}
+            res["fid_final_samples"] = float(n)
+        if keep_images:
+            res["images"] = images
+        return res
 
-    def _evaluate_toy(self, gen: torch.Generator) -> dict[str, float]:
+    def _evaluate_images(self, gen: torch.Generator, n: int, final: bool, keep_images: int):
+        from trainables import fid as fid_lib
+
+        cfg = self.cfg
+        if self._extractor is None:
+            name = fid_lib.resolve_extractor(cfg["fid_extractor"])
+            self._extractor = fid_lib.get_extractor(name, self.device)
+            ref = data_lib.load_images(cfg["dataset"], cfg["data_root"], cfg["resolution"],
+                                       cfg["fid_ref_split"], cfg["download"])
+            n_ref = min(len(ref), FID_REF_MAX)
+            self._ref_n = n_ref
+            self._ref_feats = fid_lib.reference_features(
+                _dataset_key(cfg), cfg["fid_ref_split"], cfg["resolution"], name, n_ref,
+                lambda: ref.batch(torch.arange(n_ref)), device=self.device,
+            )
+            self._ref_stats = fid_lib.feature_stats(self._ref_feats, self.device)
+        res = fid_lib.evaluate(lambda b: self._generate(b, gen), n, self._ref_feats,
+                               self._extractor, batch_size=min(250, n), device=self.device,
+                               ref_stats=self._ref_stats,
+                               fid_inf=final and bool(cfg.get("fid_inf")),
+                               keep_images=keep_images)
+        out = {"fid": float(res["fid"]), "kid": float(res["kid"]),
+               "fid_ref_samples": float(self._ref_n)}
+        if "fid_inf" in res:
+            out["fid_inf"] = float(res["fid_inf"])
+        return out, res.get("images")
+
+    def _evaluate_toy(self, gen: torch.Generator, n: int) -> dict[str, float]:
         """2-D toys: data-space Fréchet distance, modes covered, share of high-quality samples
-        (within 3σ of a mode), on ``fid_samples`` samples."""
-        from cleanfid.fid import frechet_distance
+        (within 3σ of a mode), on ``n`` samples."""
+        from trainables.fid import fid_from_stats
 
-        n = self.cfg["fid_samples"]
         x = self._generate(n, gen).cpu().double()
+        if not torch.isfinite(x).all():
+            return {"fid": math.nan, "modes_covered": 0.0, "hq_share": 0.0}
         ref = data_lib.sample_toy(self.cfg["dataset"], n, torch.Generator().manual_seed(12345)).double()
-        fd = frechet_distance(x.mean(0).numpy(), np.cov(x.numpy(), rowvar=False),
-                              ref.mean(0).numpy(), np.cov(ref.numpy(), rowvar=False))
+        fd = fid_from_stats(x.mean(0).numpy(), np.cov(x.numpy(), rowvar=False),
+                            ref.mean(0).numpy(), np.cov(ref.numpy(), rowvar=False))
         modes = data_lib.toy_modes(self.cfg["dataset"]).double()
         dist = torch.cdist(x, modes)
         near, which = dist.min(dim=1)
@@ -351,6 +397,32 @@ def _scatter_grid(x: torch.Tensor, modes: torch.Tensor) -> torch.Tensor:
     return img
 
 
+def _final_evaluation(trial: GANTrial, ev: dict[str, Any]) -> dict[str, Any]:
+    """The end-of-training evaluation. When it would repeat the last regular one (same N, no
+    FID∞) only the samples are drawn again; the numbers are the last evaluation's."""
+    cfg = trial.cfg
+    n_final = cfg.get("fid_final_samples") or cfg["fid_samples"]
+    keep = 0 if trial.toy else min(FINAL_KEEP, n_final)
+    if n_final != cfg["fid_samples"] or cfg.get("fid_inf"):
+        return trial.evaluate(final=True, keep_images=keep)
+    out = {f"{k}_final": v for k, v in ev.items()
+           if k in ("fid", "kid", "modes_covered", "hq_share")}
+    out["fid_final_samples"] = float(n_final)
+    if keep:  # the first `keep` samples of the evaluation just made (same z stream, same chunks)
+        gen = torch.Generator(device=trial.device).manual_seed(cfg["seed"] * 1_000_003 + 4)
+        chunk, parts, done = min(250, n_final), [], 0
+        was = trial._eval_mode()
+        try:
+            while done < keep:
+                parts.append(trial._generate(chunk, gen)[: keep - done])
+                done += parts[-1].shape[0]
+        finally:
+            trial.G.train(was)
+        x = torch.cat(parts)
+        out["images"] = x.add(1).mul(127.5).round().clamp(0, 255).to("cpu", torch.uint8)
+    return out
+
+
 def train(
     config: dict[str, Any],
     callbacks: Callbacks | None = None,
@@ -401,6 +473,17 @@ def train(
                 return result
             latest.update(ev)
             cb.on_eval(trial.step, ev, trial.sample_grid())
+            if last:
+                final = _final_evaluation(trial, ev)
+                samples = final.pop("images", None)
+                if not math.isfinite(final.get("fid_final", math.nan)):
+                    reason = f"non-finite fid_final at step {trial.step}"
+                    latest.update({"diverged": 1.0, "diverged_step": float(trial.step)})
+                    result = TrialResult("diverged", trial.step, reason, latest, step_times)
+                    cb.on_end(result)
+                    return result
+                latest.update(final)
+                cb.on_final(trial.step, final, samples)
             # a snapshot (state_dict() holds live tensors that the next step would change)
             cb.on_checkpoint(trial.step, copy.deepcopy(trial.state_dict()), dict(latest))
         if should_stop is not None and should_stop():

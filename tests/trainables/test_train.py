@@ -78,13 +78,22 @@ def test_resume_from_checkpoint_continues_exactly(make):
     assert rec_resumed.evals[last]["fid"] == pytest.approx(rec_full.evals[last]["fid"])
 
 
-def test_measurements_do_not_disturb_training():
-    """Measuring every step (grad norms in eval mode, Ψ by autograd) leaves training bit-identical
-    to measuring rarely: no RNG draws, no spectral-norm power iteration, no parameter grads."""
-    often = _final_state(toy(stats_every=1))[1]
-    rarely = _final_state(toy(stats_every=20))[1]
-    for k, v in _params(often).items():
+@pytest.mark.parametrize("make,kw", [
+    (toy, {}),
+    (images, {"regularizer": "gp", "d_norm": "bn", "iterations": 4, "eval_every": 4}),
+    (images, {"regularizer": "gran", "loss": "wgan", "iterations": 4, "eval_every": 4}),
+], ids=["toy-sn", "dcgan32-gp-bn", "dcgan32-gran"])
+def test_measurements_do_not_disturb_training(make, kw):
+    """Measuring every step (grad-norm distribution and finite-difference probe in eval mode, Ψ
+    by autograd) leaves training bit-identical to measuring only at the end: no RNG draws, no
+    spectral-norm power iteration, no BatchNorm running statistics, no parameter grads."""
+    n = kw.get("iterations", 20)
+    often = _final_state(make(**{**kw, "stats_every": 1}))[1]
+    rarely = _final_state(make(**{**kw, "stats_every": n}))[1]
+    for k, v in _params(often).items():  # includes SN u/v and BN running stats
         assert torch.equal(v, _params(rarely)[k]), k
+    for part in ("data_gen", "noise_gen", "torch_rng"):
+        assert torch.equal(often[part], rarely[part]), part
 
 
 def test_exp_at_alpha_1e11_ends_as_diverged_with_step_and_reason():
@@ -116,11 +125,42 @@ def test_metric_keys_of_the_spine_are_reported():
     keys = set().union(*rec.stats.values())
     for k in ("loss_d", "loss_g", "omega_real_min", "omega_real_max", "omega_fake_min",
               "omega_fake_max", "psi_min", "psi_max", "psi_attained_min", "psi_attained_max",
-              "grad_norm_real", "grad_norm_fake", "omega_union_min", "omega_union_max"):
+              "grad_norm_real", "grad_norm_fake", "omega_union_min", "omega_union_max",
+              "omega_bound", "omega_within_bound", "sn_sigma_product", "sn_k_product",
+              "grad_norm_real_min", "grad_norm_real_q25", "grad_norm_real_median",
+              "grad_norm_real_q75", "grad_norm_fake_max", "fd_lipschitz_0.01",
+              "fd_lipschitz_0.1", "fd_lipschitz_1", "fd_lipschitz_10", "fd_lipschitz_10_max"):
         assert k in keys, k
     assert set(rec.evals) == {3, 6}
     for ev in rec.evals.values():
         assert ev["fid"] >= 0 and math.isfinite(ev["kid"])
+    # Ω∪ is the running union, within Theorem 1's bound; K = k_SN^n for sn
+    lo = min(min(m["omega_real_min"], m["omega_fake_min"]) for m in rec.stats.values())
+    hi = max(max(m["omega_real_max"], m["omega_fake_max"]) for m in rec.stats.values())
+    last = rec.stats[6]
+    assert (last["omega_union_min"], last["omega_union_max"]) == (lo, hi)
+    assert last["omega_within_bound"] == float(hi - lo <= last["omega_bound"])
+    assert last["sn_k_product"] == 1.0 and last["sn_sigma_product"] == pytest.approx(1.0, rel=0.2)
+
+
+def test_final_evaluation_on_fid_final_samples_with_fid_inf():
+    class Final(Recorder):
+        def on_final(self, step, metrics, samples):
+            self.final = (step, dict(metrics), samples)
+
+    rec = Final()
+    result = train(images(fid_final_samples=80, fid_inf=True), rec)
+    step, final, samples = rec.final
+    assert step == 6 and final["fid_final_samples"] == 80
+    assert set(final) >= {"fid_final", "kid_final", "fid_inf"}
+    assert final["fid_final"] != rec.evals[6]["fid"]  # 80 other samples than the 40 of `fid`
+    assert samples.shape == (80, 1, 32, 32) and samples.dtype == torch.uint8
+    assert result.metrics["fid_final"] == final["fid_final"]
+    # without a separate N the final numbers are the last evaluation's, samples are its first ones
+    rec2 = Final()
+    train(images(), rec2)
+    assert rec2.final[1]["fid_final"] == rec2.evals[6]["fid"]
+    assert rec2.final[2].shape == (40, 1, 32, 32)
 
 
 def test_theorem1_bound_and_lipschitz_k_for_sn():
