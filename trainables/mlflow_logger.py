@@ -2,8 +2,15 @@
 
 Uses ``MlflowClient`` with an explicit run id (no global "active run" state), so several trials in
 one process, retried trials and resumed trials all write where they should. Metrics of one
-measurement step go out as one ``log_batch`` call; a resumed trial passes the run id kept in its
-checkpoint and continues the same run.
+measurement step go out as one ``log_batch`` call.
+
+Continuation without duplicates. A retried/resumed trial continues the same run: the run id comes
+from its checkpoint or, when it crashed before its first checkpoint, from the run that carries the
+same Ray trial id under the same parent. Training resumes exactly, so the steps between the last
+checkpoint and the crash are recomputed with the same values; the logger therefore reads, once on
+resume, the last logged step of every metric of the run (its high-water mark) and drops any
+(metric, step) at or below it. Nothing is logged twice, nothing is lost (a metric the crash cut off
+at step s has a mark below s and is logged again).
 """
 
 from __future__ import annotations
@@ -16,6 +23,9 @@ import torch
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+#: Tag naming the Ray trial a run belongs to (stable across Ray's retries of that trial).
+TRIAL_ID_TAG = "lipstudy.trial_id"
 
 #: MLflow accepts at most 100 params per log_batch call.
 _PARAM_BATCH = 100
@@ -46,11 +56,20 @@ class MlflowTrialLogger:
         parent_run_id: str | None = None,
         tags: dict[str, str] | None = None,
         run_id: str | None = None,
+        synchronous: bool = True,
     ):
         self.client = MlflowClient(tracking_uri)
+        self.synchronous = synchronous
+        self._last_step: dict[str, int] = {}
+        self.resumed = False
+        if run_id is None:
+            run_id = self.find_trial_run(experiment_id, parent_run_id,
+                                         (tags or {}).get(TRIAL_ID_TAG))
         if run_id is not None:  # resumed / retried: continue the same run
             self.run_id = run_id
+            self.resumed = True
             self.client.update_run(run_id, status="RUNNING")
+            self._last_step = self.logged_steps()
             return
         all_tags = dict(tags or {})
         if parent_run_id:
@@ -59,6 +78,30 @@ class MlflowTrialLogger:
         self.run_id = run.info.run_id
         self.log_params(params)
 
+    def find_trial_run(self, experiment_id: str, parent_run_id: str | None,
+                       trial_id: str | None) -> str | None:
+        """The run an earlier attempt of this Ray trial created (same trial id, same parent), if
+        any: a trial killed before its first checkpoint has no run id to pass on."""
+        if not trial_id or not parent_run_id:
+            return None
+        runs = self.client.search_runs(
+            [experiment_id],
+            filter_string=(f"tags.`{TRIAL_ID_TAG}` = '{trial_id}' and "
+                           f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}'"),
+            max_results=2,
+        )
+        return runs[0].info.run_id if runs else None
+
+    def logged_steps(self) -> dict[str, int]:
+        """{metric: largest step logged so far} of this run (one history query per metric)."""
+        keys = self.client.get_run(self.run_id).data.metrics.keys()
+        out = {}
+        for k in keys:
+            hist = self.client.get_metric_history(self.run_id, k)
+            if hist:
+                out[k] = max(m.step for m in hist)
+        return out
+
     def log_params(self, params: dict[str, Any]) -> None:
         """Log params (re-logging an identical value, as a resumed trial does, is allowed)."""
         items = [Param(k, _param_str(v)) for k, v in sorted(params.items())]
@@ -66,10 +109,23 @@ class MlflowTrialLogger:
             self.client.log_batch(self.run_id, params=items[i : i + _PARAM_BATCH])
 
     def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        """One ``log_batch`` of this step's metrics; (metric, step) pairs an earlier attempt of
+        the trial already logged are skipped (see the module docstring)."""
         ts = int(time.time() * 1000)
-        batch = [Metric(k, float(v), ts, step) for k, v in metrics.items() if v is not None]
+        last = self._last_step
+        batch = [Metric(k, float(v), ts, step) for k, v in metrics.items()
+                 if v is not None and step > last.get(k, -1)]
         if batch:
-            self.client.log_batch(self.run_id, metrics=batch)
+            for m in batch:
+                last[m.key] = step
+            self.client.log_batch(self.run_id, metrics=batch, synchronous=self.synchronous)
+
+    def flush(self) -> None:
+        """Wait until asynchronously queued metrics are written (a no-op when synchronous)."""
+        if not self.synchronous:
+            import mlflow
+
+            mlflow.flush_async_logging()
 
     def log_image(self, image: torch.Tensor, artifact_file: str) -> None:
         """Save a 3×H×W float image in [0, 1] as a PNG artifact (e.g. ``samples/step_001000.png``)."""
@@ -97,7 +153,30 @@ class MlflowTrialLogger:
     def set_tags(self, tags: dict[str, Any]) -> None:
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
+    def log_figure(self, fig, artifact_file: str) -> None:
+        """Save a matplotlib figure as a PNG artifact (the figure is closed)."""
+        import matplotlib.pyplot as plt
+
+        buf = io.BytesIO()
+        try:
+            fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+        finally:
+            plt.close(fig)
+        self._log_bytes(buf.getvalue(), artifact_file)
+
+    def log_dict(self, data: dict[str, Any], artifact_file: str) -> None:
+        import json
+
+        self._log_bytes(json.dumps(data, indent=2, sort_keys=True, default=str).encode(),
+                        artifact_file)
+
+    def metric_history(self, key: str) -> list[tuple[int, float]]:
+        """[(step, value)] of one metric of this run, by step (after flushing queued metrics)."""
+        self.flush()
+        return sorted((m.step, m.value) for m in self.client.get_metric_history(self.run_id, key))
+
     def finish(self, status: str = "FINISHED") -> None:
+        self.flush()
         self.client.set_terminated(self.run_id, status)
 
 

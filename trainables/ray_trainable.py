@@ -13,6 +13,7 @@ with ``diverged = 1`` and ``fid = inf`` so searchers rank it worst, never as mis
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 
 from trainables.config import validate_trial
-from trainables.mlflow_logger import MlflowTrialLogger, run_name
+from trainables.mlflow_logger import TRIAL_ID_TAG, MlflowTrialLogger, run_name
 from trainables.regularizers import REGULARIZERS
 from trainables.train import Callbacks, TrialResult, resolve_device, train
 
@@ -75,13 +76,29 @@ def trial_config(config: dict[str, Any]) -> dict[str, Any]:
     return validate_trial(raw, check_data=False)
 
 
-class _TuneCallbacks(Callbacks):
-    def __init__(self, logger: MlflowTrialLogger, fid_params: dict[str, Any]):
+class MlflowCallbacks(Callbacks):
+    """Logs one trial to its MLflow run (no Ray needed): params, metrics per measured step,
+    a sample grid at every FID evaluation, the final samples, the Ω-interval plot at the end.
+
+    Artifacts of a run::
+
+        config.json                    the validated trial config (+ resolved FID settings)
+        samples/step_<step>.png        fixed-z 8×8 grid at every FID evaluation
+        final/samples.png              the first 100 samples of the final FID evaluation
+        final/samples.npz              up to 1,000 of them, uint8 N×C×H×W ("samples")
+        plots/omega_intervals.png      Ω real/fake intervals, Ω∪ and Theorem 1's bound over steps
+    """
+
+    def __init__(self, logger: MlflowTrialLogger, config: dict[str, Any] | None = None):
         self.logger = logger
-        self.fid_params = fid_params
+        self.config = config
+        self.bound: float | None = None
 
     def on_start(self, params):
+        self.bound = params.get("omega_bound")
         self.logger.log_params(params)
+        if self.config is not None and not self.logger.resumed:
+            self.logger.log_dict(self.config, "config.json")
 
     def on_stats(self, step, metrics):
         self.logger.log_metrics(step, metrics)
@@ -90,9 +107,45 @@ class _TuneCallbacks(Callbacks):
         self.logger.log_metrics(step, metrics)
         self.logger.log_image(grid, f"samples/step_{step:07d}.png")
 
+    def on_final(self, step, metrics, samples):
+        self.logger.log_metrics(step, metrics)
+        if samples is not None and len(samples):
+            from torchvision.utils import make_grid
+
+            grid = make_grid(samples[:100].float() / 255.0, nrow=10, padding=2)
+            self.logger.log_image(grid, "final/samples.png")
+            buf = io.BytesIO()
+            np.savez_compressed(buf, samples=samples.numpy())
+            self.logger._log_bytes(buf.getvalue(), "final/samples.npz")
+
+    def on_end(self, result):
+        self.log_omega_plot()
+
+    def log_omega_plot(self) -> None:
+        """Fig. 1a of the trial from the run's own metric history (so a resumed trial's plot
+        covers the whole run, not just the last attempt)."""
+        from trainables.plots import omega_interval_figure
+
+        keys = ("omega_real_min", "omega_real_max", "omega_fake_min", "omega_fake_max",
+                "omega_union_min", "omega_union_max")
+        history = {k: self.logger.metric_history(k) for k in keys}
+        if not history["omega_real_min"]:
+            return
+        name = self.config and run_name(self.config, _k_keys(self.config["regularizer"]))
+        fig = omega_interval_figure(history, bound=self.bound,
+                                    title=f"Ω over training — {name}" if name else "")
+        self.logger.log_figure(fig, "plots/omega_intervals.png")
+
+
+class _TuneCallbacks(MlflowCallbacks):
+    def on_stats(self, step, metrics):
+        super().on_stats(step, metrics)
+        _fault_injection(step)
+
     def on_checkpoint(self, step, state, metrics):
         from ray import tune
 
+        self.logger.flush()  # everything up to the checkpoint is stored before Tune records it
         with tempfile.TemporaryDirectory() as tmp:
             torch.save(state, os.path.join(tmp, STATE_FILE))
             with open(os.path.join(tmp, META_FILE), "w") as fh:
@@ -100,6 +153,28 @@ class _TuneCallbacks(Callbacks):
             report = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
             report.update(step=step, diverged=0.0)
             tune.report(report, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+
+#: Test hook: ``"<step>:<path>"`` — the first trial process that reaches ``step`` (after logging
+#: its metrics) while ``path`` exists removes it and SIGKILLs itself (a worker crash, for the
+#: same-run continuation test). Unset in normal use.
+FAULT_ENV = "LIPSTUDY_TEST_KILL_AT_STEP"
+
+
+def _fault_injection(step: int) -> None:
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    at, _, path = spec.partition(":")
+    if step != int(at) or not path:
+        return
+    try:
+        os.unlink(path)  # only the process that removes the file dies (retries run on)
+    except FileNotFoundError:
+        return
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def run_trial(config: dict[str, Any], context: TrialContext) -> None:
@@ -121,14 +196,15 @@ def run_trial(config: dict[str, Any], context: TrialContext) -> None:
         "data-space" if cfg["arch"] == "mlp" else fid_lib.resolve_extractor(cfg["fid_extractor"])
     )
     fid_params = {"fid_extractor": extractor, "fid_samples": cfg["fid_samples"],
+                  "fid_final_samples": cfg.get("fid_final_samples") or cfg["fid_samples"],
                   "fid_ref_split": cfg["fid_ref_split"]}
     params = {**cfg, **fid_params, "device": device.type}
-    tags = {"lipstudy.study": context.study_name, "lipstudy.trial_id": _trial_id()}
+    tags = {"lipstudy.study": context.study_name, TRIAL_ID_TAG: _trial_id()}
     logger = MlflowTrialLogger(
         context.tracking_uri, context.experiment_id, name=run_name(cfg, _k_keys(cfg["regularizer"])),
         params=params, parent_run_id=context.parent_run_id, tags=tags, run_id=run_id,
     )
-    callbacks = _TuneCallbacks(logger, fid_params)
+    callbacks = _TuneCallbacks(logger, params)
     try:
         result = train(cfg, callbacks, state=state, device=device)
     except BaseException:
