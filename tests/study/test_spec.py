@@ -116,6 +116,24 @@ BAD = {
     "not-a-mapping": ("- just\n- a list\n", "must be a YAML mapping"),
     "not-yaml": ("name: t\nfixed: {loss: [ns\n", "not valid YAML"),
     "empty-file": ("", "the file is empty"),
+    "gpu-share-negative": ("name: t\nresources: {gpu: -0.25}\n", "resources.gpu"),
+    "custom-resource-zero": ("name: t\nresources: {custom: {node_a: 0}}\n", "resources.custom"),
+    "k-gp-of-gp-under-sn": ("name: t\nfixed: {k_gp: 1.0}\n", "fixed.k_gp: belongs to regularizer 'gp'"),
+    "gran-k-zero": ("name: t\nfixed: {regularizer: gran, gran_k: 0}\n", "fixed.gran_k"),
+    "unknown-sampler": ("name: t\nsearch: optuna\nsampler: cmaes\n"
+                        "space: {alpha: {loguniform: [1, 2]}}\n", "sampler"),
+    "point-outside-space": ("name: t\nsearch: optuna\nspace: {alpha: {loguniform: [1, 2]}}\n"
+                            "points_to_evaluate: [{alpha: 5.0}]\n",
+                            "points_to_evaluate[0].alpha: 5.0 is outside the space"),
+    "point-inactive-key": ("name: t\nsearch: optuna\nspace: {regularizer: {choice: [sn, none]},"
+                           " k_sn: {uniform: [1, 2], when: {regularizer: sn}}}\n"
+                           "points_to_evaluate: [{regularizer: none, k_sn: 1.5}]\n",
+                           "points_to_evaluate[0].k_sn: inactive"),
+    "points-on-grid": ("name: t\ngrid: {loss: [ns]}\npoints_to_evaluate: [{loss: ns}]\n",
+                       "points_to_evaluate: only for search optuna/random"),
+    "asha-with-searched-iterations": ("name: t\nsearch: optuna\nscheduler: asha\n"
+                                      "space: {iterations: {int: [10, 20]}}\n", "space.iterations"),
+    "checkpoints-zero": ("name: t\ncheckpoints_to_keep: 0\n", "checkpoints_to_keep"),
 }
 
 
