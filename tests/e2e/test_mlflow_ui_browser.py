@@ -1,0 +1,252 @@
+"""``lipstudy ui`` on a study's store, checked as a person would: the MLflow UI on loopback, opened in
+headless Chromium, lists the trials with their ``fid`` and params (screenshot saved).
+
+The browser test needs Debian's ``chromium`` + ``chromium-driver`` and ``selenium`` (the ``test``
+extra); ``.ci/run`` installs the browser when it can. Without them it is skipped, saying why.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import free_port, server_env, stop, wait_http
+
+SCREENSHOT_COPY = Path("/tmp/lipstudy-ui-screenshot.png")
+TRIALS = (("ns", 1.0), ("wgan", 10.0), ("ls", 0.5))
+
+
+@pytest.fixture(scope="module")
+def study_store(tmp_path_factory):
+    """A study's SQLite store as ``lipstudy run`` leaves it: experiment, parent run, three child
+    trials (2-D toy, a few steps each) logged by the trainables' own MLflow callbacks."""
+    from study.tracking import start_study_run
+    from trainables.config import validate_trial
+    from trainables.mlflow_logger import TRIAL_ID_TAG, MlflowTrialLogger, run_name
+    from trainables.ray_trainable import MlflowCallbacks, _k_keys
+    from trainables.train import train
+
+    root = tmp_path_factory.mktemp("ui-store")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    tracking = start_study_run(uri, "ui-study", "name: ui-study\n", hypotheses=["H1"],
+                               artifact_root=str(root / "mlruns"))
+    base = dict(dataset="ring8", arch="mlp", width=0.25, regularizer="sn", iterations=6,
+                stats_every=2, eval_every=3, fid_samples=100, batch_size=32, device="cpu")
+    trials = {}
+    for i, (loss, k) in enumerate(TRIALS):
+        cfg = validate_trial({**base, "loss": loss, "k_sn": k})
+        name = run_name(cfg, _k_keys("sn"))
+        logger = MlflowTrialLogger(uri, tracking.experiment_id, name=name, params=cfg,
+                                   parent_run_id=tracking.parent_run_id,
+                                   tags={TRIAL_ID_TAG: f"t{i}"})
+        result = train(cfg, MlflowCallbacks(logger, cfg))
+        logger.finish()
+        trials[name] = {"loss": loss, "k_sn": k, "fid": result.metrics["fid"]}
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient(uri).set_terminated(tracking.parent_run_id)
+    return root / "mlflow.db", tracking.experiment_id, trials
+
+
+@pytest.fixture(scope="module")
+def lipstudy_ui(study_store, tmp_path_factory):
+    """``lipstudy ui --store <db> --port <free>`` as a user runs it; yields (url, process)."""
+    db, _, _ = study_store
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("ui-log") / "ui.log"
+    log = open(log_path, "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "study.cli", "ui", "--store", str(db),
+                             "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=log, env=server_env(),
+                            start_new_session=True, cwd=Path(__file__).resolve().parents[2])
+    try:
+        first = proc.stdout.readline().decode()
+        url = f"http://127.0.0.1:{port}"
+        assert url in first and str(db) in first, first
+        wait_http(f"{url}/health", proc, timeout=180)
+        yield url, proc, port
+    finally:
+        stop(proc)
+        log.close()
+
+
+def _listening_addresses(port: int) -> set[str]:
+    """Local addresses with a TCP socket listening on ``port`` (from /proc/net/tcp{,6})."""
+    found = set()
+    for name in ("tcp", "tcp6"):
+        path = Path(f"/proc/net/{name}")
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines()[1:]:
+            parts = line.split()
+            local, state = parts[1], parts[3]
+            addr, p = local.rsplit(":", 1)
+            if state == "0A" and int(p, 16) == port:  # 0A = LISTEN
+                found.add(addr)
+    return found
+
+
+@pytest.mark.slow
+def test_lipstudy_ui_serves_the_store_on_loopback_only(lipstudy_ui, study_store):
+    import json
+    import urllib.request
+
+    url, proc, port = lipstudy_ui
+    assert proc.poll() is None
+    assert _listening_addresses(port) == {"0100007F"}  # 127.0.0.1 only, no 0.0.0.0 / ::
+    _, experiment_id, trials = study_store
+    req = urllib.request.Request(
+        f"{url}/api/2.0/mlflow/runs/search", method="POST",
+        data=json.dumps({"experiment_ids": [experiment_id]}).encode(),
+        headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        runs = json.load(r)["runs"]
+    names = {r["info"]["run_name"] for r in runs}
+    assert set(trials) < names and len(names) == len(trials) + 1  # + the study's parent run
+
+
+def test_lipstudy_ui_refuses_a_missing_store(tmp_path, capsys):
+    from study.cli import main
+
+    assert main(["ui", "--store", str(tmp_path / "nope.db")]) == 2
+    assert "no MLflow store" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------
+# The browser
+# ----------------------------------------------------------------------------------------------
+
+def _browser():
+    """(chromium, chromedriver) paths, or a skip naming what is missing."""
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        pytest.skip("selenium is not installed (pip install -e '.[test]')")
+    chromium = next((p for p in map(shutil.which, ("chromium", "chromium-browser")) if p), None)
+    driver = shutil.which("chromedriver")
+    if not chromium or not driver:
+        pytest.skip("headless browser check needs Debian's chromium and chromium-driver "
+                    "(apt-get install -y chromium chromium-driver; .ci/run does it as root)")
+    return chromium, driver
+
+
+def _start_chromium(chromium: str, driver: str, profile: str):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    # no network on CI: without these Chromium's background connections are refused
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu",
+                "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+                f"--user-data-dir={profile}", "--window-size=2200,1000"):
+        opts.add_argument(arg)
+    return webdriver.Chrome(service=Service(driver), options=opts)
+
+
+def _wait(fn, timeout=60.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = fn()
+            if value:
+                return value
+        except Exception:  # noqa: BLE001 - the React app re-renders under us; retry
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+def _show_column(d, name: str) -> None:
+    """Tick ``name`` in the runs table's Columns selector (as a person would)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    d.find_element(By.CSS_SELECTOR, '[data-testid="column-selection-dropdown"]').click()
+    box = _wait(lambda: d.find_element(By.CSS_SELECTOR, 'input[placeholder="Search columns"]'),
+                what="the column search box")
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys(name)
+    # the whole label is `name` (the search highlights `name` inside longer labels too: loss_d)
+    xpath = (f"//*[@role='dialog']//*[normalize-space(.)='{name}' and "
+             f"normalize-space(..)='{name}']")
+    item = _wait(lambda: [e for e in d.find_elements(By.XPATH, xpath) if e.is_displayed()],
+                 what=f"column {name!r} in the selector")[0]
+    item.click()
+    box.send_keys(Keys.ESCAPE)
+    _wait(lambda: not [e for e in d.find_elements(By.CSS_SELECTOR, 'input[placeholder="Search '
+                                                  'columns"]') if e.is_displayed()],
+          timeout=10, what="the column selector to close")
+
+
+def _rows(d) -> list[str]:
+    """Text of every runs-table row (ag-grid splits a row into sections sharing ``row-index``)."""
+    from selenium.webdriver.common.by import By
+
+    rows: dict[str, list[str]] = {}
+    for e in d.find_elements(By.CSS_SELECTOR, '[role="row"][row-index]'):
+        rows.setdefault(e.get_attribute("row-index"), []).append(e.text.replace("\n", " "))
+    return [" ".join(v) for _, v in sorted(rows.items(), key=lambda kv: int(kv[0]))]
+
+
+@pytest.mark.slow
+def test_runs_table_in_a_real_browser_lists_trials_with_fid_and_params(lipstudy_ui, study_store,
+                                                                       tmp_path):
+    from selenium.webdriver.common.by import By
+
+    chromium, driver = _browser()
+    url, _, _ = lipstudy_ui
+    _, experiment_id, trials = study_store
+    d = _start_chromium(chromium, driver, tempfile.mkdtemp(dir=tmp_path, prefix="chromium-"))
+    shot = tmp_path / "mlflow-ui-runs.png"
+    try:
+        d.get(f"{url}/#/experiments/{experiment_id}/runs")
+        parent_row = _wait(lambda: [r for r in _rows(d) if "ui-study-" in r],
+                           what="the runs table to render the study's parent run")
+        assert parent_row
+        for close in d.find_elements(By.CSS_SELECTOR, 'button[aria-label="Close"]'):
+            if close.is_displayed():  # the assistant side panel
+                close.click()
+        # the trials are child runs, nested under the study's parent: expand it
+        expander = _wait(lambda: [b for b in d.find_elements(
+            By.CSS_SELECTOR, '[role="row"][row-index="0"] button') if b.is_displayed()
+            and not b.get_attribute("data-testid")], what="the parent run's expander")
+        expander[0].click()
+        _wait(lambda: all(any(n in r for r in _rows(d)) for n in trials), timeout=30,
+              what="the child runs to be listed")
+        for column in ("fid", "loss", "k_sn"):
+            _show_column(d, column)
+        headers = _wait(lambda: {h.text for h in d.find_elements(
+            By.CSS_SELECTOR, '[role="columnheader"]') if h.text} >= {"fid", "loss", "k_sn"}
+            and {h.text for h in d.find_elements(By.CSS_SELECTOR, '[role="columnheader"]')},
+            timeout=30, what="fid/loss/k_sn columns")
+        assert {"fid", "loss", "k_sn"} <= headers
+        time.sleep(1.0)  # let the grid settle before the screenshot
+        rows = _rows(d)
+        d.save_screenshot(str(shot))
+        for name, t in trials.items():
+            (row,) = [r for r in rows if name in r]
+            assert f" {t['loss']} " in f" {row} ", (name, row)
+            assert f"{t['k_sn']:g}" in row or str(t["k_sn"]) in row, (name, row)
+            # the UI rounds metrics; some rounding of our fid must be in the row
+            fid = t["fid"]
+            assert math.isfinite(fid)
+            shown = {f"{fid:.{p}f}" for p in range(0, 5)} | {f"{fid:.{p}g}" for p in range(2, 6)}
+            assert any(s in row for s in shown), (name, fid, row)
+    finally:
+        if not shot.exists():
+            try:
+                d.save_screenshot(str(shot))
+            except Exception:  # noqa: BLE001
+                pass
+        d.quit()
+        if shot.exists():
+            shutil.copyfile(shot, SCREENSHOT_COPY)
