@@ -402,7 +402,9 @@ def omega_bound(frame: pd.DataFrame, *, tol: float = 0.01, min_runs: int = 3,
     puts every Ω_i inside). Any ratio > 1 + tol contradicts (a bound admits no exceptions; tol
     absorbs power-iteration error in σ). supported with ≥ min_runs runs and no violation."""
     df = _prep(frame, fid_cap, rel_cap)
-    df = df[_col(df, "omega_bound").astype(float) > 0]
+    # Theorem 1 needs a hard Lipschitz bound: only SN sets one (K = k_SN^n). GP/ALR/GraN log the K
+    # they aim at as lipschitz_k/omega_bound too, but a soft penalty guarantees nothing.
+    df = df[(_col(df, "regularizer").astype(str) == "sn") & (_col(df, "omega_bound").astype(float) > 0)]
     last, union = _width(df, "last"), _width(df, "union")
     width = last.where(np.isfinite(last), union)
     from_union = ~np.isfinite(last)

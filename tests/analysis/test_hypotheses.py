@@ -121,6 +121,11 @@ def test_omega_bound():
     v = verdict("domain-omega-bound", make_frame(rows))
     assert v.verdict == "contradicted" and len(v.run_ids) == 1
     assert verdict("domain-omega-bound", make_frame(rows[:1])).verdict == "inconclusive"
+    # a soft penalty (gp) logs the K it aims at, but Theorem 1 does not bind it: never a violation
+    gp_wide = dict(rows[-1], regularizer="gp", k_gp=1.0, seed=10)
+    gp_wide.pop("k_sn")
+    v = verdict("domain-omega-bound", make_frame(rows[:3] + [gp_wide]))
+    assert v.verdict == "supported" and v.n == 3
 
 
 def _shift_rows(s_wgan, s_ns):
