@@ -203,6 +203,7 @@ def run_trial(config: dict[str, Any], context: TrialContext) -> None:
     logger = MlflowTrialLogger(
         context.tracking_uri, context.experiment_id, name=run_name(cfg, _k_keys(cfg["regularizer"])),
         params=params, parent_run_id=context.parent_run_id, tags=tags, run_id=run_id,
+        synchronous=False,  # metrics via an in-order writer thread; flushed at every checkpoint
     )
     callbacks = _TuneCallbacks(logger, params)
     try:

@@ -36,10 +36,11 @@ def store(tmp_path):
     return uri, exp, parent, client
 
 
-def _logger(store, cfg, run_id=None, trial_id="t0"):
+def _logger(store, cfg, run_id=None, trial_id="t0", synchronous=True):
     uri, exp, parent, _ = store
     return MlflowTrialLogger(uri, exp, name="ns-sn-k1-a1-s0", params=cfg, parent_run_id=parent,
-                             tags={TRIAL_ID_TAG: trial_id}, run_id=run_id)
+                             tags={TRIAL_ID_TAG: trial_id}, run_id=run_id,
+                             synchronous=synchronous)
 
 
 def _histories(client, run_id):
@@ -116,23 +117,27 @@ class CrashAt(MlflowCallbacks):
         self.states[step] = torch.load(buf, weights_only=True)
 
 
-def test_resumed_trial_continues_the_run_without_duplicate_steps(store):
+@pytest.mark.parametrize("synchronous", [True, False], ids=["sync", "writer-thread"])
+def test_resumed_trial_continues_the_run_without_duplicate_steps(store, synchronous):
     cfg = images(iterations=8, stats_every=1, eval_every=4, fid_inf=False)
     ref_logger = _logger(store, cfg, trial_id="reference")
     train(cfg, MlflowCallbacks(ref_logger, cfg))
     ref = _histories(store[3], ref_logger.run_id)
 
-    logger = _logger(store, cfg, trial_id="crashing")
+    logger = _logger(store, cfg, trial_id="crashing", synchronous=synchronous)
     cb = CrashAt(logger, cfg, step=6)
     with pytest.raises(Crash):
         train(cfg, cb)
+    logger.flush()  # a killed process would lose the queue's tail: covered by the Ray test
     assert set(cb.states) == {4}
     # the retry gets the run id from the checkpoint
-    resumed = _logger(store, cfg, run_id=logger.run_id, trial_id="crashing")
+    resumed = _logger(store, cfg, run_id=logger.run_id, trial_id="crashing",
+                      synchronous=synchronous)
     assert resumed.resumed and resumed.run_id == logger.run_id
     assert resumed.logged_steps()["loss_d"] == 6
     train(cfg, MlflowCallbacks(resumed, cfg), state=cb.states[4])
     resumed.finish()
+    logger.finish()
     got = _histories(store[3], logger.run_id)
     assert got.keys() == ref.keys()
     for k in ref:
@@ -158,3 +163,18 @@ def test_trial_killed_before_its_first_checkpoint_finds_its_run_by_trial_id(stor
     assert [s for s, _ in got["loss_d"]] == [1, 2, 3, 4]
     other = _logger(store, cfg, trial_id="another")
     assert other.run_id != logger.run_id and not other.resumed
+
+
+def test_writer_thread_keeps_order_and_surfaces_errors(store):
+    cfg = images()
+    logger = _logger(store, cfg, synchronous=False)
+    for step in range(1, 41):
+        logger.log_metrics(step, {"a": float(step), "b": -float(step)})
+    logger.flush()
+    hist = _histories(store[3], logger.run_id)
+    assert hist["a"] == [(s, float(s)) for s in range(1, 41)]
+    logger.log_metrics(41, {"a": float("nan")})  # NaN is a valid metric value
+    logger.client.log_batch = lambda *a, **k: (_ for _ in ()).throw(OSError("store gone"))
+    logger.log_metrics(42, {"a": 1.0})
+    with pytest.raises(RuntimeError, match="store gone"):
+        logger.flush()
