@@ -200,7 +200,7 @@ def read_state(study_dir: str) -> dict[str, Any]:
                          "give the directory `lipstudy run` printed as 'Study directory')") from None
 
 def init_ray(address: str | None = None) -> None:
-    """Join ``address`` / ``$RAY_ADDRESS`` when given, else start a local Ray (no dashboard)."""
+    """Join ``address`` / ``$RAY_ADDRESS`` when given, else start a new local Ray (no dashboard)."""
     import ray
 
     if ray.is_initialized():
@@ -211,7 +211,8 @@ def init_ray(address: str | None = None) -> None:
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
-        ray.init(include_dashboard=False, log_to_driver=False)
+        # "local": always a fresh local Ray, never silently attach to another Ray on this machine
+        ray.init(address="local", include_dashboard=False, log_to_driver=False)
 
 
 def _storage_root(spec: StudySpec, storage_path: str | None) -> str:

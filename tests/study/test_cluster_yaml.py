@@ -58,7 +58,7 @@ def test_mlflow_server_on_private_interface_and_s3_storage(config):
 
 
 def test_cluster_docs_have_the_exact_commands():
-    doc = (ROOT / "docs" / "cluster.md").read_text()
+    doc = (ROOT / "README.md").read_text()
     for cmd in ("ray up cluster.yaml", "ray job submit", "lipstudy run", "lipstudy resume",
                 "ray down cluster.yaml", "port-forward", "optuna-dashboard"):
         assert cmd in doc, cmd
