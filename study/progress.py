@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+
 from ray.tune import Callback
 
 
@@ -29,7 +30,13 @@ class ProgressPrinter(Callback):
         if result.get("diverged"):
             return
         fid_s = f"fid={fid:.2f}" if isinstance(fid, (int, float)) and math.isfinite(fid) else ""
-        self._line(f"{trial} step {result.get('step')}/{self.iterations} {fid_s}")
+        self._line(f"{trial} step {result.get('step')}/{self._iterations(trial)} {fid_s}")
+
+    def _iterations(self, trial) -> int:
+        """The trial's own ``iterations`` (grid blocks may override the study's fixed value)."""
+        cfg = trial.config or {}
+        return (cfg.get("iterations") or (cfg.get("trial") or {}).get("iterations")
+                or self.iterations)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.done += 1
