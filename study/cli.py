@@ -141,7 +141,7 @@ def print_summary(outcome) -> None:
         print(f"Optuna study:     optuna-dashboard {optuna_loc}")
     print(f"MLflow runs:      {uri} (experiment id {outcome.tracking.experiment_id})")
     if uri.startswith("sqlite:") or "://" not in uri:
-        print(f"Open them with:   mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000")
+        print(f"Open them with:   lipstudy ui --store {uri}   (MLflow UI on 127.0.0.1:5000)")
     else:
         print(f"Open them in the MLflow UI of {uri}")
 
