@@ -15,16 +15,6 @@ from trainables.models import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """These tensors are tiny: one intra-op thread is faster, and far faster on a busy 2-core box
-    (CI) where OpenMP threads contend with other processes."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _n_params(m: nn.Module) -> int:
     return sum(p.numel() for p in m.parameters())
 

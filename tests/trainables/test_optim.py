@@ -12,16 +12,6 @@ from trainables.regularizers import get_regularizer, sn_layers
 N = 4  # SN layers of dcgan32
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """These tensors are tiny: one intra-op thread is faster, and far faster on a busy 2-core box
-    (CI) where OpenMP threads contend with other processes."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_both_build_and_eps_reaches_param_groups():
     assert OPTIMIZERS == ("rmsprop", "adam")
     p = [torch.nn.Parameter(torch.zeros(3))]

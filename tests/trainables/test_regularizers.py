@@ -21,16 +21,6 @@ from trainables.regularizers import (
 N_LAYERS = {"dcgan32": 4, "dcgan64": 5, "mlp": 3}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """These tensors are tiny: one intra-op thread is faster, and far faster on a busy 2-core box
-    (CI) where OpenMP threads contend with other processes."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _input(arch: str, b: int = 6, seed: int = 0) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
     res = arch_resolution(arch)
