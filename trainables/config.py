@@ -81,32 +81,13 @@ class BaseTrial(BaseModel):
     fid_ref_split: Literal["train", "test"] = "test"
     device: str = "auto"
 
-    @field_validator("loss")
+    @field_validator("loss", "regularizer", "optimizer", "arch")
     @classmethod
-    def _known_loss(cls, v: str) -> str:
-        if v not in LOSSES:
-            raise ValueError(f"unknown loss {v!r}; known: {', '.join(sorted(LOSSES))}")
-        return v
-
-    @field_validator("regularizer")
-    @classmethod
-    def _known_regularizer(cls, v: str) -> str:
-        if v not in REGULARIZERS:
-            raise ValueError(f"unknown regularizer {v!r}; known: {', '.join(sorted(REGULARIZERS))}")
-        return v
-
-    @field_validator("optimizer")
-    @classmethod
-    def _known_optimizer(cls, v: str) -> str:
-        if v not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {v!r}; known: {', '.join(OPTIMIZERS)}")
-        return v
-
-    @field_validator("arch")
-    @classmethod
-    def _known_arch(cls, v: str) -> str:
-        if v not in ARCHS:
-            raise ValueError(f"unknown arch {v!r}; known: {', '.join(ARCHS)}")
+    def _registered(cls, v: str, info) -> str:
+        known = {"loss": LOSSES, "regularizer": REGULARIZERS, "optimizer": OPTIMIZERS,
+                 "arch": ARCHS}[info.field_name]
+        if v not in known:
+            raise ValueError(f"unknown {info.field_name} {v!r}; known: {', '.join(sorted(known))}")
         return v
 
     @field_validator("alpha", "lr_d", "lr_g", "eps", "width")

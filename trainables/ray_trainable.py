@@ -225,7 +225,7 @@ def _finish(logger: MlflowTrialLogger, result: TrialResult, fresh: bool) -> None
     if result.status == "diverged":
         logger.set_tags({"lipstudy.status": "diverged", "lipstudy.diverged_step": result.step,
                          "lipstudy.diverged_reason": result.reason})
-        logger.log_metrics(result.step, {"diverged": 1.0})
+        # the metric diverged = 1 was logged by train()'s on_stats marker: not again
         logger.finish("FINISHED")
         tune.report({"fid": math.inf, "diverged": 1.0, "step": result.step, **summary})
         return

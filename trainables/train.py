@@ -25,7 +25,6 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from torch import nn
 from torchvision.utils import make_grid
 
 from trainables import data as data_lib
@@ -446,16 +445,22 @@ def train(
     latest: dict[str, float] = {}
     step_times: list[float] = []
     total = cfg["iterations"]
+
+    def diverged(reason: str) -> TrialResult:
+        """End the trial as diverged (a result, never an exception): marker metrics + on_end."""
+        marker = {"diverged": 1.0, "diverged_step": float(trial.step)}
+        latest.update(marker)
+        cb.on_stats(trial.step, marker)
+        result = TrialResult("diverged", trial.step, reason, latest, step_times)
+        cb.on_end(result)
+        return result
+
     while trial.step < total:
         t0 = time.perf_counter()
         out = trial.train_step()
         reason = trial.divergence(out)
         if reason is not None:
-            latest.update({"diverged": 1.0, "diverged_step": float(trial.step)})
-            result = TrialResult("diverged", trial.step, reason, latest, step_times)
-            cb.on_stats(trial.step, {"diverged": 1.0, "diverged_step": float(trial.step)})
-            cb.on_end(result)
-            return result
+            return diverged(reason)
         last = trial.step == total
         if trial.step % cfg["stats_every"] == 0 or last:
             m = trial.measure(out)
@@ -466,22 +471,14 @@ def train(
         if trial.step % cfg["eval_every"] == 0 or last:
             ev = trial.evaluate()
             if not math.isfinite(ev["fid"]):
-                reason = f"non-finite fid={ev['fid']} at step {trial.step}"
-                latest.update({"diverged": 1.0, "diverged_step": float(trial.step)})
-                result = TrialResult("diverged", trial.step, reason, latest, step_times)
-                cb.on_end(result)
-                return result
+                return diverged(f"non-finite fid={ev['fid']} at step {trial.step}")
             latest.update(ev)
             cb.on_eval(trial.step, ev, trial.sample_grid())
             if last:
                 final = _final_evaluation(trial, ev)
                 samples = final.pop("images", None)
                 if not math.isfinite(final.get("fid_final", math.nan)):
-                    reason = f"non-finite fid_final at step {trial.step}"
-                    latest.update({"diverged": 1.0, "diverged_step": float(trial.step)})
-                    result = TrialResult("diverged", trial.step, reason, latest, step_times)
-                    cb.on_end(result)
-                    return result
+                    return diverged(f"non-finite fid_final at step {trial.step}")
                 latest.update(final)
                 cb.on_final(trial.step, final, samples)
             # a snapshot (state_dict() holds live tensors that the next step would change)

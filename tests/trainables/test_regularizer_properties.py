@@ -28,14 +28,6 @@ from trainables.regularizers import (
 from trainables.stats import input_grad_norms
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 class LinearD(nn.Module):
     """f(x) = w·x + b per sample: ∇ₓf = w everywhere."""
 

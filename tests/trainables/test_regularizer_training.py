@@ -29,14 +29,6 @@ OWN_METRIC = {"sn": "sn_sigma_product", "gp": "gp_grad_norm_mean", "r1": "r1_gra
               "clip": "clip_frac_at_bound"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """One SQLite MLflow store and experiment for the module (creating a store costs seconds);
