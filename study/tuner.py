@@ -203,6 +203,10 @@ def init_ray(address: str | None = None) -> None:
     """Join ``address`` / ``$RAY_ADDRESS`` when given, else start a new local Ray (no dashboard)."""
     import ray
 
+    # Tune's experiment state (which trials exist / finished) is written every "auto" period
+    # (≥ 10 s); a driver killed in between resumes from a stale view and leaves orphan trials.
+    # The state of a study is small: write it at most every second.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
