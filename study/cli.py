@@ -10,17 +10,16 @@
     lipstudy ui [--store URI]     the MLflow UI on the study's store, bound to 127.0.0.1
 
 A bad study file gets exit status 2 and one line naming the key and the problem, before Ray or
-MLflow start and without writing anything.
+MLflow start and without writing anything. A study stopped by SIGINT (Ctrl-C) or SIGTERM saves its
+state, marks its runs interrupted and exits with 130 / 143; a crashed trial makes the exit status 1.
+``--help`` imports nothing heavy (Ray, torch and MLflow load only when a command needs them).
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
-
-from study.spec import PRESETS_DIR, StudyError, load_study
 
 DEFAULT_STUDY = "default"
 
@@ -34,10 +33,14 @@ def _parser() -> argparse.ArgumentParser:
                      "or sqlite:///./mlflow.db)")
     run.add_argument("--storage-path", help="Ray Tune storage path (default: the study's)")
     run.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS or local)")
+    run.add_argument("--verbose", action="store_true", help="also show Ray's, Optuna's and "
+                     "MLflow's own messages")
     res = sub.add_parser("resume", help="finish an interrupted study from its study directory")
     res.add_argument("study_dir", help="the 'Study directory' that `lipstudy run` printed")
     res.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS or local)")
-    val = sub.add_parser("validate", help="validate study files; exit 2 on the first problem")
+    res.add_argument("--verbose", action="store_true", help="also show Ray's, Optuna's and "
+                     "MLflow's own messages")
+    val = sub.add_parser("validate", help="validate study files (each one); exit 2 if any fails")
     val.add_argument("studies", nargs="+")
     sub.add_parser("presets", help="list the presets")
     rep = sub.add_parser("report", add_help=False,
@@ -56,40 +59,80 @@ def _fail(message: str) -> int:
 
 
 def cmd_validate(paths: list[str]) -> int:
-    from study.spec import check_study
+    """Check every file given; one line each (ok, with what it runs and on which FID extractor, or
+    the problem); exit 2 when any failed."""
+    from study.spec import StudyError, check_study, describe_fid, load_study
 
+    failed = 0
     for path in paths:
         try:
             spec, _ = load_study(path)
-            n = len(check_study(spec))
+            configs = check_study(spec)
+            fid = describe_fid(spec, configs)
         except StudyError as err:
-            return _fail(str(err))
+            print(f"lipstudy: error: {err}", file=sys.stderr)
+            failed += 1
+            continue
         kind = "trials" if spec.search == "grid" else "representative configs checked"
-        print(f"{path}: ok ({spec.search}, {n} {kind})")
-    return 0
+        print(f"{path}: ok ({spec.search}, {len(configs)} {kind}; {fid})")
+    return 2 if failed else 0
 
 
 def cmd_presets() -> int:
+    """Every preset, one line each; a preset whose data is not on this machine is listed with
+    the reason (it still validates once the data is there)."""
+    from study.spec import PRESETS_DIR, StudyError, load_study, parse_study_unchecked
+
     for p in sorted(PRESETS_DIR.glob("*.yaml")):
-        spec, _ = load_study(p)
-        first = (spec.description.strip().splitlines() or [""])[0]
-        print(f"{p.stem:24s} {first}")
+        note = ""
+        try:
+            spec, _ = load_study(p)
+        except StudyError as err:
+            spec = parse_study_unchecked(p.read_text())
+            parts = str(err).split(": ")  # "<file>: <key>: <problem>[: <details>]"
+            note = f"  [not runnable here: {parts[2] if len(parts) > 2 else parts[-1]}]"
+        first = (spec.description.strip().splitlines() or [""])[0] if spec else ""
+        if note and len(first) > 60:
+            first = first[:57].rstrip() + "..."
+        print(f"{p.stem:30s} {first}{note}")
     return 0
 
 
+def _announce_signal(name: str) -> None:
+    print(f"\nlipstudy: {name} received: stopping the trials and saving the study state "
+          "(send it again to stop at once) ...", file=sys.stderr, flush=True)
+
+
+def _exit_status(outcome) -> int:
+    if outcome.interrupted_by:
+        import signal
+
+        return 128 + int(getattr(signal, outcome.interrupted_by))
+    if not outcome.complete:
+        return 1
+    return 0 if all(t.status != "crashed" for t in outcome.trials) else 1
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    from study.spec import StudyError, load_study
+
     try:
         spec, text = load_study(args.study)
     except StudyError as err:
         return _fail(str(err))
+    from study.summary import print_summary
     from study.tuner import run_study
 
-    print(f"lipstudy: study {spec.name!r} ({spec.search}); starting Ray and MLflow ...", flush=True)
+    from study.spec import describe_fid, check_study
+
+    print(f"lipstudy: study {spec.name!r} ({spec.search}); {describe_fid(spec, check_study(spec))}",
+          flush=True)
+    print("lipstudy: starting Ray and MLflow ...", flush=True)
     outcome = run_study(spec, text, tracking_uri=args.tracking_uri,
                         storage_path=args.storage_path, address=args.address,
-                        on_start=_announce)
+                        verbose=args.verbose, on_start=_announce, on_signal=_announce_signal)
     print_summary(outcome)
-    return 0 if all(t.status != "error" for t in outcome.trials) else 1
+    return _exit_status(outcome)
 
 
 def _announce(study_dir: str) -> None:
@@ -98,61 +141,30 @@ def _announce(study_dir: str) -> None:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
+    from study.spec import StudyError
     from study.tuner import read_state
 
     try:
         read_state(args.study_dir)
     except StudyError as err:
         return _fail(str(err))
+    from study.summary import print_summary
     from study.tuner import resume_study
 
     print(f"lipstudy: resuming {args.study_dir} ...", flush=True)
     try:
-        outcome = resume_study(args.study_dir, address=args.address)
+        outcome = resume_study(args.study_dir, address=args.address, verbose=args.verbose,
+                               on_signal=_announce_signal)
     except StudyError as err:
         return _fail(str(err))
-    if outcome.dropped_runs:
-        print(f"lipstudy: deleted {len(outcome.dropped_runs)} MLflow run(s) of trials that restart "
-              "from scratch (killed before their first checkpoint)")
+    rec = outcome.reconciliation
+    if rec.get("superseded") or rec.get("deleted") or rec.get("restored"):
+        print(f"lipstudy: MLflow runs reconciled: {len(rec.get('superseded', []))} superseded "
+              f"(kept, KILLED: their trials started after the last saved state and restart), "
+              f"{len(rec.get('deleted', []))} empty run(s) removed, "
+              f"{len(rec.get('restored', []))} restored")
     print_summary(outcome)
-    return 0 if all(t.status != "error" for t in outcome.trials) else 1
-
-
-def print_summary(outcome) -> None:
-    """The end-of-study table and how to open the runs."""
-    rows = sorted(outcome.trials, key=lambda t: (t.status != "finished",
-                                                 t.fid if t.fid is not None else math.inf))
-    print()
-    print(f"{'trial':32s} {'status':9s} {'fid':>9s} {'steps':>7s}")
-    for t in rows:
-        fid = f"{t.fid:9.2f}" if t.fid is not None else f"{'-':>9s}"
-        step = f"{int(t.step):7d}" if t.step is not None else f"{'-':>7s}"
-        print(f"{t.name:32s} {t.status:9s} {fid} {step}")
-        if t.error:
-            print(f"    {t.error}")
-    extractor = next((t.config.get("fid_extractor") for t in rows if t.config), None)
-    uri = outcome.tracking.tracking_uri
-    print()
-    print(f"{len(rows)} trials in {outcome.wall_s / 60:.1f} min; FID extractor setting: {extractor} "
-          f"(the resolved extractor is the `fid_extractor` param of each run)")
-    print(f"Study directory:  {outcome.storage_path}  (lipstudy resume <it> if interrupted)")
-    optuna_loc = _optuna_location(outcome.storage_path)
-    if optuna_loc:
-        print(f"Optuna study:     optuna-dashboard {optuna_loc}")
-    print(f"MLflow runs:      {uri} (experiment id {outcome.tracking.experiment_id})")
-    if uri.startswith("sqlite:") or "://" not in uri:
-        print(f"Open them with:   lipstudy ui --store {uri}   (MLflow UI on 127.0.0.1:5000)")
-    else:
-        print(f"Open them in the MLflow UI of {uri}")
-
-
-def _optuna_location(study_dir: str) -> str | None:
-    from study.tuner import read_state
-
-    try:
-        return read_state(study_dir).get("optuna_storage")
-    except StudyError:
-        return None
+    return _exit_status(outcome)
 
 
 def cmd_ui(store: str | None, port: int) -> int:

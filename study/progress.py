@@ -15,8 +15,23 @@ class ProgressPrinter(Callback):
     def __init__(self, n_trials: int, iterations: int, quiet: bool = False):
         # no stream attribute: Tune pickles its callbacks with the run config
         self.n_trials, self.iterations, self.quiet = n_trials, iterations, quiet
-        self.done = 0
+        self.completed: set[str] = set()
         self.t0 = time.time()
+
+    @property
+    def done(self) -> int:
+        return len(self.completed)
+
+    def _count(self, trials) -> None:
+        """Trials already ended count as done: a resumed study starts at its finished ones (the
+        restored callback is the pickled one, so its own count cannot be trusted)."""
+        self.completed |= {t.trial_id for t in trials if t.status in ("TERMINATED", "ERROR")}
+
+    def setup(self, **info):
+        self.t0 = time.time()  # also on restore (the pickled callback carries the old start)
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._count(trials)
 
     def _line(self, text: str) -> None:
         if self.quiet:
@@ -26,6 +41,7 @@ class ProgressPrinter(Callback):
               flush=True)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
+        self._count(trials)
         fid = result.get("fid")
         if result.get("diverged"):
             return
@@ -39,7 +55,8 @@ class ProgressPrinter(Callback):
                 or self.iterations)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self.done += 1
+        self._count(trials)
+        self.completed.add(trial.trial_id)
         res = trial.last_result or {}
         if res.get("diverged"):
             self._line(f"{trial} DIVERGED at step {res.get('step')}")
@@ -47,5 +64,6 @@ class ProgressPrinter(Callback):
             self._line(f"{trial} finished")
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self.done += 1
+        self._count(trials)
+        self.completed.add(trial.trial_id)
         self._line(f"{trial} ERROR (see {trial.local_path}/error.txt)")

@@ -239,13 +239,18 @@ def parse_study(text: str, label: str = "study") -> StudySpec:
 
 def expand_grid(spec: StudySpec) -> list[dict[str, Any]]:
     """All trial configs of a grid study (fixed keys + each grid point + each seed)."""
-    configs: list[dict[str, Any]] = []
-    for block in spec.grid_blocks or [{}]:
+    return [cfg for _, cfg in _expand_blocks(spec)]
+
+
+def _expand_blocks(spec: StudySpec) -> list[tuple[int, dict[str, Any]]]:
+    """(grid block index, trial config) for every trial of a grid study."""
+    configs: list[tuple[int, dict[str, Any]]] = []
+    for i, block in enumerate(spec.grid_blocks or [{}]):
         keys = list(block)
         for values in itertools.product(*(block[k] for k in keys)):
             point = {**spec.fixed, **dict(zip(keys, values))}
             for seed in spec.seed_list:
-                configs.append({**point, "seed": seed})
+                configs.append((i, {**point, "seed": seed}))
     return configs
 
 
@@ -271,7 +276,8 @@ def check_study(spec: StudySpec) -> list[dict[str, Any]]:
                     raise StudyError(f"{where}: use the study's `seeds` (replicates) instead")
                 if not values:
                     raise StudyError(f"{where}: an empty list makes no trials")
-        configs = expand_grid(spec)
+        blocks = _expand_blocks(spec)
+        configs = [cfg for _, cfg in blocks]
         if spec.num_samples != 1:
             raise StudyError("num_samples: a grid study runs each grid point; use `seeds` for replicates")
     else:
@@ -289,6 +295,7 @@ def check_study(spec: StudySpec) -> list[dict[str, Any]]:
                     raise StudyError(f"space.{key}.when: {cond!r} must be a searched key listed before {key!r}")
         configs = representative_configs(spec)
         configs += _check_points(spec)
+        blocks = [(None, cfg) for cfg in configs]
     if spec.search == "grid" and (spec.points_to_evaluate or spec.optuna_storage):
         key = "points_to_evaluate" if spec.points_to_evaluate else "optuna_storage"
         raise StudyError(f"{key}: only for search optuna/random")
@@ -299,18 +306,29 @@ def check_study(spec: StudySpec) -> list[dict[str, Any]]:
                 raise StudyError(f"{_where(spec, key)}: ASHA compares FID at the same iterations in "
                                  "every trial; fix iterations and eval_every")
     seen_data: set[tuple] = set()
-    for cfg in configs:
+    for block, cfg in blocks:
         data_key = (cfg.get("dataset"), cfg.get("data_root"), cfg.get("resolution"), cfg.get("download"))
         try:
             validate_trial(cfg, check_data=data_key not in seen_data)
         except ConfigError as err:
-            where = _where(spec, err.key)
+            where = _where(spec, err.key, block)
             raise StudyError(f"{where}: {err.problem}") from None
         seen_data.add(data_key)
+    fid_plans(spec, configs)  # refuses reference sets too small for the extractor
     return configs
 
 
-def _where(spec: StudySpec, key: str | None) -> str:
+def _where(spec: StudySpec, key: str | None, block: int | None = None) -> str:
+    """Where a trial key's bad value comes from: the grid block that made the failing trial
+    (``block``), else ``fixed``, else the first block or the space naming it."""
+    listed = isinstance(spec.grid, list)
+    if block is not None and spec.search == "grid" and spec.grid_blocks:
+        here = f"grid[{block}]" if listed else "grid"
+        if key is not None and key in spec.grid_blocks[block]:
+            return f"{here}.{key}"
+        if key is not None and key in spec.fixed:
+            return f"fixed.{key} (in {here})" if listed else f"fixed.{key}"
+        return f"{here}.{key}" if key else here
     if key is None:
         return "trial"
     if key in spec.fixed:
@@ -318,10 +336,77 @@ def _where(spec: StudySpec, key: str | None) -> str:
     if spec.search == "grid":
         for i, block in enumerate(spec.grid_blocks):
             if key in block:
-                return f"grid[{i}].{key}" if isinstance(spec.grid, list) else f"grid.{key}"
+                return f"grid[{i}].{key}" if listed else f"grid.{key}"
     elif key in spec.space:
         return f"space.{key}"
     return key
+
+
+def parse_study_unchecked(text: str) -> StudySpec | None:
+    """The study's schema-level content without checking its trials (data may be absent), or
+    None when even that fails; for listings such as ``lipstudy presets``."""
+    try:
+        raw = yaml.safe_load(text)
+        return StudySpec(**raw) if isinstance(raw, dict) else None
+    except (yaml.YAMLError, ValidationError, TypeError):
+        return None
+
+
+def _reference_size(dataset: str, root: Any, split: str) -> int | None:
+    """Images in a dataset's reference split when countable without loading any (the embedded
+    set, ``folder:`` datasets: every 10th file by sorted name is the held-out ``test`` split),
+    else None (the torchvision datasets' published splits hold 10,000 or more)."""
+    from trainables import data as data_lib
+
+    if dataset == "fashion_mnist_mini":
+        import numpy as np
+
+        with np.load(data_lib.EMBEDDED_NPZ) as z:
+            return int(z[f"{split}_images"].shape[0])
+    if dataset.startswith("folder:"):
+        n = sum(1 for _ in data_lib._iter_images(data_lib._folder_path(dataset, root)))
+        return n // 10 if split == "test" else n - n // 10
+    return None
+
+
+def fid_plans(spec: StudySpec, configs: list[dict[str, Any]]) -> list[str]:
+    """How FID will be measured, one line per (dataset, extractor, split): the resolved extractor,
+    its feature dimension and the reference size. Raises :class:`StudyError` when a reference set
+    is smaller than the extractor's dimension: its covariance is then singular and the FID is
+    mostly estimation error (e.g. 30 held-out images of a small folder vs Inception's 2,048-d)."""
+    from trainables import fid as fid_lib
+
+    plans: dict[tuple, str] = {}
+    for cfg in configs:
+        dataset = cfg.get("dataset", "fashion_mnist_mini")
+        if cfg.get("arch") == "mlp" or dataset in ("ring8", "grid25"):
+            plans.setdefault(("toy", dataset), f"{dataset}: data-space Fréchet distance, "
+                                                "modes covered and high-quality share")
+            continue
+        setting = cfg.get("fid_extractor", "auto")
+        split = cfg.get("fid_ref_split", "test")
+        key = (dataset, cfg.get("data_root"), setting, split)
+        if key in plans:
+            continue
+        name = fid_lib.resolve_extractor(setting)
+        dim = fid_lib.EXTRACTORS[name].dim
+        n_ref = _reference_size(dataset, cfg.get("data_root"), split)
+        where = _where(spec, "fid_extractor") if setting != "auto" else _where(spec, "dataset")
+        if n_ref is not None and n_ref < dim:
+            raise StudyError(
+                f"{where}: FID of {dataset!r} would compare against {n_ref} {split!r} images "
+                f"with the {name!r} extractor ({dim}-d features, from fid_extractor: {setting}); "
+                f"a reference needs at least {dim} images (more images, or fid_extractor: domain "
+                "for Fashion-MNIST-like data)")
+        size = f"{n_ref:,}" if n_ref is not None else f"the full {split!r} split"
+        plans[key] = (f"{dataset}: FID with {name!r} ({dim}-d"
+                      f"{', resolved from auto' if setting == 'auto' else ''}) against {size} "
+                      f"{split!r} images")
+    return list(plans.values())
+
+
+def describe_fid(spec: StudySpec, configs: list[dict[str, Any]]) -> str:
+    return "; ".join(fid_plans(spec, configs))
 
 
 def _in_entry(entry: SpaceEntry, value: Any) -> bool:

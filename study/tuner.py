@@ -18,38 +18,21 @@ study file → (validated here, before Ray starts) → ``tune.Tuner`` over
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from study.search import METRIC, MODE, DefineByRun, build_searcher, storage_location  # noqa: F401
 from study.spec import StudyError, StudySpec, check_study
+from study.interrupt import StopSignals
+from study.recovery import reconcile_runs, record_reconciliation
+from study.summary import StudyOutcome, summarize
 from study.tracking import StudyTracking, absolute_uri, default_tracking_uri, start_study_run
 
 STATE_FILE = "lipstudy_study.json"
-
-
-@dataclass
-class TrialSummary:
-    name: str
-    config: dict[str, Any]
-    status: str
-    fid: float | None
-    step: int | None
-    error: str | None = None
-    trial_id: str | None = None
-
-
-@dataclass
-class StudyOutcome:
-    tracking: StudyTracking
-    storage_path: str  # the study directory (Ray experiment dir)
-    trials: list[TrialSummary] = field(default_factory=list)
-    wall_s: float = 0.0
-    dropped_runs: list[str] = field(default_factory=list)
 
 
 AUTO_GPU_SHARE = 0.25
@@ -101,6 +84,8 @@ def _trial_name(trial) -> str:
     from trainables.mlflow_logger import run_name
     from trainables.ray_trainable import _k_keys, trial_config
 
+    if not trial.config:  # a trial whose config is not resolved yet: never a default's name
+        return str(trial.trial_id)
     try:
         cfg = trial_config(trial.config)
         return run_name(cfg, _k_keys(cfg["regularizer"]))
@@ -199,24 +184,53 @@ def read_state(study_dir: str) -> dict[str, Any]:
         raise StudyError(f"{study_dir}: not a lipstudy study directory (no {STATE_FILE}; "
                          "give the directory `lipstudy run` printed as 'Study directory')") from None
 
-def init_ray(address: str | None = None) -> None:
-    """Join ``address`` / ``$RAY_ADDRESS`` when given, else start a new local Ray (no dashboard)."""
+def init_ray(address: str | None = None, verbose: bool = False) -> None:
+    """Join ``address`` / ``$RAY_ADDRESS`` when given, else start a new local Ray (no dashboard).
+    Ray's own console output (token-auth notice, Tune's boxes and TensorBoard hint, its resume
+    hint) is silenced unless ``verbose``: the study prints its own progress and next steps."""
     import ray
 
     # Tune's experiment state (which trials exist / finished) is written every "auto" period
     # (≥ 10 s); a driver killed in between resumes from a stale view and leaves orphan trials.
     # The state of a study is small: write it at most every second.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    quiet_libraries(verbose)
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
+    level = logging.INFO if verbose else logging.ERROR
     # Workers import trainables/ from the installed package; keep their logs out of the console
     # (errors are reported per trial by the progress printer and kept in the trial directories).
     if address:
-        ray.init(address=address, log_to_driver=False)
+        ray.init(address=address, log_to_driver=False, logging_level=level)
     else:
         # "local": always a fresh local Ray, never silently attach to another Ray on this machine
-        ray.init(address="local", include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", include_dashboard=False, log_to_driver=False,
+                 logging_level=level)
+
+
+def quiet_libraries(verbose: bool = False) -> None:
+    """Ray's, Optuna's and MLflow's notices are not for our users unless ``--verbose``."""
+    if verbose:
+        return
+    import warnings
+
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter honours verbose=0
+    for name in ("ray", "ray.tune", "ray.train", "ray.air"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    logging.getLogger("ray.tune.tune").setLevel(logging.CRITICAL)  # "Trials did not complete"
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*ExperimentalWarning.*")
+    try:
+        from optuna.exceptions import ExperimentalWarning
+
+        warnings.filterwarnings("ignore", category=ExperimentalWarning)
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    except ImportError:  # pragma: no cover - optuna is a dependency
+        pass
 
 
 def _storage_root(spec: StudySpec, storage_path: str | None) -> str:
@@ -226,11 +240,13 @@ def _storage_root(spec: StudySpec, storage_path: str | None) -> str:
 
 def run_study(spec: StudySpec, study_text: str, *, tracking_uri: str | None = None,
               storage_path: str | None = None, address: str | None = None,
-              quiet: bool = False, on_start=None) -> StudyOutcome:
+              quiet: bool = False, verbose: bool = False, on_start=None,
+              on_signal=None) -> StudyOutcome:
     """Validate, set up MLflow in the driver, run the Tuner, and summarise every trial.
 
     ``on_start(study_dir)`` is called once the study directory and its state file exist (the CLI
-    prints the directory so a killed driver can be resumed)."""
+    prints the directory so a killed driver can be resumed). SIGINT/SIGTERM stop the study
+    gracefully (``study.interrupt``); the outcome then says ``interrupted_by``."""
     check_study(spec)  # nothing starts unless the whole study is valid
     uri = absolute_uri(tracking_uri or spec.tracking_uri or default_tracking_uri())
     storage = _storage_root(spec, storage_path)
@@ -238,6 +254,7 @@ def run_study(spec: StudySpec, study_text: str, *, tracking_uri: str | None = No
     run_name = study_run_name(spec, storage)
     study_dir = _join(storage, run_name)
     optuna_loc = storage_location(spec, study_dir) if spec.search != "grid" else None
+    quiet_libraries(verbose)
     tracking = start_study_run(uri, spec.name, study_text, hypotheses=spec.hypotheses,
                                tags={"lipstudy.search": spec.search,
                                      "lipstudy.study_dir": study_dir,
@@ -251,147 +268,72 @@ def run_study(spec: StudySpec, study_text: str, *, tracking_uri: str | None = No
     if on_start is not None:
         on_start(study_dir)
     os.environ["MLFLOW_TRACKING_URI"] = uri
-    init_ray(address)
+
+    def make():
+        return build_tuner(spec, tracking, storage, quiet=quiet, run_name=run_name,
+                           optuna_storage=optuna_loc)
+
+    return _fit(make, spec, tracking, study_dir, t0, address, verbose, on_signal)
+
+
+def _fit(make_tuner, spec: StudySpec, tracking: StudyTracking, study_dir: str, t0: float,
+         address: str | None, verbose: bool, on_signal) -> StudyOutcome:
+    """Start Ray, run ``make_tuner().fit()`` under the stop-signal handlers, summarise. A crash of
+    the driver marks the parent run FAILED; a signal before Tune started leaves no trials."""
     client = tracking.client()
-    try:
-        tuner = build_tuner(spec, tracking, storage, quiet=quiet, run_name=run_name,
-                            optuna_storage=optuna_loc)
-        results = tuner.fit()
-    except BaseException:
-        client.set_terminated(tracking.parent_run_id, "FAILED")
-        raise
-    return _summarize(results, tracking, study_dir, t0)
+    results = None
+    with StopSignals(on_signal) as stop:
+        try:
+            init_ray(address, verbose)
+            results = make_tuner().fit()
+        except KeyboardInterrupt:
+            if not stop.interrupted:
+                raise
+        except BaseException:
+            client.set_tag(tracking.parent_run_id, "lipstudy.status", "crashed")
+            client.set_terminated(tracking.parent_run_id, "FAILED")
+            raise
+    return summarize(results, spec, tracking, study_dir, t0, interrupted_by=stop.name)
 
 
-def resume_study(study_dir: str, *, address: str | None = None, quiet: bool = False) -> StudyOutcome:
-    """Finish a study whose driver died: ``Tuner.restore`` with the same trainable context.
+def resume_study(study_dir: str, *, address: str | None = None, quiet: bool = False,
+                 verbose: bool = False, on_signal=None) -> StudyOutcome:
+    """Finish an interrupted study: ``Tuner.restore`` with the same trainable context.
 
     Finished trials are not re-run; unfinished and errored ones continue from their last
-    checkpoint (same MLflow run). MLflow runs of trials that had no checkpoint yet (they restart
-    from scratch, with a new run) are deleted first, so the experiment holds one run per trial.
-    The searcher (OptunaSearch, its Repeater) comes back from Tune's experiment checkpoint, its
-    Optuna study from the persisted storage.
+    checkpoint, each in its own MLflow run (``study.recovery``: runs are matched to trials by
+    their real Ray trial id, nothing that holds data is deleted). The searcher (OptunaSearch, its
+    Repeater) comes back from Tune's experiment checkpoint, its Optuna study from the persisted
+    storage. A study stopped before Tune saved any state starts its Tuner afresh in the same
+    directory and parent run. Safe to repeat on a finished or half-resumed study.
     """
     study_dir = study_dir if is_remote(study_dir) else str(Path(study_dir).resolve())
     state = read_state(study_dir)
     from study.spec import parse_study
 
     spec = parse_study(state["study_text"], f"{study_dir}/{STATE_FILE}")
+    quiet_libraries(verbose)
     from ray import tune
 
-    if not tune.Tuner.can_restore(study_dir):
-        raise StudyError(f"{study_dir}: Ray Tune has no experiment state to restore here")
     t0 = time.time()
     tracking = StudyTracking(state["tracking_uri"], state["experiment_id"], state["parent_run_id"])
     os.environ["MLFLOW_TRACKING_URI"] = tracking.tracking_uri
     client = tracking.client()
-    removed = drop_orphan_runs(study_dir, tracking)
-    client.update_run(tracking.parent_run_id, status="RUNNING")
+    rec = reconcile_runs(study_dir, tracking)
     resumed = int(client.get_run(tracking.parent_run_id).data.tags.get("lipstudy.resumed", 0)) + 1
     client.set_tag(tracking.parent_run_id, "lipstudy.resumed", resumed)
-    init_ray(address)
-    try:
-        tuner = tune.Tuner.restore(study_dir, make_trainable(spec, tracking),
-                                   resume_unfinished=True, resume_errored=True,
-                                   param_space=param_space(spec))
-        results = tuner.fit()
-    except BaseException:
-        client.set_terminated(tracking.parent_run_id, "FAILED")
-        raise
-    outcome = _summarize(results, tracking, study_dir, t0)
-    outcome.dropped_runs = removed
+    record_reconciliation(tracking, resumed, rec)
+    client.update_run(tracking.parent_run_id, status="RUNNING")
+    client.set_tag(tracking.parent_run_id, "lipstudy.status", "running")
+
+    def make():
+        if tune.Tuner.can_restore(study_dir):
+            return tune.Tuner.restore(study_dir, make_trainable(spec, tracking),
+                                      resume_unfinished=True, resume_errored=True,
+                                      param_space=param_space(spec))
+        return build_tuner(spec, tracking, state["storage_path"], quiet=quiet,
+                           run_name=state["run_name"], optuna_storage=state.get("optuna_storage"))
+
+    outcome = _fit(make, spec, tracking, study_dir, t0, address, verbose, on_signal)
+    outcome.reconciliation = rec.as_dict()
     return outcome
-
-
-def latest_checkpoint_runs(study_dir: str) -> dict[str, str | None]:
-    """trial id → MLflow run id in its latest checkpoint (None: the trial has no checkpoint)."""
-    import pyarrow.fs
-
-    from trainables.ray_trainable import META_FILE
-
-    fs, base = _fs_and_path(study_dir)
-    out: dict[str, str | None] = {}
-    for info in fs.get_file_info(pyarrow.fs.FileSelector(base)):
-        if info.type != pyarrow.fs.FileType.Directory or "_" not in info.base_name:
-            continue
-        trial_id = info.base_name.rsplit("_", 1)[1]
-        ckpts = sorted(i.path for i in fs.get_file_info(pyarrow.fs.FileSelector(info.path))
-                       if i.type == pyarrow.fs.FileType.Directory
-                       and i.base_name.startswith("checkpoint_"))
-        run_id = None
-        for ck in reversed(ckpts):
-            try:
-                with fs.open_input_stream(f"{ck}/{META_FILE}") as fh:
-                    run_id = json.loads(fh.read().decode()).get("mlflow_run_id")
-                break
-            except (FileNotFoundError, OSError, ValueError):
-                continue  # a checkpoint cut short by the kill: use the one before
-        out[trial_id] = run_id
-    return out
-
-
-def drop_orphan_runs(study_dir: str, tracking: StudyTracking) -> list[str]:
-    """Delete the child runs a resumed study would duplicate: unfinished runs that the trial's
-    latest checkpoint does not point to (the trial restarts without them). Returns their ids."""
-    client = tracking.client()
-    ckpt_runs = latest_checkpoint_runs(study_dir)
-    runs = client.search_runs(
-        [tracking.experiment_id],
-        filter_string=f"tags.mlflow.parentRunId = '{tracking.parent_run_id}'", max_results=50_000)
-    dropped = []
-    for run in runs:
-        if run.info.status == "FINISHED":
-            continue
-        trial_id = run.data.tags.get("lipstudy.trial_id", "")
-        if ckpt_runs.get(trial_id) == run.info.run_id:
-            continue  # the restored trial continues this run
-        client.set_tag(run.info.run_id, "lipstudy.status", "superseded")
-        client.set_terminated(run.info.run_id, "KILLED")
-        client.delete_run(run.info.run_id)
-        dropped.append(run.info.run_id)
-    return dropped
-
-
-def _summarize(results, tracking: StudyTracking, study_dir: str, t0: float) -> StudyOutcome:
-    from trainables.ray_trainable import trial_config
-
-    outcome = StudyOutcome(tracking, study_dir)
-    for res in results:
-        cfg = res.config or {}
-        metrics = res.metrics or {}
-        try:
-            tcfg = trial_config(cfg)
-        except Exception:
-            tcfg = cfg.get("trial", {})
-        if res.error is not None:
-            status = "error"
-        elif metrics.get("diverged"):
-            status = "diverged"
-        elif not metrics:
-            status = "not run"
-        else:
-            status = "finished"
-        fid = metrics.get("fid")
-        outcome.trials.append(TrialSummary(
-            name=_name_of(tcfg), config=tcfg, status=status,
-            fid=None if fid is None or not math.isfinite(fid) else float(fid),
-            step=metrics.get("step"), error=str(res.error).splitlines()[0] if res.error else None,
-            trial_id=metrics.get("trial_id") or (res.path or "").rsplit("_", 1)[-1],
-        ))
-    outcome.wall_s = time.time() - t0
-    client = tracking.client()
-    n_bad = sum(t.status == "error" for t in outcome.trials)
-    client.set_tag(tracking.parent_run_id, "lipstudy.trials", len(outcome.trials))
-    client.set_tag(tracking.parent_run_id, "lipstudy.errored_trials", n_bad)
-    client.set_terminated(tracking.parent_run_id, "FINISHED")
-    return outcome
-
-
-def _name_of(cfg: dict[str, Any]) -> str:
-    from trainables.mlflow_logger import run_name
-    from trainables.ray_trainable import _k_keys
-
-    try:
-        return run_name(cfg, _k_keys(cfg["regularizer"]))
-    except Exception:
-        return "?"

@@ -69,6 +69,8 @@ class MlflowTrialLogger:
         if run_id is not None:  # resumed / retried: continue the same run
             self.run_id = run_id
             self.resumed = True
+            if self.client.get_run(run_id).info.lifecycle_stage == "deleted":
+                self.client.restore_run(run_id)  # never lose a run a resume deleted by mistake
             self.client.update_run(run_id, status="RUNNING")
             self._last_step = self.logged_steps()
             return

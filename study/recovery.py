@@ -1,0 +1,143 @@
+"""What a study directory says about its trials, and how a resume reconciles MLflow with it.
+
+Ray Tune's experiment state (``experiment_state-*.json`` in the study directory, written at most
+every second, see ``study.tuner.init_ray``) is the list of trials a ``Tuner.restore`` brings back:
+their real trial ids (``a0626_00000`` for a grid, ``4f1c2a9e`` for a searcher), statuses and
+configs. Each MLflow child run carries its Ray trial id in the tag ``lipstudy.trial_id``, so runs
+and trials are matched by that id and never by parsing directory names.
+
+On resume, for every child run of the study that is not FINISHED:
+
+* its trial is in the saved state → the restored trial continues this very run (from its
+  checkpoint, or from scratch with the same seed when it had none: the logger finds the run by
+  trial id and its per-metric high-water marks drop the steps it already holds). Kept as is; a run
+  an earlier version of this code deleted is restored.
+* its trial is not in the saved state (it started after Tune's last state write; the trial will
+  not come back, its configuration restarts as a new trial) → the run is *superseded*: kept,
+  marked KILLED with ``lipstudy.status = superseded`` and the reason, when it holds metrics; deleted
+  only when it holds nothing (params only). Both are recorded on the parent run.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from study.tracking import StudyTracking
+
+TRIAL_ID_TAG = "lipstudy.trial_id"
+STATUS_TAG = "lipstudy.status"
+PARENT_TAG = "mlflow.parentRunId"
+
+
+@dataclass
+class SavedTrial:
+    """One trial as Tune's experiment state holds it."""
+
+    trial_id: str
+    status: str  # Tune's: PENDING, RUNNING, PAUSED, TERMINATED, ERROR
+    config: dict[str, Any]
+    dirname: str | None
+    last_step: int | None
+
+
+@dataclass
+class Reconciliation:
+    """What a resume did to the study's MLflow runs before restoring Tune."""
+
+    continued: list[str] = field(default_factory=list)   # run ids the restored trials continue
+    superseded: list[str] = field(default_factory=list)  # kept, KILLED, tagged superseded
+    deleted: list[str] = field(default_factory=list)     # empty runs (params only)
+    restored: list[str] = field(default_factory=list)    # runs an earlier resume had deleted
+
+    def as_dict(self) -> dict[str, list[str]]:
+        return {"continued": self.continued, "superseded": self.superseded,
+                "deleted": self.deleted, "restored": self.restored}
+
+
+def _fs(study_dir: str):
+    from study.tuner import _fs_and_path
+
+    return _fs_and_path(study_dir)
+
+
+def saved_trials(study_dir: str) -> dict[str, SavedTrial]:
+    """trial id → :class:`SavedTrial` from the newest experiment state in ``study_dir`` (empty
+    when Tune never wrote one)."""
+    import pyarrow.fs
+
+    fs, base = _fs(study_dir)
+    states = sorted(i.path for i in fs.get_file_info(pyarrow.fs.FileSelector(base))
+                    if i.base_name.startswith("experiment_state") and i.base_name.endswith(".json"))
+    if not states:
+        return {}
+    with fs.open_input_stream(states[-1]) as fh:
+        data = json.loads(fh.read().decode())
+    out: dict[str, SavedTrial] = {}
+    for meta_json, run_json in data.get("trial_data", []):
+        meta, runtime = json.loads(meta_json), json.loads(run_json)
+        last = runtime.get("last_result") or {}
+        step = last.get("step")
+        out[meta["trial_id"]] = SavedTrial(
+            trial_id=meta["trial_id"], status=meta.get("status", "PENDING"),
+            config=meta.get("config") or {}, dirname=meta.get("relative_logdir"),
+            last_step=int(step) if isinstance(step, (int, float)) else None)
+    return out
+
+
+def child_runs(tracking: StudyTracking, *, deleted: bool = False):
+    """The study execution's child runs (``deleted=True``: also the deleted ones)."""
+    from mlflow.entities import ViewType
+
+    client = tracking.client()
+    return client.search_runs(
+        [tracking.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{tracking.parent_run_id}'",
+        run_view_type=ViewType.ALL if deleted else ViewType.ACTIVE_ONLY, max_results=50_000)
+
+
+def reconcile_runs(study_dir: str, tracking: StudyTracking) -> Reconciliation:
+    """Prepare the study's MLflow runs for ``Tuner.restore`` (see the module docstring)."""
+    client = tracking.client()
+    trials = saved_trials(study_dir)
+    rec = Reconciliation()
+    runs = child_runs(tracking, deleted=True)
+    live_ids = {r.data.tags.get(TRIAL_ID_TAG) for r in runs if r.info.lifecycle_stage == "active"}
+    for run in runs:
+        info, tags = run.info, run.data.tags
+        trial_id = tags.get(TRIAL_ID_TAG, "")
+        if info.lifecycle_stage == "deleted":
+            if trial_id in trials and trial_id not in live_ids:  # deleted by an older resume
+                client.restore_run(info.run_id)
+                client.set_tag(info.run_id, STATUS_TAG, "restored")
+                live_ids.add(trial_id)
+                rec.restored.append(info.run_id)
+            continue
+        if info.status == "FINISHED":
+            continue
+        if trial_id in trials:
+            rec.continued.append(info.run_id)
+        elif tags.get(STATUS_TAG) == "superseded":
+            continue
+        elif run.data.metrics:
+            client.set_tag(info.run_id, STATUS_TAG, "superseded")
+            client.set_tag(info.run_id, "lipstudy.superseded_reason",
+                           f"Ray trial {trial_id or '?'} started after the study's last saved "
+                           "state; its configuration restarts as a new trial on resume")
+            client.set_terminated(info.run_id, "KILLED")
+            rec.superseded.append(info.run_id)
+        else:
+            client.delete_run(info.run_id)
+            rec.deleted.append(info.run_id)
+    return rec
+
+
+def record_reconciliation(tracking: StudyTracking, attempt: int, rec: Reconciliation) -> None:
+    """Keep what a resume changed on the parent run: counts as tags, the run ids as an artifact."""
+    client = tracking.client()
+    client.log_dict(tracking.parent_run_id, rec.as_dict(), f"resume/resume-{attempt}.json")
+    for key in ("superseded", "deleted", "restored"):
+        ids = getattr(rec, key)
+        if ids:
+            prev = client.get_run(tracking.parent_run_id).data.tags.get(f"lipstudy.{key}_runs", "0")
+            client.set_tag(tracking.parent_run_id, f"lipstudy.{key}_runs", int(prev) + len(ids))
