@@ -1,15 +1,20 @@
 """The papers' figures and tables re-made from a trial frame (matplotlib, Agg backend).
 
 * :func:`fid_vs_k` — FID vs k_SN per loss, one panel per dataset × extractor (Lipschitz paper
-  Table 2's line plots); the paper's line dashed beside ours where the dataset matches.
-* :func:`fid_vs_alpha` — FID vs α per loss at each k_SN (Table 5a/5b line plots).
-* :func:`omega_intervals` — Ω_i as intervals over iterations per k_SN (Fig. 1a; y in symlog).
+  Table 2's line plots); the paper's line dashed beside ours where the dataset matches. On a
+  search (k_SN sampled, not a grid) one point per run instead, every α.
+* :func:`fid_vs_alpha` — FID vs α per loss at each k_SN (Table 5a/5b line plots); on a search one
+  scatter of every SN run.
+* :func:`omega_intervals` — Ω_i as intervals over iterations per k_SN (Fig. 1a; y in symlog), SN
+  runs only, at most ``max_levels`` k_SN values spread over the range.
 * :func:`omega_psi_table` — Ω∪ and Ψ (Eq. 9) per k_SN (Fig. 1b), the paper's numbers beside.
 * :func:`grad_norm_boxes` — ‖∇ₓf‖ at real and fake samples per method (GraN-GAN Fig. 3).
 
 Plotted FID is the median over seeds of the capped FID (``analysis.outcome``: broken/diverged
 runs sit at the cap); the bars span the seeds' min–max. Each function returns
-``[(name, Figure)]``; :func:`save` writes them as PNG.
+``[(name, Figure)]`` and never an empty figure: a figure with nothing to draw is left out, and
+the reason goes to ``skipped`` (a list the caller passes) for the report to print. :func:`save`
+writes them as PNG.
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from analysis.outcome import FID_CAP_INCEPTION, REL_CAP, with_outcome  # noqa: E402
+from analysis.outcome import FID_CAP_INCEPTION, Q_LEARNED, with_outcome  # noqa: E402
+from analysis.verdict import is_continuous  # noqa: E402
 
 LOSS_ORDER = ["ns", "mm", "ls", "ls0", "wgan", "hinge", "softhinge", "cos", "exp"]
 
@@ -33,8 +39,8 @@ def _color(loss: str):
     return plt.get_cmap("tab10")(i % 10)
 
 
-def _prepared(frame: pd.DataFrame, fid_cap: float, rel_cap: float) -> pd.DataFrame:
-    df = with_outcome(frame, fid_cap, rel_cap)
+def _prepared(frame: pd.DataFrame, fid_cap: float, q_broken: float) -> pd.DataFrame:
+    df = with_outcome(frame, fid_cap, q_broken)
     for col, default in (("alpha", 1.0), ("fid_extractor", "inception"), ("regularizer", ""),
                          ("loss", ""), ("dataset", ""), ("origin", "run")):
         if col not in df.columns:
@@ -44,9 +50,9 @@ def _prepared(frame: pd.DataFrame, fid_cap: float, rel_cap: float) -> pd.DataFra
 
 
 def fid_series(frame: pd.DataFrame, x: str, *, fid_cap: float = FID_CAP_INCEPTION,
-               rel_cap: float = REL_CAP) -> pd.DataFrame:
+               q_broken: float = Q_LEARNED) -> pd.DataFrame:
     """Median / min / max capped FID and n per (dataset, extractor, loss, x) — what the plots draw."""
-    df = _prepared(frame, fid_cap, rel_cap)
+    df = _prepared(frame, fid_cap, q_broken)
     df = df[df["fid_eff"].notna() & df[x].notna()] if x in df.columns else df.iloc[0:0]
     if df.empty:
         return pd.DataFrame(columns=["dataset", "fid_extractor", "loss", x, "median", "min", "max", "n"])
@@ -81,39 +87,117 @@ def _paper_for(reference: pd.DataFrame | None, dataset: str, x: str, **fixed) ->
     return fid_series(ref, x)
 
 
+def has_data(fig) -> bool:
+    """Does any axes of ``fig`` show a data point (line, collection, patch or image)?"""
+    for ax in fig.axes:
+        for ln in ax.get_lines():
+            if len(ln.get_xdata()) and np.isfinite(np.asarray(ln.get_ydata(), float)).any():
+                return True
+        for c in ax.collections:
+            if len(c.get_offsets()) or (hasattr(c, "get_segments") and len(c.get_segments())) \
+                    or (hasattr(c, "get_paths") and len(c.get_paths())):
+                return True
+        if ax.images or [p for p in ax.patches if p.get_height() and p.get_width()]:
+            return True
+    return False
+
+
+def _keep(out: list, name: str, fig, skipped: list[str] | None, why: str) -> None:
+    if has_data(fig):
+        out.append((name, fig))
+    else:
+        plt.close(fig)
+        if skipped is not None:
+            skipped.append(f"{name}: left out, nothing to draw ({why})")
+
+
+def _scatter_panel(ax, df: pd.DataFrame, x: str, title: str, color_by_loss: bool = True):
+    for loss in sorted(df["loss"].unique(), key=lambda s: (LOSS_ORDER + [s]).index(s)):
+        s = df[df["loss"] == loss]
+        broken = s["broken"].astype(bool)
+        ax.scatter(s.loc[~broken, x], s.loc[~broken, "fid_eff"], color=_color(loss), s=18,
+                   label=f"{loss} ({len(s)} runs)")
+        if broken.any():
+            ax.scatter(s.loc[broken, x], s.loc[broken, "fid_eff"], color=_color(loss), s=18,
+                       marker="x", label=f"{loss} broken (at the cap)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_ylabel("FID (capped; × = broken)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title(title, fontsize=9)
+
+
 def fid_vs_k(frame: pd.DataFrame, *, reference: pd.DataFrame | None = None,
-             fid_cap: float = FID_CAP_INCEPTION, rel_cap: float = REL_CAP):
-    """Table 2's line plots: SN runs at α = 1, FID vs k_SN (log x), one figure per dataset × extractor."""
-    df = frame[(frame.get("regularizer") == "sn")] if "regularizer" in frame else frame.iloc[0:0]
-    if "alpha" in df.columns:
-        df = df[np.isclose(df["alpha"].astype(float).fillna(1.0), 1.0, rtol=1e-6, atol=0)]
-    series = fid_series(df, "k_sn", fid_cap=fid_cap, rel_cap=rel_cap)
+             fid_cap: float = FID_CAP_INCEPTION, q_broken: float = Q_LEARNED,
+             skipped: list[str] | None = None):
+    """Table 2's line plots: SN runs at α = 1, FID vs k_SN (log x), one figure per dataset × extractor.
+    When k_SN or α was sampled (a search), one point per SN run at every α instead."""
+    if "regularizer" not in frame or "k_sn" not in frame:
+        return []
+    df = frame[frame["regularizer"] == "sn"]
     out = []
-    for (ds, ext), s in series.groupby(["dataset", "fid_extractor"]):
-        if s["k_sn"].nunique() < 1:
+    prepared = _prepared(df, fid_cap, q_broken) if len(df) else df
+    for (ds, ext), g in (prepared.groupby(["dataset", "fid_extractor"]) if len(prepared) else []):
+        g = g[g["fid_eff"].notna() & g["k_sn"].notna()]
+        if g.empty:
+            continue
+        sampled = is_continuous(g, "k_sn") or is_continuous(g, "alpha")
+        if sampled:
+            fig, ax = plt.subplots(figsize=(6, 4))
+            _scatter_panel(ax, g, "k_sn", f"FID vs k_SN — {ds}, {ext} features; k_SN/α sampled: "
+                           f"one point per run, every α", )
+            ax.set_xlabel("k_SN")
+            fig.tight_layout()
+            _keep(out, f"fid_vs_k_{ds}_{ext}", fig, skipped, "no SN run with a FID")
+            continue
+        a1 = g[np.isclose(g["alpha"].astype(float), 1.0, rtol=1e-6, atol=0)]
+        series = fid_series(a1, "k_sn", fid_cap=fid_cap, q_broken=q_broken)
+        if series.empty:
+            if skipped is not None:
+                skipped.append(f"fid_vs_k_{ds}_{ext}: left out, no SN run at α = 1")
             continue
         fig, ax = plt.subplots(figsize=(6, 4))
         paper = _paper_for(reference, ds, "k_sn", alpha=1.0) if ext == "inception" else None
-        _line_panel(ax, s, paper, "k_sn")
+        _line_panel(ax, series, paper, "k_sn")
         ax.set_xlabel("k_SN")
         ax.set_title(f"FID vs k_SN — {ds}, {ext} features (Table 2)", fontsize=9)
         fig.tight_layout()
-        out.append((f"fid_vs_k_{ds}_{ext}", fig))
+        _keep(out, f"fid_vs_k_{ds}_{ext}", fig, skipped, "no SN run at α = 1")
     return out
 
 
 def fid_vs_alpha(frame: pd.DataFrame, *, reference: pd.DataFrame | None = None,
-                 fid_cap: float = FID_CAP_INCEPTION, rel_cap: float = REL_CAP):
-    """Table 5's line plots: SN runs, FID vs α (log x) per k_SN, one figure per dataset × extractor × k_SN."""
-    if "alpha" not in frame.columns or "k_sn" not in frame.columns:
+                 fid_cap: float = FID_CAP_INCEPTION, q_broken: float = Q_LEARNED,
+                 skipped: list[str] | None = None):
+    """Table 5's line plots: SN runs, FID vs α (log x) per k_SN, one figure per dataset × extractor × k_SN.
+    When k_SN or α was sampled (a search), one scatter of every SN run per dataset × extractor."""
+    if "alpha" not in frame.columns or "k_sn" not in frame.columns or "regularizer" not in frame:
         return []
     df = frame[frame["regularizer"] == "sn"]
     out = []
+    if df.empty:
+        return out
+    prepared = _prepared(df, fid_cap, q_broken)
+    grid = []
+    for (ds, ext), g in prepared.groupby(["dataset", "fid_extractor"]):
+        g = g[g["fid_eff"].notna() & g["alpha"].notna()]
+        if g.empty or g["alpha"].nunique() < 2:
+            continue
+        if is_continuous(g, "k_sn") or is_continuous(g, "alpha"):
+            fig, ax = plt.subplots(figsize=(6, 4))
+            _scatter_panel(ax, g, "alpha", f"FID vs α — {ds}, {ext} features; α/k_SN sampled: "
+                           "one point per run, every k_SN")
+            ax.set_xlabel("α (domain scale, Eq. 11)")
+            fig.tight_layout()
+            _keep(out, f"fid_vs_alpha_{ds}_{ext}", fig, skipped, "no SN run with a FID")
+        else:
+            grid.append(ds)
     for k in sorted(df["k_sn"].dropna().unique()):
-        sub = df[np.isclose(df["k_sn"].astype(float), k, rtol=1e-6, atol=0)]
+        sub = df[np.isclose(df["k_sn"].astype(float), k, rtol=1e-6, atol=0) & df["dataset"].isin(grid)]
         if sub["alpha"].nunique() < 2:
             continue
-        series = fid_series(sub, "alpha", fid_cap=fid_cap, rel_cap=rel_cap)
+        series = fid_series(sub, "alpha", fid_cap=fid_cap, q_broken=q_broken)
         for (ds, ext), s in series.groupby(["dataset", "fid_extractor"]):
             if s["alpha"].nunique() < 2:
                 continue
@@ -123,13 +207,16 @@ def fid_vs_alpha(frame: pd.DataFrame, *, reference: pd.DataFrame | None = None,
             ax.set_xlabel("α (domain scale, Eq. 11)")
             ax.set_title(f"FID vs α at k_SN = {k:g} — {ds}, {ext} features (Table 5)", fontsize=9)
             fig.tight_layout()
-            out.append((f"fid_vs_alpha_k{k:g}_{ds}_{ext}", fig))
+            _keep(out, f"fid_vs_alpha_k{k:g}_{ds}_{ext}", fig, skipped, "no FID at two α")
     return out
 
 
-def omega_intervals(histories: pd.DataFrame, frame: pd.DataFrame, *, max_runs_per_k: int = 1):
+def omega_intervals(histories: pd.DataFrame, frame: pd.DataFrame, *, max_runs_per_k: int = 1,
+                    max_levels: int = 6, skipped: list[str] | None = None):
     """Fig. 1a: the interval Ω_i = [min f, max f] over real and fake outputs at each logged step,
-    one colour per k_SN (first ``max_runs_per_k`` seeds), one figure per dataset × loss."""
+    one colour per k_SN (first ``max_runs_per_k`` seeds; at most ``max_levels`` k_SN values spread
+    over the range, e.g. on a search), one figure per dataset × loss. SN runs only (k_SN is the
+    axis of Fig. 1a; other regularizers have no k_SN)."""
     need = {"omega_real_min", "omega_real_max", "omega_fake_min", "omega_fake_max"}
     if histories is None or histories.empty or not need & set(histories["metric"]):
         return []
@@ -138,29 +225,38 @@ def omega_intervals(histories: pd.DataFrame, frame: pd.DataFrame, *, max_runs_pe
     lo = wide[[c for c in ("omega_real_min", "omega_fake_min") if c in wide]].min(axis=1)
     hi = wide[[c for c in ("omega_real_max", "omega_fake_max") if c in wide]].max(axis=1)
     wide = wide.assign(lo=lo, hi=hi)
-    meta = frame.set_index("run_id")
+    wide = wide[np.isfinite(wide["lo"]) & np.isfinite(wide["hi"])]
+    meta = frame.drop_duplicates("run_id").set_index("run_id")
+    if "k_sn" not in meta or "loss" not in meta:
+        return []
+    meta = meta[(meta.get("regularizer") == "sn") & meta["k_sn"].notna()] if "regularizer" in meta else meta.iloc[0:0]
     wide = wide[wide["run_id"].isin(meta.index)]
-    wide = wide.join(meta[["dataset", "loss", "k_sn", "seed"]], on="run_id")
+    seed = meta["seed"] if "seed" in meta else pd.Series(0, index=meta.index)
+    wide = wide.join(meta[["dataset", "loss", "k_sn"]].assign(seed=seed), on="run_id")
     out = []
     for (ds, loss), g in wide.groupby(["dataset", "loss"]):
+        ks = np.array(sorted(g["k_sn"].unique()))
+        if len(ks) > max_levels:   # spread over the range (log k), e.g. a search's sampled k_SN
+            pick = np.unique(np.round(np.linspace(0, len(ks) - 1, max_levels)).astype(int))
+            ks = ks[pick]
         fig, ax = plt.subplots(figsize=(6, 4))
-        ks = sorted(g["k_sn"].dropna().unique())
         cmap = plt.get_cmap("viridis")
         steps = np.sort(g["step"].unique())
         dx = (steps[1] - steps[0]) / (len(ks) + 1) if len(steps) > 1 else 1.0
         for j, k in enumerate(ks):
             gk = g[np.isclose(g["k_sn"], k, rtol=1e-6, atol=0)]
-            for rid in list(dict.fromkeys(gk.sort_values("seed")["run_id"]))[:max_runs_per_k]:
+            for i, rid in enumerate(list(dict.fromkeys(gk.sort_values("seed")["run_id"]))[:max_runs_per_k]):
                 r = gk[gk["run_id"] == rid].sort_values("step")
                 ax.vlines(r["step"] + j * dx, r["lo"], r["hi"], color=cmap(j / max(1, len(ks) - 1)),
-                          lw=2, label=f"k_SN = {k:g}" if rid == gk["run_id"].iloc[0] else None)
+                          lw=2, label=f"k_SN = {k:.3g}" if i == 0 else None)
         ax.set_yscale("symlog", linthresh=1e-2)
         ax.set_xlabel("iteration")
         ax.set_ylabel("Ω_i = [min f, max f] (symlog)")
         ax.set_title(f"Ω over training — {ds}, {loss} (Fig. 1a)", fontsize=9)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
         fig.tight_layout()
-        out.append((f"omega_intervals_{ds}_{loss}", fig))
+        _keep(out, f"omega_intervals_{ds}_{loss}", fig, skipped, "no SN run with a finite Ω_i history")
     return out
 
 

@@ -4,7 +4,12 @@ Columns are the MLflow names our trials write: every trial param typed back (flo
 MLflow stores params as strings), every metric's final value (the value at the last step), and
 ``run_id``, ``run_name``, ``experiment``, ``parent_run_id``, ``status`` (finished / diverged / crashed /
 running), ``diverged`` (bool), ``diverged_step``, ``diverged_reason``, ``origin`` ("run" for MLflow
-trials, "published"/"external" for CSV rows) and ``source``.
+trials, "published"/"external" for CSV rows) and ``source``; ``loaded_from`` ("mlflow" / "csv") and,
+for MLflow runs, ``tracking_uri`` (where their artifacts — sample grids — are).
+
+The FID scale of every image run (issue #10) is among the metrics: ``fid_floor``, ``fid_init``,
+``fid_quality`` (and ``_final`` variants); older runs simply lack the columns (NaN), and
+``analysis.scale`` / the verdicts say so instead of failing.
 
 The same frame is built from a CSV of external results with the same column names
 (:func:`frame_from_csv`), so the papers' tables (``analysis.reference``) go through the same analysis.
@@ -46,7 +51,8 @@ PARAM_TYPES: dict[str, type] = {
     "beta1": float, "beta2": float, "rmsprop_decay": float,
     # run
     "iterations": int, "batch_size": int, "seed": int, "stats_every": int, "eval_every": int,
-    "fid_samples": int, "fid_extractor": str, "fid_ref_split": str, "device": str,
+    "fid_samples": int, "fid_final_samples": int, "fid_extractor": str, "fid_ref_split": str,
+    "device": str,
     # derived
     "lipschitz_k": float, "n_d_layers": int, "omega_bound": float, "g_params": int, "d_params": int,
     # columns of published tables (analysis/reference)
@@ -62,6 +68,10 @@ METRICS: tuple[str, ...] = (
     "psi_min", "psi_max", "psi_attained_min", "psi_attained_max", "psi_attained_mean",
     "grad_norm_real", "grad_norm_fake", "sn_sigma_product", "sn_k_product",
     "modes_covered", "hq_share", "step_time_median_ms", "diverged",
+    # the end-of-training evaluation and the FID scale (issue #10)
+    "fid_final", "kid_final", "fid_inf", "fid_floor", "fid_init", "fid_quality",
+    "fid_quality_final", "fid_floor_final", "fid_init_final", "modes_covered_final",
+    "hq_share_final", "step_time_mean_ms",
 )
 
 ID_COLUMNS: tuple[str, ...] = (
@@ -181,6 +191,7 @@ def _run_row(run, experiment_name: str) -> dict[str, Any]:
         end_time=run.info.end_time,
         origin="run",
         source=f"mlflow:{experiment_name}",
+        loaded_from="mlflow",
     )
     return row
 
@@ -212,6 +223,7 @@ def load_runs(experiments: str | Sequence[str], tracking_uri: str | None = None,
     rows = [_run_row(r, id_to_name[r.info.experiment_id]) for r in trials]
     df = pd.DataFrame(rows) if rows else pd.DataFrame(columns=list(ID_COLUMNS))
     df = _finalise(type_columns(df))
+    df["tracking_uri"] = str(client.tracking_uri)
     if cache:
         _FRAME_CACHE[key] = (fingerprint, df.copy())
     return df
@@ -254,6 +266,9 @@ def frame_from_csv(path_or_buffer: Any, *, origin: str | None = None) -> pd.Data
     if "run_name" not in df.columns and "method" in df.columns:
         df["run_name"] = df["method"]
     df = df.replace({"": None})
+    df["loaded_from"] = "csv"   # whatever it was when written: no MLflow artifacts behind these rows
+    if "tracking_uri" in df.columns:
+        df = df.drop(columns="tracking_uri")
     return _finalise(type_columns(df))
 
 
@@ -382,3 +397,24 @@ def load_histories(runs: pd.DataFrame | Sequence[str], metrics: Sequence[str] = 
     out["step"] = out["step"].astype(int)
     out["value"] = out["value"].astype(float)
     return out.sort_values(["run_id", "metric", "step"]).reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------------------- artifacts
+def list_artifacts(run_id: str, path: str, tracking_uri: str | None = None) -> list[str]:
+    """Artifact paths of ``run_id`` under ``path`` ([] when there are none or the store cannot say)."""
+    try:
+        return [a.path for a in _client(tracking_uri).list_artifacts(run_id, path)]
+    except Exception:
+        return []
+
+
+def download_artifact(run_id: str, path: str, dst_dir: str | Path,
+                      tracking_uri: str | None = None) -> Path | None:
+    """Download one artifact of ``run_id`` (e.g. ``final/samples.png``) into ``dst_dir``; None when
+    the run has no such artifact (or the store is unreachable)."""
+    Path(dst_dir).mkdir(parents=True, exist_ok=True)
+    try:
+        out = Path(_client(tracking_uri).download_artifacts(run_id, path, str(dst_dir)))
+    except Exception:
+        return None
+    return out if out.is_file() else None

@@ -1,15 +1,22 @@
-"""What counts as a result: usable runs, broken runs, the capped FID the tests use.
+"""What counts as a result: usable runs, learned and broken runs, the capped FID the tests use.
 
 * Usable runs: status ``finished`` or ``diverged``. A diverged run (NaN/inf, Eq. 11's exp overflow at
   α = 1e11, …) is an *outcome* of its configuration and is kept; a ``crashed`` or ``running`` run is
   not an outcome (infrastructure) and is left out, and the report lists it.
-* Broken: the Lipschitz paper calls FID "≥ 100" broken (Sec. 2.1, Table 2). That threshold is on
-  the Inception scale; for another feature extractor (``domain``, ``data-space``) the cap is
-  ``rel_cap`` × the best configuration's median FID on the same dataset and extractor (default 3,
-  chosen a priori: Table 2's k_SN ≥ 5 breakdowns are ≥ 3× the best FID of their dataset). A
-  diverged run, and a published "did not reach FID < c" cell (``fid_censor``), is broken.
-* ``fid_eff`` = min(FID, cap), and = cap for broken-without-FID rows: tests on FID rank or
-  average this capped value, so "broken" is one level and its exact size does not matter.
+* Quality (``analysis.scale``): 0 = untrained generator, 1 = real data, from each run's own FID
+  scale (``fid_floor``, ``fid_init``; toys: modes covered and high-quality share).
+* Broken: quality < ``q_broken`` (default ``scale.Q_LEARNED`` = 0.3, chosen a priori: on Inception
+  features it is the Lipschitz paper's "FID ≥ 100 is broken", see ``analysis.scale``); a diverged
+  run is broken; a published "did not reach FID < c" cell (``fid_censor``) is broken. Rows without a
+  scale: with Inception features the paper's own rule, FID ≥ ``fid_cap`` (100); with any other
+  extractor broken is *unknown* (``broken_known`` False) — only divergence counts. There is no
+  relative-to-best cap any more (it made every ring8 run "broken").
+* ``learned`` = not broken, where known (NA otherwise).
+* ``fid_eff`` = min(FID, cap), and = cap for broken rows: tests on FID rank or average this capped
+  value, so "broken" is one level and its exact size does not matter. The cap is the FID at quality
+  ``q_broken`` on the run's scale (median over the runs of the same dataset, extractor, N,
+  resolution and architecture); 100 for Inception rows without a scale; for toys and rows without
+  a scale the worst FID observed on the same dataset and extractor.
 """
 
 from __future__ import annotations
@@ -17,10 +24,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-#: The paper's "≥ 100 is broken" (Lipschitz paper Sec. 2.1), Inception FID.
-FID_CAP_INCEPTION = 100.0
-#: For other extractors: cap = REL_CAP × best configuration's median FID (same dataset, extractor).
-REL_CAP = 3.0
+from analysis import scale
+from analysis.scale import FID_CAP_INCEPTION, Q_LEARNED
 
 USABLE = ("finished", "diverged")
 
@@ -30,6 +35,9 @@ NON_CONFIG = {"seed", "device", "data_root", "download", "g_params", "d_params",
               "diverged_reason", "source", "experiment", "study", "mlflow_status", "start_time",
               "end_time", "notes", "method", "table", "paper", "fid_std", "is_std", "is_best",
               "n_seeds", "stats_every", "eval_every"}
+
+#: Scale groups: runs that share these share a floor and (up to the seed) an untrained FID.
+SCALE_KEYS = ("dataset", "fid_extractor", "fid_samples", "resolution", "arch")
 
 
 def config_columns(frame: pd.DataFrame) -> list[str]:
@@ -51,41 +59,71 @@ def usable(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[frame["status"].isin(USABLE)]
 
 
-def caps(frame: pd.DataFrame, fid_cap: float = FID_CAP_INCEPTION, rel_cap: float = REL_CAP) -> pd.Series:
-    """The FID cap of every row (by dataset and extractor)."""
-    ext = frame.get("fid_extractor", pd.Series(index=frame.index, dtype=object)).fillna("inception")
-    ds = frame.get("dataset", pd.Series(index=frame.index, dtype=object)).fillna("?")
-    out = pd.Series(fid_cap, index=frame.index, dtype=float)
-    other = ext != "inception"
-    if other.any():
-        ok = (frame["status"] == "finished") & frame["fid"].notna() if "fid" in frame else other & False
-        sub = frame[ok & other].copy()
-        if len(sub):
-            sub["_key"] = config_key(sub)
-            best = (sub.groupby([ds[sub.index], ext[sub.index], sub["_key"]])["fid"].median()
-                    .groupby(level=[0, 1]).min())
-            for i in frame.index[other]:
-                b = best.get((ds[i], ext[i]))
-                out[i] = rel_cap * b if b is not None and np.isfinite(b) and b > 0 else np.nan
-        else:
-            out[other] = np.nan
+def _keys(frame: pd.DataFrame, cols) -> list[pd.Series]:
+    return [frame[c].astype(object).where(frame[c].notna(), "∅") if c in frame.columns
+            else pd.Series("∅", index=frame.index, dtype=object) for c in cols]
+
+
+def caps(frame: pd.DataFrame, fid_cap: float = FID_CAP_INCEPTION,
+         q_broken: float = Q_LEARNED) -> pd.Series:
+    """The FID cap of every row (see the module docstring)."""
+    idx = frame.index
+    out = pd.Series(np.nan, index=idx, dtype=float)
+    if not len(frame):
+        return out
+    floor = scale._num(frame, "fid_floor")
+    init = scale._num(frame, "fid_init")
+    per_run = pd.Series(scale.fid_at_quality(q_broken, floor.to_numpy(), init.to_numpy()), index=idx)
+    toy = scale.is_toy(frame)
+    has = per_run.notna() & ~toy
+    if has.any():
+        grp = per_run[has].groupby(_keys(frame[has], SCALE_KEYS)).transform("median")
+        out[has] = grp
+    ext = frame["fid_extractor"] if "fid_extractor" in frame else pd.Series("inception", index=idx)
+    ext = ext.fillna("inception")
+    inc = out.isna() & (ext == "inception") & ~toy
+    out[inc] = fid_cap
+    rest = out.isna()
+    if rest.any():
+        fid = scale._num(frame, "fid")
+        fid = fid.where(np.isfinite(fid))
+        worst = fid[rest].groupby(_keys(frame[rest], ("dataset", "fid_extractor"))).transform("max")
+        out[rest] = worst
     return out
 
 
 def with_outcome(frame: pd.DataFrame, fid_cap: float = FID_CAP_INCEPTION,
-                 rel_cap: float = REL_CAP) -> pd.DataFrame:
-    """Usable rows with ``cap``, ``broken`` and ``fid_eff`` added (see module docstring)."""
+                 q_broken: float = Q_LEARNED) -> pd.DataFrame:
+    """Usable rows with the scale (``analysis.scale.run_quality`` columns), ``cap``, ``broken``,
+    ``broken_known``, ``learned`` and ``fid_eff`` added (see the module docstring)."""
     df = usable(frame).copy()
+    q = scale.run_quality(df)
+    for c in q.columns:
+        df[c] = q[c]
     if not len(df):
-        for c in ("cap", "broken", "fid_eff"):
+        for c in ("cap", "fid_eff"):
             df[c] = pd.Series(dtype=float)
+        for c in ("broken", "broken_known"):
+            df[c] = pd.Series(dtype=bool)
+        df["learned"] = pd.Series(dtype="boolean")
         return df
-    df["cap"] = caps(df, fid_cap, rel_cap)
-    fid = df["fid"].astype(float) if "fid" in df else pd.Series(np.nan, index=df.index)
-    censor = df["fid_censor"].astype(float) if "fid_censor" in df else pd.Series(np.nan, index=df.index)
-    broken = df["diverged"].astype(bool) | (fid >= df["cap"]) | (fid.isna() & censor.notna())
+    df["cap"] = caps(df, fid_cap, q_broken)
+    fid = scale._num(df, "fid")
+    fid = fid.where(np.isfinite(fid))
+    censor = scale._num(df, "fid_censor")
+    div = df["diverged"].astype(bool)
+    ext = df["fid_extractor"].fillna("inception") if "fid_extractor" in df else pd.Series("inception", index=df.index)
+    has_q = df["quality"].notna()
+    inception_rule = ~has_q & (ext == "inception") & ~scale.is_toy(df)
+    broken = div.copy()
+    broken |= has_q & (df["quality"] < q_broken)
+    broken |= inception_rule & (fid >= fid_cap)
+    broken |= fid.isna() & censor.notna()
     broken |= censor.notna() & (censor >= df["cap"])
+    known = div | has_q | (inception_rule & (fid.notna() | censor.notna())) | censor.notna()
     df["broken"] = broken.astype(bool)
+    df["broken_known"] = known.astype(bool)
+    df["learned"] = pd.array(np.where(known, ~broken, None), dtype="boolean")
     eff = np.minimum(fid, df["cap"])
     eff[df["broken"]] = df["cap"][df["broken"]]
     df["fid_eff"] = eff

@@ -1,14 +1,21 @@
-"""The report: verdicts first, then the papers' tables and figures re-made from our runs.
+"""The report: what a researcher looks at first, then the verdicts, then the papers' tables and
+figures re-made from our runs.
 
 ``build(frame, out_dir)`` writes ``report.md``, ``report.html`` (self-contained: figures embedded as
-base64 PNG) and ``figures/*.png``. Our number sits beside the paper's wherever the paper has one
-for the same dataset and configuration (``analysis.reference``); every FID row names its feature
-extractor and N (``fid_samples``), and FIDs of different extractors are never put in one cell.
+base64 PNG), ``figures/*.png``, ``samples/*.png`` and ``runs.csv`` (the analysis frame: one row per
+run with its params, final metrics, FID scale, quality and status; ``lipstudy report --csv runs.csv``
+reads it back). Order: the FID scale per dataset and extractor (floor, untrained, N), the verdicts,
+each configuration's final samples and learning curves, the runs, then the papers' tables. Our
+number sits beside the paper's wherever the paper has one for the same dataset and configuration
+(``analysis.reference``); every FID row names its feature extractor and N (``fid_samples``), and
+FIDs of different extractors are never put in one cell. The report reads right on any study: on a
+search (k_SN, α sampled) the FID-vs-k_SN/α sections show rank correlations and one point per run;
+a section or figure with nothing to show says why instead; no statistic prints as "nan".
 
 ``main(argv)`` is the ``lipstudy report`` command: ``--experiment NAME`` (repeatable),
 ``--tracking-uri URI``, ``--csv FILE`` (external results, repeatable), ``--out DIR``; it attaches
 the report to the study's newest parent MLflow run (:func:`attach_to_parent`) unless
-``--no-attach``. Never imports Ray.
+``--no-attach``; ``runs.csv`` is written next to report.md/html. Never imports Ray.
 """
 
 from __future__ import annotations
@@ -25,13 +32,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis import curves
 from analysis import figures as figs
 from analysis import hypotheses as hyp
-from analysis.outcome import FID_CAP_INCEPTION, REL_CAP, with_outcome
-from analysis.stats import bootstrap_ci
+from analysis import scale, tables
+from analysis.outcome import FID_CAP_INCEPTION, Q_LEARNED, with_outcome
+from analysis.tables import fid_table  # noqa: F401  (public: report.fid_table)
+from analysis.verdict import is_continuous
 
 HISTORY_METRICS = ("omega_real_min", "omega_real_max", "omega_fake_min", "omega_fake_max",
-                   "grad_norm_real", "grad_norm_fake")
+                   "grad_norm_real", "grad_norm_fake", "omega_bound", "sn_sigma_product",
+                   *curves.CURVE_METRICS)
 
 
 # ------------------------------------------------------------------------------- blocks
@@ -120,83 +131,172 @@ def _cell(v: Any) -> str:
     return str(v)
 
 
-def _num(v: Any, fmt: str = ".3g") -> str:
-    try:
-        return "—" if v is None or not np.isfinite(float(v)) else format(float(v), fmt)
-    except (TypeError, ValueError):
-        return "—"
+# ------------------------------------------------------------------------------- sections
+def _scale_section(doc: _Doc, frame: pd.DataFrame, fid_cap: float, q_broken: float):
+    doc.h(2, "The FID scale of these runs")
+    doc.p(f"An FID means nothing without what real data and an untrained generator score at the same "
+          f"N, extractor, split and resolution. Each run's quality = log(untrained / FID) / "
+          f"log(untrained / floor): 0 = untrained, 1 = real data. **Broken = quality < {q_broken:g}** "
+          f"(or diverged); **learned = quality ≥ {q_broken:g}**. 2-D toys: quality = modes covered / "
+          f"modes × min(1, high-quality share / {scale.HQ_REAL:.3f}). Rows without a scale: Inception "
+          f"FID ≥ {fid_cap:g} is broken (the Lipschitz paper's rule); other extractors: unknown.")
+    t = tables.scale_table(frame, q_broken)
+    if len(t):
+        doc.table(t)
+    else:
+        ours = frame[frame["origin"] == "run"] if "origin" in frame and len(frame) else frame
+        doc.p("No image run of ours in this frame." if ours.empty or scale.is_toy(ours).all() else
+              "No image run in this frame logged fid_floor / fid_init (runs from before issue #10): "
+              "their learning cannot be judged on a calibrated scale, and sample-quality verdicts on "
+              "them are inconclusive (Inception runs fall back to the paper's FID-100 rule).")
+    toy = tables.toy_table(frame, q_broken)
+    if len(toy):
+        doc.table(toy)
+    doc.p(f"How the threshold maps onto the paper's \"Inception FID ≥ {fid_cap:g} is broken\" "
+          f"(chosen from this table before any of our runs logged a quality; every published "
+          f"number is an estimate with its source):")
+    doc.table(scale.mapping_table(q_broken, fid_cap))
 
 
-# ------------------------------------------------------------------------------- tables
-def fid_table(frame: pd.DataFrame, x: str, reference: pd.DataFrame | None, *, by: tuple[str, ...] = (),
-              fid_cap: float = FID_CAP_INCEPTION, rel_cap: float = REL_CAP) -> pd.DataFrame:
-    """One row per (dataset, extractor, loss, *by, x): our median FID with a bootstrap 95 % CI
-    over seeds, seeds, broken count, extractor and N — and the paper's FID for the same cell."""
-    df = with_outcome(frame, fid_cap, rel_cap)
-    df = df[df["fid_eff"].notna()] if "fid_eff" in df else df
-    if df.empty or x not in df.columns:
-        return pd.DataFrame()
-    keys = ["dataset", "fid_extractor", "loss", *by, x]
-    for k in keys:
-        if k not in df.columns:
-            return pd.DataFrame()
-    rows = []
-    for key, g in df.groupby(keys, dropna=False):
-        kd = dict(zip(keys, key))
-        fid = g["fid"].astype(float)
-        ci = bootstrap_ci(g["fid_eff"].astype(float).to_numpy()) if len(g) >= 2 else (math.nan, math.nan)
-        n_samples = sorted({int(v) for v in g.get("fid_samples", pd.Series(dtype=float)).dropna()})
-        paper = ""
-        if reference is not None and len(reference) and kd["fid_extractor"] == "inception":
-            r = reference[(reference["dataset"] == kd["dataset"]) & (reference["loss"] == kd["loss"])
-                          & reference["fid"].notna()]
-            for k in [x, *by]:
-                if k in r.columns:
-                    r = r[np.isclose(r[k].astype(float), float(kd[k]), rtol=1e-6, atol=0)]
-                else:
-                    r = r.iloc[0:0]
-            if len(r):
-                paper = "; ".join(f"{v:.2f} ({s})" for v, s in zip(r["fid"], r["source"]))
-        rows.append({
-            "dataset": kd["dataset"], "loss": kd["loss"], **{k: kd[k] for k in by},
-            x: kd[x],
-            "FID ours (median)": _num(g["fid_eff"].astype(float).median(), ".2f")
-            + (" (capped)" if g["broken"].any() else ""),
-            "95% CI": "" if not np.isfinite(ci[0]) else f"[{ci[0]:.2f}, {ci[1]:.2f}]",
-            "seeds": len(g), "broken": int(g["broken"].sum()),
-            "extractor": kd["fid_extractor"],
-            "N": ",".join(str(n) for n in n_samples) or "?",
-            "FID paper (Inception)": paper or "—",
-        })
-    return pd.DataFrame(rows)
+def _verdict_section(doc: _Doc, verdicts):
+    doc.h(2, "Verdicts")
+    doc.table(tables.verdict_table(verdicts))
+    for v in verdicts:
+        if v.verdict == "inconclusive" and v.missing:
+            doc.p(f"**{v.name}** — inconclusive: {v.missing}.")
 
 
-def _verdict_table(verdicts: list[hyp.Verdict]) -> pd.DataFrame:
-    return pd.DataFrame([{
-        "hypothesis": v.name, "verdict": v.verdict,
-        "statistic": f"{v.statistic_name} = {_num(v.statistic)}" if v.statistic_name else "",
-        "effect": f"{v.effect_name} = {_num(v.effect_size)}" if v.effect_name else "",
-        "n": v.n, "source": v.source,
-    } for v in verdicts])
+def _samples_section(doc: _Doc, frame: pd.DataFrame, out_dir: Path, max_configs: int):
+    doc.h(2, "Samples: each configuration's final grid")
+    skipped: list[str] = []
+    items = curves.sample_grids(frame, out_dir / "samples", max_configs=max_configs, skipped=skipped)
+    for path, caption in items:
+        doc.img(path, f"samples/{path.name}", caption)
+    for line in skipped:
+        doc.p(line + ".")
+    if not items and not skipped:
+        doc.p("No runs of ours in this frame (published tables have no samples).")
 
 
-def _status_table(frame: pd.DataFrame) -> pd.DataFrame:
-    if frame.empty:
-        return pd.DataFrame()
-    t = frame.groupby(["experiment", "status"]).size().unstack(fill_value=0).reset_index()
-    return t
+def _curves_section(doc: _Doc, frame, histories, fig_dir: Path, q_broken: float):
+    doc.h(2, "Learning curves")
+    if histories is None or not len(histories):
+        ours = frame[frame["origin"] == "run"] if "origin" in frame and len(frame) else frame
+        doc.p("No per-step histories given (CSV frame, or --no-histories): learning curves need "
+              "the runs' MLflow metric histories." if len(ours) else "No runs of ours in this frame.")
+        return
+    skipped: list[str] = []
+    items = curves.learning_curves(histories, frame, q_broken=q_broken, skipped=skipped)
+    for path in figs.save(items, fig_dir):
+        doc.img(path, f"figures/{path.name}", f"FID and quality against iterations: {path.stem}")
+    for line in skipped:
+        doc.p(line + ".")
+
+
+def _sampled(df: pd.DataFrame, *cols: str) -> bool:
+    return any(is_continuous(df, c) for c in cols if c in df.columns)
+
+
+def _fid_sections(doc: _Doc, frame, reference, add_figs, fid_cap, q_broken):
+    sn = frame[frame["regularizer"] == "sn"] if len(frame) and "regularizer" in frame else frame.iloc[0:0]
+    sn_ours = sn[sn["origin"] == "run"] if "origin" in sn else sn
+    search = len(sn_ours) > 0 and _sampled(sn_ours, "k_sn", "alpha")
+    doc.h(2, "FID vs k_SN (Lipschitz paper Table 2)")
+    skipped: list[str] = []
+    if sn.empty or "k_sn" not in sn:
+        doc.p("No SN runs: this section needs runs with regularizer sn at two or more k_SN.")
+    elif search:
+        doc.p("k_SN and/or α were sampled (a search, not a grid): rank correlation of capped FID with "
+              "log k_SN over the runs as sampled, every α (one point per run in the figure).")
+        doc.table(tables.trend_table(sn_ours, "k_sn", fid_cap=fid_cap, q_broken=q_broken))
+    else:
+        a1 = sn[np.isclose(sn["alpha"].astype(float).fillna(1.0), 1.0, rtol=1e-6, atol=0)] if "alpha" in sn else sn
+        t = fid_table(a1, "k_sn", reference, by=("alpha",) if "alpha" in a1 else (),
+                      fid_cap=fid_cap, q_broken=q_broken)
+        if len(t):
+            doc.table(t)
+        else:
+            doc.p("No SN run at α = 1 with an FID: the table needs SN runs at α = 1.")
+    if len(sn):
+        add_figs(figs.fid_vs_k(frame, reference=reference, fid_cap=fid_cap, q_broken=q_broken,
+                               skipped=skipped), "FID vs k_SN")
+    doc.h(2, "FID vs α (Table 5a/5b) and the degenerate losses (α = 1e-25)")
+    if len(sn) and "alpha" in sn and sn["alpha"].nunique() > 1:
+        if search:
+            doc.p("α sampled: rank correlation of capped FID with log α per loss, every k_SN.")
+            doc.table(tables.trend_table(sn_ours, "alpha", fid_cap=fid_cap, q_broken=q_broken))
+        else:
+            doc.table(fid_table(sn, "alpha", reference, by=("k_sn",), fid_cap=fid_cap, q_broken=q_broken))
+        add_figs(figs.fid_vs_alpha(frame, reference=reference, fid_cap=fid_cap, q_broken=q_broken,
+                                   skipped=skipped), "FID vs α")
+    else:
+        doc.p("No α variation among the SN runs: this section needs SN runs at two or more α.")
+    for line in skipped:
+        doc.p(line + ".")
+
+
+def _domain_section(doc: _Doc, frame, histories, reference, add_figs):
+    doc.h(2, "Domain Ω and gradient interval Ψ (Fig. 1)")
+    t = figs.omega_psi_table(frame, reference) if len(frame) else pd.DataFrame()
+    if len(t):
+        doc.table(t)
+    else:
+        doc.p("No Ω statistics of SN runs logged.")
+    skipped: list[str] = []
+    if histories is not None and len(histories):
+        add_figs(figs.omega_intervals(histories, frame, skipped=skipped), "Ω_i over iterations (Fig. 1a)")
+    else:
+        doc.p("Ω_i over iterations (Fig. 1a): needs per-step histories (not given).")
+    if len(frame):
+        add_figs(figs.grad_norm_boxes(frame, histories), "Gradient norms (GraN-GAN Fig. 3)")
+    for line in skipped:
+        doc.p(line + ".")
+
+
+def _details_section(doc: _Doc, verdicts):
+    doc.h(2, "Hypotheses in detail")
+    for v in verdicts:
+        doc.h(3, f"{v.name}: {v.verdict}")
+        doc.p(f"**Claim.** {v.claim} **Source:** {v.source}.")
+        doc.p(v.details or "—")
+        if v.reference:
+            doc.p(f"**Reference configurations (learning guard):** {v.reference}.")
+        if v.guard:
+            doc.p(v.guard)
+        if v.missing:
+            doc.p(f"**Missing:** {v.missing}.")
+        th = ", ".join(f"{k} = {val}" for k, val in v.thresholds.items())
+        doc.p(f"Thresholds: {th}. n = {v.n}; runs: "
+              + (", ".join(f"`{r}`" for r in v.run_ids[:12]) + (f" … (+{len(v.run_ids) - 12})"
+                 if len(v.run_ids) > 12 else "") if v.run_ids else "none") + ".")
+
+
+def runs_frame(frame: pd.DataFrame, fid_cap: float = FID_CAP_INCEPTION,
+               q_broken: float = Q_LEARNED) -> pd.DataFrame:
+    """The analysis frame as written to ``runs.csv``: every row of ``frame`` (params, final metrics,
+    status) plus ``quality``, ``quality_source``, ``learned`` and ``broken`` for usable runs."""
+    out = frame.copy()
+    if out.empty:
+        return out
+    o = with_outcome(frame, fid_cap, q_broken)
+    for c in ("quality", "quality_source", "learned", "broken"):
+        out[c] = o[c].reindex(out.index) if c in o else pd.NA
+    return out
 
 
 # ------------------------------------------------------------------------------- build
 def build(frame: pd.DataFrame, out_dir: str | Path, *, histories: pd.DataFrame | None = None,
           reference: pd.DataFrame | None | str = "auto", hypotheses: list[str] | None = None,
           overrides: dict[str, dict[str, Any]] | None = None, title: str = "lipstudy report",
-          fid_cap: float = FID_CAP_INCEPTION, rel_cap: float = REL_CAP) -> Path:
+          fid_cap: float = FID_CAP_INCEPTION, q_broken: float = Q_LEARNED,
+          max_sample_configs: int = 64) -> Path:
     """Write the report for ``frame`` into ``out_dir``; return the path of ``report.md``.
 
     ``reference``: the published tables to show beside ours ("auto": all of ``analysis.reference``;
     None: none). They are shown, never mixed into the verdicts (put them in ``frame`` to test them).
-    ``histories``: ``load.load_histories`` output for Ω-interval and gradient-norm figures.
+    ``histories``: ``load.load_histories`` output (``HISTORY_METRICS``) for the learning curves,
+    the Ω-interval and gradient-norm figures and the per-iteration Theorem 1 test. Sample grids
+    are downloaded from the tracking store of runs loaded from MLflow (column ``tracking_uri``).
     """
     out_dir = Path(out_dir)
     fig_dir = out_dir / "figures"
@@ -205,72 +305,34 @@ def build(frame: pd.DataFrame, out_dir: str | Path, *, histories: pd.DataFrame |
         from analysis import reference as ref_mod
 
         reference = ref_mod.load()
-    verdicts = hyp.evaluate(frame, hypotheses, overrides)
+    runs_frame(frame, fid_cap, q_broken).to_csv(out_dir / "runs.csv", index=False)
+    verdicts = hyp.evaluate(frame, hypotheses, overrides, histories=histories)
     doc = _Doc()
     doc.h(1, title)
     exps = ", ".join(sorted({str(e) for e in frame.get("experiment", pd.Series(dtype=str)).dropna()}))
     doc.p(f"Generated {_dt.datetime.now().isoformat(timespec='seconds')} from {len(frame)} runs "
-          f"({exps or 'no experiment'}). FID cap: {fid_cap:g} for Inception features (the Lipschitz "
-          f"paper's \"≥ 100 is broken\"), {rel_cap:g}× the best configuration's median for other "
-          f"extractors; diverged runs count as broken (FID = cap); crashed/running runs are not outcomes.")
-
-    doc.h(2, "Verdicts")
-    doc.table(_verdict_table(verdicts))
-    for v in verdicts:
-        if v.verdict == "inconclusive" and v.missing:
-            doc.p(f"**{v.name}** — inconclusive: {v.missing}.")
-
-    doc.h(2, "Runs")
-    doc.table(_status_table(frame))
-    bad = frame[frame["status"].isin(["crashed", "diverged"])] if len(frame) else frame
-    if len(bad):
-        cols = [c for c in ("run_name", "status", "diverged_step", "diverged_reason", "run_id") if c in bad]
-        doc.table(bad[cols].head(50))
+          f"({exps or 'no experiment'}); the analysis frame is in `runs.csv`. Broken: quality < "
+          f"{q_broken:g} on the run's own FID scale (below), or diverged (FID = cap); without a "
+          f"scale, Inception FID ≥ {fid_cap:g} (the Lipschitz paper's rule). Crashed/running runs "
+          f"are not outcomes.")
 
     def add_figs(items, caption):
         for path in figs.save(items, fig_dir):
             doc.img(path, f"figures/{path.name}", f"{caption}: {path.stem}")
 
-    sn = frame[frame.get("regularizer", pd.Series(dtype=str)) == "sn"] if len(frame) else frame
-    doc.h(2, "FID vs k_SN (Lipschitz paper Table 2)")
-    if len(sn) and "k_sn" in sn:
-        a1 = sn[np.isclose(sn["alpha"].astype(float).fillna(1.0), 1.0, rtol=1e-6, atol=0)] if "alpha" in sn else sn
-        doc.table(fid_table(a1, "k_sn", reference, by=("alpha",) if "alpha" in a1 else (),
-                            fid_cap=fid_cap, rel_cap=rel_cap))
-        add_figs(figs.fid_vs_k(frame, reference=reference, fid_cap=fid_cap, rel_cap=rel_cap),
-                 "FID vs k_SN")
-    else:
-        doc.p("No SN runs.")
-
-    doc.h(2, "FID vs α (Table 5a/5b) and the degenerate losses (α = 1e-25)")
-    if len(sn) and "alpha" in sn and sn["alpha"].nunique() > 1:
-        doc.table(fid_table(sn, "alpha", reference, by=("k_sn",), fid_cap=fid_cap, rel_cap=rel_cap))
-        add_figs(figs.fid_vs_alpha(frame, reference=reference, fid_cap=fid_cap, rel_cap=rel_cap),
-                 "FID vs α")
-    else:
-        doc.p("No α variation among the SN runs.")
-
-    doc.h(2, "Domain Ω and gradient interval Ψ (Fig. 1)")
-    t = figs.omega_psi_table(frame, reference)
-    if len(t):
-        doc.table(t)
-    else:
-        doc.p("No Ω statistics logged.")
-    if histories is not None and len(histories):
-        add_figs(figs.omega_intervals(histories, frame), "Ω_i over iterations (Fig. 1a)")
-    add_figs(figs.grad_norm_boxes(frame, histories), "Gradient norms (GraN-GAN Fig. 3)")
-
-    doc.h(2, "Hypotheses in detail")
-    for v in verdicts:
-        doc.h(3, f"{v.name}: {v.verdict}")
-        doc.p(f"**Claim.** {v.claim} **Source:** {v.source}.")
-        doc.p(v.details or "—")
-        if v.missing:
-            doc.p(f"**Missing:** {v.missing}.")
-        th = ", ".join(f"{k} = {val}" for k, val in v.thresholds.items())
-        doc.p(f"Thresholds: {th}. n = {v.n}; runs: "
-              + (", ".join(f"`{r}`" for r in v.run_ids[:12]) + (f" … (+{len(v.run_ids) - 12})"
-                 if len(v.run_ids) > 12 else "") if v.run_ids else "none") + ".")
+    _scale_section(doc, frame, fid_cap, q_broken)
+    _verdict_section(doc, verdicts)
+    _samples_section(doc, frame, out_dir, max_sample_configs)
+    _curves_section(doc, frame, histories, fig_dir, q_broken)
+    doc.h(2, "Runs")
+    doc.table(tables.status_table(frame))
+    bad = frame[frame["status"].isin(["crashed", "diverged"])] if len(frame) else frame
+    if len(bad):
+        cols = [c for c in ("run_name", "status", "diverged_step", "diverged_reason", "run_id") if c in bad]
+        doc.table(bad[cols].head(50))
+    _fid_sections(doc, frame, reference, add_figs, fid_cap, q_broken)
+    _domain_section(doc, frame, histories, reference, add_figs)
+    _details_section(doc, verdicts)
 
     md = out_dir / "report.md"
     md.write_text(doc.markdown(), encoding="utf-8")
@@ -281,7 +343,7 @@ def build(frame: pd.DataFrame, out_dir: str | Path, *, histories: pd.DataFrame |
 # ------------------------------------------------------------------------------- MLflow
 def attach_to_parent(out_dir: str | Path, experiment: str, tracking_uri: str | None = None,
                      parent_run_id: str | None = None, artifact_path: str = "report") -> str | None:
-    """Log ``out_dir`` (report.md, report.html, figures/) as artifacts of the study's parent run —
+    """Log ``out_dir`` (report.md, report.html, runs.csv, figures/, samples/) as artifacts of the study's parent run —
     ``parent_run_id``, else the experiment's newest run tagged ``lipstudy.kind = study``.
     Returns the run id, or None when the experiment has no parent run."""
     from mlflow.tracking import MlflowClient
@@ -333,6 +395,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(md)
     print(md.with_suffix(".html"))
+    print(md.parent / "runs.csv")
     if args.experiment and not args.no_attach:
         for exp in args.experiment:
             rid = attach_to_parent(args.out, exp, args.tracking_uri)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import pandas as pd
 import pytest
@@ -29,7 +30,10 @@ def make_frame(rows: list[dict]) -> pd.DataFrame:
 @pytest.fixture(scope="session")
 def mlflow_store(tmp_path_factory):
     """A SQLite MLflow store with one study: a parent run and four trials (finished ×2, diverged,
-    crashed) laid out exactly as trainables/study write them."""
+    crashed) laid out exactly as trainables/study write them. The NS k_SN 1 trial carries the FID
+    scale (fid_floor, fid_init, fid_quality per evaluation, fid_quality_final) and a
+    ``final/samples.png``; the diverged one only ``samples/step_<step:07d>.png`` grids; the WGAN
+    one predates issue #10 (no scale, no artifacts)."""
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.tracking import MlflowClient
 
@@ -75,6 +79,17 @@ def mlflow_store(tmp_path_factory):
                    Metric("grad_norm_real", 0.5 + i, 0, step), Metric("grad_norm_fake", 0.4 + i, 0, step),
                    Metric("diverged", 1.0 if t["status"] == "diverged" and i == len(t["fids"]) - 1 else 0.0,
                           0, step)]
+        if t["loss"] == "ns" and t["status"] == "finished":
+            floor, init = 6.0, 1700.0
+            ms += [Metric("fid_floor", floor, 0, 0), Metric("fid_init", init, 0, 0)]
+            ms += [Metric("fid_quality", math.log(init / f) / math.log(init / floor), 0, 400 * (i + 1))
+                   for i, f in enumerate(t["fids"])]
+            ms += [Metric("fid_final", t["fids"][-1], 0, 1200),
+                   Metric("fid_quality_final", math.log(init / t["fids"][-1]) / math.log(init / floor), 0, 1200)]
+            _log_png(client, rid, tmp_path, "final/samples.png")
+            _log_png(client, rid, tmp_path, "samples/step_0001200.png")
+        if t["status"] == "diverged":
+            _log_png(client, rid, tmp_path, "samples/step_0000400.png")
         client.log_batch(rid, metrics=ms)
         tags = [RunTag("lipstudy.status", t["status"])]
         if t["status"] == "diverged":
@@ -83,3 +98,19 @@ def mlflow_store(tmp_path_factory):
         client.set_terminated(rid, "FAILED" if t["status"] == "crashed" else "FINISHED")
         ids.append(rid)
     return dict(uri=uri, experiment="toy-study", parent=parent.info.run_id, trials=ids, client=client)
+
+
+def _log_png(client, run_id: str, tmp_path, artifact: str) -> None:
+    """A small sample-grid PNG logged as ``artifact`` (e.g. ``final/samples.png``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    d, name = artifact.rsplit("/", 1)
+    local = tmp_path / "png" / run_id / d
+    local.mkdir(parents=True, exist_ok=True)
+    img = np.random.default_rng(len(artifact)).random((34, 34, 3))
+    plt.imsave(local / name, img)
+    client.log_artifact(run_id, str(local / name), d)

@@ -8,6 +8,9 @@ from analysis import figures, load, reference, report
 from .conftest import make_frame
 
 
+FLOOR, INIT = 2.0, 400.0      # the runs' FID scale (real data, untrained generator)
+
+
 def _grid():
     rows = []
     for loss, base in (("ns", 10.0), ("wgan", 12.0)):
@@ -15,7 +18,8 @@ def _grid():
             for s in range(2):
                 rows.append(dict(loss=loss, k_sn=k, seed=s, fid=base * k + s, fid_extractor="domain",
                                  dataset="mnist", omega_union_min=-k, omega_union_max=2 * k,
-                                 psi_min=-0.5, psi_max=-0.1 * k, grad_norm_real=k, grad_norm_fake=k / 2))
+                                 psi_min=-0.5, psi_max=-0.1 * k, grad_norm_real=k, grad_norm_fake=k / 2,
+                                 fid_floor=FLOOR, fid_init=INIT))
     return make_frame(rows)
 
 
@@ -27,8 +31,10 @@ def test_fid_vs_k_plots_the_frames_values(tmp_path):
     lines = {ln.get_label(): ln for ln in ax.get_lines()}
     ns = lines["ns (ours)"]
     expect = f[f["loss"] == "ns"].groupby("k_sn")["fid"].median()
-    # domain features: the broken cap is 3 × the best configuration's median FID (ns at k 0.5: 5.5)
-    cap = 3 * 5.5
+    # the broken cap is the FID at quality 0.3 on the runs' own scale: 400^0.7 · 2^0.3 ≈ 81.6
+    # (k_SN 10: FID 100-121 → quality < 0.3 → broken, drawn at the cap)
+    cap = INIT ** 0.7 * FLOOR ** 0.3
+    assert 81 < cap < 82
     assert np.allclose(ns.get_xdata(), expect.index)
     assert np.allclose(ns.get_ydata(), np.minimum(expect.values, cap))
     wgan = f[f["loss"] == "wgan"].groupby("k_sn")["fid"].median()

@@ -61,8 +61,12 @@ def _h1_rows(fid_of):
             for l in ("ns", "ls", "wgan") for k in (5.0, 10.0) for s in range(3)]
 
 
+#: H1's reference configurations (SN, α = 1, k_SN = 1) trained: the set-up can learn.
+H1_REFERENCE = [dict(loss=l, k_sn=1.0, seed=s, fid=20.0 + s) for l in ("ns", "ls", "wgan") for s in range(3)]
+
+
 def test_h1_supported_when_all_losses_break_alike_and_inconclusive_on_one_block():
-    f = make_frame(_h1_rows(lambda l, k, s: 300.0))
+    f = make_frame(_h1_rows(lambda l, k, s: 300.0) + H1_REFERENCE)
     assert verdict("H1", f).verdict == "supported"
     one = make_frame([dict(loss=l, k_sn=5.0, fid=30.0 + i) for i, l in enumerate(("ns", "wgan"))])
     v = verdict("H1", one)
