@@ -227,10 +227,18 @@ def omega_intervals(histories: pd.DataFrame, frame: pd.DataFrame, *, max_runs_pe
     wide = wide.assign(lo=lo, hi=hi)
     wide = wide[np.isfinite(wide["lo"]) & np.isfinite(wide["hi"])]
     meta = frame.drop_duplicates("run_id").set_index("run_id")
-    if "k_sn" not in meta or "loss" not in meta:
-        return []
-    meta = meta[(meta.get("regularizer") == "sn") & meta["k_sn"].notna()] if "regularizer" in meta else meta.iloc[0:0]
+    with_hist = meta[meta.index.isin(set(wide["run_id"]))]
+    if "k_sn" in meta and "regularizer" in meta:
+        meta = meta[(meta["regularizer"] == "sn") & meta["k_sn"].notna()]
+    else:
+        meta = meta.iloc[0:0]
     wide = wide[wide["run_id"].isin(meta.index)]
+    if wide.empty:
+        if skipped is not None:
+            skipped.append("omega_intervals: left out, nothing to draw (no SN run with a finite Ω_i "
+                           f"history among the {len(with_hist)} runs that logged Ω; Fig. 1a sorts "
+                           "Ω_i by k_SN, and runs of other regularizers have none)")
+        return []
     seed = meta["seed"] if "seed" in meta else pd.Series(0, index=meta.index)
     wide = wide.join(meta[["dataset", "loss", "k_sn"]].assign(seed=seed), on="run_id")
     out = []

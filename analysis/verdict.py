@@ -257,6 +257,10 @@ def prep(frame: pd.DataFrame, fid_cap: float = FID_CAP_INCEPTION,
     df["origin"] = _origin(df)
     for c in ("loss", "regularizer", "dataset"):
         df[c] = col(df, c, "").fillna("")
+    # sampled columns are judged on the whole design, not on the subset a hypothesis selects
+    # (4 sampled k_SN values near 1 are still sampled values); subsets inherit attrs
+    df.attrs["continuous"] = frozenset(
+        c for c in config_columns(df) if pd.api.types.is_float_dtype(df[c]) and _continuous(df, c))
     return df
 
 
@@ -291,7 +295,14 @@ def ids(df: pd.DataFrame) -> list[str]:
 def is_continuous(df: pd.DataFrame, c: str) -> bool:
     """Is ``c`` sampled (an Optuna/random search's k_SN, α, ε) rather than laid out on a grid?
     Yes when it takes ≥ :data:`CONTINUOUS_MIN_LEVELS` distinct values and a value is typically
-    used by a single configuration (a grid level is shared by every combination of the others)."""
+    used by a single configuration (a grid level is shared by every combination of the others).
+    On a :func:`prep` frame (or a subset of one) the answer is the whole design's."""
+    if "continuous" in df.attrs:
+        return c in df.attrs["continuous"]
+    return _continuous(df, c)
+
+
+def _continuous(df: pd.DataFrame, c: str) -> bool:
     if c not in df.columns or not pd.api.types.is_numeric_dtype(df[c]):
         return False
     v = pd.to_numeric(df[c], errors="coerce")

@@ -99,7 +99,7 @@ def test_main_from_mlflow_attaches_to_parent(mlflow_store, tmp_path, capsys, mon
     assert (out / "report.md").exists() and (out / "report.html").exists()
     assert "attached to parent run" in capsys.readouterr().out
     arts = {a.path for a in mlflow_store["client"].list_artifacts(mlflow_store["parent"], "report")}
-    assert {"report/report.md", "report/report.html", "report/figures"} <= arts
+    assert {"report/report.md", "report/report.html", "report/runs.csv", "report/figures"} <= arts
     text = (out / "report.md").read_text()
     assert "diverged" in text and "nan in loss_d" in text
 
@@ -124,3 +124,38 @@ def test_analysis_never_imports_ray_study_or_trainables():
             "print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_report_writes_runs_csv_samples_and_learning_curves(mlflow_store, tmp_path, monkeypatch):
+    import math
+
+    monkeypatch.setenv("LIPSTUDY_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "out"
+    assert report.main(["--experiment", "toy-study", "--tracking-uri", mlflow_store["uri"],
+                        "--out", str(out), "--no-attach"]) == 0
+    # runs.csv: the analysis frame, one row per run (crashed included) with the scale and quality
+    runs = load.frame_from_csv(out / "runs.csv")
+    assert sorted(runs["run_id"]) == sorted(mlflow_store["trials"])
+    by = runs.set_index("run_name")
+    ns = by.loc["ns-sn-k1-a1e-25-s0"]
+    q = math.log(1700 / 20) / math.log(1700 / 6)
+    assert (ns["fid"], ns["fid_final"], ns["fid_floor"], ns["fid_init"]) == (20.0, 20.0, 6.0, 1700.0)
+    assert math.isclose(ns["fid_quality_final"], q) and math.isclose(float(ns["quality"]), q)
+    assert str(ns["learned"]) == "True" and ns["status"] == "finished"
+    assert by.loc["ls-sn-k0.5-a1-s2", "status"] == "crashed" and pd.isna(by.loc["ls-sn-k0.5-a1-s2", "quality"])
+    assert pd.isna(by.loc["wgan-sn-k10-a1-s1", "fid_floor"])          # a run from before issue #10
+    assert (runs["loaded_from"] == "csv").all()
+    text = (out / "report.md").read_text()
+    # the scale opens the report; then samples (final grid, or the last step's for the diverged run)
+    assert text.index("## The FID scale") < text.index("## Verdicts") < text.index("## Samples")
+    assert "| fashion_mnist_mini | domain | 1000 | every eval | test | 32 | dcgan32 | 6 | 1700 |" in text
+    assert len(list((out / "samples").glob("*.png"))) == 2
+    assert "final samples; FID 20, quality 0.79" in text and "step 400 samples" in text
+    assert "no samples artifact for 1 configurations (runs wgan-sn-k10-a1-s1)" in text
+    sec = text.split("## Learning curves")[1].split("\n## ")[0]
+    assert "figures/curves_fashion_mnist_mini_dcgan32_domain.png" in sec
+    # the same frame read back from runs.csv: no artifacts behind CSV rows, said in a line
+    out2 = tmp_path / "from_csv"
+    assert report.main(["--csv", str(out / "runs.csv"), "--out", str(out2)]) == 0
+    text2 = (out2 / "report.md").read_text()
+    assert "were read from CSV" in text2 and "learning curves need" in text2
