@@ -26,7 +26,7 @@ from analysis import scale  # noqa: E402
 from analysis.figures import has_data  # noqa: E402
 from analysis.outcome import config_key, usable  # noqa: E402
 from analysis.scale import Q_LEARNED, fmt  # noqa: E402
-from analysis.verdict import config_label  # noqa: E402
+from analysis.frames import config_label  # noqa: E402
 
 CURVE_METRICS = ("fid", "fid_quality", "modes_covered", "hq_share")
 

@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from analysis.outcome import FID_CAP_INCEPTION, Q_LEARNED, with_outcome  # noqa: E402
-from analysis.verdict import is_continuous  # noqa: E402
+from analysis.frames import is_continuous  # noqa: E402
 
 LOSS_ORDER = ["ns", "mm", "ls", "ls0", "wgan", "hinge", "softhinge", "cos", "exp"]
 

@@ -31,10 +31,10 @@ from scipy import stats as sps
 
 from analysis import stats
 from analysis.scale import FID_CAP_INCEPTION, Q_LEARNED
+from analysis.frames import col, close, groupby, ids, is_continuous, prep, strata
 from analysis.verdict import (  # noqa: F401  (re-exported: the registry's public names)
-    GROUPS, HYPOTHESES, SIG, Hypothesis, Reference, Verdict, _v, close, col, evaluate, groupby,
-    ids, is_continuous, missing, prep, register, render_notes, resolve, strata, tost_verdict,
-    trend_verdict)
+    GROUPS, HYPOTHESES, SIG, Hypothesis, Reference, Verdict, _v, evaluate, missing, register,
+    render_notes, resolve, tost_verdict, trend_verdict)
 
 #: Losses whose gradient does not depend on f (Table 1: WGAN is linear; Ψ is a single point).
 LINEAR_LOSSES = frozenset({"wgan"})

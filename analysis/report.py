@@ -38,7 +38,7 @@ from analysis import hypotheses as hyp
 from analysis import scale, tables
 from analysis.outcome import FID_CAP_INCEPTION, Q_LEARNED, with_outcome
 from analysis.tables import fid_table  # noqa: F401  (public: report.fid_table)
-from analysis.verdict import is_continuous
+from analysis.frames import is_continuous
 
 HISTORY_METRICS = ("omega_real_min", "omega_real_max", "omega_fake_min", "omega_fake_max",
                    "grad_norm_real", "grad_norm_fake", "omega_bound", "sn_sigma_product",

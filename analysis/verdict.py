@@ -1,5 +1,7 @@
 """The verdict machinery: :class:`Verdict`, the hypothesis registry, the shared decision rules and
-the learning guard (issue #10). ``analysis.hypotheses`` holds the hypotheses themselves.
+how the learning guard (issue #10) gates a verdict. ``analysis.hypotheses`` holds the hypotheses
+themselves, ``analysis.guard`` the guard's per-stratum judgement, ``analysis.frames`` the shared
+frame helpers (prepared frame, strata, sampled columns).
 
 **The learning guard.** A verdict on sample quality means nothing when the runs never learned
 (the CPU study at 400 iterations "supported" hypotheses with every FID near the untrained one).
@@ -42,20 +44,14 @@ import numpy as np
 import pandas as pd
 
 from analysis import stats
-from analysis.outcome import config_columns, config_key, with_outcome
-from analysis.scale import FID_CAP_INCEPTION, Q_LEARNED, describe_scale, fmt
+from analysis.frames import ids, in_strata
+from analysis.guard import Reference, learning_guard, quality_behind
+from analysis.scale import FID_CAP_INCEPTION, Q_LEARNED, fmt
 
 VerdictKind = Literal["supported", "contradicted", "inconclusive"]
 
 #: Default significance level of every test.
 SIG = 0.05
-#: Strata of the learning guard (and of every comparison): FIDs of different datasets,
-#: architectures or feature extractors are never compared.
-GUARD_KEYS = ("origin", "dataset", "arch", "fid_extractor")
-#: "Continuous" (sampled, not a grid level: ranked, never a stratum) needs this many levels
-CONTINUOUS_MIN_LEVELS = 6
-#: (A float column with at least that many distinct values, each typically used by one
-#: configuration only.)
 
 
 @dataclass
@@ -96,14 +92,6 @@ class Verdict:
         if self.verdict == "inconclusive" and not self.missing:
             self.missing = "the test did not reach a decision"
         return self
-
-
-@dataclass(frozen=True)
-class Reference:
-    """The reference configurations of a quality hypothesis: ``select`` marks them on a
-    :func:`prep` frame; None = no named configuration (the best one of each stratum is used)."""
-    text: str
-    select: Callable[[pd.DataFrame], pd.Series] | None = None
 
 
 @dataclass
@@ -229,121 +217,6 @@ def evaluate(frame: pd.DataFrame, names: Iterable[str] | None = None,
     return [HYPOTHESES[n](frame, histories=histories, **overrides.get(n, {})) for n in resolve(names)]
 
 
-# ------------------------------------------------------------------------------------ frames
-def col(df: pd.DataFrame, name: str, default: Any = None) -> pd.Series:
-    if name in df.columns:
-        return df[name]
-    return pd.Series(default, index=df.index, dtype=object if isinstance(default, str) else float)
-
-
-def close(a: pd.Series, value: float, rtol: float = 1e-6) -> pd.Series:
-    return pd.Series(np.isclose(a.astype(float), value, rtol=rtol, atol=0), index=a.index)
-
-
-def _origin(df: pd.DataFrame) -> pd.Series:
-    """Our runs pool across experiments; published/external rows stay within their paper/source."""
-    o = col(df, "origin", "run").fillna("run").astype(str)
-    exp = col(df, "experiment", "").fillna("").astype(str)
-    return pd.Series(np.where(o == "run", "run", o + ":" + exp), index=df.index)
-
-
-def prep(frame: pd.DataFrame, fid_cap: float = FID_CAP_INCEPTION,
-         q_broken: float = Q_LEARNED) -> pd.DataFrame:
-    """Usable runs with the outcome columns and the defaults the hypotheses rely on."""
-    df = with_outcome(frame, fid_cap, q_broken)
-    df["alpha"] = col(df, "alpha", 1.0).astype(float).fillna(1.0)
-    df["fid_extractor"] = col(df, "fid_extractor", "inception").fillna("inception")
-    df["seed"] = col(df, "seed", 0).fillna(0).astype(int)
-    df["origin"] = _origin(df)
-    for c in ("loss", "regularizer", "dataset"):
-        df[c] = col(df, c, "").fillna("")
-    # sampled columns are judged on the whole design, not on the subset a hypothesis selects
-    # (4 sampled k_SN values near 1 are still sampled values); subsets inherit attrs
-    df.attrs["continuous"] = frozenset(
-        c for c in config_columns(df) if pd.api.types.is_float_dtype(df[c]) and _continuous(df, c))
-    return df
-
-
-def guard_key(frame: pd.DataFrame) -> pd.Series:
-    """The stratum (:data:`GUARD_KEYS`) of every row of a *raw* frame (not a :func:`prep` one), as
-    a tuple (origin, dataset, arch, extractor)."""
-    if frame.empty:
-        return pd.Series([], index=frame.index, dtype=object)
-    def filled(name, default):
-        s = col(frame, name, default).astype(object)
-        return s.where(s.notna() & (s != ""), default)
-    keys = zip(_origin(frame), filled("dataset", ""), filled("arch", "∅"),
-               filled("fid_extractor", "inception"))
-    return pd.Series(list(keys), index=frame.index, dtype=object)
-
-
-def in_strata(frame: pd.DataFrame, keys: Iterable[tuple]) -> pd.Series:
-    wanted = set(keys)
-    return guard_key(frame).map(lambda k: k in wanted).astype(bool)
-
-
-def stratum_name(key: tuple) -> str:
-    origin, ds, arch, ext = key
-    where = "our runs" if origin == "run" else origin
-    return f"{ds or '?'} / {arch if arch != '∅' else 'arch ?'} / {ext} ({where})"
-
-
-def ids(df: pd.DataFrame) -> list[str]:
-    return [str(r) for r in df["run_id"]]
-
-
-def is_continuous(df: pd.DataFrame, c: str) -> bool:
-    """Is ``c`` sampled (an Optuna/random search's k_SN, α, ε) rather than laid out on a grid?
-    Yes when it takes ≥ :data:`CONTINUOUS_MIN_LEVELS` distinct values and a value is typically
-    used by a single configuration (a grid level is shared by every combination of the others).
-    On a :func:`prep` frame (or a subset of one) the answer is the whole design's."""
-    if "continuous" in df.attrs:
-        return c in df.attrs["continuous"]
-    return _continuous(df, c)
-
-
-def _continuous(df: pd.DataFrame, c: str) -> bool:
-    if c not in df.columns or not pd.api.types.is_numeric_dtype(df[c]):
-        return False
-    v = pd.to_numeric(df[c], errors="coerce")
-    ok = v.notna()
-    if not ok.any():
-        return False
-    level = v[ok].map(lambda x: float(f"{x:.9g}"))
-    if level.nunique() < CONTINUOUS_MIN_LEVELS:
-        return False
-    configs = config_key(df[ok]).map(repr)
-    per_level = configs.groupby(level).nunique()
-    return float(per_level.median()) <= 1
-
-
-def strata(df: pd.DataFrame, extra: list[str], notes: list[str] | None = None) -> list[str]:
-    """Grouping columns: origin, dataset, architecture, extractor, the listed ones, and every other
-    config column that varies inside them except those the hypothesis studies (passed in ``extra``
-    with '-'). A continuous column is never a stratum (its name goes to ``notes``)."""
-    drop = {c[1:] for c in extra if c.startswith("-")}
-    keep = [c for c in extra if not c.startswith("-")]
-    out = ["origin", "dataset", "fid_extractor"] + (["arch"] if "arch" in df.columns else [])
-    others = [c for c in config_columns(df) if c not in drop and c not in out and c not in keep
-              and c not in ("lipschitz_k", "omega_bound", "n_d_layers")]
-    for c in keep + others:
-        if c not in df.columns or c in out:
-            continue
-        if c not in keep and df[c].astype(object).nunique(dropna=False) <= 1:
-            continue
-        if c != "seed" and pd.api.types.is_float_dtype(df[c]) and is_continuous(df, c):
-            if notes is not None:
-                notes.append(c)
-            continue
-        out.append(c)
-    return out
-
-
-def groupby(df: pd.DataFrame, cols: list[str]):
-    cols = [c for c in cols if c in df.columns]
-    return df.astype({c: object for c in cols}).fillna({c: "∅" for c in cols}).groupby(cols, sort=True)
-
-
 # ------------------------------------------------------------------------------------ verdicts
 def _v(verdict: VerdictKind, **kw) -> Verdict:
     return Verdict(name="", claim="", source="", verdict=verdict, **kw)
@@ -410,155 +283,3 @@ def tost_verdict(d: list[float], margin_ratio: float, sig: float, df: pd.DataFra
         return _v("supported", details=detail, **kw), res
     return _v("inconclusive", details=detail, missing="CI too wide for the margin: more seeds",
               **kw), res
-
-
-# ------------------------------------------------------------------------------------ guard
-@dataclass
-class GuardResult:
-    info: dict[tuple, dict]            # stratum → status, text, ref run ids, named
-    kept: list[tuple]
-    dropped: list[tuple]
-
-    def strata_of(self, frame: pd.DataFrame, run_ids: Iterable[str]) -> list[tuple]:
-        rid = set(map(str, run_ids))
-        if not rid or frame.empty:
-            return []
-        keys = guard_key(frame)[frame["run_id"].astype(str).isin(rid)]
-        return [k for k in dict.fromkeys(keys) if k in self.info]
-
-    def status(self, keys: list[tuple]) -> str:
-        st = {self.info[k]["status"] for k in keys}
-        if st == {"did not learn"}:
-            return "reference runs did not learn"
-        if st == {"unknown"}:
-            return "learning unknown (no FID scale)"
-        return "reference runs did not learn / learning unknown" if st else ""
-
-    def text(self, keys: list[tuple]) -> str:
-        keys = list(dict.fromkeys(keys))
-        if not keys:
-            return ""
-        return " ".join(self.info[k]["text"] + "." for k in keys)
-
-
-def _q_eff(df: pd.DataFrame) -> pd.Series:
-    q = df["quality"].astype(float).copy()
-    q[df["diverged"].astype(bool)] = -np.inf
-    return q
-
-
-def _best_config(g: pd.DataFrame) -> pd.DataFrame:
-    keys = config_key(g).map(repr)
-    q = _q_eff(g)
-    score = {}
-    for k, idx in keys.groupby(keys).groups.items():
-        qk = q[idx].dropna()
-        if len(qk):
-            score[k] = (1, float(qk.median()))
-        else:
-            f = g.loc[idx, "fid_eff"].astype(float).dropna()
-            score[k] = (0, -float(f.median()) if len(f) else -np.inf)
-    best = max(score, key=score.get)
-    return g[keys == best]
-
-
-def config_label(rows: pd.DataFrame) -> str:
-    """A short name for the configuration of ``rows`` (loss-regularizer, its K, α, ε …)."""
-    r = rows.iloc[0]
-    def has(c):
-        return c in rows.columns and pd.notna(r.get(c))
-    parts = [f"{r.get('loss') or '?'}-{r.get('regularizer') or '?'}"]
-    for c, sym in (("k_sn", "k_SN"), ("k_gp", "k_GP"), ("gran_k", "K"), ("alr_k", "K"), ("clip_c", "c")):
-        if has(c):
-            parts.append(f"{sym} {float(r[c]):.3g}")
-    if has("alpha") and not math.isclose(float(r["alpha"]), 1.0):
-        parts.append(f"α {float(r['alpha']):.3g}")
-    if has("optimizer"):
-        parts.append(str(r["optimizer"]))
-    if has("eps") and not math.isclose(float(r["eps"]), 1e-8):
-        parts.append(f"ε {float(r['eps']):.3g}")
-    if has("d_bias") and r["d_bias"] is False:
-        parts.append("no bias")
-    return " ".join(parts)
-
-
-def learning_guard(frame: pd.DataFrame, ref: Reference, fid_cap: float = FID_CAP_INCEPTION,
-                   q_broken: float = Q_LEARNED) -> GuardResult:
-    """Per stratum: did the reference runs learn? (module docstring)."""
-    df = prep(frame, fid_cap, q_broken)
-    info: dict[tuple, dict] = {}
-    if df.empty:
-        return GuardResult(info, [], [])
-    gk = guard_key(frame)
-    df["_gk"] = gk[df.index].map(repr)
-    for _, g in df.groupby("_gk", sort=False):
-        key = gk[g.index[0]]
-        sel = g[ref.select(g).astype(bool)] if ref.select is not None else g.iloc[0:0]
-        named = len(sel) > 0
-        if not named:
-            sel = _best_config(g)
-        label = config_label(sel)
-        who = (f"reference runs ({ref.text}; {len(sel)} runs)" if named else
-               f"no reference runs ({ref.text}) in this stratum, so its best configuration "
-               f"({label}, {len(sel)} runs) stands in")
-        q = _q_eff(sel)
-        known = q.notna()
-        ext = str(key[3])
-        if known.any():
-            learned = float(q[known].median()) >= q_broken
-            desc = describe_scale(sel, q_broken)
-        elif ext == "inception" and sel["fid_eff"].notna().any() and not (sel["dataset"].isin(["ring8", "grid25"])).any():
-            learned = float(sel["fid_eff"].astype(float).median()) < fid_cap
-            raw = pd.to_numeric(sel["fid"], errors="coerce") if "fid" in sel else pd.Series(dtype=float)
-            raw = raw[np.isfinite(raw)]
-            div = int(sel["diverged"].astype(bool).sum())
-            desc = (f"median FID {fmt(raw.median() if len(raw) else np.nan, '.4g')}"
-                    + (f", {div} of {len(sel)} diverged" if div else "")
-                    + f" (Inception, no floor/untrained logged: the paper's rule, FID < {fid_cap:g} "
-                      f"= learned; n = {len(sel)})")
-        else:
-            learned = None
-            what = ("modes_covered / hq_share not logged" if sel["dataset"].isin(["ring8", "grid25"]).any()
-                    else "fid_floor / fid_init not logged (runs from before issue #10) and the "
-                         f"extractor is '{ext}', where the paper's FID-{fid_cap:g} rule does not apply")
-            desc = f"learning cannot be judged: {what}"
-        status = {True: "learned", False: "did not learn", None: "unknown"}[learned]
-        if learned:
-            text = f"{stratum_name(key)}: {who} learned: {desc}"
-        elif learned is False:
-            text = (f"reference runs did not learn: {desc} — {stratum_name(key)}, "
-                    + (f"reference {ref.text}" if named else f"best configuration {label}"))
-        else:
-            text = f"{stratum_name(key)}: {desc}"
-        info[key] = dict(status=status, text=text, run_ids=ids(sel), named=named)
-    kept = [k for k, i in info.items() if i["status"] == "learned"]
-    return GuardResult(info, kept, [k for k in info if k not in kept])
-
-
-def quality_behind(frame: pd.DataFrame, run_ids: Iterable[str], fid_cap: float = FID_CAP_INCEPTION,
-                   q_broken: float = Q_LEARNED) -> tuple[str, str]:
-    """The sample quality of the runs behind a domain verdict, per stratum: (text, short status)."""
-    rid = set(map(str, run_ids))
-    if not rid:
-        return "", ""
-    sub = frame[frame["run_id"].astype(str).isin(rid)]
-    df = prep(sub, fid_cap, q_broken)
-    if df.empty:
-        return "", ""
-    gk = guard_key(sub)
-    df["_gk"] = gk[df.index].map(repr)
-    parts = []
-    for _, g in df.groupby("_gk", sort=False):
-        key = gk[g.index[0]]
-        n = len(g)
-        if g["learned"].notna().any():
-            parts.append(f"{stratum_name(key)}: {int(g['learned'].fillna(False).sum())} of {n} runs "
-                         f"learned; {describe_scale(g, q_broken)}")
-        else:
-            parts.append(f"{stratum_name(key)}: sample quality unknown for its {n} runs (no FID scale)")
-    known = df["learned"].notna()
-    short = (f"{int(df['learned'].fillna(False).sum())} of {int(known.sum())} runs learned"
-             + (f", {int((~known).sum())} unknown" if (~known).any() else "")) if known.any() \
-        else "sample quality unknown"
-    return ("Sample quality of the runs behind this verdict (Ω/Ψ are properties of D, so no "
-            "learning guard): " + "; ".join(parts) + "."), short
