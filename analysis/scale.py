@@ -196,12 +196,20 @@ def describe_scale(rows: pd.DataFrame, q_learned: float = Q_LEARNED) -> str:
     if "dataset" in rows and is_toy(rows).all() and n:
         ds = str(rows["dataset"].iloc[0])
         return (f"median modes covered {fmt(med('scale_modes'), '.3g')}/{TOY_MODES.get(ds, '?')}, "
-                f"high-quality share {fmt(med('scale_hq'), '.2f')}, toy quality {fmt(med('quality'), '.2f')} "
+                f"high-quality share {fmt(med('scale_hq'), '.2f')}, toy quality {_qfmt(med('quality'), q_learned)} "
                 f"(threshold {q_learned:g}; n = {n}{tail})")
     fid = med("scale_fid") if np.isfinite(med("scale_fid")) else med("fid")
     return (f"median FID {fmt(fid, '.4g')}, floor {fmt(med('scale_floor'), '.4g')}, untrained "
-            f"{fmt(med('scale_init'), '.4g')} (quality {fmt(med('quality'), '.2f')}, threshold "
+            f"{fmt(med('scale_init'), '.4g')} (quality {_qfmt(med('quality'), q_learned)}, threshold "
             f"{q_learned:g}; n = {n}{tail})")
+
+
+def _qfmt(q: float, threshold: float) -> str:
+    """Two decimals, more when two would round onto the threshold (0.2997 is not 0.30 here)."""
+    for spec in (".2f", ".3f", ".4f"):
+        if fmt(q, spec) != fmt(threshold, spec) or q == threshold:
+            return fmt(q, spec)
+    return fmt(q, ".4f")
 
 
 def fmt(v, spec: str = ".3g") -> str:
