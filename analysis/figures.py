@@ -145,8 +145,7 @@ def fid_vs_k(frame: pd.DataFrame, *, reference: pd.DataFrame | None = None,
         sampled = is_continuous(g, "k_sn") or is_continuous(g, "alpha")
         if sampled:
             fig, ax = plt.subplots(figsize=(6, 4))
-            _scatter_panel(ax, g, "k_sn", f"FID vs k_SN — {ds}, {ext} features; k_SN/α sampled: "
-                           f"one point per run, every α", )
+            _scatter_panel(ax, g, "k_sn", f"FID vs k_SN — {ds}, {ext} (sampled: a point per run, all α)")
             ax.set_xlabel("k_SN")
             fig.tight_layout()
             _keep(out, f"fid_vs_k_{ds}_{ext}", fig, skipped, "no SN run with a FID")
@@ -186,8 +185,7 @@ def fid_vs_alpha(frame: pd.DataFrame, *, reference: pd.DataFrame | None = None,
             continue
         if is_continuous(g, "k_sn") or is_continuous(g, "alpha"):
             fig, ax = plt.subplots(figsize=(6, 4))
-            _scatter_panel(ax, g, "alpha", f"FID vs α — {ds}, {ext} features; α/k_SN sampled: "
-                           "one point per run, every k_SN")
+            _scatter_panel(ax, g, "alpha", f"FID vs α — {ds}, {ext} (sampled: a point per run, all k_SN)")
             ax.set_xlabel("α (domain scale, Eq. 11)")
             fig.tight_layout()
             _keep(out, f"fid_vs_alpha_{ds}_{ext}", fig, skipped, "no SN run with a FID")
