@@ -63,6 +63,13 @@ class StopSignals:
         self._previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, signal.SIG_DFL)
         return self
 
+    def rearm(self) -> None:
+        """Install the handlers again: ``ray.init`` puts Ray's own C++ SIGTERM handler in place
+        (it prints a stack trace and aborts the driver, losing the graceful stop)."""
+        if self._previous:
+            for sig in SIGNALS:
+                signal.signal(sig, self._handle)
+
     def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)

@@ -60,6 +60,8 @@ class ProgressPrinter(Callback):
         res = trial.last_result or {}
         if res.get("diverged"):
             self._line(f"{trial} DIVERGED at step {res.get('step')}")
+        elif res.get("step") is not None and res["step"] < self._iterations(trial):
+            self._line(f"{trial} stopped early at step {res['step']} (scheduler)")
         else:
             self._line(f"{trial} finished")
 

@@ -352,28 +352,12 @@ def parse_study_unchecked(text: str) -> StudySpec | None:
         return None
 
 
-def _reference_size(dataset: str, root: Any, split: str) -> int | None:
-    """Images in a dataset's reference split when countable without loading any (the embedded
-    set, ``folder:`` datasets: every 10th file by sorted name is the held-out ``test`` split),
-    else None (the torchvision datasets' published splits hold 10,000 or more)."""
-    from trainables import data as data_lib
-
-    if dataset == "fashion_mnist_mini":
-        import numpy as np
-
-        with np.load(data_lib.EMBEDDED_NPZ) as z:
-            return int(z[f"{split}_images"].shape[0])
-    if dataset.startswith("folder:"):
-        n = sum(1 for _ in data_lib._iter_images(data_lib._folder_path(dataset, root)))
-        return n // 10 if split == "test" else n - n // 10
-    return None
-
-
 def fid_plans(spec: StudySpec, configs: list[dict[str, Any]]) -> list[str]:
     """How FID will be measured, one line per (dataset, extractor, split): the resolved extractor,
     its feature dimension and the reference size. Raises :class:`StudyError` when a reference set
     is smaller than the extractor's dimension: its covariance is then singular and the FID is
     mostly estimation error (e.g. 30 held-out images of a small folder vs Inception's 2,048-d)."""
+    from trainables import data as data_lib
     from trainables import fid as fid_lib
 
     plans: dict[tuple, str] = {}
@@ -388,9 +372,9 @@ def fid_plans(spec: StudySpec, configs: list[dict[str, Any]]) -> list[str]:
         key = (dataset, cfg.get("data_root"), setting, split)
         if key in plans:
             continue
-        name = fid_lib.resolve_extractor(setting)
+        n_ref = data_lib.reference_size(dataset, cfg.get("data_root"), split)
+        name = fid_lib.resolve_extractor(setting, n_ref)
         dim = fid_lib.EXTRACTORS[name].dim
-        n_ref = _reference_size(dataset, cfg.get("data_root"), split)
         where = _where(spec, "fid_extractor") if setting != "auto" else _where(spec, "dataset")
         if n_ref is not None and n_ref < dim:
             raise StudyError(

@@ -1,6 +1,7 @@
 """The end of a study execution: each trial's true state, in MLflow and on the console.
 
-States: ``finished``, ``diverged`` (NaN/inf: recorded, the study goes on), ``crashed`` (the trial
+States: ``finished``, ``stopped early`` (by the ASHA scheduler: a full, FINISHED run that ends
+before ``iterations``), ``diverged`` (NaN/inf: recorded, the study goes on), ``crashed`` (the trial
 raised after its retries), ``interrupted`` (stopped by a signal at step N; ``lipstudy resume``
 continues it from its last checkpoint), ``not started``. A trial is named by its own
 configuration (``ns-sn-k1-a1-s0``); one Tune never created is still listed, from the study's grid.
@@ -24,7 +25,7 @@ from study.recovery import STATUS_TAG, TRIAL_ID_TAG, child_runs, saved_trials
 from study.tracking import StudyTracking
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-STATES = ("finished", "diverged", "crashed", "interrupted", "not started")
+STATES = ("finished", "stopped early", "diverged", "crashed", "interrupted", "not started")
 
 
 @dataclass
@@ -55,7 +56,7 @@ class StudyOutcome:
     @property
     def complete(self) -> bool:
         return self.not_suggested == 0 and all(
-            t.status in ("finished", "diverged", "crashed") for t in self.trials)
+            t.status in ("finished", "stopped early", "diverged", "crashed") for t in self.trials)
 
     def counts(self) -> dict[str, int]:
         out = {s: sum(t.status == s for t in self.trials) for s in STATES}
@@ -129,6 +130,12 @@ def summarize(results, spec, tracking: StudyTracking, study_dir: str, t0: float,
             summary.status, summary.error = "crashed", clean_error(res.error)
         elif status == "TERMINATED":
             summary.status = "diverged" if metrics.get("diverged") else "finished"
+            if (summary.status == "finished" and run is not None
+                    and run.info.status != "FINISHED"):  # the scheduler stopped it (ASHA)
+                summary.status = "stopped early"
+                client.set_tag(run.info.run_id, STATUS_TAG, "stopped_early")
+                client.set_tag(run.info.run_id, "lipstudy.stopped_step", metrics.get("step"))
+                client.set_terminated(run.info.run_id, "FINISHED")
         elif run is not None and run.data.metrics:
             summary.status = "interrupted"
         fid = metrics.get("fid")
@@ -192,8 +199,8 @@ def print_summary(outcome: StudyOutcome) -> None:
     print(head + (f" {'modes':>5s} {'hq':>5s}" if toys else ""))
     for t in rows:
         status = t.status
-        if t.status == "interrupted" and t.step is not None:
-            status = f"interrupted at step {int(t.step)}"
+        if t.status in ("interrupted", "stopped early") and t.step is not None:
+            status = f"{t.status} at step {int(t.step)}"
         fid = f"{t.fid:9.2f}" if t.fid is not None else f"{'-':>9s}"
         step = f"{int(t.step):7d}" if t.step is not None else f"{'-':>7s}"
         line = f"{t.name:{width}s} {status:24s} {fid} {step}"

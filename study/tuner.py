@@ -285,6 +285,7 @@ def _fit(make_tuner, spec: StudySpec, tracking: StudyTracking, study_dir: str, t
     with StopSignals(on_signal) as stop:
         try:
             init_ray(address, verbose)
+            stop.rearm()
             results = make_tuner().fit()
         except KeyboardInterrupt:
             if not stop.interrupted:

@@ -516,6 +516,21 @@ def check_dataset(name: str, root: str | os.PathLike | None, resolution: int | N
         raise DatasetError(msg)
 
 
+def reference_size(name: str, root: str | os.PathLike | None, split: str) -> int | None:
+    """Images in a split when countable without loading any: the embedded set (its array
+    header), a ``folder:`` dataset (file names; every 10th by sorted name is the ``test`` split),
+    else None (the torchvision datasets' published splits hold 10,000 images or more)."""
+    kind = _kind(name)
+    split = _split(split)
+    if kind == "fashion_mnist_mini":
+        with np.load(EMBEDDED_NPZ) as z:
+            return int(z[f"{split}_images"].shape[0])
+    if kind == "folder":
+        n = sum(1 for _ in _iter_images(_folder_path(name, root)))
+        return n // 10 if split == "test" else n - n // 10
+    return None
+
+
 # ----------------------------------------------------------------------------------------------
 # loaders
 # ----------------------------------------------------------------------------------------------

@@ -141,6 +141,7 @@ class _TuneCallbacks(MlflowCallbacks):
     def on_stats(self, step, metrics):
         super().on_stats(step, metrics)
         _fault_injection(step)
+        _pause_injection(step)
 
     def on_checkpoint(self, step, state, metrics):
         from ray import tune
@@ -177,6 +178,30 @@ def _fault_injection(step: int) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+#: Test hook: ``"<step>:<dir>"`` — the first trial process that reaches ``step`` (after logging its
+#: statistics, before that step's evaluation and checkpoint) creates ``<dir>/paused`` and sleeps,
+#: so a test can stop the driver at that moment (before a checkpoint, during an evaluation).
+PAUSE_ENV = "LIPSTUDY_TEST_PAUSE_AT_STEP"
+PAUSE_S = 120.0
+
+
+def _pause_injection(step: int) -> None:
+    spec = os.environ.get(PAUSE_ENV)
+    if not spec:
+        return
+    at, _, directory = spec.partition(":")
+    if step != int(at) or not directory:
+        return
+    try:
+        fd = os.open(os.path.join(directory, "paused"), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return  # another trial (or an earlier attempt) took the pause
+    os.close(fd)
+    import time
+
+    time.sleep(PAUSE_S)
+
+
 def run_trial(config: dict[str, Any], context: TrialContext) -> None:
     """Ray Tune function trainable (use with ``tune.with_parameters(run_trial, context=...)``)."""
     from ray import tune
@@ -190,10 +215,13 @@ def run_trial(config: dict[str, Any], context: TrialContext) -> None:
             state = torch.load(os.path.join(d, STATE_FILE), weights_only=True, map_location=device)
             with open(os.path.join(d, META_FILE)) as fh:
                 run_id = json.load(fh).get("mlflow_run_id")
+    from trainables import data as data_lib
     from trainables import fid as fid_lib
 
     extractor = (
-        "data-space" if cfg["arch"] == "mlp" else fid_lib.resolve_extractor(cfg["fid_extractor"])
+        "data-space" if cfg["arch"] == "mlp" else fid_lib.resolve_extractor(
+            cfg["fid_extractor"],
+            data_lib.reference_size(cfg["dataset"], cfg["data_root"], cfg["fid_ref_split"]))
     )
     fid_params = {"fid_extractor": extractor, "fid_samples": cfg["fid_samples"],
                   "fid_final_samples": cfg.get("fid_final_samples") or cfg["fid_samples"],
