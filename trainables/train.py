@@ -4,8 +4,8 @@
 returns a :class:`TrialResult`; it needs no Ray and no MLflow. Whoever runs it observes it through a
 :class:`Callbacks` object (the Ray trainable in ``trainables.ray_trainable`` logs to MLflow and
 reports to Tune from there) and can resume it from ``GANTrial.state_dict()``: the state holds models
-(with spectral-norm power-iteration vectors), optimizers, every RNG the trial draws from and the
-step, so a restarted trial continues exactly as if it had not stopped.
+(with spectral-norm power-iteration vectors), optimizers, every RNG the trial draws from, the
+step and the run's FID scale, so a restarted trial continues exactly as if it had not stopped.
 
 The training step is the paper's (Appendix B): per iteration ``n_dis`` discriminator updates then
 one generator update, z ~ N(0, I), the loss terms of Table 1 with domain scaling (Eq. 11). The
@@ -13,6 +13,10 @@ losses are always computed in float32 (α reaches 1e-25, see STACK-NOTES: fp16 u
 
 A non-finite discriminator or generator loss ends the trial as ``diverged`` with the step and the
 reason (e.g. EXP-GAN at α = 1e11 overflows: Table 5b's breakdown), it never raises.
+
+Evaluation (FID/KID on a fixed z, sample grids) lives in :mod:`trainables.evaluation`, with the FID
+scale every image run carries: ``fid_floor`` and ``fid_init`` at step 0 (before the first step, via
+``Callbacks.on_stats``), ``fid_quality`` at every evaluation, ``*_final`` with the final one.
 """
 
 from __future__ import annotations
@@ -23,22 +27,18 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import numpy as np
 import torch
-from torchvision.utils import make_grid
 
 from trainables import data as data_lib
+from trainables.evaluation import (  # noqa: F401 - FID_REF_MAX etc. re-exported
+    FID_REF_MAX, FINAL_KEEP, GRID_SAMPLES, Evaluator, final_evaluation, initial_scale,
+    with_quality,
+)
 from trainables.losses import get_loss
 from trainables.models import build_discriminator, build_generator, d_weight_layers
 from trainables.optim import build_optimizer
 from trainables.regularizers import get_regularizer
 from trainables.stats import domain_stats, lipschitz_probe, theorem1_bound
-
-#: Cap on the reference set used for FID statistics (the paper-scale convention is 50k).
-FID_REF_MAX = 50_000
-GRID_SAMPLES = 64
-#: How many of the final evaluation's samples are handed to ``Callbacks.on_final``.
-FINAL_KEEP = 1000
 
 
 class Callbacks:
@@ -48,16 +48,19 @@ class Callbacks:
         """Once the trial is built: derived facts (``GANTrial.params``: lipschitz_k, …)."""
 
     def on_stats(self, step: int, metrics: dict[str, float]) -> None:
-        """Every ``stats_every`` steps (and at the last step): losses and domain statistics."""
+        """Every ``stats_every`` steps (and at the last step): losses and domain statistics. Also
+        at step 0 of an image trial, before training: its FID scale (``fid_floor``,
+        ``fid_init``; see ``trainables.evaluation``); and the ``diverged`` marker."""
 
     def on_eval(self, step: int, metrics: dict[str, float], grid: torch.Tensor) -> None:
-        """Every ``eval_every`` steps and at the end: FID/KID (or toy metrics) and a sample grid
-        (3×H×W float in [0, 1])."""
+        """Every ``eval_every`` steps and at the end: FID/KID and ``fid_quality`` (or the toy
+        metrics) and a sample grid (3×H×W float in [0, 1])."""
 
     def on_final(self, step: int, metrics: dict[str, float], samples: torch.Tensor | None) -> None:
         """Once, after the last regular evaluation: the final evaluation on ``fid_final_samples``
-        (``fid_final``, ``kid_final``, optionally ``fid_inf``) and up to 1,000 of its samples as
-        uint8 N×C×H×W (None for the 2-D toys)."""
+        (``fid_final``, ``kid_final``, optionally ``fid_inf``; image trials also
+        ``fid_floor_final``, ``fid_init_final``, ``fid_quality_final``) and up to 1,000 of its
+        samples as uint8 N×C×H×W (None for the 2-D toys)."""
 
     def on_checkpoint(self, step: int, state: dict[str, Any], metrics: dict[str, float]) -> None:
         """Right after each evaluation: a snapshot of the full resumable state (the callee may
@@ -104,6 +107,7 @@ class GANTrial:
             self.data = data_lib.load_images(
                 cfg["dataset"], cfg["data_root"], cfg["resolution"], "train", cfg["download"]
             )
+        self._g_init_rng = torch.get_rng_state()  # rebuilds the untrained G (initial_generator)
         self.G = build_generator(
             cfg["arch"], z_dim=cfg["z_dim"], channels=self.channels or 2, width=cfg["width"]
         ).to(self.device)
@@ -129,9 +133,9 @@ class GANTrial:
         self.omega_union = [math.inf, -math.inf]
         self.lipschitz_k = self.regularizer.lipschitz_k(self.D)
         self.omega_bound = theorem1_bound(self.lipschitz_k, self.sample_shape)
-        self._ref_feats: np.ndarray | None = None
-        self._ref_stats: tuple[np.ndarray, np.ndarray] | None = None
-        self._extractor = None
+        self.evaluator = Evaluator(cfg, self.device, self.data)
+        #: fid_init, fid_floor (image trials, from step 0 on; part of the state)
+        self.fid_scale: dict[str, float] = {}
         self.concat_d = cfg["d_norm"] == "none"  # one D forward for real+fake unless BN
 
     # ----------------------------------------------------------------------------- set-up
@@ -236,108 +240,31 @@ class GANTrial:
         return m
 
     # ----------------------------------------------------------------------------- evaluation
-    @torch.no_grad()
-    def _generate(self, n: int, gen: torch.Generator) -> torch.Tensor:
-        z = torch.randn(n, self.cfg["z_dim"], device=self.device, generator=gen)
-        return self.G(z).float()
-
-    def _eval_mode(self):
-        was = self.G.training
-        self.G.eval()
-        return was
-
     def sample_grid(self) -> torch.Tensor:
         """A fixed-z grid of 64 samples (same z at every evaluation), 3×H×W in [0, 1]."""
-        gen = torch.Generator(device=self.device).manual_seed(self.cfg["seed"] * 1_000_003 + 3)
-        was = self._eval_mode()
-        try:
-            x = self._generate(GRID_SAMPLES, gen).cpu()
-        finally:
-            self.G.train(was)
-        if self.toy:
-            return _scatter_grid(x, data_lib.toy_modes(self.cfg["dataset"]))
-        return make_grid(x, nrow=8, normalize=True, value_range=(-1, 1), padding=2)
+        return self.evaluator.sample_grid(self.G)
 
     def evaluate(self, final: bool = False, keep_images: int = 0) -> dict[str, Any]:
         """FID/KID on ``fid_samples`` generated samples vs. the reference split (or the toy
         metrics), always from the same fixed z (seeded generator) so successive evaluations
-        differ only by G.
+        differ only by G; with the FID scale known, also ``fid_quality``.
 
         ``final=True``: the end-of-training evaluation on ``fid_final_samples`` (another fixed z
         stream), keys ``fid_final``, ``kid_final``, ``fid_final_samples`` and, with ``fid_inf``,
         ``fid_inf`` (Chong & Forsyth's extrapolation to N → ∞ from the same features).
         ``keep_images`` > 0 also returns that many samples as uint8 under ``"images"``.
         """
+        res = self.evaluator.evaluate(self.G, final=final, keep_images=keep_images)
+        return res if final or self.toy else with_quality(res, self.fid_scale)
+
+    def initial_generator(self) -> torch.nn.Module:
+        """The untrained G, rebuilt exactly from the seed (the global RNG is left untouched)."""
         cfg = self.cfg
-        n = cfg["fid_samples"]
-        seed_offset = 4
-        if final:
-            n = cfg.get("fid_final_samples") or cfg["fid_samples"]
-            seed_offset = 5
-        gen = torch.Generator(device=self.device).manual_seed(cfg["seed"] * 1_000_003 + seed_offset)
-        was = self._eval_mode()
-        try:
-            if self.toy:
-                res = self._evaluate_toy(gen, n)
-                images = None
-            else:
-                res, images = self._evaluate_images(gen, n, final, keep_images)
-        finally:
-            self.G.train(was)
-        if final:
-            res = {("fid_final_samples" if k == "fid_samples" else
-                    f"{k}_final" if k in ("fid", "kid", "modes_covered", "hq_share") else k): v
-                   for k, v in res.items()}
-            res["fid_final_samples"] = float(n)
-        if keep_images:
-            res["images"] = images
-        return res
-
-    def _evaluate_images(self, gen: torch.Generator, n: int, final: bool, keep_images: int):
-        from trainables import fid as fid_lib
-
-        cfg = self.cfg
-        if self._extractor is None:
-            name = fid_lib.resolve_extractor(cfg["fid_extractor"])
-            self._extractor = fid_lib.get_extractor(name, self.device)
-            ref = data_lib.load_images(cfg["dataset"], cfg["data_root"], cfg["resolution"],
-                                       cfg["fid_ref_split"], cfg["download"])
-            n_ref = min(len(ref), FID_REF_MAX)
-            self._ref_n = n_ref
-            self._ref_feats = fid_lib.reference_features(
-                _dataset_key(cfg), cfg["fid_ref_split"], cfg["resolution"], name, n_ref,
-                lambda: ref.batch(torch.arange(n_ref)), device=self.device,
-            )
-            self._ref_stats = fid_lib.feature_stats(self._ref_feats, self.device)
-        res = fid_lib.evaluate(lambda b: self._generate(b, gen), n, self._ref_feats,
-                               self._extractor, batch_size=min(250, n), device=self.device,
-                               ref_stats=self._ref_stats,
-                               fid_inf=final and bool(cfg.get("fid_inf")),
-                               keep_images=keep_images)
-        out = {"fid": float(res["fid"]), "kid": float(res["kid"]),
-               "fid_ref_samples": float(self._ref_n)}
-        if "fid_inf" in res:
-            out["fid_inf"] = float(res["fid_inf"])
-        return out, res.get("images")
-
-    def _evaluate_toy(self, gen: torch.Generator, n: int) -> dict[str, float]:
-        """2-D toys: data-space Fréchet distance, modes covered, share of high-quality samples
-        (within 3σ of a mode), on ``n`` samples."""
-        from trainables.fid import fid_from_stats
-
-        x = self._generate(n, gen).cpu().double()
-        if not torch.isfinite(x).all():
-            return {"fid": math.nan, "modes_covered": 0.0, "hq_share": 0.0}
-        ref = data_lib.sample_toy(self.cfg["dataset"], n, torch.Generator().manual_seed(12345)).double()
-        fd = fid_from_stats(x.mean(0).numpy(), np.cov(x.numpy(), rowvar=False),
-                            ref.mean(0).numpy(), np.cov(ref.numpy(), rowvar=False))
-        modes = data_lib.toy_modes(self.cfg["dataset"]).double()
-        dist = torch.cdist(x, modes)
-        near, which = dist.min(dim=1)
-        hq = near <= 3 * data_lib.toy_std(self.cfg["dataset"])
-        covered = torch.unique(which[hq]).numel()
-        return {"fid": float(fd), "modes_covered": float(covered),
-                "hq_share": float(hq.double().mean())}
+        with torch.random.fork_rng(devices=[]):
+            torch.set_rng_state(self._g_init_rng)
+            G = build_generator(cfg["arch"], z_dim=cfg["z_dim"], channels=self.channels or 2,
+                                width=cfg["width"])
+        return G.to(self.device)
 
     # ----------------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
@@ -352,6 +279,7 @@ class GANTrial:
             "noise_gen": self.noise_gen.get_state(),
             "torch_rng": torch.get_rng_state(),
             "omega_union": list(self.omega_union),
+            "fid_scale": dict(self.fid_scale),
         }
         if self.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
@@ -369,57 +297,7 @@ class GANTrial:
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
         self.step = int(state["step"])
         self.omega_union = [float(v) for v in state["omega_union"]]
-
-
-def _dataset_key(cfg: dict[str, Any]) -> str:
-    """A readable cache key for the reference statistics of this trial's dataset."""
-    name = cfg["dataset"]
-    if name.startswith("folder:"):
-        import hashlib
-        import os
-
-        path = os.path.abspath(name[len("folder:"):])
-        return "folder-" + hashlib.sha1(path.encode()).hexdigest()[:10]
-    return name
-
-
-def _scatter_grid(x: torch.Tensor, modes: torch.Tensor) -> torch.Tensor:
-    """A 3×256×256 picture of 2-D samples (black) and the modes (red), for the toys."""
-    size, lim = 256, float(modes.abs().max()) * 1.5 + 1e-6
-    img = torch.ones(3, size, size)
-    def to_px(p):
-        return ((p / lim + 1) / 2 * (size - 1)).round().long().clamp(0, size - 1)
-    for p, color in ((x, (0.0, 0.0, 0.0)), (modes, (1.0, 0.0, 0.0))):
-        px = to_px(p.float())
-        for c in range(3):
-            img[c, size - 1 - px[:, 1], px[:, 0]] = color[c]
-    return img
-
-
-def _final_evaluation(trial: GANTrial, ev: dict[str, Any]) -> dict[str, Any]:
-    """The end-of-training evaluation. When it would repeat the last regular one (same N, no
-    FID∞) only the samples are drawn again; the numbers are the last evaluation's."""
-    cfg = trial.cfg
-    n_final = cfg.get("fid_final_samples") or cfg["fid_samples"]
-    keep = 0 if trial.toy else min(FINAL_KEEP, n_final)
-    if n_final != cfg["fid_samples"] or cfg.get("fid_inf"):
-        return trial.evaluate(final=True, keep_images=keep)
-    out = {f"{k}_final": v for k, v in ev.items()
-           if k in ("fid", "kid", "modes_covered", "hq_share")}
-    out["fid_final_samples"] = float(n_final)
-    if keep:  # the first `keep` samples of the evaluation just made (same z stream, same chunks)
-        gen = torch.Generator(device=trial.device).manual_seed(cfg["seed"] * 1_000_003 + 4)
-        chunk, parts, done = min(250, n_final), [], 0
-        was = trial._eval_mode()
-        try:
-            while done < keep:
-                parts.append(trial._generate(chunk, gen)[: keep - done])
-                done += parts[-1].shape[0]
-        finally:
-            trial.G.train(was)
-        x = torch.cat(parts)
-        out["images"] = x.add(1).mul(127.5).round().clamp(0, 255).to("cpu", torch.uint8)
-    return out
+        self.fid_scale = {k: float(v) for k, v in state.get("fid_scale", {}).items()}
 
 
 def train(
@@ -434,7 +312,9 @@ def train(
 
     ``state`` resumes from ``GANTrial.state_dict()``. Metrics go to ``callbacks.on_stats`` every
     ``stats_every`` steps, FID/KID and a sample grid to ``callbacks.on_eval`` every ``eval_every``
-    steps and at the last step, each evaluation followed by ``callbacks.on_checkpoint``.
+    steps and at the last step, each evaluation followed by ``callbacks.on_checkpoint``. An image
+    trial starting at step 0 first measures its FID scale (``fid_floor``, ``fid_init``) and passes
+    it to ``callbacks.on_stats(0, …)``; a resumed one carries it in its state.
     """
     cb = callbacks or Callbacks()
     trial = GANTrial(config, device)
@@ -443,6 +323,13 @@ def train(
     cb.on_start(trial.params)
     cfg = trial.cfg
     latest: dict[str, float] = {}
+    if not trial.toy:
+        if trial.fid_scale:  # resumed: measured and logged at step 0 by an earlier attempt
+            latest.update(trial.fid_scale)
+        else:  # step 0 (or a state from before the scale existed): one extra evaluation
+            trial.fid_scale = initial_scale(trial)
+            latest.update(trial.fid_scale)
+            cb.on_stats(0, dict(trial.fid_scale))
     step_times: list[float] = []
     total = cfg["iterations"]
 
@@ -475,7 +362,7 @@ def train(
             latest.update(ev)
             cb.on_eval(trial.step, ev, trial.sample_grid())
             if last:
-                final = _final_evaluation(trial, ev)
+                final = final_evaluation(trial, ev)
                 samples = final.pop("images", None)
                 if not math.isfinite(final.get("fid_final", math.nan)):
                     return diverged(f"non-finite fid_final at step {trial.step}")

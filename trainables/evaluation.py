@@ -1,0 +1,283 @@
+"""Evaluating one trial: FID/KID on a fixed z (or the 2-D toys' metrics), sample grids, and the FID
+scale every image run carries.
+
+FID (Heusel et al. 2017) is computed by :mod:`trainables.fid` (clean-fid protocol) on
+``fid_samples`` generated images against the reference split, always from the same seeded z, so
+successive evaluations differ only by G.
+
+**The FID scale** (DESIGN "The FID scale of every run", issue #10): an FID means nothing without
+what real data and an untrained generator score at the same N, extractor, split and resolution.
+
+* ``fid_floor`` — FID of N real training images against the reference split (:func:`fid.fid_floor`:
+  a fixed subset, cached with the reference features). Logged once, at step 0.
+* ``fid_init`` — the untrained generator's FID on the evaluations' own z stream, i.e. exactly what
+  ``evaluate()`` returns before the first step. Logged once, at step 0; kept in the trial state, so
+  a resumed trial neither recomputes nor re-logs it.
+* ``fid_quality`` = log(fid_init / fid) / log(fid_init / fid_floor), with every ``fid``:
+  0 = the untrained generator, 1 = real data. The raw value is logged, never clipped: < 0 is worse
+  than the untrained G, > 1 closer to the reference than N real training images (sampling noise
+  or memorization). NaN where it is undefined (fid non-finite or ≤ 0, fid_init ≤ fid_floor).
+* ``fid_floor_final``, ``fid_init_final``, ``fid_quality_final`` — the same for ``fid_final``, at
+  the final evaluation's own N and z (FID is biased by N: a scale is never mixed across N). When
+  the final evaluation reuses the last regular one they equal ``fid_floor``/``fid_init``; otherwise
+  the floor is taken at ``fid_final_samples`` and the untrained G (rebuilt from the seed,
+  :meth:`GANTrial.initial_generator`) is evaluated on the final z. Logged with the final metrics.
+
+Nothing here is extractor-specific (domain or Inception alike). The 2-D toys get no scale: they are
+judged by ``modes_covered`` / ``hq_share``.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import torch
+from torchvision.utils import make_grid
+
+from trainables import data as data_lib
+
+#: Cap on the reference set used for FID statistics (the paper-scale convention is 50k).
+FID_REF_MAX = 50_000
+GRID_SAMPLES = 64
+#: How many of the final evaluation's samples are handed to ``Callbacks.on_final``.
+FINAL_KEEP = 1000
+#: z streams (seed offsets) of the sample grid, the regular and the final evaluations.
+GRID_Z, EVAL_Z, FINAL_Z = 3, 4, 5
+
+
+def fid_quality(fid: float, fid_init: float, fid_floor: float) -> float:
+    """log(fid_init / fid) / log(fid_init / fid_floor), unclipped; NaN where undefined."""
+    vals = (fid, fid_init, fid_floor)
+    if not all(math.isfinite(v) and v > 0 for v in vals) or fid_init <= fid_floor:
+        return math.nan
+    return math.log(fid_init / fid) / math.log(fid_init / fid_floor)
+
+
+@contextmanager
+def eval_mode(G: torch.nn.Module):
+    """G in eval mode (BatchNorm running statistics, no update), restored afterwards."""
+    was = G.training
+    G.eval()
+    try:
+        yield G
+    finally:
+        G.train(was)
+
+
+class Evaluator:
+    """The evaluation side of one trial: extractor, reference features, floors (built lazily, once;
+    never drawing from the training RNGs)."""
+
+    def __init__(self, cfg: dict[str, Any], device: torch.device,
+                 train_data: data_lib.ImageSet | None):
+        self.cfg, self.device, self.train_data = cfg, device, train_data
+        self.toy = cfg["dataset"] in data_lib.TOY_DATASETS
+        self._extractor = None
+        self._ref_feats: np.ndarray | None = None
+        self._ref_stats: tuple[np.ndarray, np.ndarray] | None = None
+        self._ref_n = 0
+        self._floors: dict[int, float | None] = {}
+
+    def z_stream(self, offset: int) -> torch.Generator:
+        return torch.Generator(device=self.device).manual_seed(self.cfg["seed"] * 1_000_003 + offset)
+
+    @torch.no_grad()
+    def generate(self, G: torch.nn.Module, n: int, gen: torch.Generator) -> torch.Tensor:
+        z = torch.randn(n, self.cfg["z_dim"], device=self.device, generator=gen)
+        return G(z).float()
+
+    def sample_grid(self, G: torch.nn.Module) -> torch.Tensor:
+        """A fixed-z grid of 64 samples (same z at every evaluation), 3×H×W in [0, 1]."""
+        with eval_mode(G):
+            x = self.generate(G, GRID_SAMPLES, self.z_stream(GRID_Z)).cpu()
+        if self.toy:
+            return _scatter_grid(x, data_lib.toy_modes(self.cfg["dataset"]))
+        return make_grid(x, nrow=8, normalize=True, value_range=(-1, 1), padding=2)
+
+    def evaluate(self, G: torch.nn.Module, final: bool = False, keep_images: int = 0,
+                 fid_inf: bool | None = None) -> dict[str, Any]:
+        """FID/KID of ``G`` on ``fid_samples`` (or the toy metrics); ``final=True``: on
+        ``fid_final_samples`` from the final z stream, keys ``fid_final``, ``kid_final``,
+        ``fid_final_samples`` (+ ``fid_inf``, unless ``fid_inf=False``). ``keep_images`` > 0 also
+        returns that many samples as uint8 under ``"images"``."""
+        cfg = self.cfg
+        n = cfg["fid_samples"]
+        if final:
+            n = cfg.get("fid_final_samples") or cfg["fid_samples"]
+        gen = self.z_stream(FINAL_Z if final else EVAL_Z)
+        with eval_mode(G):
+            if self.toy:
+                res, images = self._evaluate_toy(G, gen, n), None
+            else:
+                inf = final and bool(cfg.get("fid_inf")) if fid_inf is None else fid_inf
+                res, images = self._evaluate_images(G, gen, n, inf, keep_images)
+        if final:
+            res = {("fid_final_samples" if k == "fid_samples" else
+                    f"{k}_final" if k in ("fid", "kid", "modes_covered", "hq_share") else k): v
+                   for k, v in res.items()}
+            res["fid_final_samples"] = float(n)
+        if keep_images:
+            res["images"] = images
+        return res
+
+    def _setup(self) -> None:
+        """Extractor and reference features, once. Under ``fork_rng``: building an extractor
+        initializes modules from the global RNG, which training (GP, ALR) draws from."""
+        from trainables import fid as fid_lib
+
+        if self._extractor is not None:
+            return
+        cfg = self.cfg
+        with torch.random.fork_rng(devices=[]):
+            name = fid_lib.resolve_extractor(cfg["fid_extractor"])
+            extractor = fid_lib.get_extractor(name, self.device)
+        ref = data_lib.load_images(cfg["dataset"], cfg["data_root"], cfg["resolution"],
+                                   cfg["fid_ref_split"], cfg["download"])
+        self._ref_n = min(len(ref), FID_REF_MAX)
+        self._ref_feats = fid_lib.reference_features(
+            dataset_key(cfg), cfg["fid_ref_split"], cfg["resolution"], name, self._ref_n,
+            lambda: ref.batch(torch.arange(self._ref_n)), extractor=extractor,
+        )
+        self._ref_stats = fid_lib.feature_stats(self._ref_feats, self.device)
+        self._extractor = extractor
+
+    def _evaluate_images(self, G, gen: torch.Generator, n: int, fid_inf: bool, keep_images: int):
+        from trainables import fid as fid_lib
+
+        self._setup()
+        res = fid_lib.evaluate(lambda b: self.generate(G, b, gen), n, self._ref_feats,
+                               self._extractor, batch_size=min(250, n), device=self.device,
+                               ref_stats=self._ref_stats, fid_inf=fid_inf,
+                               keep_images=keep_images)
+        out = {"fid": float(res["fid"]), "kid": float(res["kid"]),
+               "fid_ref_samples": float(self._ref_n)}
+        if "fid_inf" in res:
+            out["fid_inf"] = float(res["fid_inf"])
+        return out, res.get("images")
+
+    def _evaluate_toy(self, G, gen: torch.Generator, n: int) -> dict[str, float]:
+        """2-D toys: data-space Fréchet distance, modes covered, share of high-quality samples
+        (within 3σ of a mode), on ``n`` samples."""
+        from trainables.fid import fid_from_stats
+
+        x = self.generate(G, n, gen).cpu().double()
+        if not torch.isfinite(x).all():
+            return {"fid": math.nan, "modes_covered": 0.0, "hq_share": 0.0}
+        ref = data_lib.sample_toy(self.cfg["dataset"], n, torch.Generator().manual_seed(12345)).double()
+        fd = fid_from_stats(x.mean(0).numpy(), np.cov(x.numpy(), rowvar=False),
+                            ref.mean(0).numpy(), np.cov(ref.numpy(), rowvar=False))
+        modes = data_lib.toy_modes(self.cfg["dataset"]).double()
+        dist = torch.cdist(x, modes)
+        near, which = dist.min(dim=1)
+        hq = near <= 3 * data_lib.toy_std(self.cfg["dataset"])
+        covered = torch.unique(which[hq]).numel()
+        return {"fid": float(fd), "modes_covered": float(covered),
+                "hq_share": float(hq.double().mean())}
+
+    def floor(self, n: int) -> float | None:
+        """``fid_floor`` at N = ``n`` (see :func:`trainables.fid.fid_floor`); None, with a warning,
+        when the training split has fewer than ``n`` images (a floor at another N would not be
+        comparable)."""
+        from trainables import fid as fid_lib
+
+        if n in self._floors:
+            return self._floors[n]
+        self._setup()
+        cfg, data = self.cfg, self.train_data
+        value = None
+        if len(data) < n:
+            warnings.warn(f"no fid_floor at N={n}: the training split of {cfg['dataset']!r} has "
+                          f"only {len(data)} images; no fid_quality at this N", RuntimeWarning,
+                          stacklevel=2)
+        else:
+            value = fid_lib.fid_floor(
+                dataset_key(cfg), "train", cfg["resolution"], self._extractor.name, n, len(data),
+                data.batch, cfg["fid_ref_split"], self._ref_stats, self._ref_n,
+                extractor=self._extractor, device=self.device)
+        self._floors[n] = value
+        return value
+
+
+def initial_scale(trial) -> dict[str, float]:
+    """``fid_init`` (the untrained G on the evaluations' z, see the module docstring) and
+    ``fid_floor`` of an image trial. At step 0 G itself is the untrained one; a trial resumed from
+    a state that predates the scale evaluates the G rebuilt from its seed instead."""
+    G = trial.G if trial.step == 0 else trial.initial_generator()
+    scale = {"fid_init": trial.evaluator.evaluate(G)["fid"]}
+    floor = trial.evaluator.floor(trial.cfg["fid_samples"])
+    if floor is not None:
+        scale["fid_floor"] = floor
+    return scale
+
+
+def with_quality(res: dict[str, Any], scale: dict[str, float], suffix: str = "") -> dict[str, Any]:
+    """Adds ``fid_quality{suffix}`` to ``res`` when the scale has a floor and an init."""
+    if "fid_floor" in scale and "fid_init" in scale:
+        res[f"fid_quality{suffix}"] = fid_quality(res[f"fid{suffix}"], scale["fid_init"],
+                                                  scale["fid_floor"])
+    return res
+
+
+def final_evaluation(trial, ev: dict[str, Any]) -> dict[str, Any]:
+    """The end-of-training evaluation, with its own FID scale (``*_final``) for image trials.
+    When it would repeat the last regular one (same N, no FID∞) only the samples are drawn again;
+    the numbers, and the scale, are the last evaluation's."""
+    cfg = trial.cfg
+    n_final = cfg.get("fid_final_samples") or cfg["fid_samples"]
+    keep = 0 if trial.toy else min(FINAL_KEEP, n_final)
+    fresh = n_final != cfg["fid_samples"] or bool(cfg.get("fid_inf"))
+    if fresh:
+        out = trial.evaluate(final=True, keep_images=keep)
+    else:
+        out = {f"{k}_final": v for k, v in ev.items()
+               if k in ("fid", "kid", "modes_covered", "hq_share")}
+        out["fid_final_samples"] = float(n_final)
+        if keep:  # the first `keep` samples of the evaluation just made (same z, same chunks)
+            gen, chunk, parts, done = trial.evaluator.z_stream(EVAL_Z), min(250, n_final), [], 0
+            with eval_mode(trial.G):
+                while done < keep:
+                    parts.append(trial.evaluator.generate(trial.G, chunk, gen)[: keep - done])
+                    done += parts[-1].shape[0]
+            x = torch.cat(parts)
+            out["images"] = x.add(1).mul(127.5).round().clamp(0, 255).to("cpu", torch.uint8)
+    if trial.toy or not trial.fid_scale or not math.isfinite(out.get("fid_final", math.nan)):
+        return out  # a non-finite fid_final ends the trial as diverged: no scale to read it by
+    if fresh:
+        init = trial.evaluator.evaluate(trial.initial_generator(), final=True, fid_inf=False)
+        scale = {"fid_init": init["fid_final"]}
+        floor = trial.evaluator.floor(n_final)
+        if floor is not None:
+            scale["fid_floor"] = floor
+    else:
+        scale = dict(trial.fid_scale)
+    out.update({f"{k}_final": v for k, v in scale.items()})
+    return with_quality(out, scale, "_final")
+
+
+def dataset_key(cfg: dict[str, Any]) -> str:
+    """A readable cache key for the reference statistics of this trial's dataset."""
+    name = cfg["dataset"]
+    if name.startswith("folder:"):
+        import hashlib
+        import os
+
+        path = os.path.abspath(name[len("folder:"):])
+        return "folder-" + hashlib.sha1(path.encode()).hexdigest()[:10]
+    return name
+
+
+def _scatter_grid(x: torch.Tensor, modes: torch.Tensor) -> torch.Tensor:
+    """A 3×256×256 picture of 2-D samples (black) and the modes (red), for the toys."""
+    size, lim = 256, float(modes.abs().max()) * 1.5 + 1e-6
+    img = torch.ones(3, size, size)
+    def to_px(p):
+        return ((p / lim + 1) / 2 * (size - 1)).round().long().clamp(0, size - 1)
+    for p, color in ((x, (0.0, 0.0, 0.0)), (modes, (1.0, 0.0, 0.0))):
+        px = to_px(p.float())
+        for c in range(3):
+            img[c, size - 1 - px[:, 1], px[:, 0]] = color[c]
+    return img
