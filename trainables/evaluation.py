@@ -42,6 +42,16 @@ from trainables import data as data_lib
 
 #: Cap on the reference set used for FID statistics (the paper-scale convention is 50k).
 FID_REF_MAX = 50_000
+
+
+def resolved_extractor(cfg: dict[str, Any]) -> str:
+    """The feature extractor an image trial's FID uses: ``fid_extractor`` with ``auto`` resolved
+    against the size of the reference split (``fid.resolve_extractor``); the MLflow param
+    ``fid_extractor`` records this name."""
+    from trainables import fid as fid_lib
+
+    n_ref = data_lib.reference_size(cfg["dataset"], cfg["data_root"], cfg["fid_ref_split"])
+    return fid_lib.resolve_extractor(cfg["fid_extractor"], n_ref)
 GRID_SAMPLES = 64
 #: How many of the final evaluation's samples are handed to ``Callbacks.on_final``.
 FINAL_KEEP = 1000
@@ -133,7 +143,7 @@ class Evaluator:
             return
         cfg = self.cfg
         with torch.random.fork_rng(devices=[]):
-            name = fid_lib.resolve_extractor(cfg["fid_extractor"])
+            name = resolved_extractor(cfg)
             extractor = fid_lib.get_extractor(name, self.device)
         ref = data_lib.load_images(cfg["dataset"], cfg["data_root"], cfg["resolution"],
                                    cfg["fid_ref_split"], cfg["download"])

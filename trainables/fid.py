@@ -23,7 +23,8 @@ Feature extractors (:func:`get_extractor`, registry :data:`EXTRACTORS`):
   feature space and are not comparable with Inception FIDs**; every result names its extractor
   (``fid_extractor``) so that two extractors' numbers are never mixed.
 
-``resolve_extractor("auto")`` picks ``inception`` when its weights are present, else ``domain``.
+``resolve_extractor("auto", n_ref)`` picks ``inception`` when its weights are present and the
+reference holds at least 2,048 images, else ``domain``.
 
 Reference features (not just statistics: KID needs them) are cached on disk per
 (dataset, split, resolution, extractor, n) under ``$LIPSTUDY_CACHE`` or ``~/.cache/lipstudy/fid``,

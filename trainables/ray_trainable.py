@@ -215,14 +215,9 @@ def run_trial(config: dict[str, Any], context: TrialContext) -> None:
             state = torch.load(os.path.join(d, STATE_FILE), weights_only=True, map_location=device)
             with open(os.path.join(d, META_FILE)) as fh:
                 run_id = json.load(fh).get("mlflow_run_id")
-    from trainables import data as data_lib
-    from trainables import fid as fid_lib
+    from trainables.evaluation import resolved_extractor
 
-    extractor = (
-        "data-space" if cfg["arch"] == "mlp" else fid_lib.resolve_extractor(
-            cfg["fid_extractor"],
-            data_lib.reference_size(cfg["dataset"], cfg["data_root"], cfg["fid_ref_split"]))
-    )
+    extractor = "data-space" if cfg["arch"] == "mlp" else resolved_extractor(cfg)
     fid_params = {"fid_extractor": extractor, "fid_samples": cfg["fid_samples"],
                   "fid_final_samples": cfg.get("fid_final_samples") or cfg["fid_samples"],
                   "fid_ref_split": cfg["fid_ref_split"]}
