@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from trainables import data as D
+from trainables import data_sources
 from trainables.tools import make_embedded_subset as M
 
 
@@ -251,7 +252,7 @@ def test_idx_resize_28_to_32_is_bilinear_antialias(tmp_path):
 def test_fashion_mnist_default_root_falls_back_to_debian_dir(tmp_path, monkeypatch):
     debian = tmp_path / "debian"
     fake_idx_set(debian, n_train=4, n_test=2, gz=True)
-    monkeypatch.setattr(D, "DEBIAN_FASHION_MNIST_DIR", debian)
+    monkeypatch.setattr(data_sources, "DEBIAN_FASHION_MNIST_DIR", debian)
     D.check_dataset("fashion_mnist", None, 32)
     assert len(D.load_images("fashion_mnist", None)) == 4
     with pytest.raises(D.DatasetError):  # explicit roots do not fall back
@@ -342,7 +343,7 @@ def test_image_folder_large_is_lazy(tmp_path, monkeypatch):
     folder.mkdir()
     for i in range(20):
         Image.fromarray(np.full((8, 8, 3), i, np.uint8)).save(folder / f"{i:03d}.png")
-    monkeypatch.setattr(D, "FOLDER_IN_MEMORY_MAX", 5)
+    monkeypatch.setattr(data_sources, "FOLDER_IN_MEMORY_MAX", 5)
     ds = D.load_images(f"folder:{folder}", resolution=8)
     assert not ds.in_memory and len(ds) == 18
     b = ds.batch(torch.tensor([0, 9]))  # sorted names, 009 held out → index 9 is 010

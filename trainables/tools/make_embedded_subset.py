@@ -23,12 +23,12 @@ Only numpy and the standard library are used, so the script runs without torch.
 from __future__ import annotations
 
 import argparse
-import gzip
 import hashlib
-import struct
 from pathlib import Path
 
 import numpy as np
+
+from trainables.idx import read_idx
 
 DEFAULT_SRC = "/usr/share/datasets/fashion-mnist"
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "embedded" / "fashion_mnist_mini.npz"
@@ -40,21 +40,6 @@ FILES = {
     "test_images": "t10k-images-idx3-ubyte.gz",
     "test_labels": "t10k-labels-idx1-ubyte.gz",
 }
-
-
-def read_idx(path: Path) -> np.ndarray:
-    """Read a (optionally gzip'ed) IDX file of unsigned bytes (magic 0x00000801 / 0x00000803)."""
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rb") as fh:
-        data = fh.read()
-    zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
-    if zero != 0 or dtype_code != 0x08:
-        raise ValueError(f"{path}: not an unsigned-byte IDX file (magic {data[:4].hex()})")
-    shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
-    arr = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
-    if arr.size != int(np.prod(shape)):
-        raise ValueError(f"{path}: expected {np.prod(shape)} values for shape {shape}, got {arr.size}")
-    return arr.reshape(shape).copy()
 
 
 def balanced_indices(labels: np.ndarray, per_class: int, rng: np.random.Generator) -> np.ndarray:
