@@ -128,6 +128,30 @@ def _scatter_panel(ax, df: pd.DataFrame, x: str, title: str, color_by_loss: bool
     ax.set_title(title, fontsize=9)
 
 
+ALPHA_LABEL = "α (domain scale, Eq. 11)"
+
+
+def _line_figure(out: list, name: str, ours: pd.DataFrame, paper: pd.DataFrame | None, x: str,
+                 xlabel: str, title: str, skipped: list[str] | None, why: str) -> None:
+    """One line-plot figure (:func:`_line_panel`), kept in ``out`` when it shows data."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    _line_panel(ax, ours, paper, x)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    _keep(out, name, fig, skipped, why)
+
+
+def _scatter_figure(out: list, name: str, df: pd.DataFrame, x: str, xlabel: str, title: str,
+                    skipped: list[str] | None) -> None:
+    """One scatter figure of sampled runs (:func:`_scatter_panel`), kept when it shows data."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    _scatter_panel(ax, df, x, title)
+    ax.set_xlabel(xlabel)
+    fig.tight_layout()
+    _keep(out, name, fig, skipped, "no SN run with a FID")
+
+
 def fid_vs_k(frame: pd.DataFrame, *, reference: pd.DataFrame | None = None,
              fid_cap: float = FID_CAP_INCEPTION, q_broken: float = Q_LEARNED,
              skipped: list[str] | None = None):
@@ -144,11 +168,8 @@ def fid_vs_k(frame: pd.DataFrame, *, reference: pd.DataFrame | None = None,
             continue
         sampled = is_continuous(g, "k_sn") or is_continuous(g, "alpha")
         if sampled:
-            fig, ax = plt.subplots(figsize=(6, 4))
-            _scatter_panel(ax, g, "k_sn", f"FID vs k_SN — {ds}, {ext} (sampled: a point per run, all α)")
-            ax.set_xlabel("k_SN")
-            fig.tight_layout()
-            _keep(out, f"fid_vs_k_{ds}_{ext}", fig, skipped, "no SN run with a FID")
+            _scatter_figure(out, f"fid_vs_k_{ds}_{ext}", g, "k_sn", "k_SN",
+                            f"FID vs k_SN — {ds}, {ext} (sampled: a point per run, all α)", skipped)
             continue
         a1 = g[np.isclose(g["alpha"].astype(float), 1.0, rtol=1e-6, atol=0)]
         series = fid_series(a1, "k_sn", fid_cap=fid_cap, q_broken=q_broken)
@@ -156,13 +177,9 @@ def fid_vs_k(frame: pd.DataFrame, *, reference: pd.DataFrame | None = None,
             if skipped is not None:
                 skipped.append(f"fid_vs_k_{ds}_{ext}: left out, no SN run at α = 1")
             continue
-        fig, ax = plt.subplots(figsize=(6, 4))
         paper = _paper_for(reference, ds, "k_sn", alpha=1.0) if ext == "inception" else None
-        _line_panel(ax, series, paper, "k_sn")
-        ax.set_xlabel("k_SN")
-        ax.set_title(f"FID vs k_SN — {ds}, {ext} features (Table 2)", fontsize=9)
-        fig.tight_layout()
-        _keep(out, f"fid_vs_k_{ds}_{ext}", fig, skipped, "no SN run at α = 1")
+        _line_figure(out, f"fid_vs_k_{ds}_{ext}", series, paper, "k_sn", "k_SN",
+                     f"FID vs k_SN — {ds}, {ext} features (Table 2)", skipped, "no SN run at α = 1")
     return out
 
 
@@ -184,11 +201,8 @@ def fid_vs_alpha(frame: pd.DataFrame, *, reference: pd.DataFrame | None = None,
         if g.empty or g["alpha"].nunique() < 2:
             continue
         if is_continuous(g, "k_sn") or is_continuous(g, "alpha"):
-            fig, ax = plt.subplots(figsize=(6, 4))
-            _scatter_panel(ax, g, "alpha", f"FID vs α — {ds}, {ext} (sampled: a point per run, all k_SN)")
-            ax.set_xlabel("α (domain scale, Eq. 11)")
-            fig.tight_layout()
-            _keep(out, f"fid_vs_alpha_{ds}_{ext}", fig, skipped, "no SN run with a FID")
+            _scatter_figure(out, f"fid_vs_alpha_{ds}_{ext}", g, "alpha", ALPHA_LABEL,
+                            f"FID vs α — {ds}, {ext} (sampled: a point per run, all k_SN)", skipped)
         else:
             grid.append(ds)
     for k in sorted(df["k_sn"].dropna().unique()):
@@ -199,13 +213,10 @@ def fid_vs_alpha(frame: pd.DataFrame, *, reference: pd.DataFrame | None = None,
         for (ds, ext), s in series.groupby(["dataset", "fid_extractor"]):
             if s["alpha"].nunique() < 2:
                 continue
-            fig, ax = plt.subplots(figsize=(6, 4))
             paper = _paper_for(reference, ds, "alpha", k_sn=k) if ext == "inception" else None
-            _line_panel(ax, s, paper, "alpha")
-            ax.set_xlabel("α (domain scale, Eq. 11)")
-            ax.set_title(f"FID vs α at k_SN = {k:g} — {ds}, {ext} features (Table 5)", fontsize=9)
-            fig.tight_layout()
-            _keep(out, f"fid_vs_alpha_k{k:g}_{ds}_{ext}", fig, skipped, "no FID at two α")
+            _line_figure(out, f"fid_vs_alpha_k{k:g}_{ds}_{ext}", s, paper, "alpha", ALPHA_LABEL,
+                         f"FID vs α at k_SN = {k:g} — {ds}, {ext} features (Table 5)", skipped,
+                         "no FID at two α")
     return out
 
 

@@ -1,4 +1,4 @@
-"""Runs → a pandas DataFrame, one row per trial (DESIGN.md, "The analysis").
+"""Runs → a pandas DataFrame, one row per trial (docs/design.md, "The analysis").
 
 Columns are the MLflow names our trials write: every trial param typed back (floats, ints, bools;
 MLflow stores params as strings), every metric's final value (the value at the last step), and
@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-#: Trial params and their types (MLflow param names; DESIGN.md trial table + derived params).
+#: Trial params and their types (MLflow param names; docs/design.md trial table + derived params).
 PARAM_TYPES: dict[str, type] = {
     # data
     "dataset": str, "data_root": str, "download": bool, "resolution": int,

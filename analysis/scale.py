@@ -1,5 +1,5 @@
-"""The FID scale of every run, and what "learned" and "broken" mean on it (issue #10, DESIGN.md
-"The FID scale of every run").
+"""The FID scale of every run, and what "learned" and "broken" mean on it (issue #10, docs/design.md
+"What every trial measures": the FID scale of every run).
 
 An FID means nothing without what real data and an untrained generator score at the same N,
 feature extractor, reference split and resolution. Image trials log
@@ -70,13 +70,13 @@ PUBLISHED: dict[str, dict] = {
                          "α 1e3), taken as the untrained level (estimate)"),
 }
 
-#: Our own measurement (STACK-NOTES, 2026-11-28), for the mapping table: the offline `domain`
-#: extractor on fashion_mnist_mini 32×32 vs its 2,000 held-out images.
+#: Our own measurement (docs/measurements.md, "Measured 2026-11-28"), for the mapping table: the
+#: offline `domain` extractor on fashion_mnist_mini 32×32 vs its 2,000 held-out images.
 MEASURED: dict[str, dict] = {
     "fashion_mnist_mini": dict(
         extractor="domain", n=500, floor=6.07, untrained=1721.0,
-        source="measured (STACK-NOTES 2026-11-28): real train images 6.07; untrained dcgan32 "
-               "width 1/8: 1,721"),
+        source="measured (docs/measurements.md, 2026-11-28): real train images 6.07; untrained "
+               "dcgan32 width 1/8: 1,721"),
 }
 
 

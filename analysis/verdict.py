@@ -174,11 +174,16 @@ GROUPS: dict[str, list[str]] = {}
 def register(name: str, claim: str, source: str, groups: Iterable[str] = (), *,
              kind: str = "quality", reference: Reference | None = None):
     """Register a hypothesis. ``kind`` "quality" needs a ``reference`` (the learning guard);
-    "domain" hypotheses state the quality of the runs behind them instead."""
+    "domain" hypotheses state the quality of the runs behind them instead. A name already
+    registered (case-insensitively: :func:`resolve` ignores case) is an error."""
     if kind == "quality" and reference is None:
         raise ValueError(f"{name}: a sample-quality hypothesis names its reference configurations")
 
     def deco(func):
+        taken = [n for n in HYPOTHESES if n.lower() == name.lower()]
+        if taken:
+            raise ValueError(f"hypothesis {name!r} is already registered (as {taken[0]!r}); "
+                             "every hypothesis needs its own name")
         HYPOTHESES[name] = Hypothesis(name, claim, source, func, tuple(groups), kind, reference)
         for g in groups:
             GROUPS.setdefault(g, []).append(name)

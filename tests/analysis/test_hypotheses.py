@@ -251,3 +251,15 @@ def test_registry_groups_thresholds_and_crashed_runs():
     # thresholds are parameters: a stricter W makes the paper's H1 evidence insufficient
     strict = verdict("H1", reference.load("lipschitz_table2"), w_large=0.9)
     assert strict.verdict == "inconclusive" and strict.thresholds["w_large"] == 0.9
+
+
+def test_registry_refuses_a_name_twice():
+    before, groups = dict(H.HYPOTHESES), {g: list(m) for g, m in H.GROUPS.items()}
+    for name in ("H1", "h1", "Domain-Omega-Bound"):
+        with pytest.raises(ValueError, match=f"'{name}' is already registered"):
+            H.register(name, "a claim", "a source", ("h1",), kind="domain")(lambda frame: None)
+    assert H.HYPOTHESES == before and H.GROUPS == groups     # nothing half-registered
+    # the public names of the package stay importable from analysis.hypotheses
+    from analysis.hypotheses import (  # noqa: F401
+        GROUPS, HYPOTHESES, LINEAR_LOSSES, Verdict, evaluate, h1, omega_bound, resolve)
+    assert [HYPOTHESES[n].func for n in ("H1", "domain-omega-bound")] == [h1, omega_bound]

@@ -1,0 +1,63 @@
+"""What the hypotheses share: the linear losses, the Ω width, level selection (grid or sampled)
+and the reference configurations the learning guard checks (``analysis.guard``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from analysis.frames import close, col, is_continuous
+from analysis.guard import Reference
+
+#: Losses whose gradient does not depend on f (Table 1: WGAN is linear; Ψ is a single point).
+LINEAR_LOSSES = frozenset({"wgan"})
+
+
+def _k(d: pd.DataFrame, name: str = "k_sn") -> pd.Series:
+    return col(d, name).astype(float)
+
+
+def _width(df: pd.DataFrame, kind: str) -> pd.Series:
+    """Ω width: ``union`` (Ω∪ over training, Fig. 1b), ``last`` (Ω_i at the last step, real ∪ fake)."""
+    if kind == "union":
+        return col(df, "omega_union_max").astype(float) - col(df, "omega_union_min").astype(float)
+    hi = np.fmax(col(df, "omega_real_max").astype(float), col(df, "omega_fake_max").astype(float))
+    lo = np.fmin(col(df, "omega_real_min").astype(float), col(df, "omega_fake_min").astype(float))
+    return hi - lo
+
+
+def _at(d: pd.DataFrame, name: str, target: float, notes: list[str], band: float = 10.0) -> pd.Series:
+    """Rows at ``d[name]`` = target: the exact level on a grid; for a sampled (continuous) column
+    the rows within ×/÷ ``band`` of it (noted in ``notes``)."""
+    x = col(d, name, np.nan).astype(float)
+    if name == "alpha":
+        x = x.fillna(1.0)
+    if is_continuous(d, name):
+        notes.append(f"{name} is sampled: runs within ×/÷ {band:g} of {target:g} stand for {name} = {target:g}")
+        return (x >= target / band) & (x <= target * band)
+    return close(x, target)
+
+
+# ------------------------------------------------------------------------------------ references
+def _sn(d):
+    return d["regularizer"] == "sn"
+
+
+REF_SN_DEFAULT = Reference(
+    "SN, α = 1, k_SN = 1: the paper's standard set-up, in which every loss trains (Table 2)",
+    lambda d: _sn(d) & close(d["alpha"], 1.0) & close(_k(d), 1.0))
+REF_WGAN_K1 = Reference(
+    "WGAN-SN, k_SN = 1, α = 1: the α-invariant control (Eq. 11), trains in Table 2",
+    lambda d: _sn(d) & d["loss"].isin(LINEAR_LOSSES) & close(d["alpha"], 1.0) & close(_k(d), 1.0))
+REF_WGAN_SN = Reference(
+    "WGAN-SN at any k_SN and α: the comparator, trains at every k_SN in Table 2",
+    lambda d: _sn(d) & d["loss"].isin(LINEAR_LOSSES))
+REF_SN_K1 = Reference(
+    "SN, k_SN = 1: the runs the small-k_SN ones are compared with",
+    lambda d: _sn(d) & close(_k(d), 1.0))
+REF_GRAN_K1 = Reference(
+    "GraN at K = 1: the (1, ε/K) side of every pair",
+    lambda d: (d["regularizer"] == "gran") & close(_k(d, "gran_k"), 1.0))
+REF_WGAN_GP = Reference(
+    "WGAN-GP: the baseline (ALR paper Table 1: FID 18.86)",
+    lambda d: (d["regularizer"] == "gp") & d["loss"].isin(LINEAR_LOSSES))

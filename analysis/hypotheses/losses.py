@@ -1,0 +1,109 @@
+"""H1: is keeping ‖∇f‖ small (1-Lipschitz regularization) the key, the loss contributing little?
+(Lipschitz paper Sec. 2, Table 2.)"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from analysis import stats
+from analysis.frames import col, groupby, ids, prep, strata
+from analysis.hypotheses.common import REF_SN_DEFAULT, _at
+from analysis.scale import FID_CAP_INCEPTION, Q_LEARNED
+from analysis.verdict import SIG, Verdict, _v, missing, register, render_notes
+
+
+@register(
+    "H1",
+    "Keeping ‖∇f‖ small by 1-Lipschitz regularization is the key to GAN training and the choice of "
+    "loss contributes little (so at large k_SN all losses should fare alike).",
+    "Lipschitz paper Sec. 2, Hypothesis 1; evidence Table 2 (WGAN-SN outlier at k_SN ≥ 5)",
+    groups=("h1",), reference=REF_SN_DEFAULT,
+)
+def h1(frame: pd.DataFrame, *, large_k: float = 5.0, sig: float = SIG, w_large: float = 0.3,
+       w_small: float = 0.1, e2_large: float = 0.06, e2_small: float = 0.01,
+       fid_cap: float = FID_CAP_INCEPTION, q_broken: float = Q_LEARNED) -> Verdict:
+    """Friedman test of the loss effect on capped FID at k_SN ≥ ``large_k`` (α = 1, SN).
+
+    Blocks = (origin, dataset, extractor, k_SN, seed); treatments = losses. Effect = Kendall's W.
+    contradicted ⇔ p < sig and W ≥ w_large (the loss matters, e.g. WGAN stays good while others
+    break); supported ⇔ p ≥ sig, W < w_small and the design could have detected a perfect loss
+    effect; inconclusive otherwise. W: 0.1 small, 0.3 moderate, 0.5 large (Cohen's conventions).
+
+    Without complete blocks (a search: k_SN and α sampled, no two runs share a k_SN): Kruskal-Wallis
+    over losses on capped-FID ranks taken within each stratum, effect ε² = H/(n − 1) with the same
+    rule (e2_large 0.06 moderate, e2_small 0.01 small: the η² conventions); α within ×/÷ 10 of 1.
+    """
+    df = prep(frame, fid_cap, q_broken)
+    notes: list[str] = []
+    df = df[(df["regularizer"] == "sn") & (col(df, "k_sn").astype(float) >= large_k)]
+    df = df[_at(df, "alpha", 1.0, notes) & df["fid_eff"].notna()]
+    if df.empty:
+        return missing(f"no SN runs with α = 1 and k_SN ≥ {large_k}: H1 needs runs of ≥ 2 losses there")
+    block_cols = strata(df, ["k_sn", "seed", "-loss"], notes)
+    pivot = (df.astype({c: object for c in block_cols}).fillna({c: "∅" for c in block_cols})
+             .pivot_table(index=block_cols, columns="loss", values="fid_eff", aggfunc="median"))
+    present = pivot.notna().sum()
+    pivot = pivot.loc[:, present >= present.max() / 2].dropna()
+    losses = list(pivot.columns)
+    used = df[df["loss"].isin(losses)]
+    if len(losses) < 2 or len(pivot) < 2:
+        v = _h1_rank_test(df, large_k, sig, e2_large, e2_small, notes)
+        if v is not None:
+            return v
+        return missing(f"need ≥ 2 losses in ≥ 2 complete blocks (dataset × k_SN ≥ {large_k} × seed), "
+                       f"or ≥ 2 runs of each of ≥ 2 losses for a rank test; have {len(losses)} losses "
+                       f"in {len(pivot)} blocks", run_ids=ids(df), n=len(df))
+    fr = stats.friedman(pivot.to_numpy(), losses)
+    b, k = len(pivot), len(losses)
+    p_min = float(sps.chi2.sf(b * (k - 1), k - 1))
+    broken = used.groupby("loss")["broken"].mean()
+    best = min(fr.mean_ranks, key=fr.mean_ranks.get)
+    detail = (f"{b} blocks × {k} losses at k_SN ≥ {large_k}: Friedman χ² = {fr.chi2:.2f}, p = {fr.p:.3g}, "
+              f"Kendall W = {fr.w:.2f}. Mean rank (1 = best): "
+              + ", ".join(f"{l} {r:.2f}" for l, r in sorted(fr.mean_ranks.items(), key=lambda t: t[1]))
+              + ". Broken share (quality below threshold, FID ≥ cap, or diverged): "
+              + ", ".join(f"{l} {broken[l]:.0%}" for l in losses)
+              + f". Best-ranked loss: {best}." + render_notes(notes))
+    kw = dict(statistic=fr.chi2, statistic_name="Friedman χ²", effect_size=fr.w,
+              effect_name="Kendall's W", p_value=fr.p, n=len(used), run_ids=ids(used), details=detail)
+    if fr.p < sig and fr.w >= w_large:
+        return _v("contradicted", **kw)
+    if fr.p >= sig and fr.w < w_small and p_min < sig:
+        return _v("supported", **kw)
+    return _v("inconclusive", missing="loss effect neither clearly large nor clearly absent"
+              + ("" if p_min < sig else f"; too few blocks to reach p < {sig}"), **kw)
+
+
+def _h1_rank_test(df, large_k, sig, e2_large, e2_small, notes) -> Verdict | None:
+    """H1 without blocks: Kruskal-Wallis on within-stratum ranks (see :func:`h1`)."""
+    keys = strata(df, ["-loss", "-k_sn", "-seed", "-alpha"], notes)
+    y = groupby(df, keys)["fid_eff"].rank(pct=True)
+    counts = df["loss"].value_counts()
+    losses = sorted(counts[counts >= 2].index)
+    if len(losses) < 2:
+        return None
+    used = df[df["loss"].isin(losses)]
+    samples = [y[used.index[used["loss"] == l]].to_numpy() for l in losses]
+    h, p = sps.kruskal(*samples) if np.ptp(np.concatenate(samples)) > 0 else (0.0, 1.0)
+    n = len(used)
+    e2 = float(h) / (n - 1)
+    # the smallest p this design can give: the losses perfectly separated (distinct ranks)
+    cuts = np.cumsum([len(x) for x in samples])[:-1]
+    _, p_min = sps.kruskal(*np.split(np.arange(float(n)), cuts))
+    med = used.groupby("loss")["fid_eff"].median()
+    broken = used.groupby("loss")["broken"].mean()
+    detail = (f"no complete (k_SN, seed) blocks, so a rank test: Kruskal-Wallis over {len(losses)} "
+              f"losses at k_SN ≥ {large_k} on capped-FID ranks within strata, H = {h:.2f}, p = {p:.3g}, "
+              f"ε² = {e2:.2f} (smallest p this design can give {p_min:.3g}); n = {n}. Median capped FID: "
+              + ", ".join(f"{l} {med[l]:.4g}" for l in losses) + ". Broken share: "
+              + ", ".join(f"{l} {broken[l]:.0%}" for l in losses) + "." + render_notes(notes))
+    kw = dict(statistic=float(h), statistic_name="Kruskal-Wallis H", effect_size=e2,
+              effect_name="ε² (rank)", p_value=float(p), n=n, run_ids=ids(used), details=detail)
+    if p < sig and e2 >= e2_large:
+        return _v("contradicted", **kw)
+    if p >= sig and e2 < e2_small and p_min < sig:
+        return _v("supported", **kw)
+    return _v("inconclusive", missing="loss effect neither clearly large nor clearly absent"
+              + ("" if p_min < sig else f"; too few runs per loss to reach p < {sig}"), **kw)
