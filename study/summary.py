@@ -76,12 +76,10 @@ def clean_error(error: Any) -> str | None:
 def _name(cfg: dict[str, Any] | None, fallback: str) -> str:
     if not cfg:
         return fallback
-    from trainables.mlflow_logger import run_name
-    from trainables.ray_trainable import _k_keys, trial_config
+    from trainables.ray_trainable import trial_config, trial_run_name
 
     try:
-        full = trial_config(cfg)
-        return run_name(full, _k_keys(full["regularizer"]))
+        return trial_run_name(trial_config(cfg))
     except Exception:  # noqa: BLE001 - a name is never worth a crash
         return fallback
 

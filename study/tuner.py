@@ -81,14 +81,12 @@ def n_trials(spec: StudySpec) -> int:
 
 
 def _trial_name(trial) -> str:
-    from trainables.mlflow_logger import run_name
-    from trainables.ray_trainable import _k_keys, trial_config
+    from trainables.ray_trainable import trial_config, trial_run_name
 
     if not trial.config:  # a trial whose config is not resolved yet: never a default's name
         return str(trial.trial_id)
     try:
-        cfg = trial_config(trial.config)
-        return run_name(cfg, _k_keys(cfg["regularizer"]))
+        return trial_run_name(trial_config(trial.config))
     except Exception:
         return str(trial.trial_id)
 

@@ -45,6 +45,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from trainables.registry import claim
+
 __all__ = [
     "LOSSES",
     "DomainScaledLoss",
@@ -316,8 +318,7 @@ def register_loss(name: str) -> Callable[[type[DomainScaledLoss]], type[DomainSc
     """Class decorator adding a :class:`DomainScaledLoss` subclass to :data:`LOSSES` as ``name``."""
 
     def deco(cls: type[DomainScaledLoss]) -> type[DomainScaledLoss]:
-        if name in LOSSES:
-            raise ValueError(f"loss {name!r} is already registered ({LOSSES[name].__name__})")
+        claim(LOSSES, "loss", name)
         if not (isinstance(cls, type) and issubclass(cls, DomainScaledLoss)):
             raise TypeError(f"@register_loss({name!r}) needs a DomainScaledLoss subclass")
         for attr in ("real_term", "fake_term", "gen_term"):

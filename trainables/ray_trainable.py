@@ -57,9 +57,11 @@ def trial_device(requested: str) -> torch.device:
     return torch.device("cpu")
 
 
-def _k_keys(regularizer: str) -> tuple[str, ...]:
-    fields = REGULARIZERS[regularizer].Params.model_fields
-    return tuple(k for k in fields if k.startswith("k_") or k.endswith("_k"))
+def trial_run_name(cfg: dict[str, Any]) -> str:
+    """The MLflow run name of a validated trial config, e.g. ``ns-sn-k1-a1-s0``: its K is the
+    value of the regularizer's declared ``k_key`` (none for a regularizer without a K)."""
+    k_key = REGULARIZERS[cfg["regularizer"]].k_key
+    return run_name(cfg, (k_key,) if k_key else ())
 
 
 def trial_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -131,7 +133,7 @@ class MlflowCallbacks(Callbacks):
         history = {k: self.logger.metric_history(k) for k in keys}
         if not history["omega_real_min"]:
             return
-        name = self.config and run_name(self.config, _k_keys(self.config["regularizer"]))
+        name = self.config and trial_run_name(self.config)
         fig = omega_interval_figure(history, bound=self.bound,
                                     title=f"Ω over training — {name}" if name else "")
         self.logger.log_figure(fig, "plots/omega_intervals.png")
@@ -224,7 +226,7 @@ def run_trial(config: dict[str, Any], context: TrialContext) -> None:
     params = {**cfg, **fid_params, "device": device.type}
     tags = {"lipstudy.study": context.study_name, TRIAL_ID_TAG: _trial_id()}
     logger = MlflowTrialLogger(
-        context.tracking_uri, context.experiment_id, name=run_name(cfg, _k_keys(cfg["regularizer"])),
+        context.tracking_uri, context.experiment_id, name=trial_run_name(cfg),
         params=params, parent_run_id=context.parent_run_id, tags=tags, run_id=run_id,
         synchronous=False,  # metrics via an in-order writer thread; flushed at every checkpoint
     )

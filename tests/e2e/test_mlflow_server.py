@@ -15,8 +15,8 @@ def test_concurrent_trials_log_to_a_tracking_server(mlflow_server, tmp_path):
 
     from study.tracking import start_study_run
     from trainables.config import validate_trial
-    from trainables.mlflow_logger import TRIAL_ID_TAG, MlflowTrialLogger, run_name
-    from trainables.ray_trainable import MlflowCallbacks, _k_keys
+    from trainables.mlflow_logger import TRIAL_ID_TAG, MlflowTrialLogger
+    from trainables.ray_trainable import MlflowCallbacks, trial_run_name
     from trainables.train import train
 
     tracking = start_study_run(mlflow_server, "server-study", "name: server-study\n",
@@ -30,7 +30,7 @@ def test_concurrent_trials_log_to_a_tracking_server(mlflow_server, tmp_path):
 
     def one(i, cfg):
         try:
-            name = run_name(cfg, _k_keys(cfg["regularizer"]))
+            name = trial_run_name(cfg)
             logger = MlflowTrialLogger(mlflow_server, tracking.experiment_id, name=name,
                                        params=cfg, parent_run_id=tracking.parent_run_id,
                                        tags={TRIAL_ID_TAG: f"t{i}"})

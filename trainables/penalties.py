@@ -1,0 +1,256 @@
+"""The penalties added to D's loss: gradient penalty (``gp``), R1 (``r1``), the adversarial
+Lipschitz penalty (``alr``) and Roth et al.'s JS regularizer (``js``). Registered, with the
+others, in :mod:`trainables.regularizers` (its docstring has the conventions they share).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import pydantic
+import torch
+from torch import nn
+
+from trainables.regularizer_base import (
+    Regularizer, RegularizerParams, check_pair, f32, has_bn, output_and_input_grad,
+    pair_output_and_input_grad, per_sample_norm, per_sample_sq, positive_finite,
+)
+
+__all__ = ["AdversarialLipschitz", "GradientPenalty", "JSRegularizer", "R1Penalty"]
+
+
+# ------------------------------------------------------------------------------------------- gp
+
+
+class GradientPenalty(Regularizer):
+    """Gradient penalty, Eq. 18 of the Lipschitz paper (Appendix C) / WGAN-GP (Gulrajani et al.):
+
+        λ · E_{x̂}[(‖∇ₓ̂ f(x̂)‖ − k_GP)²],   x̂ = u·x_real + (1 − u)·x_fake,  u ~ U[0, 1] per sample.
+
+    ``gp_mode: one-sided`` penalizes only ‖∇f‖ > k_GP: λ·E[(‖∇f‖ − k_GP)₊²] (the LP penalty of
+    Petzka et al., ALR paper Eq. 9). k_GP = 0 is the zero-centred penalty λ·E‖∇f(x̂)‖²
+    (computed as a sum of squares: no square root whose gradient is undefined at 0).
+
+    Defaults: λ = 10 (Appendix C: "Similar to Gulrajani et al. (2017) and Fedus et al. (2018), we
+    use λ = 10"), k_GP = 1 (WGAN-GP's one-centred penalty), two-sided (WGAN-GP, Eq. 18).
+    Works with Appendix C's BatchNorm discriminator (``d_norm: bn``): D(x̂) is then a forward of
+    the interpolate batch alone, in D's current mode.
+
+    lipschitz_k = k_GP: the gradient norm the penalty aims at (the paper notes there is no exact
+    relation between k_GP and K; it is the nominal target). Metrics: ``gp_grad_norm_mean`` /
+    ``_max``, ‖∇f‖ at the last D step's interpolates.
+    """
+
+    k_key = "k_gp"
+
+    class Params(RegularizerParams):
+        k_gp: float = pydantic.Field(
+            1.0, ge=0, allow_inf_nan=False,
+            description="target gradient norm k_GP of Eq. 18 (0 = zero-centred)",
+        )
+        gp_lambda: float = positive_finite(default=10.0, description="λ of Eq. 18")
+        gp_mode: Literal["two-sided", "one-sided"] = pydantic.Field(
+            "two-sided", description="one-sided penalizes only ‖∇f‖ > k_GP (LP)"
+        )
+
+    def interpolates(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        """x̂ = u·real + (1 − u)·fake with u = torch.rand(B, 1, …, 1) drawn from the global RNG on
+        the batch's device (one draw per sample)."""
+        check_pair("gp", real, fake)
+        shape = (real.shape[0],) + (1,) * (real.dim() - 1)
+        u = torch.rand(shape, device=real.device, dtype=real.dtype)
+        return u * real.detach() + (1 - u) * fake.detach()
+
+    def penalty_at(self, D: nn.Module, x_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(penalty, ‖∇f(x̂)‖ per sample) at given points; the penalty is differentiable in D."""
+        p = self.params
+        _, grad = output_and_input_grad(D, x_hat)
+        if p.k_gp == 0:
+            sq = per_sample_sq(grad)
+            norms = sq.detach().sqrt()
+            per_sample = sq  # (‖∇f‖ − 0)² and (‖∇f‖ − 0)₊² alike
+        else:
+            n = per_sample_norm(grad)
+            norms = n.detach()
+            dev = n - p.k_gp
+            if p.gp_mode == "one-sided":
+                dev = torch.relu(dev)
+            per_sample = dev * dev
+        return p.gp_lambda * per_sample.mean(), norms
+
+    def penalty(self, D, real, fake, *, step, total_steps):
+        pen, norms = self.penalty_at(D, self.interpolates(real, fake))
+        self._stash = {"gp_grad_norm_mean": norms.mean(), "gp_grad_norm_max": norms.max()}
+        return pen, {}
+
+
+
+# ------------------------------------------------------------------------------------------- r1
+
+
+class R1Penalty(Regularizer):
+    """R1 (Mescheder et al., 2018, "Which training methods for GANs actually converge?"):
+    γ/2 · E_{x~P_real}‖∇ₓf(x)‖², the zero-centred penalty on real data only.
+
+    Default γ = 10: the value Mescheder et al. use for their CelebA-HQ/LSUN experiments (that
+    paper is not in papers/; none of the four papers fixes an R1 γ). No target K
+    (``lipschitz_k`` is None): R1 pushes the gradient at the data to 0, it does not aim at a K.
+    Metric: ``r1_grad_norm_mean``, mean ‖∇f‖ at the last D step's real batch.
+    """
+
+    class Params(RegularizerParams):
+        r1_gamma: float = positive_finite(default=10.0, description="γ of γ/2·E‖∇f(x_real)‖²")
+
+    def penalty(self, D, real, fake, *, step, total_steps):
+        _, grad = output_and_input_grad(D, real)
+        sq = per_sample_sq(grad)
+        self._stash = {"r1_grad_norm_mean": sq.detach().sqrt().mean()}
+        return 0.5 * self.params.r1_gamma * sq.mean(), {}
+
+
+# ------------------------------------------------------------------------------------------ alr
+
+
+class AdversarialLipschitz(Regularizer):
+    """Adversarial Lipschitz penalty (ALR paper, Terjék 2020, Eq. 15-17), on real and fake:
+
+        λ · E_{x ~ P_{r,g}} [ ((|f(x) − f(x + r_adv)| / ‖r_adv‖₂ − K)₊)² ],
+
+    r_adv = ε·r_k with r_k from ``alr_iters`` power iterations (Eq. 16):
+    r_{i+1} = ∇_r |f(x) − f(x + r)| at r = ξ·r_i, normalised per sample; r_0 a random unit vector;
+    ε ~ U[alr_eps_min, alr_eps_max] per sample. f(x) is not held fixed (Sec. 3: "it is best to
+    minimize (15) without keeping f(x) fixed"); r_adv is a constant of the penalty.
+
+    Defaults = WGAN-ALP on CIFAR-10 (Sec. 4): K = 1, λ = 100, ξ = 10, P_ε = U[0.1, 10], k = 1 power
+    iteration, both P_r and P_g batches regularized. The penalty is Eq. 17's expectation of the
+    square (Sec. 3.2's text says "the square of the expectation"; we follow the equation).
+
+    Reported (Sec. 3.2 recommends monitoring it for tuning): ``alr_violations``, the number of
+    samples in the last D step (real + fake, at most 2·batch) whose ratio exceeds K, also split
+    into ``alr_violations_real`` / ``_fake``; ``alr_ratio_mean`` / ``_max``.
+    """
+
+    k_key = "alr_k"
+
+    class Params(RegularizerParams):
+        alr_k: float = positive_finite(default=1.0, description="target Lipschitz constant K")
+        alr_lambda: float = positive_finite(default=100.0, description="λ of Eq. 17")
+        alr_xi: float = positive_finite(default=10.0, description="ξ of the power iteration")
+        alr_eps_min: float = positive_finite(default=0.1, description="low end of P_ε = U[min, max]")
+        alr_eps_max: float = positive_finite(default=10.0, description="high end of P_ε")
+        alr_iters: int = pydantic.Field(1, ge=1, le=100, description="power iterations k")
+
+        @pydantic.field_validator("alr_eps_max")
+        @classmethod
+        def _eps_order(cls, v: float, info: pydantic.ValidationInfo) -> float:
+            lo = info.data.get("alr_eps_min")
+            if lo is not None and v < lo:
+                raise ValueError(f"must be >= alr_eps_min ({lo})")
+            return v
+
+    @staticmethod
+    def _unit(t: torch.Tensor, fallback: torch.Tensor | None = None) -> torch.Tensor:
+        shape = (t.shape[0],) + (1,) * (t.dim() - 1)
+        n = per_sample_norm(t).reshape(shape).to(t.dtype)
+        u = t / n.clamp_min(torch.finfo(t.dtype).tiny)
+        if fallback is not None:  # a zero gradient (flat region): keep the previous direction
+            u = torch.where(n > 0, u, fallback)
+        return u
+
+    def direction(self, D: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """The approximate adversarial direction r_k (unit norm per sample) by Eq. 16."""
+        x = x.detach()
+        with torch.no_grad():
+            fx = D(x).reshape(x.shape[0])
+        d = self._unit(torch.randn_like(x))
+        for _ in range(self.params.alr_iters):
+            with torch.enable_grad():
+                r = (self.params.alr_xi * d).requires_grad_(True)
+                dist = (D(x + r).reshape(x.shape[0]) - fx).abs().sum()
+                (grad,) = torch.autograd.grad(dist, r)
+            d = self._unit(grad.detach(), fallback=d)
+        return d
+
+    def perturbation(self, D: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """r_adv = ε·r_k, ε ~ U[eps_min, eps_max] per sample (global RNG on x's device)."""
+        d = self.direction(D, x)
+        shape = (x.shape[0],) + (1,) * (x.dim() - 1)
+        lo, hi = self.params.alr_eps_min, self.params.alr_eps_max
+        eps = lo + (hi - lo) * torch.rand(shape, device=x.device, dtype=d.dtype)
+        return eps * d
+
+    def ratios(self, D: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """|f(x) − f(x + r_adv)| / ‖r_adv‖₂ per sample, differentiable in D (f(x) not fixed)."""
+        x = x.detach()
+        r = self.perturbation(D, x)
+        b = x.shape[0]
+        if has_bn(D):
+            fx, fxr = D(x).reshape(b), D(x + r).reshape(b)
+        else:
+            out = D(torch.cat([x, x + r])).reshape(2 * b)
+            fx, fxr = out[:b], out[b:]
+        return (f32(fx) - f32(fxr)).abs() / per_sample_norm(r)
+
+    def penalty(self, D, real, fake, *, step, total_steps):
+        check_pair("alr", real, fake)
+        p = self.params
+        b = real.shape[0]
+        if has_bn(D):  # real and fake normalised by their own batch statistics
+            ratio = torch.cat([self.ratios(D, real), self.ratios(D, fake)])
+        else:
+            ratio = self.ratios(D, torch.cat([real.detach(), fake.detach()]))
+        viol = torch.relu(ratio - p.alr_k)
+        pen = p.alr_lambda * (viol * viol).mean()
+        over = (ratio.detach() > p.alr_k).sum(dtype=torch.float32)
+        over_real = (ratio.detach()[:b] > p.alr_k).sum(dtype=torch.float32)
+        self._stash = {
+            "alr_violations": over, "alr_violations_real": over_real,
+            "alr_violations_fake": over - over_real,
+            "alr_ratio_mean": ratio.detach().mean(), "alr_ratio_max": ratio.detach().max(),
+        }
+        return pen, {}
+
+
+
+# ------------------------------------------------------------------------------------------- js
+
+
+class JSRegularizer(Regularizer):
+    """Roth et al.'s noise-induced regularizer for the JS-GAN (Eq. 20, logit form Eq. 28):
+
+        Ω_JS = E_P[(1 − σ(f))²‖∇ₓf‖²] + E_Q[σ(f)²‖∇ₓf‖²],   added to D's loss as γ/2·Ω_JS,
+
+    with f the logit (D's raw output; ``alpha`` domain scaling is not applied to it) and the
+    annealing of Algorithm 1: γ = γ0·decay^(t/T), t = 1…T (t = step + 1 for the trainer's 0-based
+    step, T = iterations). Defaults γ0 = 2.0, decay (Algorithm 1's α) = 0.01; ``js_decay: 1``
+    disables annealing (Algorithm 1's "γ = 0.1 without annealing" is js_gamma0 0.1, js_decay 1).
+    The weights are derived for the NS/JS loss; with another loss it is a weighted gradient
+    penalty. Metrics: ``js_gamma`` (this step's γ), ``js_omega`` (Ω_JS at the last D step).
+    """
+
+    class Params(RegularizerParams):
+        js_gamma0: float = positive_finite(default=2.0, description="γ0 of Algorithm 1")
+        js_decay: float = pydantic.Field(
+            0.01, gt=0, le=1, allow_inf_nan=False,
+            description="annealing rate α of Algorithm 1: γ = γ0·α^(t/T); 1 = no annealing",
+        )
+
+    def gamma(self, step: int, total_steps: int) -> float:
+        """γ at the trainer's 0-based ``step`` (Algorithm 1's t = step + 1) of ``total_steps``."""
+        t = min(step + 1, total_steps)
+        return self.params.js_gamma0 * self.params.js_decay ** (t / total_steps)
+
+    @staticmethod
+    def omega(D: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        """Ω_JS of Eq. 28 (differentiable in D)."""
+        fr, gr, ff, gf = pair_output_and_input_grad(D, real, fake)
+        w_real = torch.sigmoid(-f32(fr)) ** 2  # (1 − σ(f))², computed stably
+        w_fake = torch.sigmoid(f32(ff)) ** 2
+        return (w_real * per_sample_sq(gr)).mean() + (w_fake * per_sample_sq(gf)).mean()
+
+    def penalty(self, D, real, fake, *, step, total_steps):
+        check_pair("js", real, fake)
+        gamma = self.gamma(step, total_steps)
+        om = self.omega(D, real, fake)
+        self._stash = {"js_omega": om.detach()}
+        return 0.5 * gamma * om, {"js_gamma": gamma}

@@ -1,0 +1,202 @@
+"""The regularizer interface and registry, and the helpers the penalties share.
+
+:class:`Regularizer` (hooks ``apply``, ``penalty``, ``after_d_step``, ``lipschitz_k``, ``metrics``;
+see :mod:`trainables.regularizers`, where the regularizers are registered), its keys' base
+:class:`RegularizerParams`, the registry :data:`REGULARIZERS` with :func:`register_regularizer`,
+:func:`get_regularizer`, :func:`regularizer_keys`; then the input-gradient helpers (double
+backprop, per-sample norms in float32) of the gradient penalties.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import pydantic
+import torch
+from torch import nn
+
+from trainables.registry import claim
+
+__all__ = [
+    "REGULARIZERS",
+    "Regularizer",
+    "RegularizerParams",
+    "check_pair",
+    "f32",
+    "get_regularizer",
+    "has_bn",
+    "output_and_input_grad",
+    "pair_output_and_input_grad",
+    "per_sample_norm",
+    "per_sample_sq",
+    "positive_finite",
+    "register_regularizer",
+    "regularizer_keys",
+    "to_floats",
+]
+
+
+class RegularizerParams(pydantic.BaseModel):
+    """Base of every regularizer's ``Params``: frozen, and a key that does not belong to the
+    regularizer is an error (``extra="forbid"``). Subclass it and declare the keys as fields."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+
+class Regularizer:
+    """Base class: a regularizer that does nothing. Subclass, set ``Params``, register."""
+
+    name: ClassVar[str] = ""
+    Params: ClassVar[type[pydantic.BaseModel]] = RegularizerParams
+    #: The key of ``Params`` holding the Lipschitz target K (``lipschitz_k`` reads it; run names
+    #: show it), or None for a regularizer without one.
+    k_key: ClassVar[str | None] = None
+
+    def __init__(self, params: pydantic.BaseModel | None = None):
+        if params is None:
+            params = self.Params()
+        if not isinstance(params, self.Params):
+            raise TypeError(
+                f"{type(self).__name__} expects {self.Params.__name__}, got {type(params).__name__}"
+            )
+        self.params = params
+        #: Detached diagnostics of the last D step (tensors: no device sync in ``penalty``),
+        #: turned into floats by ``metrics``.
+        self._stash: dict[str, torch.Tensor] = {}
+
+    @classmethod
+    def param_names(cls) -> tuple[str, ...]:
+        """The config keys that belong to this regularizer."""
+        return tuple(cls.Params.model_fields)
+
+    def apply(self, D: nn.Module) -> nn.Module:
+        return D
+
+    def penalty(
+        self, D: nn.Module, real: torch.Tensor, fake: torch.Tensor, *, step: int, total_steps: int
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        return real.new_zeros(()), {}
+
+    def after_d_step(self, D: nn.Module) -> None:
+        return None
+
+    def lipschitz_k(self, D: nn.Module) -> float | None:
+        """The K the regularizer aims at: the value of its ``k_key`` (None without one)."""
+        return None if self.k_key is None else getattr(self.params, self.k_key)
+
+    def metrics(self, D: nn.Module) -> dict[str, float]:
+        """The stashed diagnostics of the last D step, as floats (one device sync)."""
+        return to_floats(self._stash)
+
+    def __repr__(self) -> str:
+        kv = ", ".join(f"{k}={v!r}" for k, v in self.params.model_dump().items())
+        return f"{type(self).__name__}({kv})"
+
+
+REGULARIZERS: dict[str, type[Regularizer]] = {}
+
+
+def register_regularizer(name: str):
+    """Class decorator: register a :class:`Regularizer` subclass under ``name`` (sets ``cls.name``)."""
+
+    def deco(cls: type[Regularizer]) -> type[Regularizer]:
+        if not (isinstance(cls, type) and issubclass(cls, Regularizer)):
+            raise TypeError(f"{cls!r} is not a Regularizer subclass")
+        claim(REGULARIZERS, "regularizer", name)
+        if not (isinstance(cls.Params, type) and issubclass(cls.Params, pydantic.BaseModel)):
+            raise TypeError(f"{cls.__name__}.Params must be a pydantic BaseModel subclass")
+        if cls.Params.model_config.get("extra") != "forbid":
+            raise TypeError(f"{cls.__name__}.Params must set model_config extra='forbid'")
+        if cls.k_key is not None and cls.k_key not in cls.Params.model_fields:
+            raise TypeError(f"{cls.__name__}.k_key {cls.k_key!r} is not one of its Params keys")
+        cls.name = name
+        REGULARIZERS[name] = cls
+        return cls
+
+    return deco
+
+
+def get_regularizer(name: str, **params: Any) -> Regularizer:
+    """Instantiate the regularizer registered as ``name`` with its keys.
+
+    Raises ValueError naming an unknown regularizer, and pydantic's ValidationError (a ValueError
+    subclass) naming each bad or foreign key.
+    """
+    try:
+        cls = REGULARIZERS[name]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"unknown regularizer {name!r}; expected one of {', '.join(REGULARIZERS)}"
+        ) from None
+    return cls(cls.Params(**params))
+
+
+def regularizer_keys() -> dict[str, tuple[str, ...]]:
+    """Regularizer name → the config keys that belong to it (for config validation)."""
+    return {name: cls.param_names() for name, cls in REGULARIZERS.items()}
+
+
+# -------------------------------------------------------------------------------------- helpers
+
+
+def f32(t: torch.Tensor) -> torch.Tensor:
+    """Promote half / bfloat16 to float32 (penalties are computed in float32); keep float64."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
+def has_bn(D: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in D.modules())
+
+
+def per_sample_norm(t: torch.Tensor) -> torch.Tensor:
+    """‖t_i‖₂ over all but the batch dimension, in float32 (safe backward at 0: gradient 0)."""
+    return torch.linalg.vector_norm(f32(t).flatten(1), dim=1)
+
+
+def per_sample_sq(t: torch.Tensor) -> torch.Tensor:
+    """‖t_i‖₂² over all but the batch dimension, in float32 (smooth everywhere)."""
+    return f32(t).flatten(1).pow(2).sum(dim=1)
+
+
+def output_and_input_grad(D: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """f = D(x) (shape (B,)) and ∇ₓf per sample, differentiable w.r.t. D's parameters
+    (``create_graph=True``): the double backprop every gradient penalty needs. ``x`` is detached
+    first: a penalty is a function of D only (the trainer passes the fake batch detached)."""
+    x = x.detach().requires_grad_(True)
+    f = D(x).reshape(x.shape[0])
+    (grad,) = torch.autograd.grad(f.sum(), x, create_graph=True)
+    return f, grad
+
+
+def pair_output_and_input_grad(D: nn.Module, real: torch.Tensor, fake: torch.Tensor):
+    """(f_real, ∇f_real, f_fake, ∇f_fake): one forward of the concatenated batch when D has no
+    BatchNorm (samples independent, as the trainer does), two forwards with BN (the trainer's
+    convention too, so real and fake are normalised by their own batch statistics)."""
+    if has_bn(D):
+        fr, gr = output_and_input_grad(D, real)
+        ff, gf = output_and_input_grad(D, fake)
+        return fr, gr, ff, gf
+    b = real.shape[0]
+    f, g = output_and_input_grad(D, torch.cat([real.detach(), fake.detach()]))
+    return f[:b], g[:b], f[b:], g[b:]
+
+
+def check_pair(name: str, real: torch.Tensor, fake: torch.Tensor) -> None:
+    if real.shape != fake.shape:
+        raise ValueError(
+            f"regularizer {name!r}: real and fake batches must have the same shape, got "
+            f"{tuple(real.shape)} and {tuple(fake.shape)}"
+        )
+
+
+def to_floats(stash: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Detached diagnostics → floats, one device sync for all of them."""
+    if not stash:
+        return {}
+    keys = list(stash)
+    vals = torch.stack([stash[k].detach().double().reshape(()) for k in keys]).cpu().tolist()
+    return dict(zip(keys, vals))
+
+
+def positive_finite(**kw):
+    return pydantic.Field(gt=0, allow_inf_nan=False, **kw)
