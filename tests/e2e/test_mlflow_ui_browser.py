@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import free_port, listening_addresses, server_env, stop, wait_http
+from tests.e2e.conftest import free_port, server_env, stop, wait_http
 
 SCREENSHOT_COPY = Path("/tmp/lipstudy-ui-screenshot.png")
 TRIALS = (("ns", 1.0), ("wgan", 10.0), ("ls", 0.5))
@@ -77,6 +77,22 @@ def lipstudy_ui(study_store, tmp_path_factory):
         log.close()
 
 
+def _listening_addresses(port: int) -> set[str]:
+    """Local addresses with a TCP socket listening on ``port`` (from /proc/net/tcp{,6})."""
+    found = set()
+    for name in ("tcp", "tcp6"):
+        path = Path(f"/proc/net/{name}")
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines()[1:]:
+            parts = line.split()
+            local, state = parts[1], parts[3]
+            addr, p = local.rsplit(":", 1)
+            if state == "0A" and int(p, 16) == port:  # 0A = LISTEN
+                found.add(addr)
+    return found
+
+
 @pytest.mark.slow
 def test_lipstudy_ui_serves_the_store_on_loopback_only(lipstudy_ui, study_store):
     import json
@@ -84,7 +100,7 @@ def test_lipstudy_ui_serves_the_store_on_loopback_only(lipstudy_ui, study_store)
 
     url, proc, port = lipstudy_ui
     assert proc.poll() is None
-    assert listening_addresses(port) == {"0100007F"}  # 127.0.0.1 only, no 0.0.0.0 / ::
+    assert _listening_addresses(port) == {"0100007F"}  # 127.0.0.1 only, no 0.0.0.0 / ::
     _, experiment_id, trials = study_store
     req = urllib.request.Request(
         f"{url}/api/2.0/mlflow/runs/search", method="POST",
