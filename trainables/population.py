@@ -192,12 +192,11 @@ class BatchedNet:
         if training:
             with torch.no_grad():
                 wd = wm.detach()
-                u.copy_(F.normalize(torch.bmm(wd, v.unsqueeze(2)).squeeze(2), dim=1,
-                                    eps=info["sn_eps"]))
-                v.copy_(F.normalize(torch.bmm(wd.transpose(1, 2), u.unsqueeze(2)).squeeze(2),
-                                    dim=1, eps=info["sn_eps"]))
+                # batched mat-vec as multiply-and-sum (bmm with a vector is ~5x slower on CPU)
+                u.copy_(F.normalize((wd * v.unsqueeze(1)).sum(2), dim=1, eps=info["sn_eps"]))
+                v.copy_(F.normalize((wd * u.unsqueeze(2)).sum(1), dim=1, eps=info["sn_eps"]))
         uc, vc = u.clone(), v.clone()
-        sigma = (uc * torch.bmm(wm, vc.unsqueeze(2)).squeeze(2)).sum(1)
+        sigma = (uc * (wm * vc.unsqueeze(1)).sum(2)).sum(1)
         wn = w / sigma.reshape((P,) + (1,) * (w.dim() - 1))
         k = info["k"]
         if isinstance(k, torch.Tensor):
