@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -39,6 +38,9 @@ import torch
 from torchvision.utils import make_grid
 
 from trainables import data as data_lib
+from trainables import streams
+from trainables.models import eval_mode
+from trainables.streams import EVAL_Z, FINAL_Z, GRID_Z
 
 #: Cap on the reference set used for FID statistics (the paper-scale convention is 50k).
 FID_REF_MAX = 50_000
@@ -52,11 +54,12 @@ def resolved_extractor(cfg: dict[str, Any]) -> str:
 
     n_ref = data_lib.reference_size(cfg["dataset"], cfg["data_root"], cfg["fid_ref_split"])
     return fid_lib.resolve_extractor(cfg["fid_extractor"], n_ref)
+
+
+#: Samples in the fixed-z grid logged at every evaluation.
 GRID_SAMPLES = 64
 #: How many of the final evaluation's samples are handed to ``Callbacks.on_final``.
 FINAL_KEEP = 1000
-#: z streams (seed offsets) of the sample grid, the regular and the final evaluations.
-GRID_Z, EVAL_Z, FINAL_Z = 3, 4, 5
 
 
 def fid_quality(fid: float, fid_init: float, fid_floor: float) -> float:
@@ -65,17 +68,6 @@ def fid_quality(fid: float, fid_init: float, fid_floor: float) -> float:
     if not all(math.isfinite(v) and v > 0 for v in vals) or fid_init <= fid_floor:
         return math.nan
     return math.log(fid_init / fid) / math.log(fid_init / fid_floor)
-
-
-@contextmanager
-def eval_mode(G: torch.nn.Module):
-    """G in eval mode (BatchNorm running statistics, no update), restored afterwards."""
-    was = G.training
-    G.eval()
-    try:
-        yield G
-    finally:
-        G.train(was)
 
 
 class Evaluator:
@@ -93,7 +85,7 @@ class Evaluator:
         self._floors: dict[int, float | None] = {}
 
     def z_stream(self, offset: int) -> torch.Generator:
-        return torch.Generator(device=self.device).manual_seed(self.cfg["seed"] * 1_000_003 + offset)
+        return streams.stream(self.cfg["seed"], offset, self.device)
 
     @torch.no_grad()
     def generate(self, G: torch.nn.Module, n: int, gen: torch.Generator) -> torch.Tensor:
@@ -253,7 +245,7 @@ def final_evaluation(trial, ev: dict[str, Any]) -> dict[str, Any]:
                     parts.append(trial.evaluator.generate(trial.G, chunk, gen)[: keep - done])
                     done += parts[-1].shape[0]
             x = torch.cat(parts)
-            out["images"] = x.add(1).mul(127.5).round().clamp(0, 255).to("cpu", torch.uint8)
+            out["images"] = data_lib.to_uint8(x).cpu()
     if trial.toy or not trial.fid_scale or not math.isfinite(out.get("fid_final", math.nan)):
         return out  # a non-finite fid_final ends the trial as diverged: no scale to read it by
     if fresh:

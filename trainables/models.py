@@ -54,6 +54,8 @@ Conventions shared by all archs:
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -67,6 +69,7 @@ __all__ = [
     "build_discriminator",
     "build_generator",
     "d_weight_layers",
+    "eval_mode",
 ]
 
 ARCHS: tuple[str, ...] = ("dcgan32", "dcgan64", "mlp")
@@ -259,3 +262,15 @@ def d_weight_layers(D: nn.Module) -> list[nn.Module]:
     subclass the originals and are included.
     """
     return [m for m in D.modules() if isinstance(m, _WEIGHT_LAYER_TYPES)]
+
+
+@contextmanager
+def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """``module`` in eval mode (BatchNorm uses its running statistics and does not update them;
+    spectral norm does not advance its power iteration), its previous mode restored afterwards."""
+    was = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was)

@@ -164,12 +164,15 @@ class _TuneCallbacks(MlflowCallbacks):
 FAULT_ENV = "LIPSTUDY_TEST_KILL_AT_STEP"
 
 
+def _hook_arg(env: str, step: int) -> str | None:
+    """The argument of the test hook ``env`` (``"<step>:<arg>"``) when it fires at ``step``."""
+    at, _, arg = os.environ.get(env, "").partition(":")
+    return arg if at and arg and step == int(at) else None
+
+
 def _fault_injection(step: int) -> None:
-    spec = os.environ.get(FAULT_ENV)
-    if not spec:
-        return
-    at, _, path = spec.partition(":")
-    if step != int(at) or not path:
+    path = _hook_arg(FAULT_ENV, step)
+    if path is None:
         return
     try:
         os.unlink(path)  # only the process that removes the file dies (retries run on)
@@ -188,11 +191,8 @@ PAUSE_S = 120.0
 
 
 def _pause_injection(step: int) -> None:
-    spec = os.environ.get(PAUSE_ENV)
-    if not spec:
-        return
-    at, _, directory = spec.partition(":")
-    if step != int(at) or not directory:
+    directory = _hook_arg(PAUSE_ENV, step)
+    if directory is None:
         return
     try:
         fd = os.open(os.path.join(directory, "paused"), os.O_CREAT | os.O_EXCL | os.O_WRONLY)

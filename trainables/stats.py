@@ -36,6 +36,8 @@ import math
 import torch
 from torch import nn
 
+from trainables.models import eval_mode
+
 
 def domain_stats(f_real: torch.Tensor, f_fake: torch.Tensor, loss) -> dict[str, float]:
     """Ω and Ψ statistics of one discriminator batch (see the module docstring)."""
@@ -67,15 +69,10 @@ def input_grad_norms(D: nn.Module, x: torch.Tensor) -> torch.Tensor:
     iteration, BatchNorm uses running statistics) and restored afterwards; only the input gradient
     is computed, parameter ``.grad`` fields are left untouched.
     """
-    was_training = D.training
-    D.eval()
-    try:
-        with torch.enable_grad():
-            xi = x.detach().clone().requires_grad_(True)
-            out = D(xi).reshape(-1)
-            (grad,) = torch.autograd.grad(out.sum(), xi)
-    finally:
-        D.train(was_training)
+    with eval_mode(D), torch.enable_grad():
+        xi = x.detach().clone().requires_grad_(True)
+        out = D(xi).reshape(-1)
+        (grad,) = torch.autograd.grad(out.sum(), xi)
     return grad.reshape(grad.shape[0], -1).norm(dim=1)
 
 
@@ -111,9 +108,7 @@ def lipschitz_probe(D: nn.Module, real: torch.Tensor, fake: torch.Tensor,
     """
     nr = real.shape[0]
     x = torch.cat([real.detach(), fake.detach()])
-    was_training = D.training
-    D.eval()
-    try:
+    with eval_mode(D):
         with torch.enable_grad():
             xi = x.clone().requires_grad_(True)
             h = D(xi).reshape(-1)
@@ -127,8 +122,6 @@ def lipschitz_probe(D: nn.Module, real: torch.Tensor, fake: torch.Tensor,
             for d in deltas:
                 hd = D(x + d * direction).reshape(-1).float()
                 fds.append((hd - h).abs() / d)
-    finally:
-        D.train(was_training)
     fd = torch.stack(fds)  # len(deltas) × (n_real + n_fake)
     q = torch.tensor(_QUANTILES, dtype=norms.dtype, device=norms.device)
     nf = norms.float()

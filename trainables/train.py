@@ -30,6 +30,7 @@ from typing import Any, Callable
 import torch
 
 from trainables import data as data_lib
+from trainables import streams
 from trainables.evaluation import (  # noqa: F401 - FID_REF_MAX etc. re-exported
     FID_REF_MAX, FINAL_KEEP, GRID_SAMPLES, Evaluator, final_evaluation, initial_scale,
     with_quality,
@@ -127,8 +128,8 @@ class GANTrial:
                                      eps=cfg["eps"], **opt_extra)
         # Every random draw of training comes from these two generators (checkpointed), so a
         # resumed trial continues exactly; evaluation draws from its own fixed-seed generators.
-        self.data_gen = torch.Generator().manual_seed(cfg["seed"] * 1_000_003 + 1)
-        self.noise_gen = torch.Generator(device=self.device).manual_seed(cfg["seed"] * 1_000_003 + 2)
+        self.data_gen = streams.stream(cfg["seed"], streams.DATA)
+        self.noise_gen = streams.stream(cfg["seed"], streams.NOISE, self.device)
         self.step = 0
         self.omega_union = [math.inf, -math.inf]
         self.lipschitz_k = self.regularizer.lipschitz_k(self.D)

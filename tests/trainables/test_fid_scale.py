@@ -13,6 +13,7 @@ import torch
 
 from trainables import data as data_lib
 from trainables import evaluation
+from trainables import extractors, fid_cache
 from trainables import fid as fid_lib
 from trainables.config import validate_trial
 from trainables.evaluation import fid_quality
@@ -112,9 +113,9 @@ def test_floor_is_real_train_images_vs_reference_and_cached(cache_dir, monkeypat
     assert path.is_file() and path.name == \
         "fashion_mnist_mini-train-r32-domain-n50-floor-vs-test-n2000.npz"
     # a hit: no images, no features, no Fréchet distance
-    monkeypatch.setattr(fid_lib, "images_to_features",
+    monkeypatch.setattr(fid_cache, "images_to_features",
                         lambda *a, **k: pytest.fail("features recomputed on a cache hit"))
-    monkeypatch.setattr(fid_lib, "fid_from_stats",
+    monkeypatch.setattr(fid_cache, "fid_from_stats",
                         lambda *a, **k: pytest.fail("floor recomputed on a cache hit"))
     assert fid_lib.fid_floor(*args, extractor=ext) == value
     assert len(calls) == 1
@@ -306,7 +307,7 @@ def test_nothing_is_extractor_specific(monkeypatch, cache_dir):
             return torch.nn.functional.adaptive_avg_pool2d(x, 8).flatten(1) @ self.proj / 255
 
     monkeypatch.setitem(fid_lib.EXTRACTORS, "inception", StandIn)
-    monkeypatch.setattr(fid_lib, "_INSTANCES", {})
+    monkeypatch.setattr(extractors, "_INSTANCES", {})
     monkeypatch.setattr(data_lib, "load_images", _first(data_lib.load_images, 300))
     cfg = images(fid_extractor="inception", iterations=3, eval_every=3, fid_samples=30)
     rec, _ = run(cfg)
