@@ -62,6 +62,11 @@ def make_trainable(spec: StudySpec, tracking: StudyTracking):
 
     context = TrialContext(tracking.tracking_uri, tracking.experiment_id, tracking.parent_run_id,
                            spec.name)
+    if spec.population > 1:  # one Tune trial = one pack (trainables.ray_population)
+        from trainables.ray_population import run_pack
+
+        trainable = tune.with_parameters(run_pack, context=context)
+        return tune.with_resources(trainable, trial_resources(spec))
     trainable = tune.with_parameters(run_trial, context=context)
     return tune.with_resources(trainable, trial_resources(spec))
 
@@ -70,12 +75,39 @@ def param_space(spec: StudySpec) -> dict[str, Any]:
     from ray import tune
 
     if spec.search == "grid":
+        if spec.population > 1:
+            return {"pack": tune.grid_search(study_packs(spec))}
         return {"trial": tune.grid_search(check_study(spec))}
     return {"trial": dict(spec.fixed), "__seeds__": spec.seed_list}
 
 
+def study_packs(spec: StudySpec) -> list[list[dict[str, Any]]]:
+    """A grid study's configs packed into population trials (``population.pack_configs``: at
+    most ``spec.population`` members sharing shape keys; regularizers the population cannot
+    batch run one config per trial)."""
+    from trainables.config import validate_trial
+    from trainables.population import pack_configs
+
+    configs = check_study(spec)
+    full = [validate_trial(c, check_data=False) for c in configs]
+    return [[configs[i] for i in p] for p in pack_configs(full, spec.population)]
+
+
+def population_notes(spec: StudySpec) -> list[str]:
+    """One line per kind of config that runs alone although ``population`` > 1."""
+    if spec.population <= 1 or spec.search != "grid":
+        return []
+    from trainables.config import validate_trial
+    from trainables.population import unsupported_reason
+
+    reasons = {unsupported_reason(validate_trial(c, check_data=False)) for c in check_study(spec)}
+    return sorted(r for r in reasons if r)
+
+
 def n_trials(spec: StudySpec) -> int:
     if spec.search == "grid":
+        if spec.population > 1:
+            return len(study_packs(spec))
         return len(check_study(spec))
     return spec.num_samples * len(spec.seed_list)
 
@@ -85,6 +117,13 @@ def _trial_name(trial) -> str:
 
     if not trial.config:  # a trial whose config is not resolved yet: never a default's name
         return str(trial.trial_id)
+    if "pack" in trial.config:
+        from trainables.ray_population import pack_run_name
+
+        try:
+            return pack_run_name(trial.config)
+        except Exception:
+            return str(trial.trial_id)
     try:
         return trial_run_name(trial_config(trial.config))
     except Exception:

@@ -1,0 +1,141 @@
+"""The Ray Tune trainable of a population trial: one Tune trial = one pack of configs.
+
+``run_pack`` is ``ray_trainable.run_trial`` for a pack (``config["pack"]``: the members' trial
+configs, packed by ``study.tuner`` with ``trainables.population.pack_configs``). Every member
+logs to its own MLflow child run through the same ``MlflowCallbacks`` a one-config trial uses —
+same run name, params, metrics, steps and artifacts; the run carries the Ray trial id in
+``TRIAL_ID_TAG`` and its place in the pack in ``lipstudy.pack_member`` (the lookup token of a
+retried attempt is ``<trial id>/m<i>``).
+
+Checkpoint (one per FID evaluation, as a one-config trial): the pack state
+(``trainables.population``: every member's ``GANTrial`` state, statuses, latest metrics) plus the
+members' MLflow run ids; a retried or resumed pack continues every member's run, no step twice.
+
+What Tune sees (ASHA acts on packs): one report per evaluation with ``fid`` = the best (lowest)
+FID among the pack's live members, ``fid_m<i>`` per member, ``step`` and ``diverged`` = 1 only
+when every member diverged. ASHA therefore stops a pack when even its best member is in the
+bottom fraction at a rung; a stopped pack ends all its members FINISHED ("stopped early").
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from typing import Any
+
+import torch
+
+from trainables.mlflow_logger import TRIAL_ID_TAG, MlflowTrialLogger
+from trainables.population import train_population, unsupported_reason
+from trainables.ray_trainable import (
+    MlflowCallbacks, TrialContext, _trial_id, trial_config, trial_device, trial_run_name,
+)
+
+PACK_STATE_FILE = "pack_state.pt"
+PACK_META_FILE = "pack_meta.json"
+
+
+def pack_member_configs(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """The validated trial configs of a pack trial's Tune config."""
+    return [trial_config({"trial": m}) for m in config["pack"]]
+
+
+def pack_run_name(config: dict[str, Any]) -> str:
+    cfgs = pack_member_configs(config)
+    return f"pack{len(cfgs)}-{trial_run_name(cfgs[0])}"
+
+
+class _MemberCallbacks(MlflowCallbacks):
+    """A member's MLflow logging; checkpoints are the pack's (flush only)."""
+
+    def on_checkpoint(self, step, state, metrics):
+        self.logger.flush()
+
+
+def run_pack(config: dict[str, Any], context: TrialContext) -> None:
+    """Ray Tune function trainable of a pack (``tune.with_parameters(run_pack, context=...)``)."""
+    from ray import tune
+
+    cfgs = pack_member_configs(config)
+    if len(cfgs) == 1 and unsupported_reason(cfgs[0]):  # runs as a one-config trial
+        from trainables.ray_trainable import run_trial
+
+        return run_trial({"trial": config["pack"][0]}, context)
+    device = trial_device(cfgs[0]["device"])
+    state, run_ids = None, [None] * len(cfgs)
+    ckpt = tune.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            state = torch.load(os.path.join(d, PACK_STATE_FILE), weights_only=True,
+                               map_location=device)
+            with open(os.path.join(d, PACK_META_FILE)) as fh:
+                run_ids = json.load(fh)["mlflow_run_ids"]
+    from trainables.evaluation import resolved_extractor
+
+    trial_id = _trial_id()
+    loggers, callbacks = [], []
+    for i, (cfg, run_id) in enumerate(zip(cfgs, run_ids)):
+        extractor = "data-space" if cfg["arch"] == "mlp" else resolved_extractor(cfg)
+        fid_params = {"fid_extractor": extractor, "fid_samples": cfg["fid_samples"],
+                      "fid_final_samples": cfg.get("fid_final_samples") or cfg["fid_samples"],
+                      "fid_ref_split": cfg["fid_ref_split"]}
+        params = {**cfg, **fid_params, "device": device.type}
+        tags = {"lipstudy.study": context.study_name, TRIAL_ID_TAG: f"{trial_id}/m{i}",
+                "lipstudy.pack_member": str(i), "lipstudy.pack_size": str(len(cfgs))}
+        logger = MlflowTrialLogger(
+            context.tracking_uri, context.experiment_id, name=trial_run_name(cfg),
+            params=params, parent_run_id=context.parent_run_id, tags=tags, run_id=run_id,
+            synchronous=False,
+        )
+        loggers.append(logger)
+        callbacks.append(_MemberCallbacks(logger, params))
+
+    def on_checkpoint(step, pack_state, latest):
+        for lg in loggers:
+            lg.flush()
+        with tempfile.TemporaryDirectory() as tmp:
+            torch.save(pack_state, os.path.join(tmp, PACK_STATE_FILE))
+            with open(os.path.join(tmp, PACK_META_FILE), "w") as fh:
+                json.dump({"mlflow_run_ids": [lg.run_id for lg in loggers], "step": step}, fh)
+            tune.report(pack_report(step, latest, pack_state["results"]),
+                        checkpoint=tune.Checkpoint.from_directory(tmp))
+
+    try:
+        results = train_population(cfgs, callbacks, state=state, device=device,
+                                   on_checkpoint=on_checkpoint)
+    except BaseException:
+        for lg in loggers:
+            lg.set_tags({"lipstudy.status": "crashed"})
+            lg.finish("FAILED")
+        raise
+    for lg, res in zip(loggers, results):
+        _finish_member(lg, res)
+    if all(r.status == "diverged" for r in results):
+        tune.report({"fid": math.inf, "diverged": 1.0, "step": max(r.step for r in results)})
+
+
+def pack_report(step: int, latest: list[dict[str, float]], results: list) -> dict[str, float]:
+    live = [i for i, r in enumerate(results) if r is None or r["status"] != "diverged"]
+    fids = {f"fid_m{i}": float(latest[i].get("fid", math.inf)) for i in range(len(latest))}
+    best = min((fids[f"fid_m{i}"] for i in live), default=math.inf)
+    return {"fid": best, "step": step, "diverged": 0.0 if live else 1.0,
+            "pack_live": float(len(live)), **fids}
+
+
+def _finish_member(logger: MlflowTrialLogger, result) -> None:
+    """``ray_trainable._finish`` for a member, without its Tune report (the pack reports)."""
+    import numpy as np
+
+    times = np.asarray(result.step_times) if result.step_times else np.asarray([math.nan])
+    summary = {"step_time_median_ms": float(np.median(times) * 1e3),
+               "step_time_mean_ms": float(np.mean(times) * 1e3)}
+    logger.log_metrics(result.step, summary)
+    if result.status == "diverged":
+        logger.set_tags({"lipstudy.status": "diverged", "lipstudy.diverged_step": result.step,
+                         "lipstudy.diverged_reason": result.reason})
+    else:
+        logger.set_tags({"lipstudy.status": "finished"})
+        logger.log_metrics(result.step, {"diverged": 0.0})
+    logger.finish("FINISHED")
