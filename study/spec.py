@@ -156,6 +156,16 @@ class StudySpec(BaseModel):
     checkpoints_to_keep: int = Field(2, ge=1)  # per trial (one checkpoint per FID evaluation)
     storage_path: str = "./lipstudy_results"
     tracking_uri: str | None = None
+    # configs sharing shape keys packed into one Ray trial of at most P members (#12)
+    population: Int = Field(1, ge=1, le=1024)
+
+    @field_validator("population")
+    @classmethod
+    def _population(cls, v, info):
+        if v > 1 and info.data.get("search", "grid") != "grid":
+            raise ValueError("packs apply to grid studies; optuna/random run one config per "
+                             "trial (set population: 1)")
+        return v
 
     @field_validator("name")
     @classmethod
