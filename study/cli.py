@@ -167,9 +167,135 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return _exit_status(outcome)
 
 
+# ``lipstudy ui``: the MLflow server is a child of ours that must never outlive us
+
+STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP")
+UI_GRACE_S = 5.0  # SIGTERM → SIGKILL of the server's process group (uvicorn's own limit is 3 s)
+
+
+def _die_with_parent(parent_pid: int):
+    """A ``preexec_fn``: ask Linux to send the child SIGTERM when we die, however we die
+    (``prctl(PR_SET_PDEATHSIG)``; SIGKILL of ``lipstudy`` included). ``mlflow ui`` forwards a
+    SIGTERM to its uvicorn server, which then stops. Elsewhere (no libc prctl) it does nothing."""
+    import ctypes
+    import signal
+
+    try:  # looked up here, before the fork: the child only makes the call
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    sigterm = int(signal.SIGTERM)
+
+    def preexec() -> None:
+        prctl(1, sigterm, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+        if os.getppid() != parent_pid:  # we died before prctl took effect
+            os._exit(1)
+    return preexec
+
+
+def _group_members(pgid: int) -> set[int]:
+    """Live (non-zombie) processes of process group ``pgid``, from /proc; without /proc, the
+    group's existence as far as ``killpg(pgid, 0)`` tells (a zombie leader counts)."""
+    if not os.path.isdir("/proc/self"):
+        try:
+            os.killpg(pgid, 0)
+            return {pgid}
+        except (ProcessLookupError, PermissionError):
+            return set()
+    members = set()
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != b"Z" and int(fields[2]) == pgid:  # state, ppid, pgrp
+            members.add(int(name))
+    return members
+
+
+def _leader_exited(pid: int) -> bool:
+    """Has our child ``pid`` exited? Without reaping it: while its zombie stays, its pid (= the
+    group id) cannot be reused, so ``killpg`` never reaches a stranger."""
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
+
+
+def _wait_group(proc, until: float, hurry=None) -> bool:
+    """Wait (until the monotonic time ``until``, or ``hurry()`` says so) for every process of
+    ``proc``'s group to end."""
+    import time
+
+    while True:
+        if _leader_exited(proc.pid) and not _group_members(proc.pid):
+            return True
+        if time.monotonic() >= until or (hurry is not None and hurry()):
+            return False
+        time.sleep(0.05)
+
+
+def stop_process_group(proc, sig: int, grace: float = UI_GRACE_S, hurry=None) -> None:
+    """Stop a child started with ``start_new_session=True`` and everything it started: ``sig`` to
+    the whole group, at most ``grace`` seconds (less when ``hurry()`` turns true) to exit, then
+    SIGKILL to the group; reaps ``proc``."""
+    import signal
+    import time
+
+    for s, wait in ((sig, grace), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, s)
+        except (ProcessLookupError, PermissionError):
+            pass
+        if _wait_group(proc, time.monotonic() + wait, hurry if s != signal.SIGKILL else None):
+            break
+    proc.wait()
+
+
+UI_MODE = "workflowType=machine_learning"  # the UI's "Model training" mode (see _experiment_links)
+
+
+def _experiment_links(uri: str, url: str, limit: int = 20) -> list[str]:
+    """``name: link`` for each experiment of the store (newest first, the empty ``Default`` left
+    out), each link opening the experiment on its runs.
+
+    MLflow 3.17's UI opens ``#/experiments/<id>`` on its GenAI "Overview" unless the page is in its
+    "Model training" mode: the URL's ``workflowType=machine_learning``, else the browser's saved
+    choice (``localStorage['mlflow.workflowType']``, GenAI until the user flips the switch). The
+    experiment tag ``mlflow.experimentKind`` (``study.tracking``) does not decide it in this
+    version's UI (measured with Chromium; the tag is what other versions read)."""
+    try:
+        from mlflow.entities import ViewType
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(uri)
+        exps = client.search_experiments(view_type=ViewType.ACTIVE_ONLY, max_results=1000,
+                                         order_by=["last_update_time DESC"])
+        exps = [e for e in exps if not (e.experiment_id == "0" and not client.search_runs(
+            ["0"], max_results=1))]
+    except Exception:  # noqa: BLE001 - the links are a convenience; the server says what is wrong
+        return []
+    lines = [f"  {e.name}: {url}/#/experiments/{e.experiment_id}?{UI_MODE}" for e in exps[:limit]]
+    if len(exps) > limit:
+        lines.append(f"  ... and {len(exps) - limit} more experiment(s): {url}/#/experiments")
+    return lines
+
+
 def cmd_ui(store: str | None, port: int) -> int:
-    """Run ``mlflow ui`` on the store (loopback only) and print its URL; blocks until Ctrl-C."""
+    """Run ``mlflow ui`` on the store (loopback only) and print its URL and a link per experiment
+    that opens it on its runs; blocks until the server ends or a signal arrives.
+
+    The server runs in its own session (process group). SIGTERM, SIGINT (Ctrl-C) or SIGHUP to
+    ``lipstudy ui`` is forwarded to that whole group; what is still running after ``UI_GRACE_S``
+    (or at a second signal) gets SIGKILL; the exit status is then 128 + the signal's number (143,
+    130, 129). Should ``lipstudy ui`` itself die without a chance to clean up (SIGKILL), Linux
+    sends the server SIGTERM (``PR_SET_PDEATHSIG``), which ``mlflow ui`` forwards to uvicorn."""
+    import signal
     import subprocess
+    import time
 
     from study.tracking import absolute_uri, default_tracking_uri
 
@@ -180,15 +306,44 @@ def cmd_ui(store: str | None, port: int) -> int:
         db = uri[len("sqlite:///"):]
         if not os.path.exists(db):
             return _fail(f"--store: no MLflow store at {db} (run a study first: lipstudy run)")
-    # one worker and no job runner: ≈ 0.5 GiB instead of ≈ 2.5 GiB (STACK-NOTES)
+    # one worker and no job runner: ≈ 0.5 GiB instead of ≈ 2.5 GiB (STACK-NOTES); uvicorn gives
+    # open connections at most 3 s once told to stop
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
-           "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+           "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+           "--uvicorn-opts", "--timeout-graceful-shutdown 3"]
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    print(f"MLflow UI for {uri}: http://127.0.0.1:{port}  (Ctrl-C to stop)", flush=True)
+    url = f"http://127.0.0.1:{port}"
+    links = _experiment_links(uri, url)
+    received: list[int] = []
+    signums = [getattr(signal, name) for name in STOP_SIGNALS if hasattr(signal, name)]
+    previous = {}
+
+    def on_signal(signum, frame) -> None:
+        received.append(signum)
+
     try:
-        return subprocess.call(cmd, env=env)
-    except KeyboardInterrupt:
-        return 0
+        # handlers first: a signal from here on is never lost and never kills us half-way
+        previous = {s: signal.signal(s, on_signal) for s in signums}
+    except ValueError:  # not the main thread: Ctrl-C handling stays Python's own
+        pass
+    try:
+        proc = subprocess.Popen(cmd, env=env, start_new_session=True,
+                                preexec_fn=_die_with_parent(os.getpid()))
+        try:
+            print(f"MLflow UI for {uri}: {url}  (Ctrl-C to stop)", flush=True)
+            if links:
+                print("Each experiment, opened on its runs:\n" + "\n".join(links), flush=True)
+            while not received and not _leader_exited(proc.pid):
+                time.sleep(0.1)
+        finally:  # a signal, the server's own end, or an exception here: nothing outlives us
+            stop_process_group(proc, received[0] if received else signal.SIGTERM,
+                               hurry=lambda: len(received) > 1)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if received:
+        return 128 + int(received[0])
+    return proc.returncode
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -168,13 +168,50 @@ def summarize(results, spec, tracking: StudyTracking, study_dir: str, t0: float,
     return outcome
 
 
+TRIALS_TABLE = "trials.json"  # the parent run's table of trials (an MLflow table artifact)
+BEST_TAG = "lipstudy.best_trial"
+BEST_RUN_TAG = "lipstudy.best_run_id"
+BEST_KEY_PREFIX = "lipstudy.best."  # + each trial key the study varies, for the best trial
+BEST_STATES = ("finished", "stopped early")  # a best FID is a whole run's, not a partial one's
+
+
 def _mark_parent(client, tracking: StudyTracking, outcome: StudyOutcome) -> None:
+    """What the study's parent run says in the MLflow runs table, rewritten at the end of every
+    execution and resume (it reflects the current state, not the last execution's share):
+
+    * tags ``lipstudy.trials`` and ``lipstudy.trials_<state>`` (trials per state);
+    * metric ``best_fid`` with tags ``lipstudy.best_trial`` (the run name), ``lipstudy.best_run_id``
+      and ``lipstudy.best.<key>`` for every trial key the study varies: the lowest ``fid`` of a
+      finished (or stopped-early) trial. FIDs of different datasets or feature extractors are
+      never compared: a study holding several gets ``best_fid_<dataset>_<extractor>`` and
+      ``lipstudy.best_trial_<dataset>_<extractor>`` per group instead;
+    * the artifact ``trials.json`` (``MlflowClient.log_table`` format): one row per trial,
+      interrupted and not-started ones included;
+    * ``lipstudy.status`` finished / interrupted, and the run FINISHED / KILLED.
+
+    The experiment is (re)tagged as a model-development one (``study.tracking``): a resume does not
+    pass through ``ensure_experiment``. A failure to write the best/table (an unreachable artifact
+    store) is reported and does not keep the run from being closed."""
+    from study.tracking import mark_experiment_kind
+
     counts = outcome.counts()
     pid = tracking.parent_run_id
     client.set_tag(pid, "lipstudy.trials", len(outcome.trials) + outcome.not_suggested)
     client.set_tag(pid, "lipstudy.errored_trials", counts["crashed"])
     for state, n in counts.items():
         client.set_tag(pid, f"lipstudy.trials_{state.replace(' ', '_')}", n)
+    try:
+        mark_experiment_kind(client, tracking.experiment_id)
+        extractors = {r.info.run_id: r.data.params.get("fid_extractor")
+                      for r in child_runs(tracking)}
+        varied = _varied_keys(outcome.trials)
+        _write_best(client, pid, outcome.trials, extractors, varied)
+        _log_trials_table(client, pid, _trials_frame(outcome, extractors, varied))
+    except Exception as err:  # noqa: BLE001 - the run's state below matters more
+        import sys
+
+        print(f"lipstudy: warning: could not write the best trial / {TRIALS_TABLE} to the "
+              f"study's parent run {pid}: {err}", file=sys.stderr)
     if outcome.complete:
         client.set_tag(pid, STATUS_TAG, "finished")
         client.set_terminated(pid, "FINISHED")
@@ -183,6 +220,85 @@ def _mark_parent(client, tracking: StudyTracking, outcome: StudyOutcome) -> None
         if outcome.interrupted_by:
             client.set_tag(pid, "lipstudy.interrupted_by", outcome.interrupted_by)
         client.set_terminated(pid, "KILLED")
+
+
+def _varied_keys(trials: list[TrialSummary]) -> list[str]:
+    """Trial keys whose value differs between the trials (or that only some trials have: a
+    conditional key such as ``k_sn``), in the order they first appear."""
+    configs = [t.config for t in trials if t.config]
+    keys = list(dict.fromkeys(k for c in configs for k in c))
+    return [k for k in keys
+            if len({_canon({"v": c[k]}) if k in c else "\0absent" for c in configs}) > 1]
+
+
+def _metric_key(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(text)).strip("_") or "unknown"
+
+
+def _write_best(client, pid: str, trials: list[TrialSummary], extractors: dict[str, Any],
+                varied: list[str]) -> None:
+    groups: dict[tuple[str, str], list[TrialSummary]] = {}
+    for t in trials:
+        if t.status in BEST_STATES and t.fid is not None and math.isfinite(t.fid):
+            key = (str(t.config.get("dataset", "")), str(extractors.get(t.run_id) or ""))
+            groups.setdefault(key, []).append(t)
+    tags = client.get_run(pid).data.tags
+    wanted: dict[str, str] = {}
+    now = int(time.time() * 1000)
+    for (dataset, extractor), members in sorted(groups.items()):
+        best = min(members, key=lambda t: t.fid)
+        suffix = "" if len(groups) == 1 else "_" + _metric_key(f"{dataset}_{extractor}")
+        client.log_metric(pid, f"best_fid{suffix}", float(best.fid), timestamp=now, step=0)
+        wanted[f"{BEST_TAG}{suffix}"] = best.name
+        wanted[f"{BEST_RUN_TAG}{suffix}"] = best.run_id or ""
+        if len(groups) == 1:
+            if extractor:
+                wanted["lipstudy.best_fid_extractor"] = extractor
+            for k in varied:
+                if k in best.config:
+                    wanted[f"{BEST_KEY_PREFIX}{k}"] = str(best.config[k])
+    for key, value in wanted.items():
+        if tags.get(key) != value:
+            client.set_tag(pid, key, value)
+    for key in tags:  # what an earlier execution's best said and this one's does not
+        if key not in wanted and (key.startswith((BEST_TAG, BEST_RUN_TAG, BEST_KEY_PREFIX))
+                                  or key == "lipstudy.best_fid_extractor"):
+            client.delete_tag(pid, key)
+
+
+def _trials_frame(outcome: StudyOutcome, extractors: dict[str, Any], varied: list[str]):
+    """One row per trial (the console table's, plus the run id and the keys the study varies);
+    the trials the searcher has not suggested yet are one row each too (name ``not suggested``)."""
+    import pandas as pd
+
+    fixed = ["name", "status", "fid", "step", "modes", "hq", "fid_extractor", "run_id", "error"]
+    extra = [k for k in varied if k not in fixed]
+    rows = []
+    for t in outcome.trials:
+        row = {"name": t.name, "status": t.status, "fid": t.fid,
+               "step": None if t.step is None else int(t.step), "modes": t.modes, "hq": t.hq,
+               "fid_extractor": extractors.get(t.run_id), "run_id": t.run_id, "error": t.error}
+        row.update({k: (None if t.config.get(k) is None else str(t.config[k])) for k in extra})
+        rows.append(row)
+    for i in range(outcome.not_suggested):
+        rows.append({"name": f"not suggested #{i + 1}", "status": "not started"})
+    return pd.DataFrame(rows, columns=fixed + extra).astype(object).where(
+        lambda df: df.notna(), None)
+
+
+def _log_trials_table(client, pid: str, frame) -> None:
+    """``log_table`` the first time; afterwards the same JSON replaces the artifact (``log_table``
+    would append the new rows to the old ones: a resume would list every trial twice)."""
+    import os
+    import tempfile
+
+    if TRIALS_TABLE not in {a.path for a in client.list_artifacts(pid)}:
+        client.log_table(pid, data=frame, artifact_file=TRIALS_TABLE)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, TRIALS_TABLE)
+        frame.to_json(path, orient="split", index=False, date_format="iso")
+        client.log_artifact(pid, path)
 
 
 def print_summary(outcome: StudyOutcome) -> None:

@@ -7,6 +7,12 @@
   relative ``sqlite:///mlflow.db`` or a default ``./mlruns`` artifact root would scatter runs.
 * One parent run per study execution holds the study file, the git commit and the hypotheses it
   feeds; each trial is a child run (``mlflow.parentRunId``) made by ``trainables.mlflow_logger``.
+* Every study experiment is tagged ``mlflow.experimentKind = custom_model_development`` (a model
+  training experiment, not a GenAI one), those made before the tag existed too, the next time a
+  study or a resume touches them. Measured with MLflow 3.17.2's UI in Chromium: the tag alone does
+  not keep it from opening ``#/experiments/<id>`` on its GenAI "Overview" (that version decides by
+  its GenAI / Model training switch); ``lipstudy ui`` prints links in Model training mode, which
+  open the runs (``study.cli._experiment_links``).
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from mlflow.tracking import MlflowClient
 
 DEFAULT_DB = "mlflow.db"
 DEFAULT_ARTIFACTS = "mlruns"
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"  # MLflow's kind for a model training experiment
 
 
 def default_tracking_uri() -> str:
@@ -62,19 +70,32 @@ class StudyTracking:
 
 def ensure_experiment(tracking_uri: str, name: str, artifact_root: str | None = None) -> str:
     """Return the id of experiment ``name``, creating it (with an absolute artifact root for a
-    local store) when missing."""
+    local store) when missing. The experiment is tagged as a model-development one, an existing
+    experiment too."""
     client = MlflowClient(tracking_uri)
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         if exp.lifecycle_stage == "deleted":
             client.restore_experiment(exp.experiment_id)
+        mark_experiment_kind(client, exp.experiment_id, exp.tags)
         return exp.experiment_id
     location = None
     if is_local_store(tracking_uri):
         root = Path(artifact_root or DEFAULT_ARTIFACTS).resolve()
         root.mkdir(parents=True, exist_ok=True)
         location = root.as_uri()
-    return client.create_experiment(name, artifact_location=location)
+    return client.create_experiment(name, artifact_location=location,
+                                    tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+
+
+def mark_experiment_kind(client: MlflowClient, experiment_id: str,
+                         tags: dict[str, str] | None = None) -> None:
+    """Tag ``experiment_id`` ``mlflow.experimentKind = custom_model_development`` unless it already
+    is (``tags``: the experiment's tags when the caller has them, saving a request)."""
+    if tags is None:
+        tags = client.get_experiment(experiment_id).tags
+    if tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
 
 
 def start_study_run(

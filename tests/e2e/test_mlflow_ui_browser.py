@@ -1,5 +1,7 @@
 """``lipstudy ui`` on a study's store, checked as a person would: the MLflow UI on loopback, opened in
-headless Chromium, lists the trials with their ``fid`` and params (screenshot saved).
+headless Chromium, lists the trials with their ``fid`` and params (screenshot saved); the link it
+prints for the study opens the experiment on its runs (not MLflow 3's GenAI "Overview"), where the
+study's parent run shows its best FID and best trial.
 
 The browser test needs Debian's ``chromium`` + ``chromium-driver`` and ``selenium`` (the ``test``
 extra); ``.ci/run`` installs the browser when it can. Without them it is skipped, saying why.
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import free_port, server_env, stop, wait_http
+from tests.e2e.conftest import free_port, listening_addresses, server_env, stop, wait_http
 
 SCREENSHOT_COPY = Path("/tmp/lipstudy-ui-screenshot.png")
 TRIALS = (("ns", 1.0), ("wgan", 10.0), ("ls", 0.5))
@@ -27,6 +29,7 @@ TRIALS = (("ns", 1.0), ("wgan", 10.0), ("ls", 0.5))
 def study_store(tmp_path_factory):
     """A study's SQLite store as ``lipstudy run`` leaves it: experiment, parent run, three child
     trials (2-D toy, a few steps each) logged by the trainables' own MLflow callbacks."""
+    from study.summary import TrialSummary
     from study.tracking import start_study_run
     from trainables.config import validate_trial
     from trainables.mlflow_logger import TRIAL_ID_TAG, MlflowTrialLogger
@@ -39,7 +42,7 @@ def study_store(tmp_path_factory):
                                artifact_root=str(root / "mlruns"))
     base = dict(dataset="ring8", arch="mlp", width=0.25, regularizer="sn", iterations=6,
                 stats_every=2, eval_every=3, fid_samples=100, batch_size=32, device="cpu")
-    trials = {}
+    trials, summaries = {}, []
     for i, (loss, k) in enumerate(TRIALS):
         cfg = validate_trial({**base, "loss": loss, "k_sn": k})
         name = trial_run_name(cfg)
@@ -49,16 +52,25 @@ def study_store(tmp_path_factory):
         result = train(cfg, MlflowCallbacks(logger, cfg))
         logger.finish()
         trials[name] = {"loss": loss, "k_sn": k, "fid": result.metrics["fid"]}
+        summaries.append(TrialSummary(name=name, config=cfg, status="finished",
+                                      fid=result.metrics["fid"], step=cfg["iterations"],
+                                      trial_id=f"t{i}", run_id=logger.run_id,
+                                      modes=result.metrics.get("modes_covered"),
+                                      hq=result.metrics.get("hq_share")))
     from mlflow.tracking import MlflowClient
 
-    MlflowClient(uri).set_terminated(tracking.parent_run_id)
+    from study.summary import StudyOutcome, _mark_parent  # what `lipstudy run` ends with
+
+    _mark_parent(MlflowClient(uri), tracking,
+                 StudyOutcome(tracking, str(root / "study"), trials=summaries))
     return root / "mlflow.db", tracking.experiment_id, trials
 
 
 @pytest.fixture(scope="module")
 def lipstudy_ui(study_store, tmp_path_factory):
-    """``lipstudy ui --store <db> --port <free>`` as a user runs it; yields (url, process)."""
-    db, _, _ = study_store
+    """``lipstudy ui --store <db> --port <free>`` as a user runs it; yields (url, process, port,
+    the link it printed for the study's experiment)."""
+    db, experiment_id, _ = study_store
     port = free_port()
     log_path = tmp_path_factory.mktemp("ui-log") / "ui.log"
     log = open(log_path, "wb")
@@ -70,27 +82,15 @@ def lipstudy_ui(study_store, tmp_path_factory):
         first = proc.stdout.readline().decode()
         url = f"http://127.0.0.1:{port}"
         assert url in first and str(db) in first, first
+        printed = [proc.stdout.readline().decode() for _ in range(2)]
+        assert printed[1].strip().startswith("ui-study: "), printed
+        link = printed[1].split(": ", 1)[1].strip()
+        assert link.startswith(f"{url}/#/experiments/{experiment_id}?"), link
         wait_http(f"{url}/health", proc, timeout=180)
-        yield url, proc, port
+        yield url, proc, port, link
     finally:
         stop(proc)
         log.close()
-
-
-def _listening_addresses(port: int) -> set[str]:
-    """Local addresses with a TCP socket listening on ``port`` (from /proc/net/tcp{,6})."""
-    found = set()
-    for name in ("tcp", "tcp6"):
-        path = Path(f"/proc/net/{name}")
-        if not path.exists():
-            continue
-        for line in path.read_text().splitlines()[1:]:
-            parts = line.split()
-            local, state = parts[1], parts[3]
-            addr, p = local.rsplit(":", 1)
-            if state == "0A" and int(p, 16) == port:  # 0A = LISTEN
-                found.add(addr)
-    return found
 
 
 @pytest.mark.slow
@@ -98,9 +98,9 @@ def test_lipstudy_ui_serves_the_store_on_loopback_only(lipstudy_ui, study_store)
     import json
     import urllib.request
 
-    url, proc, port = lipstudy_ui
+    url, proc, port, _ = lipstudy_ui
     assert proc.poll() is None
-    assert _listening_addresses(port) == {"0100007F"}  # 127.0.0.1 only, no 0.0.0.0 / ::
+    assert listening_addresses(port) == {"0100007F"}  # 127.0.0.1 only, no 0.0.0.0 / ::
     _, experiment_id, trials = study_store
     req = urllib.request.Request(
         f"{url}/api/2.0/mlflow/runs/search", method="POST",
@@ -203,7 +203,7 @@ def test_runs_table_in_a_real_browser_lists_trials_with_fid_and_params(lipstudy_
     from selenium.webdriver.common.by import By
 
     chromium, driver = _browser()
-    url, _, _ = lipstudy_ui
+    url, _, _, _ = lipstudy_ui
     _, experiment_id, trials = study_store
     d = _start_chromium(chromium, driver, tempfile.mkdtemp(dir=tmp_path, prefix="chromium-"))
     shot = tmp_path / "mlflow-ui-runs.png"
@@ -250,3 +250,49 @@ def test_runs_table_in_a_real_browser_lists_trials_with_fid_and_params(lipstudy_
         d.quit()
         if shot.exists():
             shutil.copyfile(shot, SCREENSHOT_COPY)
+
+
+LANDING_SCREENSHOT_COPY = Path("/tmp/lipstudy-ui-landing.png")
+
+
+@pytest.mark.slow
+def test_the_printed_link_opens_the_study_on_its_runs_with_the_best_trial(lipstudy_ui,
+                                                                         study_store, tmp_path):
+    """MLflow 3.17 opens ``#/experiments/<id>`` on its GenAI "Overview" (measured: even with the
+    ``mlflow.experimentKind`` tag); the link ``lipstudy ui`` prints opens the runs table, and the
+    study's parent run shows the best FID and which trial made it."""
+    from selenium.webdriver.common.by import By
+
+    chromium, driver = _browser()
+    _, _, _, link = lipstudy_ui
+    _, experiment_id, trials = study_store
+    best_name, best = min(trials.items(), key=lambda kv: kv[1]["fid"])
+    d = _start_chromium(chromium, driver, tempfile.mkdtemp(dir=tmp_path, prefix="chromium-"))
+    shot = tmp_path / "mlflow-ui-landing.png"
+    try:
+        d.get(link)  # a fresh browser profile: nothing remembered from an earlier visit
+        _wait(lambda: f"/experiments/{experiment_id}/runs" in d.current_url, timeout=60,
+              what=f"the runs page (at {d.current_url})")
+        assert "overview" not in d.current_url.lower(), d.current_url
+        _wait(lambda: [r for r in _rows(d) if "ui-study-" in r], what="the study's parent run")
+        for close in d.find_elements(By.CSS_SELECTOR, 'button[aria-label="Close"]'):
+            if close.is_displayed():  # the assistant side panel
+                close.click()
+        for column in ("best_fid", "lipstudy.best_trial"):
+            _show_column(d, column)
+        time.sleep(1.0)  # let the grid settle
+        d.save_screenshot(str(shot))
+        (row,) = [r for r in _rows(d) if "ui-study-" in r]
+        shown = ({f"{best['fid']:.{p}f}" for p in range(0, 5)}
+                 | {f"{best['fid']:.{p}g}" for p in range(2, 6)})
+        assert any(s in row for s in shown), (best["fid"], row)
+        assert best_name in row, (best_name, row)
+    finally:
+        if not shot.exists():
+            try:
+                d.save_screenshot(str(shot))
+            except Exception:  # noqa: BLE001
+                pass
+        d.quit()
+        if shot.exists():
+            shutil.copyfile(shot, LANDING_SCREENSHOT_COPY)
