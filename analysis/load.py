@@ -33,46 +33,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-#: Trial params and their types (MLflow param names; docs/design.md trial table + derived params).
+from trainables import names
+from trainables.names import DERIVED_PARAM_TYPES, METRICS, TRIAL_PARAM_TYPES
+
+#: Params typed back from MLflow's strings: the trial keys and derived params (one home,
+#: ``trainables.names``), plus the columns of the published tables (``analysis.reference``).
 PARAM_TYPES: dict[str, type] = {
-    # data
-    "dataset": str, "data_root": str, "download": bool, "resolution": int,
-    # model
-    "arch": str, "width": float, "d_bias": bool, "d_norm": str, "z_dim": int,
-    # loss
-    "loss": str, "alpha": float,
-    # regularizer and its own keys
-    "regularizer": str, "k_sn": float, "k_gp": float, "gp_lambda": float, "gp_mode": str,
-    "r1_gamma": float, "gran_k": float, "gran_eps": float, "alr_k": float, "alr_lambda": float,
-    "alr_xi": float, "alr_eps_min": float, "alr_eps_max": float, "alr_iters": int,
-    "js_gamma0": float, "js_decay": float, "clip_c": float,
-    # optimizer
-    "optimizer": str, "lr_d": float, "lr_g": float, "eps": float, "n_dis": int,
-    "beta1": float, "beta2": float, "rmsprop_decay": float,
-    # run
-    "iterations": int, "batch_size": int, "seed": int, "stats_every": int, "eval_every": int,
-    "fid_samples": int, "fid_final_samples": int, "fid_extractor": str, "fid_ref_split": str,
-    "device": str,
-    # derived
-    "lipschitz_k": float, "n_d_layers": int, "omega_bound": float, "g_params": int, "d_params": int,
-    # columns of published tables (analysis/reference)
+    **TRIAL_PARAM_TYPES, **DERIVED_PARAM_TYPES,
     "fid_censor": float, "fid_std": float, "is_score": float, "is_std": float, "is_best": float,
     "n_seeds": int, "lipschitz_tuned": bool, "resolution_px": int,
 }
-
-#: Per-step metrics a trial logs (final value = value at the last step).
-METRICS: tuple[str, ...] = (
-    "fid", "kid", "fid_ref_samples", "loss_d", "loss_g", "penalty",
-    "omega_real_min", "omega_real_max", "omega_fake_min", "omega_fake_max",
-    "omega_union_min", "omega_union_max", "omega_within_bound",
-    "psi_min", "psi_max", "psi_attained_min", "psi_attained_max", "psi_attained_mean",
-    "grad_norm_real", "grad_norm_fake", "sn_sigma_product", "sn_k_product",
-    "modes_covered", "hq_share", "step_time_median_ms", "diverged",
-    # the end-of-training evaluation and the FID scale (issue #10)
-    "fid_final", "kid_final", "fid_inf", "fid_floor", "fid_init", "fid_quality",
-    "fid_quality_final", "fid_floor_final", "fid_init_final", "modes_covered_final",
-    "hq_share_final", "step_time_mean_ms",
-)
 
 ID_COLUMNS: tuple[str, ...] = (
     "run_id", "run_name", "experiment", "parent_run_id", "status", "diverged", "diverged_step",
@@ -172,7 +142,7 @@ def _run_row(run, experiment_name: str) -> dict[str, Any]:
     tags = run.data.tags
     row: dict[str, Any] = dict(run.data.params)
     row.update(run.data.metrics)
-    status = tags.get("lipstudy.status")
+    status = tags.get(names.STATUS_TAG)
     if status not in STATUSES:
         status = _MLFLOW_STATUS.get(run.info.status, "crashed")
         if status == "finished" and run.data.metrics.get("diverged", 0.0) >= 0.5:
@@ -181,11 +151,11 @@ def _run_row(run, experiment_name: str) -> dict[str, Any]:
         run_id=run.info.run_id,
         run_name=run.info.run_name or tags.get("mlflow.runName"),
         experiment=experiment_name,
-        parent_run_id=tags.get("mlflow.parentRunId"),
+        parent_run_id=tags.get(names.PARENT_TAG),
         status=status,
-        diverged_step=tags.get("lipstudy.diverged_step"),
-        diverged_reason=tags.get("lipstudy.diverged_reason"),
-        study=tags.get("lipstudy.study"),
+        diverged_step=tags.get(names.DIVERGED_STEP_TAG),
+        diverged_reason=tags.get(names.DIVERGED_REASON_TAG),
+        study=tags.get(names.STUDY_TAG),
         mlflow_status=run.info.status,
         start_time=run.info.start_time,
         end_time=run.info.end_time,
@@ -209,14 +179,14 @@ def load_runs(experiments: str | Sequence[str], tracking_uri: str | None = None,
     runs' (id, status, end time), so a notebook that reloads an unchanged experiment pays only the
     search.
     """
-    names = [experiments] if isinstance(experiments, str) else list(experiments)
+    wanted = [experiments] if isinstance(experiments, str) else list(experiments)
     client = _client(tracking_uri)
-    exps = _experiments(client, names)
+    exps = _experiments(client, wanted)
     id_to_name = {e.experiment_id: e.name for e in exps}
     runs = _search_all(client, list(id_to_name))
-    trials = [r for r in runs if r.data.tags.get("lipstudy.kind") != "study"]
+    trials = [r for r in runs if r.data.tags.get(names.KIND_TAG) != "study"]
     fingerprint = tuple(sorted((r.info.run_id, r.info.status, r.info.end_time,
-                                r.data.tags.get("lipstudy.status")) for r in trials))
+                                r.data.tags.get(names.STATUS_TAG)) for r in trials))
     key = (str(client.tracking_uri), tuple(sorted(id_to_name)))
     if cache and key in _FRAME_CACHE and _FRAME_CACHE[key][0] == fingerprint:
         return _FRAME_CACHE[key][1].copy()
@@ -233,12 +203,12 @@ def load_parents(experiment: str, tracking_uri: str | None = None) -> pd.DataFra
     """The study's parent runs (tag ``lipstudy.kind = study``), newest first."""
     client = _client(tracking_uri)
     (exp,) = _experiments(client, [experiment])
-    runs = client.search_runs([exp.experiment_id], "tags.`lipstudy.kind` = 'study'",
+    runs = client.search_runs([exp.experiment_id], f"tags.`{names.KIND_TAG}` = 'study'",
                               order_by=["attributes.start_time DESC"])
     rows = [dict(run_id=r.info.run_id, run_name=r.info.run_name, start_time=r.info.start_time,
-                 study=r.data.tags.get("lipstudy.study"),
-                 hypotheses=r.data.tags.get("lipstudy.hypotheses", ""),
-                 git_commit=r.data.tags.get("lipstudy.git_commit")) for r in runs]
+                 study=r.data.tags.get(names.STUDY_TAG),
+                 hypotheses=r.data.tags.get(names.HYPOTHESES_TAG, ""),
+                 git_commit=r.data.tags.get(names.GIT_COMMIT_TAG)) for r in runs]
     return pd.DataFrame(rows, columns=["run_id", "run_name", "start_time", "study", "hypotheses",
                                        "git_commit"])
 

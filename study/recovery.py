@@ -26,9 +26,8 @@ from typing import Any
 
 from study.tracking import StudyTracking
 
-TRIAL_ID_TAG = "lipstudy.trial_id"
-STATUS_TAG = "lipstudy.status"
-PARENT_TAG = "mlflow.parentRunId"
+from trainables.names import (PARENT_TAG, STATUS_TAG, SUPERSEDED_REASON_TAG, TRIAL_ID_TAG,
+                              reconciled_tag)
 
 
 @dataclass
@@ -121,7 +120,7 @@ def reconcile_runs(study_dir: str, tracking: StudyTracking) -> Reconciliation:
             continue
         elif run.data.metrics:
             client.set_tag(info.run_id, STATUS_TAG, "superseded")
-            client.set_tag(info.run_id, "lipstudy.superseded_reason",
+            client.set_tag(info.run_id, SUPERSEDED_REASON_TAG,
                            f"Ray trial {trial_id or '?'} started after the study's last saved "
                            "state; its configuration restarts as a new trial on resume")
             client.set_terminated(info.run_id, "KILLED")
@@ -139,5 +138,5 @@ def record_reconciliation(tracking: StudyTracking, attempt: int, rec: Reconcilia
     for key in ("superseded", "deleted", "restored"):
         ids = getattr(rec, key)
         if ids:
-            prev = client.get_run(tracking.parent_run_id).data.tags.get(f"lipstudy.{key}_runs", "0")
-            client.set_tag(tracking.parent_run_id, f"lipstudy.{key}_runs", int(prev) + len(ids))
+            prev = client.get_run(tracking.parent_run_id).data.tags.get(reconciled_tag(key), "0")
+            client.set_tag(tracking.parent_run_id, reconciled_tag(key), int(prev) + len(ids))

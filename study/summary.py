@@ -21,8 +21,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from study.recovery import STATUS_TAG, TRIAL_ID_TAG, child_runs, saved_trials
+from study.recovery import child_runs, saved_trials
 from study.tracking import StudyTracking
+from trainables import names
+from trainables.names import STATUS_TAG, TRIAL_ID_TAG
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 STATES = ("finished", "stopped early", "diverged", "crashed", "interrupted", "not started")
@@ -132,7 +134,7 @@ def summarize(results, spec, tracking: StudyTracking, study_dir: str, t0: float,
                     and run.info.status != "FINISHED"):  # the scheduler stopped it (ASHA)
                 summary.status = "stopped early"
                 client.set_tag(run.info.run_id, STATUS_TAG, "stopped_early")
-                client.set_tag(run.info.run_id, "lipstudy.stopped_step", metrics.get("step"))
+                client.set_tag(run.info.run_id, names.STOPPED_STEP_TAG, metrics.get("step"))
                 client.set_terminated(run.info.run_id, "FINISHED")
         elif run is not None and run.data.metrics:
             summary.status = "interrupted"
@@ -146,7 +148,7 @@ def summarize(results, spec, tracking: StudyTracking, study_dir: str, t0: float,
                 "interrupted", "not started"):  # RUNNING, or FAILED by the stop itself
             client.set_tag(run.info.run_id, STATUS_TAG, "interrupted")
             if summary.step is not None:
-                client.set_tag(run.info.run_id, "lipstudy.interrupted_step", summary.step)
+                client.set_tag(run.info.run_id, names.INTERRUPTED_STEP_TAG, summary.step)
             client.set_terminated(run.info.run_id, "KILLED")
         outcome.trials.append(summary)
     if spec.search == "grid":
@@ -196,10 +198,10 @@ def _mark_parent(client, tracking: StudyTracking, outcome: StudyOutcome) -> None
 
     counts = outcome.counts()
     pid = tracking.parent_run_id
-    client.set_tag(pid, "lipstudy.trials", len(outcome.trials) + outcome.not_suggested)
-    client.set_tag(pid, "lipstudy.errored_trials", counts["crashed"])
+    client.set_tag(pid, names.TRIALS_TAG, len(outcome.trials) + outcome.not_suggested)
+    client.set_tag(pid, names.ERRORED_TRIALS_TAG, counts["crashed"])
     for state, n in counts.items():
-        client.set_tag(pid, f"lipstudy.trials_{state.replace(' ', '_')}", n)
+        client.set_tag(pid, names.count_tag(state), n)
     try:
         mark_experiment_kind(client, tracking.experiment_id)
         extractors = {r.info.run_id: r.data.params.get("fid_extractor")
@@ -218,7 +220,7 @@ def _mark_parent(client, tracking: StudyTracking, outcome: StudyOutcome) -> None
     else:
         client.set_tag(pid, STATUS_TAG, "interrupted")
         if outcome.interrupted_by:
-            client.set_tag(pid, "lipstudy.interrupted_by", outcome.interrupted_by)
+            client.set_tag(pid, names.INTERRUPTED_BY_TAG, outcome.interrupted_by)
         client.set_terminated(pid, "KILLED")
 
 

@@ -25,9 +25,11 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
+from trainables import names
+from trainables.names import EXPERIMENT_KIND_TAG
+
 DEFAULT_DB = "mlflow.db"
 DEFAULT_ARTIFACTS = "mlruns"
-EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"  # MLflow's kind for a model training experiment
 
 
@@ -111,10 +113,10 @@ def start_study_run(
     experiment_id = ensure_experiment(tracking_uri, study_name, artifact_root)
     client = MlflowClient(tracking_uri)
     all_tags = {
-        "lipstudy.study": study_name,
-        "lipstudy.kind": "study",
-        "lipstudy.git_commit": git_commit(),
-        "lipstudy.hypotheses": ",".join(hypotheses),
+        names.STUDY_TAG: study_name,
+        names.KIND_TAG: "study",
+        names.GIT_COMMIT_TAG: git_commit(),
+        names.HYPOTHESES_TAG: ",".join(hypotheses),
         **(tags or {}),
     }
     run = client.create_run(

@@ -31,6 +31,7 @@ from study.interrupt import StopSignals
 from study.recovery import reconcile_runs, record_reconciliation
 from study.summary import StudyOutcome, summarize
 from study.tracking import StudyTracking, absolute_uri, default_tracking_uri, start_study_run
+from trainables import names
 
 STATE_FILE = "lipstudy_study.json"
 
@@ -293,9 +294,9 @@ def run_study(spec: StudySpec, study_text: str, *, tracking_uri: str | None = No
     optuna_loc = storage_location(spec, study_dir) if spec.search != "grid" else None
     quiet_libraries(verbose)
     tracking = start_study_run(uri, spec.name, study_text, hypotheses=spec.hypotheses,
-                               tags={"lipstudy.search": spec.search,
-                                     "lipstudy.study_dir": study_dir,
-                                     **({"lipstudy.optuna_storage": optuna_loc}
+                               tags={names.SEARCH_TAG: spec.search,
+                                     names.STUDY_DIR_TAG: study_dir,
+                                     **({names.OPTUNA_STORAGE_TAG: optuna_loc}
                                         if optuna_loc else {})})
     write_state(study_dir, {
         "study_text": study_text, "tracking_uri": uri, "experiment_id": tracking.experiment_id,
@@ -328,7 +329,7 @@ def _fit(make_tuner, spec: StudySpec, tracking: StudyTracking, study_dir: str, t
             if not stop.interrupted:
                 raise
         except BaseException:
-            client.set_tag(tracking.parent_run_id, "lipstudy.status", "crashed")
+            client.set_tag(tracking.parent_run_id, names.STATUS_TAG, "crashed")
             client.set_terminated(tracking.parent_run_id, "FAILED")
             raise
     return summarize(results, spec, tracking, study_dir, t0, interrupted_by=stop.name)
@@ -358,11 +359,11 @@ def resume_study(study_dir: str, *, address: str | None = None, quiet: bool = Fa
     os.environ["MLFLOW_TRACKING_URI"] = tracking.tracking_uri
     client = tracking.client()
     rec = reconcile_runs(study_dir, tracking)
-    resumed = int(client.get_run(tracking.parent_run_id).data.tags.get("lipstudy.resumed", 0)) + 1
-    client.set_tag(tracking.parent_run_id, "lipstudy.resumed", resumed)
+    resumed = int(client.get_run(tracking.parent_run_id).data.tags.get(names.RESUMED_TAG, 0)) + 1
+    client.set_tag(tracking.parent_run_id, names.RESUMED_TAG, resumed)
     record_reconciliation(tracking, resumed, rec)
     client.update_run(tracking.parent_run_id, status="RUNNING")
-    client.set_tag(tracking.parent_run_id, "lipstudy.status", "running")
+    client.set_tag(tracking.parent_run_id, names.STATUS_TAG, "running")
 
     def make():
         if tune.Tuner.can_restore(study_dir):

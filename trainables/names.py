@@ -1,0 +1,104 @@
+"""Every name a trial or a study writes to MLflow, and the types of its params: one home for both
+sides (the writers in ``trainables``/``study``, the reader in ``analysis``).
+
+No torch, Ray or MLflow import here: ``analysis`` reads these without loading the trainer.
+``tests/trainables/test_names.py`` checks that :data:`TRIAL_PARAM_TYPES` matches the trial schema
+(``trainables.config`` with every registered regularizer's and optimizer's keys).
+"""
+
+from __future__ import annotations
+
+# --- tags -------------------------------------------------------------------------------------
+
+PARENT_TAG = "mlflow.parentRunId"  # MLflow's own (mlflow.utils.mlflow_tags.MLFLOW_PARENT_RUN_ID)
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"  # MLflow 3's UI: which landing page an experiment gets
+
+STUDY_TAG = "lipstudy.study"              # the study's name, on the parent and every child run
+KIND_TAG = "lipstudy.kind"                # "study" on a parent run
+TRIAL_ID_TAG = "lipstudy.trial_id"        # the Ray trial id of a child run (stable across retries)
+STATUS_TAG = "lipstudy.status"            # see TRIAL_STATES / STUDY_STATES
+DIVERGED_STEP_TAG = "lipstudy.diverged_step"
+DIVERGED_REASON_TAG = "lipstudy.diverged_reason"
+INTERRUPTED_STEP_TAG = "lipstudy.interrupted_step"
+INTERRUPTED_BY_TAG = "lipstudy.interrupted_by"
+STOPPED_STEP_TAG = "lipstudy.stopped_step"  # ASHA stopped the trial at this step
+SUPERSEDED_REASON_TAG = "lipstudy.superseded_reason"
+TRACKING_ERROR_TAG = "lipstudy.tracking_error"
+RESUMED_TAG = "lipstudy.resumed"          # how many times the study was resumed
+SEARCH_TAG = "lipstudy.search"
+STUDY_DIR_TAG = "lipstudy.study_dir"
+OPTUNA_STORAGE_TAG = "lipstudy.optuna_storage"
+GIT_COMMIT_TAG = "lipstudy.git_commit"
+HYPOTHESES_TAG = "lipstudy.hypotheses"
+TRIALS_TAG = "lipstudy.trials"
+ERRORED_TRIALS_TAG = "lipstudy.errored_trials"
+PACK_SIZE_TAG = "lipstudy.pack_size"
+PACK_MEMBER_TAG = "lipstudy.pack_member"
+
+#: ``lipstudy.status`` of a child run. "crashed" is written by the trial itself; "interrupted",
+#: "superseded" and "stopped_early" by the driver (``study.summary`` / ``study.recovery``).
+TRIAL_STATES = ("finished", "diverged", "crashed", "interrupted", "stopped_early", "superseded",
+                "restored")
+#: ``lipstudy.status`` of a parent run.
+STUDY_STATES = ("running", "finished", "interrupted", "crashed")
+
+
+def count_tag(state: str) -> str:
+    """The parent run's tag counting the trials in ``state`` (e.g. ``lipstudy.trials_not_started``)."""
+    return f"{TRIALS_TAG}_{state.replace(' ', '_')}"
+
+
+def reconciled_tag(kind: str) -> str:
+    """The parent run's count of runs a resume ``kind`` = superseded / deleted / restored."""
+    return f"lipstudy.{kind}_runs"
+
+
+# --- params -----------------------------------------------------------------------------------
+
+#: Every trial key (the MLflow param names) and its type. Optional keys (``data_root``,
+#: ``resolution``, ``fid_final_samples``) are typed by their value when present.
+TRIAL_PARAM_TYPES: dict[str, type] = {
+    # data
+    "dataset": str, "data_root": str, "download": bool, "resolution": int,
+    # model
+    "arch": str, "width": float, "d_bias": bool, "d_norm": str, "z_dim": int,
+    # loss
+    "loss": str, "alpha": float,
+    # regularizer and its own keys
+    "regularizer": str, "k_sn": float, "k_gp": float, "gp_lambda": float, "gp_mode": str,
+    "r1_gamma": float, "gran_k": float, "gran_eps": float, "alr_k": float, "alr_lambda": float,
+    "alr_xi": float, "alr_eps_min": float, "alr_eps_max": float, "alr_iters": int,
+    "js_gamma0": float, "js_decay": float, "clip_c": float,
+    # optimizer
+    "optimizer": str, "lr_d": float, "lr_g": float, "eps": float, "n_dis": int,
+    "beta1": float, "beta2": float, "rmsprop_decay": float,
+    # run
+    "iterations": int, "batch_size": int, "seed": int, "stats_every": int, "eval_every": int,
+    "fid_samples": int, "fid_final_samples": int, "fid_inf": bool, "fid_extractor": str,
+    "fid_ref_split": str, "device": str,
+}
+
+#: Params a trial derives and logs beside its keys.
+DERIVED_PARAM_TYPES: dict[str, type] = {
+    "lipschitz_k": float, "n_d_layers": int, "omega_bound": float, "g_params": int,
+    "d_params": int,
+}
+
+# --- metrics ----------------------------------------------------------------------------------
+
+#: Per-step metrics a trial logs (an analysis frame keeps each one's value at the last step).
+METRICS: tuple[str, ...] = (
+    "fid", "kid", "fid_ref_samples", "loss_d", "loss_g", "penalty",
+    "omega_real_min", "omega_real_max", "omega_fake_min", "omega_fake_max",
+    "omega_union_min", "omega_union_max", "omega_within_bound",
+    "psi_min", "psi_max", "psi_attained_min", "psi_attained_max", "psi_attained_mean",
+    "grad_norm_real", "grad_norm_fake", "sn_sigma_product", "sn_k_product",
+    "modes_covered", "hq_share", "step_time_median_ms", "diverged",
+    # the end-of-training evaluation and the FID scale (issue #10)
+    "fid_final", "kid_final", "fid_inf", "fid_floor", "fid_init", "fid_quality",
+    "fid_quality_final", "fid_floor_final", "fid_init_final", "modes_covered_final",
+    "hq_share_final", "step_time_mean_ms",
+)
+
+#: The parent run's summary metric (best ``fid`` over its finished trials).
+BEST_FID_METRIC = "best_fid"
