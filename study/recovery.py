@@ -104,12 +104,13 @@ def reconcile_runs(study_dir: str, tracking: StudyTracking) -> Reconciliation:
     live_ids = {r.data.tags.get(TRIAL_ID_TAG) for r in runs if r.info.lifecycle_stage == "active"}
     for run in runs:
         info, tags = run.info, run.data.tags
-        trial_id = tags.get(TRIAL_ID_TAG, "")
+        tag = tags.get(TRIAL_ID_TAG, "")
+        trial_id = tag.split("/m")[0]  # a population pack's member: <trial id>/m<i>
         if info.lifecycle_stage == "deleted":
-            if trial_id in trials and trial_id not in live_ids:  # deleted by an older resume
+            if trial_id in trials and tag not in live_ids:  # deleted by an older resume
                 client.restore_run(info.run_id)
                 client.set_tag(info.run_id, STATUS_TAG, "restored")
-                live_ids.add(trial_id)
+                live_ids.add(tag)
                 rec.restored.append(info.run_id)
             continue
         if info.status == "FINISHED":

@@ -99,6 +99,55 @@ def _canon(cfg: dict[str, Any]) -> str:
     return json.dumps(cfg, sort_keys=True, default=str)
 
 
+def _members(raw: dict[str, Any], trial_id: str) -> list[tuple[dict[str, Any], str, str]]:
+    """(Tune-style config, MLflow trial-id tag, metric suffix) of each configuration a Tune trial
+    runs: itself, or every member of a population pack (``<trial id>/m<i>``, ``fid_m<i>``)."""
+    if "pack" in raw:
+        return [({"trial": m}, f"{trial_id}/m{i}", f"_m{i}") for i, m in enumerate(raw["pack"])]
+    return [(raw, trial_id, "")]
+
+
+def _member_summary(client, trial_config, raw, key, suffix, run, status, res) -> TrialSummary:
+    """One configuration's true state (see the module docstring); writes the interrupted /
+    stopped-early marks on its MLflow run."""
+    metrics = res.metrics or {}
+    summary = TrialSummary(name=_name(raw, run.info.run_name if run else key), config={},
+                           status="not started", fid=None, step=None, trial_id=key,
+                           run_id=run.info.run_id if run else None)
+    try:
+        summary.config = trial_config(raw) if raw else {}
+    except Exception:  # noqa: BLE001
+        summary.config = dict(raw.get("trial") or {})
+    run_status = run.data.tags.get(STATUS_TAG) if run is not None else None
+    if res.error is not None:
+        summary.status, summary.error = "crashed", clean_error(res.error)
+    elif status == "TERMINATED":
+        diverged = run_status == "diverged" or (not suffix and metrics.get("diverged"))
+        summary.status = "diverged" if diverged else "finished"
+        if (summary.status == "finished" and run is not None
+                and run.info.status != "FINISHED"):  # the scheduler stopped it (ASHA)
+            summary.status = "stopped early"
+            client.set_tag(run.info.run_id, STATUS_TAG, "stopped_early")
+            client.set_tag(run.info.run_id, names.STOPPED_STEP_TAG, metrics.get("step"))
+            client.set_terminated(run.info.run_id, "FINISHED")
+    elif run is not None and run.data.metrics:
+        summary.status = "interrupted"
+    fid = metrics.get(f"fid{suffix}")
+    summary.fid = float(fid) if isinstance(fid, (int, float)) and math.isfinite(fid) else None
+    summary.step = metrics.get("step")
+    summary.modes = metrics.get(f"modes_covered{suffix}")
+    summary.hq = metrics.get(f"hq_share{suffix}")
+    if summary.status == "interrupted":
+        summary.step = _last_step(client, run)
+    if run is not None and run.info.status != "FINISHED" and summary.status in (
+            "interrupted", "not started"):  # RUNNING, or FAILED by the stop itself
+        client.set_tag(run.info.run_id, STATUS_TAG, "interrupted")
+        if summary.step is not None:
+            client.set_tag(run.info.run_id, names.INTERRUPTED_STEP_TAG, summary.step)
+        client.set_terminated(run.info.run_id, "KILLED")
+    return summary
+
+
 def summarize(results, spec, tracking: StudyTracking, study_dir: str, t0: float,
               interrupted_by: str | None = None) -> StudyOutcome:
     """Summarise a returned ``Tuner.fit()`` (``results``; None when the driver was stopped before
@@ -114,43 +163,11 @@ def summarize(results, spec, tracking: StudyTracking, study_dir: str, t0: float,
     trials = list(getattr(getattr(results, "_experiment_analysis", None), "trials", None) or [])
     seen_cfgs = set()
     for trial, res in zip(trials, results or []):
-        raw = trial.config or {}
-        seen_cfgs.add(_canon(raw.get("trial") or {}))
-        metrics = res.metrics or {}
-        run = runs.get(trial.trial_id)
-        summary = TrialSummary(name=_name(raw, run.info.run_name if run else trial.trial_id),
-                               config={}, status="not started", fid=None, step=None,
-                               trial_id=trial.trial_id, run_id=run.info.run_id if run else None)
-        try:
-            summary.config = trial_config(raw) if raw else {}
-        except Exception:  # noqa: BLE001
-            summary.config = dict(raw.get("trial") or {})
         status = saved[trial.trial_id].status if trial.trial_id in saved else trial.status
-        if res.error is not None:
-            summary.status, summary.error = "crashed", clean_error(res.error)
-        elif status == "TERMINATED":
-            summary.status = "diverged" if metrics.get("diverged") else "finished"
-            if (summary.status == "finished" and run is not None
-                    and run.info.status != "FINISHED"):  # the scheduler stopped it (ASHA)
-                summary.status = "stopped early"
-                client.set_tag(run.info.run_id, STATUS_TAG, "stopped_early")
-                client.set_tag(run.info.run_id, names.STOPPED_STEP_TAG, metrics.get("step"))
-                client.set_terminated(run.info.run_id, "FINISHED")
-        elif run is not None and run.data.metrics:
-            summary.status = "interrupted"
-        fid = metrics.get("fid")
-        summary.fid = float(fid) if isinstance(fid, (int, float)) and math.isfinite(fid) else None
-        summary.step = metrics.get("step")
-        summary.modes, summary.hq = metrics.get("modes_covered"), metrics.get("hq_share")
-        if summary.status == "interrupted":
-            summary.step = _last_step(client, run)
-        if run is not None and run.info.status != "FINISHED" and summary.status in (
-                "interrupted", "not started"):  # RUNNING, or FAILED by the stop itself
-            client.set_tag(run.info.run_id, STATUS_TAG, "interrupted")
-            if summary.step is not None:
-                client.set_tag(run.info.run_id, names.INTERRUPTED_STEP_TAG, summary.step)
-            client.set_terminated(run.info.run_id, "KILLED")
-        outcome.trials.append(summary)
+        for raw, key, suffix in _members(trial.config or {}, trial.trial_id):
+            seen_cfgs.add(_canon(raw.get("trial") or {}))
+            outcome.trials.append(_member_summary(client, trial_config, raw, key, suffix,
+                                                  runs.get(key), status, res))
     if spec.search == "grid":
         from study.spec import check_study
 
