@@ -11,24 +11,177 @@ checkpoint and the crash are recomputed with the same values; the logger therefo
 resume, the last logged step of every metric of the run (its high-water mark) and drops any
 (metric, step) at or below it. Nothing is logged twice, nothing is lost (a metric the crash cut off
 at step s has a mark below s and is logged again).
+
+Holding a loaded tracking server (32 trials writing to one server). Every call to the tracking
+store goes through :meth:`MlflowTrialLogger._call`, which retries *transient* errors with
+exponential backoff and full jitter within a time budget (:class:`RetryPolicy`, default 300 s per
+operation, ``LIPSTUDY_TRACKING_RETRY_S`` overrides) and gives up at once on *permanent* ones
+(:func:`is_transient` is the classification):
+
+* transient: the server's SQLAlchemy pool is exhausted (``QueuePool limit ... reached``: HTTP 400,
+  which MLflow's HTTP client does not retry itself), SQLite ``database is locked``, deadlocks and
+  serialization failures, ``TEMPORARILY_UNAVAILABLE`` / ``REQUEST_LIMIT_EXCEEDED`` /
+  ``INTERNAL_ERROR`` / ``RESOURCE_EXHAUSTED`` and other 408/429/5xx answers (also after the client's
+  own retries ran out), refused/reset/closed connections and timeouts;
+* permanent: everything else, e.g. ``INVALID_PARAMETER_VALUE`` (a param changing value, an invalid
+  metric), ``RESOURCE_DOES_NOT_EXIST``, ``INVALID_STATE`` (a deleted run), permission errors,
+  local ``OSError``/``ValueError``/``TypeError``.
+
+Retries never duplicate anything:
+
+* ``log_batch`` of metrics: the ``Metric`` objects (and so their timestamps) are made once, when
+  the trial logs the step, and every retry sends the very same batch. MLflow's SQL store keys a
+  metric row by (run, key, timestamp, step, value, is_nan); a batch that already landed (the answer
+  was lost, or a pool timeout hit after the commit) raises an IntegrityError on the server, which
+  then inserts only the rows that are missing: the retry is a no-op. (The same metric re-sent with
+  a *new* timestamp would be a second row: tests/e2e/test_tracking_load.py checks both.)
+* params (same value again is allowed), tags (overwritten), ``set_terminated``/``update_run``
+  (idempotent) and artifacts (overwritten) are idempotent as they are.
+* ``create_run`` is not: every run is created with a random ``lipstudy.create_token`` tag; before
+  retrying, the logger looks for a run with its token (an attempt whose answer was lost) and
+  adopts it; after the create it keeps the oldest run with its token and deletes any other (just
+  created, empty) — MLflow's HTTP client itself re-sends a POST whose connection broke, so a twin
+  can appear even without a retry of ours.
+
+Giving up never leaves a run RUNNING: the logger tags it ``lipstudy.status = crashed`` and
+``lipstudy.tracking_error = <what failed and why>``, ends it FAILED (both retried within their own
+budget), then raises :class:`TrackingError` to the trial, which fails; Ray retries it from its last
+checkpoint and the resumed logger re-logs exactly what is missing (the writer writes in order and
+stops at the first batch it gives up on, so the store holds a prefix of the steps).
 """
 
 from __future__ import annotations
 
 import io
+import logging
+import os
+import random
+import re
+import threading
 import time
-from typing import Any
+import uuid
+from dataclasses import dataclass, replace
+from typing import Any, Callable, TypeVar
 
 import torch
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
+_log = logging.getLogger(__name__)
+T = TypeVar("T")
+
 #: Tag naming the Ray trial a run belongs to (stable across Ray's retries of that trial).
 TRIAL_ID_TAG = "lipstudy.trial_id"
+#: Random tag set at run creation, so a retried ``create_run`` finds a run an earlier attempt made.
+CREATE_TOKEN_TAG = "lipstudy.create_token"
+#: Tag saying which tracking write the logger gave up on, and why.
+TRACKING_ERROR_TAG = "lipstudy.tracking_error"
+STATUS_TAG = "lipstudy.status"
 
 #: MLflow accepts at most 100 params per log_batch call.
 _PARAM_BATCH = 100
+#: MLflow tag values are limited to 8,000 characters.
+_TAG_MAX = 4000
+
+
+class TrackingError(RuntimeError):
+    """A tracking call the logger gave up on (a permanent error, or transient ones past the retry
+    budget). When raised, the run has already been ended FAILED with the reason as a tag."""
+
+    def __init__(self, message: str, reason: str = ""):
+        super().__init__(message)
+        self.reason = reason or message  # "<what>: <why>", the run's tracking_error tag
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Backoff for transient tracking errors: the n-th retry waits a uniformly random time in
+    [d/2, d] with d = min(max_delay_s, first_delay_s·2ⁿ) (the jitter keeps 32 writers from
+    retrying in lock-step); one operation gives up after ``budget_s`` seconds or
+    ``max_attempts`` attempts."""
+
+    budget_s: float = 300.0
+    first_delay_s: float = 0.5
+    max_delay_s: float = 20.0
+    max_attempts: int = 60
+
+    @classmethod
+    def from_env(cls) -> RetryPolicy:
+        """Default policy; ``LIPSTUDY_TRACKING_RETRY_S`` sets the budget (seconds)."""
+        raw = os.environ.get("LIPSTUDY_TRACKING_RETRY_S")
+        return cls(budget_s=float(raw)) if raw else cls()
+
+    def delay(self, retry: int) -> float:
+        d = min(self.max_delay_s, self.first_delay_s * (2.0 ** min(retry, 30)))
+        return random.uniform(d / 2, d)
+
+
+# MLflow error codes (mlflow.protos.databricks_pb2.ErrorCode names)
+_TRANSIENT_CODES = frozenset({
+    "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "INTERNAL_ERROR", "RESOURCE_EXHAUSTED",
+    "DEADLINE_EXCEEDED", "ABORTED", "SERVICE_UNDER_MAINTENANCE",
+    "WORKSPACE_TEMPORARILY_UNAVAILABLE", "COULD_NOT_ACQUIRE_LOCK", "IO_ERROR",
+})
+_PERMANENT_CODES = frozenset({
+    "INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS",
+    "INVALID_STATE", "INVALID_STATE_TRANSITION", "PERMISSION_DENIED", "UNAUTHENTICATED",
+    "CUSTOMER_UNAUTHORIZED", "NOT_FOUND", "ALREADY_EXISTS", "ENDPOINT_NOT_FOUND",
+    "MALFORMED_REQUEST", "FEATURE_DISABLED", "NOT_IMPLEMENTED", "QUOTA_EXCEEDED",
+    "RESOURCE_CONFLICT", "MAX_LIST_SIZE_EXCEEDED", "MAX_BLOCK_SIZE_EXCEEDED",
+})
+# Messages of transient failures that arrive under a generic code (BAD_REQUEST for SQLAlchemy's
+# pool timeout, INTERNAL_ERROR for the HTTP client's exhausted retries, plain exceptions).
+_TRANSIENT_MESSAGE = re.compile(
+    r"queuepool limit|database is locked|database table is locked|deadlock|"
+    r"could not serialize access|too many (connections|clients)|remaining connection slots|"
+    r"server closed the connection|connection (refused|reset|aborted)|remote end closed|"
+    r"max retries exceeded|too many \d{3} error responses|timed out|timeout|"
+    r"temporarily unavailable|service unavailable|bad gateway|gateway time-?out|"
+    r"too many requests|error code (408|429|5\d\d)\b|\b(408|429|50[0234]) (server )?error",
+    re.IGNORECASE,
+)
+
+
+def is_transient(err: BaseException) -> bool:
+    """Whether retrying the same call may succeed (see the module docstring)."""
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(err, TrackingError):
+        return False
+    if isinstance(err, MlflowException):
+        code = str(err.error_code)
+        if code in _PERMANENT_CODES:
+            return False
+        if code in _TRANSIENT_CODES:
+            return True
+        return bool(_TRANSIENT_MESSAGE.search(str(err.message)))
+    try:
+        import requests
+
+        if isinstance(err, requests.HTTPError):
+            status = getattr(err.response, "status_code", None)
+            if status is not None:
+                return status in (408, 429) or status >= 500
+            return bool(_TRANSIENT_MESSAGE.search(str(err)))
+        if isinstance(err, (requests.ConnectionError, requests.Timeout,
+                            requests.exceptions.ChunkedEncodingError)):
+            return True
+    except ImportError:  # pragma: no cover - mlflow depends on requests
+        pass
+    if isinstance(err, (ConnectionError, TimeoutError)):  # refused/reset/aborted, socket timeouts
+        return True
+    try:
+        import sqlalchemy.exc
+        import urllib3.exceptions
+
+        if isinstance(err, (urllib3.exceptions.ProtocolError, urllib3.exceptions.TimeoutError,
+                            urllib3.exceptions.NewConnectionError,
+                            sqlalchemy.exc.OperationalError, sqlalchemy.exc.TimeoutError)):
+            return True
+    except ImportError:  # pragma: no cover
+        pass
+    return False
 
 
 def run_name(cfg: dict[str, Any], k_keys: tuple[str, ...] = ()) -> str:
@@ -57,29 +210,150 @@ class MlflowTrialLogger:
         tags: dict[str, str] | None = None,
         run_id: str | None = None,
         synchronous: bool = True,
+        retry: RetryPolicy | None = None,
+        client: MlflowClient | None = None,
     ):
-        self.client = MlflowClient(tracking_uri)
+        self.client = client if client is not None else MlflowClient(tracking_uri)
         self.synchronous = synchronous
+        self.retry = retry or RetryPolicy.from_env()
+        self.retries = 0  # transient errors retried so far (all operations)
+        self.failed: TrackingError | None = None  # set once the logger gave up on a write
+        self._lock = threading.Lock()
         self._queue: _OrderedWriter | None = None
         self._last_step: dict[str, int] = {}
         self.resumed = False
+        self.run_id: str | None = None
         if run_id is None:
             run_id = self.find_trial_run(experiment_id, parent_run_id,
                                          (tags or {}).get(TRIAL_ID_TAG))
         if run_id is not None:  # resumed / retried: continue the same run
             self.run_id = run_id
             self.resumed = True
-            if self.client.get_run(run_id).info.lifecycle_stage == "deleted":
-                self.client.restore_run(run_id)  # never lose a run a resume deleted by mistake
-            self.client.update_run(run_id, status="RUNNING")
+            info = self._call("get run", lambda: self.client.get_run(run_id).info)
+            if info.lifecycle_stage == "deleted":  # never lose a run a resume deleted by mistake
+                self._call("restore run", self.client.restore_run, run_id)
+            self._call("mark run RUNNING", self.client.update_run, run_id, status="RUNNING")
             self._last_step = self.logged_steps()
             return
         all_tags = dict(tags or {})
         if parent_run_id:
             all_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
-        run = self.client.create_run(experiment_id, run_name=name, tags=all_tags)
-        self.run_id = run.info.run_id
+        self.run_id = self._create_run(experiment_id, name, all_tags)
         self.log_params(params)
+
+    # -- calls to the store ----------------------------------------------------------------------
+
+    def _call(self, what: str, fn: Callable[..., T], *args: Any,
+              recover: Callable[[], T | None] | None = None, fail_run: bool = True,
+              policy: RetryPolicy | None = None, **kwargs: Any) -> T:
+        """``fn(*args, **kwargs)``, retrying transient errors (see the module docstring).
+
+        ``recover`` runs before each retry and may return the result an earlier attempt produced
+        (then no retry; if it fails, the call is retried). On giving up: the run is ended FAILED with the reason (unless
+        ``fail_run`` is false) and :class:`TrackingError` is raised."""
+        policy = policy or self.retry
+        start = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return fn(*args, **kwargs)
+            except Exception as err:  # noqa: BLE001 - classified below
+                elapsed = time.monotonic() - start
+                transient = is_transient(err)
+                wait = policy.delay(attempt - 1) if transient else 0.0
+                if (not transient or attempt >= policy.max_attempts
+                        or elapsed + wait > policy.budget_s):
+                    why = (f"{'permanent error' if not transient else 'gave up'} after "
+                           f"{attempt} attempt(s) in {elapsed:.1f}s: {_short(err)}")
+                    error = TrackingError(f"MLflow {what} failed ({why})", f"{what}: {why}")
+                    _log.error("run %s: %s", self.run_id, error)
+                    if fail_run:
+                        self.failed = self.failed or error
+                        self._fail_run(error.reason)
+                    raise error from err
+                with self._lock:
+                    self.retries += 1
+                (_log.warning if attempt >= 3 else _log.info)(
+                    "run %s: MLflow %s: transient error (attempt %d, retry in %.1fs): %s",
+                    self.run_id, what, attempt, wait, _short(err))
+                time.sleep(wait)
+                if recover is not None:
+                    try:
+                        got = recover()
+                    except Exception as rerr:  # noqa: BLE001 - could not look: just retry
+                        _log.warning("run %s: MLflow %s: recovery failed: %s", self.run_id,
+                                     what, _short(rerr))
+                        got = None
+                    if got is not None:
+                        return got
+
+    def _fail_run(self, reason: str) -> None:
+        """End the run FAILED with the reason as a tag (best effort: retried within a shorter
+        budget; never raises)."""
+        if self.run_id is None:
+            return
+        short = replace(self.retry, budget_s=min(self.retry.budget_s, 60.0))
+        tags = [RunTag(STATUS_TAG, "crashed"), RunTag(TRACKING_ERROR_TAG, reason[:_TAG_MAX])]
+        for what, fn, args, kwargs in (
+                ("tag the failure", self.client.log_batch, (self.run_id,), {"tags": tags}),
+                ("end run FAILED", self.client.set_terminated, (self.run_id, "FAILED"), {})):
+            try:
+                self._call(what, fn, *args, fail_run=False, policy=short, **kwargs)
+            except TrackingError as err:
+                _log.error("run %s: could not %s: %s", self.run_id, what, err)
+
+    def _create_run(self, experiment_id: str, name: str, tags: dict[str, str]) -> str:
+        token = uuid.uuid4().hex
+        tags = {**tags, CREATE_TOKEN_TAG: token}
+
+        def create() -> str:
+            return self.client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
+
+        def landed() -> str | None:  # an attempt whose answer was lost
+            runs = self._runs_with_token(experiment_id, token)
+            return runs[0].info.run_id if runs else None
+
+        try:
+            run_id = self._call("create run", create, recover=landed, fail_run=False)
+        except TrackingError as err:
+            # mark whatever an attempt may have created, so nothing stays RUNNING
+            for run in self._runs_with_token(experiment_id, token, quiet=True):
+                self.run_id = run.info.run_id
+                self._fail_run(err.reason)
+            self.run_id = None
+            raise
+        # Twins: our retries, or MLflow's HTTP client re-sending the POST after a broken
+        # connection (it retries every method), can create the run twice. Keep the oldest, delete
+        # the others (just created, empty). One search per trial start.
+        runs = self._runs_with_token(experiment_id, token, quiet=True)
+        if runs and (len(runs) > 1 or runs[0].info.run_id != run_id):
+            run_id = runs[0].info.run_id
+            for twin in runs[1:]:
+                _log.warning("deleting run %s: a twin of %s made by a re-sent create_run",
+                             twin.info.run_id, run_id)
+                try:
+                    self._call("delete twin run", self.client.delete_run, twin.info.run_id,
+                               fail_run=False)
+                except TrackingError as err:
+                    _log.error("could not delete twin run %s: %s", twin.info.run_id, err)
+        return run_id
+
+    def _runs_with_token(self, experiment_id: str, token: str, quiet: bool = False) -> list:
+        def search():
+            runs = self.client.search_runs([experiment_id],
+                                           filter_string=f"tags.`{CREATE_TOKEN_TAG}` = '{token}'",
+                                           max_results=10)
+            return sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))
+
+        try:
+            return self._call("find created run", search, fail_run=False)
+        except TrackingError:
+            if quiet:
+                return []
+            raise
+
+    # -- the run ---------------------------------------------------------------------------------
 
     def find_trial_run(self, experiment_id: str, parent_run_id: str | None,
                        trial_id: str | None) -> str | None:
@@ -87,7 +361,8 @@ class MlflowTrialLogger:
         any: a trial killed before its first checkpoint has no run id to pass on."""
         if not trial_id or not parent_run_id:
             return None
-        runs = self.client.search_runs(
+        runs = self._call(
+            "find the trial's run", self.client.search_runs,
             [experiment_id],
             filter_string=(f"tags.`{TRIAL_ID_TAG}` = '{trial_id}' and "
                            f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}'"),
@@ -97,10 +372,11 @@ class MlflowTrialLogger:
 
     def logged_steps(self) -> dict[str, int]:
         """{metric: largest step logged so far} of this run (one history query per metric)."""
-        keys = self.client.get_run(self.run_id).data.metrics.keys()
+        keys = self._call("get run", lambda: list(self.client.get_run(self.run_id).data.metrics))
         out = {}
         for k in keys:
-            hist = self.client.get_metric_history(self.run_id, k)
+            hist = self._call(f"get history of {k}", self.client.get_metric_history,
+                              self.run_id, k)
             if hist:
                 out[k] = max(m.step for m in hist)
         return out
@@ -109,7 +385,8 @@ class MlflowTrialLogger:
         """Log params (re-logging an identical value, as a resumed trial does, is allowed)."""
         items = [Param(k, _param_str(v)) for k, v in sorted(params.items())]
         for i in range(0, len(items), _PARAM_BATCH):
-            self.client.log_batch(self.run_id, params=items[i : i + _PARAM_BATCH])
+            self._call("log params", self.client.log_batch, self.run_id,
+                       params=items[i : i + _PARAM_BATCH])
 
     def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
         """One ``log_batch`` of this step's metrics; (metric, step) pairs an earlier attempt of
@@ -121,22 +398,28 @@ class MlflowTrialLogger:
                  if v is not None and step > last.get(k, -1)]
         if not batch:
             return
-        for m in batch:
-            last[m.key] = step
         if self.synchronous:
-            self.client.log_batch(self.run_id, metrics=batch)
+            self._write_metrics(batch)
         else:
             self._writer().put(batch)
+        for m in batch:
+            last[m.key] = step
+
+    def _write_metrics(self, batch: list[Metric]) -> None:
+        """The same batch (same timestamps) on every retry: a retry of a batch that landed adds
+        nothing (see the module docstring)."""
+        self._call(f"log metrics of step {batch[0].step}", self.client.log_batch, self.run_id,
+                   metrics=batch)
 
     def _writer(self) -> _OrderedWriter:
         if self._queue is None:
-            self._queue = _OrderedWriter(self.client, self.run_id)
+            self._queue = _OrderedWriter(self._write_metrics, self.run_id)
         self._queue.check()
         return self._queue
 
     def flush(self) -> None:
-        """Block until every queued batch is written (re-raises a write error); no-op when
-        synchronous."""
+        """Block until every queued batch is written (raises :class:`TrackingError` once the
+        writer gave up); no-op when synchronous."""
         if self._queue is not None:
             self._queue.flush()
 
@@ -150,10 +433,9 @@ class MlflowTrialLogger:
         self._log_bytes(buf.getvalue(), artifact_file)
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        self.client.log_text(self.run_id, text, artifact_file)
+        self._log_bytes(text.encode("utf-8"), artifact_file)
 
     def _log_bytes(self, payload: bytes, artifact_file: str) -> None:
-        import os
         import tempfile
 
         directory, fname = os.path.split(artifact_file)
@@ -161,10 +443,12 @@ class MlflowTrialLogger:
             path = os.path.join(tmp, fname)
             with open(path, "wb") as fh:
                 fh.write(payload)
-            self.client.log_artifact(self.run_id, path, directory or None)
+            self._call(f"log artifact {artifact_file}", self.client.log_artifact, self.run_id,
+                       path, directory or None)
 
     def set_tags(self, tags: dict[str, Any]) -> None:
-        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        self._call("set tags", self.client.log_batch, self.run_id,
+                   tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_figure(self, fig, artifact_file: str) -> None:
         """Save a matplotlib figure as a PNG artifact (the figure is closed)."""
@@ -186,33 +470,53 @@ class MlflowTrialLogger:
     def metric_history(self, key: str) -> list[tuple[int, float]]:
         """[(step, value)] of one metric of this run, by step (after flushing queued metrics)."""
         self.flush()
-        return sorted((m.step, m.value) for m in self.client.get_metric_history(self.run_id, key))
+        hist = self._call(f"get history of {key}", self.client.get_metric_history,
+                          self.run_id, key)
+        return sorted((m.step, m.value) for m in hist)
 
     def finish(self, status: str = "FINISHED") -> None:
-        self.flush()
+        """Write what is queued, then end the run with ``status`` — FAILED instead when the
+        logger gave up on a write (then :class:`TrackingError` is raised, unless the trial was
+        already told by an earlier ``log_metrics``/``flush``)."""
+        error = None
         if self._queue is not None:
-            self._queue.close()
-            self._queue = None
-        self.client.set_terminated(self.run_id, status)
+            try:
+                self._queue.flush()
+            except TrackingError as err:
+                error = None if self._queue.reported_before else err
+            finally:
+                self._queue.close()
+                self._queue = None
+        if self.failed is not None:
+            status = "FAILED"  # and the reason is tagged already
+        self._call(f"end run {status}", self.client.set_terminated, self.run_id, status,
+                   fail_run=False)
+        if error is not None:
+            raise error
 
 
 class _OrderedWriter:
-    """One daemon thread writing queued metric batches with ``log_batch``, strictly in order.
+    """One daemon thread writing queued metric batches, strictly in order.
 
     In order matters: a crash loses only a tail of steps, which the resumed trial re-logs (its
     high-water marks are below them). MLflow's own async logging submits batches to a pool of
     threads, so a later step can land before an earlier one is lost — then the resume would skip
     the lost step. The trial thread pays a queue put (≈ 0.4 ms) instead of a store round trip
     (≈ 50 ms on SQLite with fsync on a loaded 2-core box, see bench/stats_logging_overhead.py).
+
+    ``write`` retries transient errors itself (``MlflowTrialLogger._call``); when it gives up
+    (raises), the writer stops for good: later batches are dropped, so the store keeps a prefix of
+    the steps, and every later ``put``/``flush`` raises the same :class:`TrackingError`.
     """
 
-    def __init__(self, client: MlflowClient, run_id: str):
+    def __init__(self, write: Callable[[list[Metric]], None], run_id: str):
         import queue
-        import threading
 
-        self.client, self.run_id = client, run_id
+        self.write, self.run_id = write, run_id
         self.q: queue.Queue = queue.Queue()
-        self.error: BaseException | None = None
+        self.failed: TrackingError | None = None
+        self.reported = False
+        self.reported_before = False
         self.thread = threading.Thread(target=self._run, name=f"mlflow-writer-{run_id[:8]}",
                                        daemon=True)
         self.thread.start()
@@ -223,10 +527,13 @@ class _OrderedWriter:
             try:
                 if batch is None:
                     return
-                if self.error is None:
-                    self.client.log_batch(self.run_id, metrics=batch)
+                if self.failed is None:
+                    self.write(batch)
             except BaseException as err:  # noqa: BLE001 - surfaced by check()/flush()
-                self.error = err
+                self.failed = err if isinstance(err, TrackingError) else TrackingError(
+                    f"MLflow metric logging failed: {err!r}")
+                if self.failed is not err:
+                    self.failed.__cause__ = err
             finally:
                 self.q.task_done()
 
@@ -234,9 +541,10 @@ class _OrderedWriter:
         self.q.put(batch)
 
     def check(self) -> None:
-        if self.error is not None:
-            err, self.error = self.error, None
-            raise RuntimeError(f"MLflow metric logging failed: {err!r}") from err
+        if self.failed is not None:
+            self.reported_before = self.reported
+            self.reported = True
+            raise self.failed
 
     def flush(self) -> None:
         self.q.join()
@@ -245,6 +553,12 @@ class _OrderedWriter:
     def close(self) -> None:
         self.q.put(None)
         self.thread.join(timeout=60)
+
+
+def _short(err: BaseException, limit: int = 600) -> str:
+    code = getattr(err, "error_code", None)
+    text = f"{type(err).__name__}{f' {code}' if code else ''}: {err}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _param_str(value: Any) -> str:
