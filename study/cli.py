@@ -306,7 +306,7 @@ def cmd_ui(store: str | None, port: int) -> int:
         db = uri[len("sqlite:///"):]
         if not os.path.exists(db):
             return _fail(f"--store: no MLflow store at {db} (run a study first: lipstudy run)")
-    # one worker and no job runner: ≈ 0.5 GiB instead of ≈ 2.5 GiB (STACK-NOTES); uvicorn gives
+    # one worker and no job runner: ≈ 0.5 GiB instead of ≈ 2.5 GiB (docs/measurements.md); uvicorn gives
     # open connections at most 3 s once told to stop
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",

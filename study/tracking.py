@@ -2,7 +2,7 @@
 
 * The store and the experiment are created here, once, in the driver: several processes creating a
   fresh SQLite store at once crash in MLflow 3 (alembic "Online migration expected to match one
-  row"), see STACK-NOTES.
+  row"), see docs/measurements.md.
 * Paths are made absolute: Ray runs trials with the trial directory as working directory, so a
   relative ``sqlite:///mlflow.db`` or a default ``./mlruns`` artifact root would scatter runs.
 * One parent run per study execution holds the study file, the git commit and the hypotheses it

@@ -1,6 +1,6 @@
 """The trial configuration: one flat, validated mapping whose keys are also the MLflow param names.
 
-The base keys below are shared by every trial (DESIGN.md, "The trial"); the keys of a regularizer
+The base keys below are shared by every trial (docs/design.md, "The trial"); the keys of a regularizer
 live on its registered entry (``trainables.regularizers``, its ``Params`` model), the keys of an
 optimizer on ``OPTIMIZER_KEYS``. A key that does not belong to the chosen regularizer or optimizer is
 an error, not silently ignored. Defaults are the paper's setup (Appendix B): RMSprop, lr 5e-5,
@@ -40,7 +40,7 @@ OPTIMIZER_KEYS: dict[str, dict[str, float]] = {
 
 
 class BaseTrial(BaseModel):
-    """Keys every trial has (see DESIGN.md's trial table for their meaning)."""
+    """Keys every trial has (see docs/design.md's trial table for their meaning)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

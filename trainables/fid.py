@@ -31,7 +31,7 @@ The statistics and metrics are in :mod:`trainables.fid_stats`. Reference feature
 statistics: KID needs them) are cached on disk (:mod:`trainables.fid_cache`) per
 (dataset, split, resolution, extractor, n) under ``$LIPSTUDY_CACHE`` or ``~/.cache/lipstudy/fid``,
 written atomically so concurrent trials never read a half-written file. So is every run's FID floor
-(:func:`fid_floor`: real training images against the reference, DESIGN "The FID scale of every
+(:func:`fid_floor`: real training images against the reference, docs/design.md "The FID scale of every
 run"): its real-image features like a reference, its value beside them.
 
 This module is the one evaluation (:func:`evaluate`) and the names of all four modules.

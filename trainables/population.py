@@ -1,7 +1,7 @@
 """Population trials: several one-config trials that share shapes, trained as one batched model.
 
 ``train_population(configs, callbacks)`` runs P validated trial configs (a *pack*) together and is,
-member by member, the plain ``trainables.train.train`` (DESIGN.md "Throughput", issue #12):
+member by member, the plain ``trainables.train.train`` (docs/design.md "Throughput", issue #12):
 
 * **Same draws.** Every member is a real :class:`~trainables.train.GANTrial` built exactly as
   ``train()`` builds it (``torch.manual_seed(seed)``, G then D, SN's initial power iterations), so

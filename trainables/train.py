@@ -9,7 +9,7 @@ step and the run's FID scale, so a restarted trial continues exactly as if it ha
 
 The training step is the paper's (Appendix B): per iteration ``n_dis`` discriminator updates then
 one generator update, z ~ N(0, I), the loss terms of Table 1 with domain scaling (Eq. 11). The
-losses are always computed in float32 (α reaches 1e-25, see STACK-NOTES: fp16 underflows α).
+losses are always computed in float32 (α reaches 1e-25, see docs/measurements.md: fp16 underflows α).
 
 A non-finite discriminator or generator loss ends the trial as ``diverged`` with the step and the
 reason (e.g. EXP-GAN at α = 1e11 overflows: Table 5b's breakdown), it never raises.

@@ -76,7 +76,7 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 def server_env() -> dict[str, str]:
-    """A lean MLflow server: no job runner (STACK-NOTES: ≈ 0.5 GiB instead of ≈ 2.5 GiB), and no
+    """A lean MLflow server: no job runner (docs/measurements.md: ≈ 0.5 GiB instead of ≈ 2.5 GiB), and no
     usage telemetry (tests contact 127.0.0.1 only; offline, its requests also slow the exit)."""
     env = dict(os.environ)
     env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"

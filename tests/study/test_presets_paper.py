@@ -81,7 +81,7 @@ def test_eps_counterfactual_scales_eps_by_k_to_the_n():
                 assert len(eps) == len(want), (ds, k, loss, eps)
                 for e in eps:
                     assert any(math.isclose(e, w, rel_tol=1e-9) for w in want), (ds, k, e, n)
-    assert _n_sn_layers("dcgan32", "mnist") == 4  # DESIGN.md's n for the 32x32 D
+    assert _n_sn_layers("dcgan32", "mnist") == 4  # docs/design.md's n for the 32x32 D
 
 
 def test_search_preset_spans_the_mission_space():
