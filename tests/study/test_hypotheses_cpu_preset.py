@@ -6,7 +6,7 @@ preset's own trial configs, typed and derived exactly as the trainer logs them (
 computes them; ``fid_extractor``/``fid_samples`` as ``ray_trainable.run_trial`` logs them), with
 plausible fake metrics: no hypothesis may come out "inconclusive" for lack of data (a verdict that is
 inconclusive because the fake numbers show no effect is fine); (3) the budget recomputed from the
-expanded trials fits the 2-core hour and matches the description's header.
+expanded trials fits 90 minutes on 2 cores and matches the description's header.
 """
 
 from __future__ import annotations
@@ -119,23 +119,39 @@ def _logged_params(cfg: dict) -> dict:
     return {key: str(v) for key, v in params.items()}
 
 
+#: The FID scale the trainer logs with every image run (trainables.evaluation), at the preset's
+#: N = 500 on fashion_mnist_mini with the domain extractor: real train images and the untrained G.
+FID_FLOOR_500, FID_INIT_500 = 6.07, 1721.0
+
+
 def _fake_metrics(cfg: dict, params: dict, rng: np.random.Generator) -> dict:
     """Plausible final metrics: Ω width ∝ K (inside Theorem 1's bound), WGAN's Ω slides (Ω∪ wider
-    than the last Ω_i), Ψ wider for larger K, FID log-normal per dataset."""
+    than the last Ω_i), Ψ wider for larger K, FID log-normal per dataset. Image runs carry their
+    FID scale (fid_floor, fid_init, fid_quality and the *_final ones, as the trainer logs them; FID
+    around 40, what the retuned image runs reach) and toys their modes covered / high-quality share,
+    so the analysis's learning guard can judge the reference runs."""
     k = float(params["lipschitz_k"]) if params["lipschitz_k"] != "None" else 1.0
     w = 0.1 * k * math.exp(rng.normal(0, 0.02))
     c = rng.normal(0, 0.01 * w)
     slide = 1.5 if cfg["loss"] == "wgan" else 1.02
     toy = cfg["dataset"] in data_lib.TOY_DATASETS
-    fid = math.exp(rng.normal(math.log(1.0 if toy else 300.0), 0.15))
+    fid = math.exp(rng.normal(math.log(1.0 if toy else 40.0), 0.15))
     m = {"omega_real_min": c - 0.1 * w, "omega_real_max": c + 0.5 * w,
          "omega_fake_min": c - 0.5 * w, "omega_fake_max": c + 0.1 * w,
          "omega_union_min": c - 0.5 * w * slide, "omega_union_max": c + 0.5 * w * slide,
          "psi_min": -0.5 - 0.05 * w, "psi_max": -0.5 + 0.05 * w,
          "psi_attained_min": -0.6, "psi_attained_max": -0.4, "psi_attained_mean": -0.5,
          "grad_norm_real": k, "grad_norm_fake": k, "fid": fid, "kid": fid / 1000,
+         "fid_final": fid, "kid_final": fid / 1000,
          "loss_d": 1.0, "loss_g": 1.0, "penalty": 0.0, "diverged": 0.0,
          "step_time_median_ms": 10.0}
+    if toy:
+        m.update(modes_covered=8.0, hq_share=0.9, modes_covered_final=8.0, hq_share_final=0.9)
+    else:
+        quality = math.log(FID_INIT_500 / fid) / math.log(FID_INIT_500 / FID_FLOOR_500)
+        m.update(fid_floor=FID_FLOOR_500, fid_init=FID_INIT_500, fid_quality=quality,
+                 fid_floor_final=FID_FLOOR_500, fid_init_final=FID_INIT_500,
+                 fid_quality_final=quality)
     if params["omega_bound"] != "None":
         m["omega_bound"] = float(params["omega_bound"])
         m["omega_within_bound"] = 1.0
@@ -182,28 +198,31 @@ def test_every_hypothesis_gets_its_data(configs):
 # ------------------------------------------------------------------------------ (3) budget
 RAY_START_S = 10.0          # per trial (the brief's 8-10 s)
 WORKERS = 2                 # 2 concurrent trials, 1 CPU each
-#: Calibrated per-step ms (trainables.train.train, torch.set_num_threads(1), machine shared).
-MS_PER_STEP = {("image", "sn"): 75, ("image", "gp"): 70, ("image", "alr"): 90, ("image", "js"): 51,
-               ("image", "none"): 26, ("toy", "sn"): 9, ("toy", "gp"): 7.5, ("toy", "gran"): 7,
-               ("toy", "js"): 13, ("toy", "none"): 6.5, ("toy", "alr"): 5}
+#: Calibrated mean ms/step (trainables.train.train, torch.set_num_threads(1), two such processes at
+#: once, box lightly shared: load 1.5-3.1; 2026-11-28). Only the kinds the preset uses: a new kind
+#: needs its own measurement (KeyError here until then).
+MS_PER_STEP = {("image", "sn"): 25.4, ("image", "gp"): 40.1, ("image", "alr"): 54.4,
+               ("toy", "sn"): 1.9, ("toy", "gp"): 3.2, ("toy", "gran"): 1.8, ("toy", "js"): 4.0,
+               ("toy", "none"): 1.2}
 SETUP_S = {"image": 2.0, "toy": 0.2}
-EVAL_S = {"image": 1.1, "toy": 0.05}  # per FID evaluation (500 / 1000 samples)
+EVAL_S = {"image": 2.5, "toy": 0.05}  # per FID evaluation (500 / 1000 samples)
 
 
 def trial_seconds(cfg: dict) -> float:
     kind = "toy" if cfg["dataset"] in data_lib.TOY_DATASETS else "image"
-    evals = math.ceil(cfg["iterations"] / cfg["eval_every"])
+    # every eval_every steps and at the end; image runs also evaluate the untrained G (fid_init)
+    evals = math.ceil(cfg["iterations"] / cfg["eval_every"]) + (kind == "image")
     return (RAY_START_S + SETUP_S[kind] + cfg["iterations"] * MS_PER_STEP[kind, cfg["regularizer"]] / 1e3
             + evals * EVAL_S[kind])
 
 
-def test_budget_fits_two_cores_in_an_hour(spec, configs):
+def test_budget_fits_two_cores_in_90_minutes(spec, configs):
     wall_min = sum(trial_seconds(c) for c in configs) / WORKERS / 60 + 1.0  # + Ray/MLflow start
-    assert wall_min <= 55.0, wall_min
+    assert wall_min <= 90.0, wall_min
     header = re.search(r"0 GPU-h \(CPU: ≈ (\d+) min on 2 cores\)", spec.description)
     assert header, "the description must state '0 GPU-h (CPU: ≈ N min on 2 cores)'"
     stated = int(header.group(1))
-    assert stated <= 60 and abs(stated - wall_min) <= 2.0, (stated, wall_min)
+    assert stated <= 90 and abs(stated - wall_min) <= 2.0, (stated, wall_min)
     trials = re.search(r"(\d+) trials = (\d+) configurations × (\d+) seeds", spec.description)
     assert trials and int(trials.group(1)) == len(configs)
     assert int(trials.group(2)) * int(trials.group(3)) == len(configs)
