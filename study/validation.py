@@ -1,0 +1,263 @@
+"""Checking a parsed study completely (trial keys, YAML booleans, sizes, each trial's config, FID
+reference sizes) and expanding it into trial configs, without running anything."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from study.limits import _BOOL_HINT, MAX_TRIALS, StudyError, _bool_word, _check_size
+from study.schema import SpaceEntry, StudySpec
+from trainables.config import ConfigError, all_keys, validate_trial
+
+
+def expand_grid(spec: StudySpec) -> list[dict[str, Any]]:
+    """All trial configs of a grid study (fixed keys + each grid point + each seed)."""
+    return [cfg for _, cfg in _expand_blocks(spec)]
+
+
+def _expand_blocks(spec: StudySpec) -> list[tuple[int, dict[str, Any]]]:
+    """(grid block index, trial config) for every trial of a grid study."""
+    configs: list[tuple[int, dict[str, Any]]] = []
+    for i, block in enumerate(spec.grid_blocks or [{}]):
+        keys = list(block)
+        for values in itertools.product(*(block[k] for k in keys)):
+            point = {**spec.fixed, **dict(zip(keys, values))}
+            for seed in spec.seed_list:
+                configs.append((i, {**point, "seed": seed}))
+    return configs
+
+
+def check_study(spec: StudySpec) -> list[dict[str, Any]]:
+    """Validate a study completely without running anything; return its complete trial configs
+    (grid) or representative ones (optuna/random: every categorical combination with numeric
+    keys at their low and high ends)."""
+    known = all_keys()
+    for key in spec.fixed:
+        if key not in known:
+            raise StudyError(f"fixed.{key}: unknown trial key")
+    if "seed" in spec.fixed:
+        raise StudyError("fixed.seed: use the study's `seeds` (replicates) instead")
+    if spec.search == "grid":
+        if spec.space:
+            raise StudyError("space: only for search optuna/random; a grid study uses `grid`")
+        for i, block in enumerate(spec.grid_blocks):
+            for key, values in block.items():
+                where = f"grid[{i}].{key}" if isinstance(spec.grid, list) else f"grid.{key}"
+                if key not in known:
+                    raise StudyError(f"{where}: unknown trial key")
+                if key == "seed":
+                    raise StudyError(f"{where}: use the study's `seeds` (replicates) instead")
+                if not values:
+                    raise StudyError(f"{where}: an empty list makes no trials")
+        _refuse_yaml_bools(spec)
+        _check_size(spec)
+        blocks = _expand_blocks(spec)
+        configs = [cfg for _, cfg in blocks]
+        if spec.num_samples != 1:
+            raise StudyError("num_samples: a grid study runs each grid point; use `seeds` for replicates")
+    else:
+        if spec.grid:
+            raise StudyError(f"grid: only for search grid; a {spec.search} study uses `space`")
+        if not spec.space:
+            raise StudyError(f"space: a {spec.search} study needs at least one searched key")
+        for key, entry in spec.space.items():
+            if key not in known:
+                raise StudyError(f"space.{key}: unknown trial key")
+            if key in spec.fixed:
+                raise StudyError(f"space.{key}: also in fixed; a key is either searched or fixed")
+            for cond in entry.when or {}:
+                if cond not in spec.space or list(spec.space).index(cond) >= list(spec.space).index(key):
+                    raise StudyError(f"space.{key}.when: {cond!r} must be a searched key listed before {key!r}")
+        _refuse_yaml_bools(spec)
+        _check_size(spec)
+        configs = representative_configs(spec)
+        configs += _check_points(spec)
+        blocks = [(None, cfg) for cfg in configs]
+    if spec.search == "grid" and (spec.points_to_evaluate or spec.optuna_storage):
+        key = "points_to_evaluate" if spec.points_to_evaluate else "optuna_storage"
+        raise StudyError(f"{key}: only for search optuna/random")
+    if spec.scheduler == "asha":
+        for key in ("iterations", "eval_every"):
+            varied = key in spec.space or any(key in b for b in spec.grid_blocks)
+            if varied:
+                raise StudyError(f"{_where(spec, key)}: ASHA compares FID at the same iterations in "
+                                 "every trial; fix iterations and eval_every")
+    seen_data: set[tuple] = set()
+    for block, cfg in blocks:
+        data_key = (cfg.get("dataset"), cfg.get("data_root"), cfg.get("resolution"), cfg.get("download"))
+        try:
+            fresh = data_key not in seen_data
+        except TypeError:  # an unhashable value (``dataset: [a]``): validate_trial refuses it
+            fresh = True
+        try:
+            validate_trial(cfg, check_data=fresh)
+        except ConfigError as err:
+            where = _where(spec, err.key, block)
+            raise StudyError(f"{where}: {err.problem}") from None
+        if fresh:
+            seen_data.add(data_key)
+    fid_plans(spec, configs)  # refuses reference sets too small for the extractor
+    return configs
+
+
+def _refuse_yaml_bools(spec: StudySpec) -> None:
+    """A YAML 1.1 boolean (unquoted yes/no/on/off/true/false) given to a trial key that is no
+    true/false key: ``k_sn: yes`` would be read as 1.0, ``loss: no`` as False."""
+    from trainables.names import TRIAL_PARAM_TYPES
+
+    def check(where: str, key: Any, value: Any) -> None:
+        kind = TRIAL_PARAM_TYPES.get(key) if isinstance(key, str) else None
+        if isinstance(value, bool) and kind not in (None, bool):
+            what = "a number" if kind in (int, float) else "a string"
+            raise StudyError(f"{where}: got {_bool_word(value)}, {_BOOL_HINT}; {key} takes {what}")
+
+    for key, value in spec.fixed.items():
+        check(f"fixed.{key}", key, value)
+    listed = isinstance(spec.grid, list)
+    for i, block in enumerate(spec.grid_blocks):
+        for key, values in block.items():
+            for value in values:
+                check(f"grid[{i}].{key}" if listed else f"grid.{key}", key, value)
+    for key, entry in spec.space.items():
+        for value in entry.choice or []:
+            check(f"space.{key}.choice", key, value)
+        for cond, allowed in (entry.when or {}).items():
+            for value in allowed if isinstance(allowed, list) else [allowed]:
+                check(f"space.{key}.when.{cond}", cond, value)
+    for i, point in enumerate(spec.points_to_evaluate):
+        for key, value in point.items() if isinstance(point, dict) else ():
+            check(f"points_to_evaluate[{i}].{key}", key, value)
+
+
+def _where(spec: StudySpec, key: str | None, block: int | None = None) -> str:
+    """Where a trial key's bad value comes from: the grid block that made the failing trial
+    (``block``), else ``fixed``, else the first block or the space naming it."""
+    listed = isinstance(spec.grid, list)
+    if block is not None and spec.search == "grid" and spec.grid_blocks:
+        here = f"grid[{block}]" if listed else "grid"
+        if key is not None and key in spec.grid_blocks[block]:
+            return f"{here}.{key}"
+        if key is not None and key in spec.fixed:
+            return f"fixed.{key} (in {here})" if listed else f"fixed.{key}"
+        return f"{here}.{key}" if key else here
+    if key is None:
+        return "trial"
+    if key in spec.fixed:
+        return f"fixed.{key}"
+    if spec.search == "grid":
+        for i, block in enumerate(spec.grid_blocks):
+            if key in block:
+                return f"grid[{i}].{key}" if listed else f"grid.{key}"
+    elif key in spec.space:
+        return f"space.{key}"
+    return key
+
+
+def fid_plans(spec: StudySpec, configs: list[dict[str, Any]]) -> list[str]:
+    """How FID will be measured, one line per (dataset, extractor, split): the resolved extractor,
+    its feature dimension and the reference size. Raises :class:`StudyError` when a reference set
+    is smaller than the extractor's dimension: its covariance is then singular and the FID is
+    mostly estimation error (e.g. 30 held-out images of a small folder vs Inception's 2,048-d)."""
+    from trainables import data as data_lib
+    from trainables import fid as fid_lib
+
+    plans: dict[tuple, str] = {}
+    for cfg in configs:
+        dataset = cfg.get("dataset", "fashion_mnist_mini")
+        if cfg.get("arch") == "mlp" or dataset in ("ring8", "grid25"):
+            plans.setdefault(("toy", dataset), f"{dataset}: data-space Fréchet distance, "
+                                                "modes covered and high-quality share")
+            continue
+        setting = cfg.get("fid_extractor", "auto")
+        split = cfg.get("fid_ref_split", "test")
+        key = (dataset, cfg.get("data_root"), setting, split)
+        if key in plans:
+            continue
+        n_ref = data_lib.reference_size(dataset, cfg.get("data_root"), split)
+        name = fid_lib.resolve_extractor(setting, n_ref)
+        dim = fid_lib.EXTRACTORS[name].dim
+        where = _where(spec, "fid_extractor") if setting != "auto" else _where(spec, "dataset")
+        if n_ref is not None and n_ref < dim:
+            raise StudyError(
+                f"{where}: FID of {dataset!r} would compare against {n_ref} {split!r} images "
+                f"with the {name!r} extractor ({dim}-d features, from fid_extractor: {setting}); "
+                f"a reference needs at least {dim} images (more images, or fid_extractor: domain "
+                "for Fashion-MNIST-like data)")
+        size = f"{n_ref:,}" if n_ref is not None else f"the full {split!r} split"
+        plans[key] = (f"{dataset}: FID with {name!r} ({dim}-d"
+                      f"{', resolved from auto' if setting == 'auto' else ''}) against {size} "
+                      f"{split!r} images")
+    return list(plans.values())
+
+
+def describe_fid(spec: StudySpec, configs: list[dict[str, Any]]) -> str:
+    return "; ".join(fid_plans(spec, configs))
+
+
+def _in_entry(entry: SpaceEntry, value: Any) -> bool:
+    if entry.choice is not None:
+        return value in entry.choice
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    lo, hi = entry.uniform or entry.loguniform or entry.int_
+    if entry.int_ is not None and not float(value).is_integer():
+        return False
+    return lo <= value <= hi
+
+
+def _check_points(spec: StudySpec) -> list[dict[str, Any]]:
+    """``points_to_evaluate``: each names exactly the searched keys active for it, inside the
+    space; returns them as trial configs (validated with the rest)."""
+    configs = []
+    for i, point in enumerate(spec.points_to_evaluate):
+        where = f"points_to_evaluate[{i}]"
+        if not isinstance(point, dict):
+            raise StudyError(f"{where}: a point is a mapping of searched keys to values")
+        for key in point:
+            if key not in spec.space:
+                hint = "fixed (not searched)" if key in spec.fixed else "not a searched key"
+                raise StudyError(f"{where}.{key}: {hint}; a point sets searched keys only")
+        chosen: dict[str, Any] = {}
+        for key, entry in spec.space.items():
+            active = entry.active(chosen)
+            if active and key not in point:
+                raise StudyError(f"{where}: missing searched key {key!r}")
+            if not active and key in point:
+                raise StudyError(f"{where}.{key}: inactive here (its `when` does not hold)")
+            if active:
+                if not _in_entry(entry, point[key]):
+                    raise StudyError(f"{where}.{key}: {point[key]!r} is outside the space")
+                chosen[key] = point[key]
+        configs.append({**spec.fixed, **chosen, "seed": spec.seed_list[0]})
+    return configs
+
+
+def representative_configs(spec: StudySpec) -> list[dict[str, Any]]:
+    """For a searched space: configs covering every categorical combination (respecting ``when``)
+    with each numeric key at its low, then its high end."""
+    partials: list[dict[str, Any]] = [{}]
+    for key, entry in spec.space.items():
+        if entry.choice is not None:
+            n = sum(len(entry.choice) if entry.active(p) else 1 for p in partials)
+            if n > MAX_TRIALS:
+                raise StudyError(
+                    f"space.{key}: the choices up to here combine into {n:,} configurations to "
+                    f"check; at most {MAX_TRIALS:,} (MAX_TRIALS)")
+        nxt = []
+        for p in partials:
+            if not entry.active(p):
+                nxt.append(p)
+            elif entry.choice is not None:
+                nxt.extend({**p, key: v} for v in entry.choice)
+            else:
+                nxt.append({**p, key: entry})  # numeric: filled below
+        partials = nxt
+    configs = []
+    for p in partials:
+        for end in (0, 1):
+            cfg = {**spec.fixed, "seed": spec.seed_list[0]}
+            for k, v in p.items():
+                cfg[k] = v.extremes()[end] if isinstance(v, SpaceEntry) else v
+            configs.append(cfg)
+    return configs
