@@ -27,10 +27,10 @@ from typing import Any
 
 import torch
 
-from trainables.mlflow_logger import TRIAL_ID_TAG, MlflowTrialLogger
 from trainables.population import train_population, unsupported_reason
 from trainables.ray_trainable import (
-    MlflowCallbacks, TrialContext, _trial_id, trial_config, trial_device, trial_run_name,
+    MlflowCallbacks, TrialContext, _trial_id, crash_run, finish_run, open_trial_run, trial_config,
+    trial_device, trial_run_name,
 )
 
 PACK_STATE_FILE = "pack_state.pt"
@@ -72,23 +72,12 @@ def run_pack(config: dict[str, Any], context: TrialContext) -> None:
                                map_location=device)
             with open(os.path.join(d, PACK_META_FILE)) as fh:
                 run_ids = json.load(fh)["mlflow_run_ids"]
-    from trainables.evaluation import resolved_extractor
-
     trial_id = _trial_id()
     loggers, callbacks = [], []
     for i, (cfg, run_id) in enumerate(zip(cfgs, run_ids)):
-        extractor = "data-space" if cfg["arch"] == "mlp" else resolved_extractor(cfg)
-        fid_params = {"fid_extractor": extractor, "fid_samples": cfg["fid_samples"],
-                      "fid_final_samples": cfg.get("fid_final_samples") or cfg["fid_samples"],
-                      "fid_ref_split": cfg["fid_ref_split"]}
-        params = {**cfg, **fid_params, "device": device.type}
-        tags = {"lipstudy.study": context.study_name, TRIAL_ID_TAG: f"{trial_id}/m{i}",
-                "lipstudy.pack_member": str(i), "lipstudy.pack_size": str(len(cfgs))}
-        logger = MlflowTrialLogger(
-            context.tracking_uri, context.experiment_id, name=trial_run_name(cfg),
-            params=params, parent_run_id=context.parent_run_id, tags=tags, run_id=run_id,
-            synchronous=False,
-        )
+        logger, params = open_trial_run(
+            cfg, device, context, f"{trial_id}/m{i}", run_id,
+            {"lipstudy.pack_member": str(i), "lipstudy.pack_size": str(len(cfgs))})
         loggers.append(logger)
         callbacks.append(_MemberCallbacks(logger, params))
 
@@ -107,11 +96,10 @@ def run_pack(config: dict[str, Any], context: TrialContext) -> None:
                                    on_checkpoint=on_checkpoint)
     except BaseException:
         for lg in loggers:
-            lg.set_tags({"lipstudy.status": "crashed"})
-            lg.finish("FAILED")
+            crash_run(lg)
         raise
     for lg, res in zip(loggers, results):
-        _finish_member(lg, res)
+        finish_run(lg, res)  # the pack reports to Tune, not each member
     if all(r.status == "diverged" for r in results):
         tune.report({"fid": math.inf, "diverged": 1.0, "step": max(r.step for r in results)})
 
@@ -122,20 +110,3 @@ def pack_report(step: int, latest: list[dict[str, float]], results: list) -> dic
     best = min((fids[f"fid_m{i}"] for i in live), default=math.inf)
     return {"fid": best, "step": step, "diverged": 0.0 if live else 1.0,
             "pack_live": float(len(live)), **fids}
-
-
-def _finish_member(logger: MlflowTrialLogger, result) -> None:
-    """``ray_trainable._finish`` for a member, without its Tune report (the pack reports)."""
-    import numpy as np
-
-    times = np.asarray(result.step_times) if result.step_times else np.asarray([math.nan])
-    summary = {"step_time_median_ms": float(np.median(times) * 1e3),
-               "step_time_mean_ms": float(np.mean(times) * 1e3)}
-    logger.log_metrics(result.step, summary)
-    if result.status == "diverged":
-        logger.set_tags({"lipstudy.status": "diverged", "lipstudy.diverged_step": result.step,
-                         "lipstudy.diverged_reason": result.reason})
-    else:
-        logger.set_tags({"lipstudy.status": "finished"})
-        logger.log_metrics(result.step, {"diverged": 0.0})
-    logger.finish("FINISHED")

@@ -217,6 +217,25 @@ def run_trial(config: dict[str, Any], context: TrialContext) -> None:
             state = torch.load(os.path.join(d, STATE_FILE), weights_only=True, map_location=device)
             with open(os.path.join(d, META_FILE)) as fh:
                 run_id = json.load(fh).get("mlflow_run_id")
+    logger, params = open_trial_run(cfg, device, context, _trial_id(), run_id)
+    callbacks = _TuneCallbacks(logger, params)
+    try:
+        result = train(cfg, callbacks, state=state, device=device)
+    except BaseException:
+        crash_run(logger)
+        raise
+    summary = finish_run(logger, result)
+    if result.status == "diverged":
+        from ray import tune
+
+        tune.report({"fid": math.inf, "diverged": 1.0, "step": result.step, **summary})
+
+
+def open_trial_run(cfg: dict[str, Any], device: torch.device, context: TrialContext,
+                   trial_tag: str, run_id: str | None,
+                   extra_tags: dict[str, str] | None = None) -> tuple[MlflowTrialLogger, dict]:
+    """Open (``run_id`` None) or continue a trial's MLflow child run; returns (logger, params):
+    the params are the trial config plus the resolved FID setting and the device."""
     from trainables.evaluation import resolved_extractor
 
     extractor = "data-space" if cfg["arch"] == "mlp" else resolved_extractor(cfg)
@@ -224,25 +243,24 @@ def run_trial(config: dict[str, Any], context: TrialContext) -> None:
                   "fid_final_samples": cfg.get("fid_final_samples") or cfg["fid_samples"],
                   "fid_ref_split": cfg["fid_ref_split"]}
     params = {**cfg, **fid_params, "device": device.type}
-    tags = {"lipstudy.study": context.study_name, TRIAL_ID_TAG: _trial_id()}
+    tags = {"lipstudy.study": context.study_name, TRIAL_ID_TAG: trial_tag, **(extra_tags or {})}
     logger = MlflowTrialLogger(
         context.tracking_uri, context.experiment_id, name=trial_run_name(cfg),
         params=params, parent_run_id=context.parent_run_id, tags=tags, run_id=run_id,
         synchronous=False,  # metrics via an in-order writer thread; flushed at every checkpoint
     )
-    callbacks = _TuneCallbacks(logger, params)
-    try:
-        result = train(cfg, callbacks, state=state, device=device)
-    except BaseException:
-        logger.set_tags({"lipstudy.status": "crashed"})
-        logger.finish("FAILED")
-        raise
-    _finish(logger, result, run_id is None)
+    return logger, params
 
 
-def _finish(logger: MlflowTrialLogger, result: TrialResult, fresh: bool) -> None:
-    from ray import tune
+def crash_run(logger: MlflowTrialLogger) -> None:
+    """End the run of a trial whose training raised: tagged crashed, FAILED."""
+    logger.set_tags({"lipstudy.status": "crashed"})
+    logger.finish("FAILED")
 
+
+def finish_run(logger: MlflowTrialLogger, result: TrialResult) -> dict[str, float]:
+    """Log the step-time summary and the ending (tags, ``diverged``), end the run FINISHED;
+    returns the summary."""
     times = np.asarray(result.step_times) if result.step_times else np.asarray([math.nan])
     summary = {"step_time_median_ms": float(np.median(times) * 1e3),
                "step_time_mean_ms": float(np.mean(times) * 1e3)}
@@ -251,12 +269,11 @@ def _finish(logger: MlflowTrialLogger, result: TrialResult, fresh: bool) -> None
         logger.set_tags({"lipstudy.status": "diverged", "lipstudy.diverged_step": result.step,
                          "lipstudy.diverged_reason": result.reason})
         # the metric diverged = 1 was logged by train()'s on_stats marker: not again
-        logger.finish("FINISHED")
-        tune.report({"fid": math.inf, "diverged": 1.0, "step": result.step, **summary})
-        return
-    logger.set_tags({"lipstudy.status": "finished"})
-    logger.log_metrics(result.step, {"diverged": 0.0})
+    else:
+        logger.set_tags({"lipstudy.status": "finished"})
+        logger.log_metrics(result.step, {"diverged": 0.0})
     logger.finish("FINISHED")
+    return summary
 
 
 def _trial_id() -> str:
