@@ -24,6 +24,13 @@ def _is_finite(x: Any) -> bool:
     return not isinstance(x, float) or math.isfinite(x)
 
 
+
+def _finite(cls, v: float) -> float:
+    """Field validator (``field_validator(name)(_finite)``): refuse inf and nan."""
+    if not math.isfinite(v):
+        raise ValueError("must be a finite number")
+    return v
+
 Int = Annotated[int, BeforeValidator(_not_bool)]
 Float = Annotated[float, BeforeValidator(_not_bool)]
 
@@ -92,12 +99,7 @@ class Resources(BaseModel):
                 raise ValueError(f"{name!r} needs a positive amount")
         return v
 
-    @field_validator("cpu")
-    @classmethod
-    def _cpu(cls, v: float) -> float:
-        if not math.isfinite(v):
-            raise ValueError("must be a finite number")
-        return v
+    _cpu = field_validator("cpu")(_finite)
 
     @field_validator("gpu", mode="before")
     @classmethod
@@ -122,12 +124,7 @@ class AshaConfig(BaseModel):
     grace_period: Int = Field(1, ge=1)  # in FID evaluations
     reduction_factor: Float = Field(3.0, gt=1)
 
-    @field_validator("reduction_factor")
-    @classmethod
-    def _finite(cls, v: float) -> float:
-        if not math.isfinite(v):
-            raise ValueError("must be a finite number")
-        return v
+    _reduction_factor = field_validator("reduction_factor")(_finite)
 
 
 class StudySpec(BaseModel):
