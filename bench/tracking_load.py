@@ -493,6 +493,8 @@ def main() -> None:
                     help="SIGKILL and restart the server after this fraction of the batches")
     ap.add_argument("--http-retries", type=int, default=None,
                     help="MLFLOW_HTTP_REQUEST_MAX_RETRIES for the writers (MLflow's default: 7)")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the work directory (server logs, SQLite database)")
     args = ap.parse_args()
     if args.http_retries is not None:
         os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(args.http_retries)
@@ -559,7 +561,10 @@ def main() -> None:
     finally:
         if pg is not None:
             pg.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+        if args.keep:
+            print(f"work directory kept: {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":
