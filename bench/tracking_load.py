@@ -360,7 +360,7 @@ def drive(url: str, *, writers: int = 32, batches: int = 100, metrics: int = 50,
                     res.retries += logger.retries
 
     target = raw if client == "raw" else logged
-    threads = [threading.Thread(target=target, args=(i,), name=f"writer-{i}")
+    threads = [threading.Thread(target=target, args=(i,), name=f"writer-{i}", daemon=True)
                for i in range(writers)]
     t0 = time.perf_counter()
     for t in threads:
