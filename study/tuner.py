@@ -248,6 +248,14 @@ def init_ray(address: str | None = None, verbose: bool = False) -> None:
                  logging_level=level)
 
 
+def _stale_checkpoint_noise(record: logging.LogRecord) -> bool:
+    """Drop Tune's ERROR when a restored trial's checkpoint manager deletes a checkpoint that is
+    already gone (removed before the driver died; the trial goes on): noise, not a failure."""
+    exc = record.exc_info[1] if record.exc_info else None
+    return not (isinstance(exc, FileNotFoundError) and "checkpoint_" in str(exc)
+                and "Error handling checkpoint" in record.getMessage())
+
+
 def quiet_libraries(verbose: bool = False) -> None:
     """Ray's, Optuna's and MLflow's notices are not for our users unless ``--verbose``."""
     if verbose:
@@ -258,6 +266,7 @@ def quiet_libraries(verbose: bool = False) -> None:
     for name in ("ray", "ray.tune", "ray.train", "ray.air"):
         logging.getLogger(name).setLevel(logging.ERROR)
     logging.getLogger("ray.tune.tune").setLevel(logging.CRITICAL)  # "Trials did not complete"
+    logging.getLogger("ray.tune.execution.tune_controller").addFilter(_stale_checkpoint_noise)
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*ExperimentalWarning.*")
     try:

@@ -363,8 +363,13 @@ def test_random_toy_sigkill_between_trials(make_study):
     rc, text = study.run(moment=_after_finished, sig=signal.SIGKILL)
     assert rc == -signal.SIGKILL, text
     _, runs = _children(study)
-    done = sum(r.info.status == "FINISHED" for r in runs)
-    assert done >= 1
+    assert any(r.info.status == "FINISHED" for r in runs)
+    # "already finished" is what the study's saved state knows: a trial killed within Tune's
+    # state-save second after it finished is re-run from its last checkpoint (same run, no step
+    # twice) and is not counted
+    from study.recovery import saved_trials
+
+    done = sum(t.status == "TERMINATED" for t in saved_trials(study.study_dir).values())
     finish_and_check(study, 3, 60, optuna=True, done_before=done)
 
 
