@@ -80,6 +80,11 @@ class BaseTrial(BaseModel):
     fid_extractor: Literal["auto", "inception", "domain"] = "auto"
     fid_ref_split: Literal["train", "test"] = "test"
     device: str = "auto"
+    # how the training step executes (same arithmetic, docs/design.md "Throughput"): "eager"
+    # checks divergence on the host every step; "sync_free" flags it on the device, read at stats
+    # steps; "compiled" (torch.compile) and "cuda_graph" (captured step, CUDA only) also capture
+    # the step; "auto" picks per device (trainables.train.resolve_step_mode)
+    step_mode: Literal["auto", "eager", "sync_free", "compiled", "cuda_graph"] = "auto"
 
     @field_validator("loss", "regularizer", "optimizer", "arch")
     @classmethod

@@ -75,7 +75,7 @@ TRIAL_PARAM_TYPES: dict[str, type] = {
     # run
     "iterations": int, "batch_size": int, "seed": int, "stats_every": int, "eval_every": int,
     "fid_samples": int, "fid_final_samples": int, "fid_inf": bool, "fid_extractor": str,
-    "fid_ref_split": str, "device": str,
+    "fid_ref_split": str, "device": str, "step_mode": str,
 }
 
 #: Params a trial derives and logs beside its keys.
