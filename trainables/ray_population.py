@@ -29,8 +29,8 @@ import torch
 
 from trainables.population import train_population, unsupported_reason
 from trainables.ray_trainable import (
-    MlflowCallbacks, TrialContext, _trial_id, crash_run, finish_run, open_trial_run, trial_config,
-    trial_device, trial_run_name,
+    MlflowCallbacks, TrialContext, _fault_injection, _pause_injection, _trial_id, crash_run,
+    finish_run, open_trial_run, trial_config, trial_device, trial_run_name,
 )
 
 PACK_STATE_FILE = "pack_state.pt"
@@ -48,7 +48,15 @@ def pack_run_name(config: dict[str, Any]) -> str:
 
 
 class _MemberCallbacks(MlflowCallbacks):
-    """A member's MLflow logging; checkpoints are the pack's (flush only)."""
+    """A member's MLflow logging; checkpoints are the pack's (flush only). The test hooks of
+    one-config trials (``ray_trainable.FAULT_ENV`` / ``PAUSE_ENV``) fire here too, after the
+    member's statistics are logged: a pack killed at step s has logged s for its first members
+    only (the awkward moment a retry must mend)."""
+
+    def on_stats(self, step, metrics):
+        super().on_stats(step, metrics)
+        _fault_injection(step)
+        _pause_injection(step)
 
     def on_checkpoint(self, step, state, metrics):
         self.logger.flush()
