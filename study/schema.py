@@ -157,9 +157,33 @@ class StudySpec(BaseModel):
     @field_validator("population")
     @classmethod
     def _population(cls, v, info):
-        if v > 1 and info.data.get("search", "grid") != "grid":
-            raise ValueError("packs apply to grid studies; optuna/random run one config per "
-                             "trial (set population: 1)")
+        """A searched study packs asked configurations (``study.search.PackedOptunaSearch``):
+        every member of a pack shares the shape keys, so none may be searched, and a pack holds
+        every seed of its configurations. A fixed regularizer the population cannot batch runs
+        one config per trial (``study.tuner.population_notes`` says so): nothing to refuse."""
+        if v <= 1 or info.data.get("search", "grid") == "grid":
+            return v
+        from trainables.config import BaseTrial
+        from trainables.packing import MEMBER_KEYS, POPULATION_REGULARIZERS
+
+        space = info.data.get("space") or {}
+        fixed = info.data.get("fixed") or {}
+        regularizer = fixed.get("regularizer", BaseTrial.model_fields["regularizer"].default)
+        if "regularizer" not in space and regularizer not in POPULATION_REGULARIZERS:
+            return v
+        shape = [k for k in space if k not in MEMBER_KEYS]
+        if shape:
+            keys = ", ".join(repr(k) for k in shape)
+            members = ", ".join(sorted(MEMBER_KEYS - {"seed"}))
+            raise ValueError(
+                f"searched key(s) {keys} change what a pack's members must share (shapes, "
+                f"regularizer kind); a pack's members may differ only in {members}: fix "
+                f"{'it' if len(shape) == 1 else 'them'} or set population: 1")
+        seeds = info.data.get("seeds", 1)
+        n_seeds = seeds if isinstance(seeds, int) else len(seeds)
+        if n_seeds > v:
+            raise ValueError(f"{n_seeds} seeds do not fit in a pack of {v}: a pack runs every "
+                             f"seed of its configurations (set population >= {n_seeds})")
         return v
 
     @field_validator("name")

@@ -9,11 +9,17 @@
   the Ray results, or an RDB URL. ``optuna-dashboard <file or URL>`` opens it; Tune pickles the
   storage object with the searcher, and on restore Optuna replays the journal, so the resumed
   searcher sees every trial told before the driver died.
+* ``PackedOptunaSearch``: a searched study with ``population: P`` (issue #12): one Tune trial is a
+  pack of ``⌊P / n_seeds⌋`` configurations asked from the same persistent Optuna study, each run
+  with every seed in that pack; each configuration's Optuna trial is told the mean final FID of its
+  seeds (inf when any diverged), as ``Repeater`` tells a one-config study.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +56,11 @@ def make_sampler(spec: StudySpec):
 
     name = "random" if spec.search == "random" else spec.sampler
     if name == "tpe":
-        # multivariate + group: TPE models the conditional (define-by-run) space jointly
-        return optuna.samplers.TPESampler(seed=spec.sampler_seed, multivariate=True, group=True)
+        # multivariate + group: TPE models the conditional (define-by-run) space jointly;
+        # constant_liar (Optuna 5's default, explicit for older ones): a trial asked but not told
+        # yet counts as a bad one, so concurrent asks (a pack's members, concurrent trials) spread
+        return optuna.samplers.TPESampler(seed=spec.sampler_seed, multivariate=True, group=True,
+                                          constant_liar=True)
     if name == "qmc":
         return optuna.samplers.QMCSampler(seed=spec.sampler_seed, warn_independent_sampling=False)
     return optuna.samplers.RandomSampler(seed=spec.sampler_seed)
@@ -142,10 +151,212 @@ class PersistentOptunaSearch(_persistent_optuna_search()):
                                                       optuna.trial.TrialState.FAIL)
 
 
+def fixed_regularizer(spec: StudySpec) -> str:
+    """The regularizer of a searched study's trials when it is not searched (fixed or default)."""
+    from trainables.config import BaseTrial
+
+    return spec.fixed.get("regularizer", BaseTrial.model_fields["regularizer"].default)
+
+
+def configs_per_pack(spec: StudySpec) -> int:
+    """How many configurations one pack of a searched study holds: ``⌊population / n_seeds⌋``
+    (a pack runs every seed of its configurations), or 0 when the study does not pack (a grid,
+    ``population: 1``, or a fixed regularizer the population cannot batch: one config per trial).
+    Validation (``study.schema``) has refused searched shape keys and more seeds than P."""
+    from trainables.packing import POPULATION_REGULARIZERS
+
+    if spec.search == "grid" or spec.population <= 1:
+        return 0
+    if "regularizer" not in spec.space and fixed_regularizer(spec) not in POPULATION_REGULARIZERS:
+        return 0
+    return max(1, spec.population // spec.n_seeds)
+
+
+def _searcher_base():
+    from ray.tune.search import Searcher
+
+    return Searcher
+
+
+class PackedOptunaSearch(_searcher_base()):
+    """Tune searcher of a searched study with ``population: P``: one Tune trial is one pack.
+
+    * ``suggest`` asks the persistent Optuna study ``k = ⌊P / n_seeds⌋`` times (fewer for the last
+      pack, so that ``num_samples`` configurations are asked in all) and returns
+      ``{"pack": [member configs]}`` for ``trainables.ray_population.run_pack``: configuration j
+      with seed s is member ``j·n_seeds + s`` (``spec.fixed`` + the asked params + ``seed``).
+      TPE runs with ``constant_liar`` (``make_sampler``): the pack's asks, all pending together,
+      spread over the space; the papers' defaults (``points_to_evaluate``, enqueued once in the
+      storage) are asked first.
+    * ``on_trial_result`` keeps the pack's last report and records each configuration's
+      intermediate value (mean ``fid_m<i>`` of its seeds at ``step``) for optuna-dashboard;
+      ``on_trial_complete`` tells each configuration's Optuna trial the mean final FID of its
+      seeds, inf when any of them diverged (``diverged_m<i>``, or the whole pack's ``diverged``),
+      as Tune's ``Repeater`` does for one-config trials. A pack that errored → FAIL. A trial the
+      storage already holds as finished is never told again (a resumed study re-runs packs whose
+      results were told after Tune's last experiment checkpoint).
+    * Tune pickles the searcher (``__getstate__``: everything but the open Optuna study, reopened
+      from ``storage_loc`` when needed). ``restore`` brings back the state of Tune's last
+      experiment checkpoint; asks made after it (trials still RUNNING in the storage that no
+      known pack holds) are marked FAIL, and an enqueued default among them is enqueued again so
+      it still runs.
+    """
+
+    CKPT_FILE_TMPL = "searcher-state-{}.pkl"
+
+    def __init__(self, spec: StudySpec, storage_loc: str, study_name: str):
+        super().__init__(metric=METRIC, mode=MODE)
+        self._space = DefineByRun(spec)
+        self._fixed = dict(spec.fixed)
+        self._seeds = list(spec.seed_list)
+        self._per_pack = configs_per_pack(spec)
+        if self._per_pack < 1:
+            raise ValueError(f"study {spec.name!r} does not pack (population "
+                             f"{spec.population}, search {spec.search})")
+        self._num_samples = spec.num_samples
+        self._sampler = make_sampler(spec)
+        self._location, self._study_name = storage_loc, study_name
+        self._packs: dict[str, list[tuple[int, int]]] = {}  # Tune trial id → (number, storage id)
+        self._configs: dict[str, dict[str, Any]] = {}  # Tune trial id → its suggested config
+        self._last: dict[str, dict[str, Any]] = {}  # Tune trial id → its last report
+        self._done: set[str] = set()  # Tune trial ids told (or failed)
+        self._asked = 0  # configurations asked so far
+        self._ot_study = None
+        study = self.study
+        if not study.get_trials(deepcopy=False):
+            for point in spec.points_to_evaluate:
+                study.enqueue_trial(dict(point))
+        else:  # an earlier execution's storage (no Tune state to restore): its asks are stale
+            self._fail_stale_asks()
+
+    # --- pickling and the Optuna study ----------------------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_ot_study"] = None  # the storage is reopened, never pickled (file locks, sessions)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._ot_study = None
+
+    @property
+    def study(self):
+        if self._ot_study is None:
+            import optuna
+
+            self._ot_study = optuna.create_study(
+                storage=open_storage(self._location), sampler=self._sampler,
+                study_name=self._study_name, direction="minimize", load_if_exists=True)
+        return self._ot_study
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as fh:
+            pickle.dump(self.__getstate__(), fh)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as fh:
+            self.__setstate__(pickle.load(fh))
+        self._fail_stale_asks()
+
+    def _fail_stale_asks(self) -> None:
+        import optuna
+
+        known = {number for members in self._packs.values() for number, _ in members}
+        study = self.study
+        for frozen in study.get_trials(deepcopy=False,
+                                       states=(optuna.trial.TrialState.RUNNING,)):
+            if frozen.number in known:
+                continue
+            study._storage.set_trial_state_values(frozen._trial_id,
+                                                  optuna.trial.TrialState.FAIL)
+            fixed = frozen.system_attrs.get("fixed_params")
+            if fixed:  # a default (points_to_evaluate) that never ran: it still goes first
+                study.enqueue_trial(dict(fixed))
+
+    # --- Tune's searcher interface ---------------------------------------------------------
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        return True  # the space is the study's (define-by-run); metric/mode are fid/min
+
+    def suggest(self, trial_id: str):
+        if trial_id in self._configs:
+            return self._configs[trial_id]
+        remaining = self._num_samples - self._asked
+        if remaining <= 0:
+            return self.FINISHED
+        members, asked = [], []
+        for _ in range(min(self._per_pack, remaining)):
+            ot_trial = self.study.ask()
+            self._space(ot_trial)
+            asked.append((ot_trial.number, ot_trial._trial_id))
+            members.extend({**self._fixed, **ot_trial.params, "seed": seed}
+                           for seed in self._seeds)
+        self._asked += len(asked)
+        self._packs[trial_id] = asked
+        self._configs[trial_id] = {"pack": members}
+        return self._configs[trial_id]
+
+    def config_value(self, result: dict[str, Any], j: int) -> float | None:
+        """Configuration j's value in a pack report: the mean FID of its seeds' members, inf when
+        any diverged, None when a member has no FID in the report (nothing to tell)."""
+        n = len(self._seeds)
+        if result.get("diverged") == 1:  # every member of the pack diverged
+            return math.inf
+        fids = []
+        for i in range(j * n, (j + 1) * n):
+            if result.get(f"diverged_m{i}") == 1:
+                return math.inf
+            fid = result.get(f"fid_m{i}")
+            if not isinstance(fid, (int, float)):
+                return None
+            fids.append(float(fid))
+        value = sum(fids) / n
+        return value if math.isfinite(value) else math.inf
+
+    def _running(self, storage_id: int) -> bool:
+        return not self.study._storage.get_trial(storage_id).state.is_finished()
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        if trial_id not in self._packs or trial_id in self._done:
+            return
+        self._last[trial_id] = {k: v for k, v in result.items()
+                                if k == "step" or k.startswith(("fid_m", "diverged"))}
+        step = result.get("step")
+        if step is None:
+            return
+        for j, (_, storage_id) in enumerate(self._packs[trial_id]):
+            value = self.config_value(result, j)
+            if value is not None and math.isfinite(value) and self._running(storage_id):
+                self.study._storage.set_trial_intermediate_value(storage_id, int(step), value)
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
+                          error: bool = False) -> None:
+        import optuna
+
+        if trial_id not in self._packs or trial_id in self._done:
+            return
+        self._done.add(trial_id)
+        result = result or self._last.pop(trial_id, None) or {}
+        self._last.pop(trial_id, None)
+        for j, (number, storage_id) in enumerate(self._packs[trial_id]):
+            if not self._running(storage_id):
+                continue  # told before (a resumed study re-ran this pack): never twice
+            value = None if error else self.config_value(result, j)
+            if value is None:
+                self.study.tell(number, state=optuna.trial.TrialState.FAIL)
+            else:
+                self.study.tell(number, value)
+
+
 def build_searcher(spec: StudySpec, storage_loc: str, study_name: str):
     """``OptunaSearch`` (define-by-run, persistent storage, the papers' defaults first) wrapped in
-    Tune's ``Repeater`` when each configuration runs several seeds."""
+    Tune's ``Repeater`` when each configuration runs several seeds; ``PackedOptunaSearch`` when
+    the study packs configurations into population trials (``configs_per_pack``)."""
     from ray.tune.search import Repeater
+
+    if configs_per_pack(spec):
+        return PackedOptunaSearch(spec, storage_loc, study_name)
 
     # metric/mode on the searcher itself: Repeater does not forward them from TuneConfig
     searcher = PersistentOptunaSearch(

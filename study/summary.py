@@ -177,9 +177,10 @@ def summarize(results, spec, tracking: StudyTracking, study_dir: str, t0: float,
                     name=_name({"trial": cfg}, "?"), config=cfg, status="not started",
                     fid=None, step=None))
     else:
-        from study.tuner import n_trials
+        from study.tuner import n_runs
 
-        outcome.not_suggested = max(0, n_trials(spec) - len(trials))
+        # in runs (configurations x seeds): a pack of a searched study holds several
+        outcome.not_suggested = max(0, n_runs(spec) - len(outcome.trials))
     outcome.extractors = sorted({r.data.params["fid_extractor"] for r in runs.values()
                                  if "fid_extractor" in r.data.params})
     outcome.wall_s = time.time() - t0

@@ -6,7 +6,10 @@ study file → (validated here, before Ray starts) → ``tune.Tuner`` over
 * grid: the expanded, validated list of trial configs is the grid (``tune.grid_search``), so
   conditional grids (a list of blocks) need nothing special.
 * optuna / random: ``OptunaSearch`` with a define-by-run space (conditional keys only when their
-  ``when`` holds), TPE or random sampler; seeds as replicates through Tune's ``Repeater``.
+  ``when`` holds), TPE or random sampler; seeds as replicates through Tune's ``Repeater``. With
+  ``population: P``, ``PackedOptunaSearch``: one Tune trial is a pack of ⌊P / n_seeds⌋ asked
+  configurations, each with every seed (``num_samples`` configurations in
+  ⌈num_samples / configs per pack⌉ Tune trials).
 * ASHA on the FID reported at every evaluation (same iterations in every trial), FIFO otherwise.
 * FailureConfig retries a crashed trial from its last checkpoint; CheckpointConfig keeps 2.
 * The study directory (``<storage_path>/<run name>``) holds Ray's experiment state, the Optuna
@@ -25,7 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from study.search import METRIC, MODE, DefineByRun, build_searcher, storage_location  # noqa: F401
+from study.search import (METRIC, MODE, DefineByRun, build_searcher,  # noqa: F401
+                          configs_per_pack, fixed_regularizer, storage_location)
 from study.spec import StudyError, StudySpec, check_study
 from study.interrupt import StopSignals
 from study.recovery import reconcile_runs, record_reconciliation
@@ -63,7 +67,8 @@ def make_trainable(spec: StudySpec, tracking: StudyTracking):
 
     context = TrialContext(tracking.tracking_uri, tracking.experiment_id, tracking.parent_run_id,
                            spec.name)
-    if spec.population > 1:  # one Tune trial = one pack (trainables.ray_population)
+    if spec.population > 1 and (spec.search == "grid" or configs_per_pack(spec)):
+        # one Tune trial = one pack (trainables.ray_population)
         from trainables.ray_population import run_pack
 
         trainable = tune.with_parameters(run_pack, context=context)
@@ -79,6 +84,8 @@ def param_space(spec: StudySpec) -> dict[str, Any]:
         if spec.population > 1:
             return {"pack": tune.grid_search(study_packs(spec))}
         return {"trial": tune.grid_search(check_study(spec))}
+    if configs_per_pack(spec):
+        return {}  # PackedOptunaSearch suggests the whole pack: {"pack": [member configs]}
     return {"trial": dict(spec.fixed), "__seeds__": spec.seed_list}
 
 
@@ -95,20 +102,41 @@ def study_packs(spec: StudySpec) -> list[list[dict[str, Any]]]:
 
 
 def population_notes(spec: StudySpec) -> list[str]:
-    """One line per kind of config that runs alone although ``population`` > 1."""
-    if spec.population <= 1 or spec.search != "grid":
+    """One line per kind of config that runs alone although ``population`` > 1; for a searched
+    study that packs, one line on what a pack holds."""
+    if spec.population <= 1:
         return []
-    from trainables.config import validate_trial
     from trainables.population import unsupported_reason
+
+    if spec.search != "grid":
+        k = configs_per_pack(spec)
+        if not k:
+            return [unsupported_reason({"regularizer": fixed_regularizer(spec)})]
+        n = spec.n_seeds
+        return [f"population {spec.population}: each pack asks {k} configuration(s) x {n} "
+                f"seed(s) = {k * n} members; {spec.num_samples} configurations in "
+                f"{n_trials(spec)} pack(s)"]
+    from trainables.config import validate_trial
 
     reasons = {unsupported_reason(validate_trial(c, check_data=False)) for c in check_study(spec)}
     return sorted(r for r in reasons if r)
 
 
 def n_trials(spec: StudySpec) -> int:
+    """Tune trials of the study (a pack is one)."""
     if spec.search == "grid":
         if spec.population > 1:
             return len(study_packs(spec))
+        return len(check_study(spec))
+    k = configs_per_pack(spec)
+    if k:
+        return math.ceil(spec.num_samples / k)
+    return spec.num_samples * len(spec.seed_list)
+
+
+def n_runs(spec: StudySpec) -> int:
+    """MLflow child runs of the study: configurations x seeds (a pack member is one)."""
+    if spec.search == "grid":
         return len(check_study(spec))
     return spec.num_samples * len(spec.seed_list)
 
@@ -146,7 +174,7 @@ def build_tuner(spec: StudySpec, tracking: StudyTracking, storage_path: str, *,
     else:
         storage_loc = optuna_storage or storage_location(spec, _join(storage_path, run_name))
         search_alg = build_searcher(spec, storage_loc, study_name=run_name)
-        num_samples = spec.num_samples * len(spec.seed_list)
+        num_samples = n_trials(spec)
     iterations = int(spec.fixed.get("iterations", 100_000))
     eval_every = int(spec.fixed.get("eval_every", 10_000))
     n_evals = max(1, math.ceil(iterations / eval_every))

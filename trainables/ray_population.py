@@ -12,9 +12,10 @@ Checkpoint (one per FID evaluation, as a one-config trial): the pack state
 members' MLflow run ids; a retried or resumed pack continues every member's run, no step twice.
 
 What Tune sees (ASHA acts on packs): one report per evaluation with ``fid`` = the best (lowest)
-FID among the pack's live members, ``fid_m<i>`` per member, ``step`` and ``diverged`` = 1 only
-when every member diverged. ASHA therefore stops a pack when even its best member is in the
-bottom fraction at a rung; a stopped pack ends all its members FINISHED ("stopped early").
+FID among the pack's live members, ``fid_m<i>`` and ``diverged_m<i>`` per member, ``step`` and
+``diverged`` = 1 only when every member diverged. ASHA therefore stops a pack when even its best
+member is in the bottom fraction at a rung; a stopped pack ends all its members FINISHED ("stopped
+early").
 """
 
 from __future__ import annotations
@@ -115,6 +116,9 @@ def run_pack(config: dict[str, Any], context: TrialContext) -> None:
 def pack_report(step: int, latest: list[dict[str, float]], results: list) -> dict[str, float]:
     live = [i for i, r in enumerate(results) if r is None or r["status"] != "diverged"]
     fids = {f"fid_m{i}": float(latest[i].get("fid", math.inf)) for i in range(len(latest))}
+    # a diverged member's fid_m<i> is its last finite FID; diverged_m<i> says it diverged (the
+    # searcher of a packed Optuna/random study tells such a member inf, study.search)
+    dead = {f"diverged_m{i}": 0.0 if i in live else 1.0 for i in range(len(latest))}
     best = min((fids[f"fid_m{i}"] for i in live), default=math.inf)
     return {"fid": best, "step": step, "diverged": 0.0 if live else 1.0,
-            "pack_live": float(len(live)), **fids}
+            "pack_live": float(len(live)), **fids, **dead}
