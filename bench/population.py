@@ -10,12 +10,19 @@ dcgan32 at ``--width``, the default study's set-up). One side runs each config t
 through ``train_population`` (what one population trial costs), both with ``--threads`` torch
 threads and everything a trial does (stats, evaluations, final evaluation; no MLflow). Prints
 trials per hour for each and, as the LAST line, ``speedup: X`` (population / one-config).
+
+``--step-mode`` sets the pack's ``step_mode`` (``auto``: the trial default; ``compiled`` pays its
+torch.compile in the pack's time, as a trial would — inductor's on-disk cache makes a repeat
+cheaper); ``--pack-only`` times the pack alone (no one-config side, no speedup line), to compare
+step modes. The load average (1, 5, 15 min) is printed at the start and at the end: the figures
+mean little on a busy machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import sys
 import time
 from pathlib import Path
@@ -58,34 +65,49 @@ def main(argv=None) -> int:
     ap.add_argument("--eval-every", type=int, default=0, help="0 = once, at the end")
     ap.add_argument("--width", type=float, default=0.125)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--step-mode", default="auto",
+                    choices=("auto", "eager", "sync_free", "compiled", "cuda_graph"),
+                    help="the pack's step_mode")
+    ap.add_argument("--pack-only", action="store_true",
+                    help="time the population trial only (no one-config side, no speedup)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     cfgs = configs(args)
+    print(f"load average at start: {_load()}", flush=True)
     print(f"{len(cfgs)} configs: {args.dataset}, {cfgs[0]['arch']} width {cfgs[0]['width']}, "
           f"{args.iterations} iterations, batch {cfgs[0]['batch_size']}, regularizer sn, "
-          f"{args.threads} thread(s)", flush=True)
+          f"{args.threads} thread(s), pack step_mode {args.step_mode}", flush=True)
     # warm-up (imports, reference statistics, first-call costs) outside the timings
     warm = dict(cfgs[0], iterations=2, stats_every=1, eval_every=2)
     train(warm)
     train_population([warm, dict(warm, seed=99)])
 
-    t0 = time.perf_counter()
-    solo = [train(c) for c in cfgs]
-    t_solo = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    pack = train_population(cfgs)
-    t_pack = time.perf_counter() - t0
-
     n = len(cfgs)
-    rate_solo, rate_pack = n / t_solo * 3600, n / t_pack * 3600
+    if not args.pack_only:
+        t0 = time.perf_counter()
+        solo = [train(c) for c in cfgs]
+        t_solo = time.perf_counter() - t0
+        print(f"one-config trials: {t_solo:8.1f} s for {n} trials = "
+              f"{n / t_solo * 3600:8.1f} trials/hour", flush=True)
+    t0 = time.perf_counter()
+    pack = train_population([dict(c, step_mode=args.step_mode) for c in cfgs])
+    t_pack = time.perf_counter() - t0
+    first = pack[0].step_times[0] * n if pack[0].step_times else float("nan")
+    print(f"population trial : {t_pack:8.1f} s for {n} trials = "
+          f"{n / t_pack * 3600:8.1f} trials/hour (first step {first:.2f} s)")
+    print(f"load average at end: {_load()}")
+    if args.pack_only:
+        return 0
     fid = [(a.metrics.get("fid"), b.metrics.get("fid")) for a, b in zip(solo, pack)]
     rel = max((abs(a - b) / abs(a) for a, b in fid if a and b), default=float("nan"))
-    print(f"one-config trials: {t_solo:8.1f} s for {n} trials = {rate_solo:8.1f} trials/hour")
-    print(f"population trial : {t_pack:8.1f} s for {n} trials = {rate_pack:8.1f} trials/hour")
     print(f"statuses equal: {[a.status for a in solo] == [b.status for b in pack]}; "
           f"max relative FID difference member vs trial: {rel:.2e}")
-    print(f"speedup: {rate_pack / rate_solo:.2f}")
+    print(f"speedup: {t_solo / t_pack:.2f}")
     return 0
+
+
+def _load() -> str:
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 if __name__ == "__main__":

@@ -1,6 +1,17 @@
 """P copies of one generator or discriminator as stacked tensors, run as one batched model
 (``trainables.population``): ``mlp`` layers as ``baddbmm``, conv layers as grouped convolutions,
-BatchNorm with per-member statistics, spectral norm's power iteration batched over members."""
+BatchNorm with per-member statistics, spectral norm's power iteration batched over members.
+
+Spectral norm computes what ``torch.nn.utils.parametrizations.spectral_norm`` followed by the
+k_SN scaling computes (k·W/σ, σ = uᵀWv after one power iteration per train-mode forward, u and v
+updated in place, constants for the gradient), with fewer passes over W: the mat-vecs are
+batched ``bmm`` s; σ is read off the iteration's own Wᵀu (uᵀWv = (Wᵀu)·v: one mat-vec less);
+k·W/σ is one pass (W/σ when every k is 1, torch's own division; W·(k/σ) otherwise) and its
+backward (:class:`_SNScale`) is the closed form of autograd's, (k/σ)·G − (k/σ²)·⟨G, W⟩·u vᵀ, two
+passes instead of autograd's chain through the division and the mat-vec. The results equal
+torch's up to float rounding (the order of the sums; tests/trainables/test_population.py checks
+weight and gradient against torch's parametrization in float64 to 1e-10); the forward on a
+detached W (the G step's D) runs without autograd."""
 
 from __future__ import annotations
 
@@ -13,6 +24,59 @@ from torch import nn
 
 _LAYERS = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.ReLU,
            nn.LeakyReLU, nn.Tanh)
+
+
+def _mv(wm: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Batched W x: (P, m, n) · (P, n) → (P, m)."""
+    return torch.bmm(wm, x.unsqueeze(2)).squeeze(2)
+
+
+def _mtv(wm: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Batched Wᵀ y: (P, m, n) · (P, m) → (P, n)."""
+    return torch.bmm(y.unsqueeze(1), wm).squeeze(1)
+
+
+def _bshape(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return t.reshape((-1,) + (1,) * (like.dim() - 1))
+
+
+def _sn_scale(w: torch.Tensor, sigma: torch.Tensor, k) -> torch.Tensor:
+    """k·W/σ per member: W/σ when every k is 1 (torch's arithmetic), else W·(k/σ)."""
+    if isinstance(k, float) and k == 1.0:
+        return w / _bshape(sigma, w)
+    return w * _bshape(k / sigma, w)
+
+
+class _SNScale(torch.autograd.Function):
+    """W̄ = k·W/σ with σ = uᵀ W v and u, v constants (what autograd differentiates in torch's
+    spectral norm): forward one pass over W, backward
+    ∂L/∂W = (k/σ)·G − (k/σ²)·⟨G, W⟩·u vᵀ (per member), two passes over W instead of autograd's
+    chain through the division and the mat-vec. Written in differentiable ops (double backward
+    works, though SN never meets the gradient penalty: they are different regularizers)."""
+
+    @staticmethod
+    def forward(ctx, w, sigma, k, u, v):
+        if isinstance(k, torch.Tensor):  # per-member k (P,), a constant
+            ctx.k = None
+            ctx.save_for_backward(w, sigma, u, v, k)
+        else:
+            ctx.k = k
+            ctx.save_for_backward(w, sigma, u, v)
+        return _sn_scale(w, sigma, k)
+
+    @staticmethod
+    def backward(ctx, g):
+        if ctx.k is None:
+            w, sigma, u, v, k = ctx.saved_tensors
+        else:
+            (w, sigma, u, v), k = ctx.saved_tensors, ctx.k
+        P = w.shape[0]
+        gw = _sn_scale(g, sigma, k)  # (k/σ)·G
+        dot = torch.bmm(g.reshape(P, 1, -1), w.reshape(P, -1, 1)).reshape(P)  # ⟨G, W⟩
+        coef = -(k / sigma) * dot / sigma
+        gm = torch.baddbmm(gw.reshape(P, u.shape[1], -1), (coef.unsqueeze(1) * u).unsqueeze(2),
+                           v.unsqueeze(1))
+        return gm.reshape(w.shape), None, None, None, None
 
 
 class BatchedNet:
@@ -77,28 +141,32 @@ class BatchedNet:
     # -- parameters ---------------------------------------------------------------------------
     def weight(self, info: dict[str, Any], training: bool, detach: bool) -> torch.Tensor:
         """The weight the layer's forward uses: W, or SN's k·W/σ(W) after one power iteration in
-        train mode (``torch.nn.utils.parametrizations.spectral_norm``, batched over members)."""
+        train mode (``torch.nn.utils.parametrizations.spectral_norm``, batched over members).
+
+        The power iteration is torch's (u ← normalize(W v), v ← normalize(Wᵀ u), in place, no
+        grad). σ = uᵀ W v with the new u, v is read off the iteration's own Wᵀu: uᵀ W v = (Wᵀu)·v
+        (one mat-vec less; equal up to rounding), and W̄ = k·W/σ is :class:`_SNScale`, whose
+        backward is autograd's for torch's W/σ(W)·k written as two passes over W."""
         w = self.params[info["w"]]
-        if detach:
-            w = w.detach()
         if not info.get("sn"):
-            return w
+            return w.detach() if detach else w
         P = self.P
-        wm = w.reshape(P, w.shape[1], -1)  # dim 0 of each member's weight (Linear / Conv2d)
+        wd = w.detach()
+        wm = wd.reshape(P, w.shape[1], -1)  # dim 0 of each member's weight (Linear / Conv2d)
         u, v = self.buffers[info["u"]], self.buffers[info["v"]]
-        if training:
-            with torch.no_grad():
-                wd = wm.detach()
-                # batched mat-vec as multiply-and-sum (bmm with a vector is ~5x slower on CPU)
-                u.copy_(F.normalize((wd * v.unsqueeze(1)).sum(2), dim=1, eps=info["sn_eps"]))
-                v.copy_(F.normalize((wd * u.unsqueeze(2)).sum(1), dim=1, eps=info["sn_eps"]))
-        uc, vc = u.clone(), v.clone()
-        sigma = (uc * (wm * vc.unsqueeze(1)).sum(2)).sum(1)
-        wn = w / sigma.reshape((P,) + (1,) * (w.dim() - 1))
-        k = info["k"]
-        if isinstance(k, torch.Tensor):
-            k = k.reshape((P,) + (1,) * (w.dim() - 1))
-        return wn * k
+        with torch.no_grad():
+            if training:
+                eps = info["sn_eps"]
+                u.copy_(F.normalize(_mv(wm, v), dim=1, eps=eps))
+                t = _mtv(wm, u)
+                v.copy_(F.normalize(t, dim=1, eps=eps))
+                sigma = (t * v).sum(1)
+            else:
+                sigma = (u * _mv(wm, v)).sum(1)
+            if detach:
+                return _sn_scale(wd, sigma, info["k"])
+        # u, v are the buffers' values now (the next forward updates them in place)
+        return _SNScale.apply(w, sigma, info["k"], u.clone(), v.clone())
 
     # -- forward --------------------------------------------------------------------------------
     def __call__(self, x: torch.Tensor, *, training: bool = True, detach: bool = False

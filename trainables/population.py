@@ -7,33 +7,76 @@ member by member, the plain ``trainables.train.train`` (docs/design.md "Throughp
   ``train()`` builds it (``torch.manual_seed(seed)``, G then D, SN's initial power iterations), so
   it owns the same ``data_gen`` / ``noise_gen`` and the same parameter initialisation. Batches and
   z are drawn *outside* the batched step from each member's own generators in ``train_step``'s
-  order (real batch, then z, per D step). Draws that ``train()`` takes from torch's global RNG
-  (the GP interpolation weights) come from a per-member generator holding what the global RNG
-  would hold in that member's own trial.
+  order (real batch, then z, per D step): the same ``randint`` / ``randn`` call of the same size
+  on the same generator, written into the member's row of a stacked tensor; the arithmetic after
+  the draws (toy: mode + std·noise; images: gather and rescale) runs once for the pack, element
+  for element what ``sample_toy`` / ``ImageSet.batch`` compute (bit-identical; tested). Draws that
+  ``train()`` takes from torch's global RNG (the GP interpolation weights) come from a per-member
+  generator holding what the global RNG would hold in that member's own trial.
 * **One batched model.** The member networks are stacked (a leading member axis P on every
   parameter and buffer) and run without vmap: ``mlp`` layers as ``baddbmm`` over (P, B, F), conv
   layers as grouped convolutions over a (B, P·C, H, W) layout, BatchNorm as one ``batch_norm``
   over P·C channels (per-member statistics and running buffers). Spectral norm is the power
   iteration of ``torch.nn.utils.parametrizations.spectral_norm`` batched over members (own u, v,
-  own k_SN); it advances at every train-mode D forward, exactly as the parametrization does.
+  own k_SN); it advances at every train-mode D forward, exactly as the parametrization does
+  (σ read off the iteration, k·W/σ with a two-pass backward: ``trainables.batched_net``).
   The gradient penalty is double backprop through the batched D.
 * **Own hyper-parameters.** Losses are grouped by (loss, α) and computed with the member's own
   ``DomainScaledLoss`` object; the optimizer (:class:`StackedOptimizer`) is torch's RMSprop / Adam
-  update written over stacked tensors, per-member lr / ε / betas (ε outside the root, as
-  ``trainables.optim``). A hyper-parameter equal for all members is used as a Python scalar, the
-  same arithmetic as torch's.
+  update written over stacked tensors with ``torch._foreach_*`` calls, per-member lr / ε / betas
+  (ε outside the root, as ``trainables.optim``): bit for bit torch's update of each member.
 * **Same records.** At stats and evaluation steps the member's slice of the stacked state is
   copied back into its ``GANTrial`` and that trial's own ``measure`` / ``evaluate`` /
   ``final_evaluation`` / ``state_dict`` run: every member reports through its own
   :class:`~trainables.train.Callbacks` exactly what its one-config trial would (the pack's step
   time is divided among the members).
 * **Divergence without host syncs.** Non-finite losses set a per-member flag (the step and the
-  values) on the device; the host reads it only at stats / evaluation steps. A diverged member is
-  recorded as ``train()`` records it (same step, same reason) and masked: members are independent
-  in every batched op, so its NaNs never reach the others; it keeps being computed until the pack
-  ends (cheaper than re-stacking).
+  values) on the device; the host reads it only at stats / evaluation steps (``sync_free``) or
+  every step (``eager``). A diverged member is recorded as ``train()`` records it (same step,
+  same reason) and masked: members are independent in every batched op, so its NaNs never reach
+  the others; it keeps being computed until the pack ends (cheaper than re-stacking).
 * **Resume.** The pack state (:meth:`Population.state_dict`) is every member's ``GANTrial`` state
   (each one a valid single-trial state) plus the members' statuses and latest metrics.
+
+Step modes (trial key ``step_mode``, a shape key: equal across a pack; how the step executes,
+never what it computes). The step is split in two: the draws (host side: every member's own
+generators, the optimizers' step counts) and ``Population._core`` (device side: G and D
+forwards, both ``autograd.grad`` calls, SN's in-place power iteration, BatchNorm statistics, the
+stacked optimizers' in-place updates, the divergence flags; no host read, no Python value that
+changes from step to step: Adam's bias corrections are device tensors written before it).
+
+* ``eager``: ``_core`` run op by op; the divergence flags are read on the host every step, so a
+  diverged member stops at its step exactly as ``train()`` stops (its ``step_times`` too).
+* ``sync_free``: the same ops, the same records; flags read only at stats / evaluation steps
+  (a diverged member's ``step_times`` run on to that step). ``auto`` is this on every device
+  until ``trainables.train.resolve_step_mode`` exists, then that function's pick (``sync_free``
+  where the pack cannot run the pick).
+* ``compiled``: ``_core`` under ``torch.compile(fullgraph=True)`` with dynamo's
+  ``trace_autograd_ops`` on (off by default in torch 2.14; with it ``torch.autograd.grad`` is
+  traced into the graph instead of breaking it), so the whole D+G+optimizer step is ONE graph
+  (the in-place updates of parameters, optimizer states and SN/BN buffers are functionalized and
+  written back). Traced with ``aot_eager`` it is the eager step bit for bit (tested); inductor
+  fuses kernels and rounds differently, so a compiled pack matches the eager pack within the
+  pack-vs-trial tolerances, not bit for bit: loss_d at every stats step and loss_d and Ω at the
+  last one within 1e-3 relative, FID within 2 %, over 40 steps (tested; measured ≤ 4e-4). In
+  between, extremes of f can differ by a few % (RMSprop's first step turns the rounding of a
+  near-zero gradient into a ±10·lr step). The first step pays the compilation (inductor's
+  on-disk cache makes a later process cheaper). Refused for ``gp``: its penalty is a double
+  backward (``autograd.grad(create_graph=True)``), which AOTAutograd does not support ("torch.
+  compile with aot_autograd does not currently support double backward"; pytorch/pytorch#91469,
+  #183603).
+* ``cuda_graph`` (CUDA only: refused with ``device: cpu``; a pack whose ``device: auto`` /
+  ``cuda`` finds no GPU warns and runs ``sync_free``, as the one-config trial): ``_core``
+  captured once with ``torch.cuda.graphs`` and replayed (:class:`_GraphedStep`). Static input tensors for the real
+  batches, z and the GP weights are filled before each replay from each member's own generators
+  (outside the graph: the draws stay identical); parameters and states are updated in place at
+  fixed addresses. The first three iterations run eagerly on a side stream (the warm-up capture
+  asks for; they are real steps), the fourth is captured, then replayed. Its kernels are the
+  eager ones. Not run on a GPU yet: written from torch's capture rules (no host sync, no
+  per-step CPU values, allocations from the graph's pool), untested.
+
+An explicit mode the pack cannot run is refused at construction with one ``ValueError`` naming
+the mode, the reason and the modes that do run (:func:`step_mode_refusal`).
 
 Supported: regularizers ``none``, ``sn``, ``gp`` (:data:`POPULATION_REGULARIZERS`); the others run
 one config per trial (``unsupported_reason``). Members of a pack must agree on every trial key
@@ -49,16 +92,17 @@ from __future__ import annotations
 import copy
 import math
 import time
+import warnings
 from typing import Any, Callable, Sequence
 
 import torch
 
-from trainables import data as data_lib
 from trainables.batched_net import BatchedNet
 from trainables.batched_optim import StackedOptimizer, _per_member
 from trainables.evaluation import final_evaluation, initial_scale
 from trainables.packing import (MEMBER_KEYS, POPULATION_REGULARIZERS, pack_configs,
                                 pack_signature, unsupported_reason)
+from trainables.toys import toy_modes, toy_std
 from trainables.train import Callbacks, GANTrial, TrialResult, resolve_device
 
 __all__ = [
@@ -71,6 +115,102 @@ __all__ = [
     "train_population",
     "unsupported_reason",
 ]
+
+
+# -------------------------------------------------------------------------------------- step modes
+
+#: How a pack's step can execute (trial key ``step_mode``; "auto" resolves to one of these).
+STEP_MODES: tuple[str, ...] = ("eager", "sync_free", "compiled", "cuda_graph")
+#: Modes whose step is traced / captured: every per-step value lives in device tensors.
+CAPTURED_MODES: frozenset[str] = frozenset({"compiled", "cuda_graph"})
+#: torch.compile backend of the ``compiled`` step ("aot_eager" traces the same graph and runs it
+#: with eager kernels: bit-identical to the eager step, what a test uses to check the trace).
+COMPILE_BACKEND = "inductor"
+
+
+def step_mode_refusal(mode: str, regularizer: str, device: torch.device) -> str | None:
+    """Why a pack of ``regularizer`` on ``device`` cannot run ``mode`` (None when it can)."""
+    if mode not in STEP_MODES:
+        return f"unknown step_mode {mode!r}; expected auto or one of {', '.join(STEP_MODES)}"
+    if mode == "cuda_graph" and device.type != "cuda":
+        return (f"step_mode 'cuda_graph' captures the step with torch.cuda.graphs and needs a "
+                f"CUDA device; this pack runs on {device.type} (use compiled, sync_free or eager)")
+    if mode == "compiled" and regularizer == "gp":
+        return ("step_mode 'compiled' cannot capture regularizer 'gp': its penalty is a double "
+                "backward (autograd.grad with create_graph=True), which torch.compile "
+                f"(AOTAutograd, torch {torch.__version__.split('+')[0]}) does not support; "
+                "use sync_free or eager (or cuda_graph on CUDA)")
+    return None
+
+
+def resolve_pack_step_mode(cfg: dict[str, Any], device: torch.device) -> str:
+    """The pack's step mode from its (shared) ``step_mode`` key. An explicit mode the pack
+    cannot run is refused (``ValueError`` with :func:`step_mode_refusal`'s reason); ``auto`` is
+    what ``trainables.train.resolve_step_mode`` picks for the device (``sync_free`` where that
+    function is absent), or ``sync_free`` when the pack cannot run that pick."""
+    mode = cfg.get("step_mode", "auto")
+    if mode != "auto":
+        if mode == "cuda_graph" and device.type != "cuda" and cfg.get("device") != "cpu":
+            # device auto / cuda that turned out to have no GPU: the pack still runs (as
+            # resolve_device and the one-config trial do)
+            warnings.warn(f"population: step_mode 'cuda_graph' needs CUDA and this pack runs on "
+                          f"{device.type}: running it sync_free", RuntimeWarning, stacklevel=2)
+            return "sync_free"
+        why = step_mode_refusal(mode, cfg["regularizer"], device)
+        if why:
+            raise ValueError(f"population: {why}")
+        return mode
+    try:
+        from trainables.train import resolve_step_mode
+    except ImportError:  # not there yet: the pack's step was sync-free before step_mode
+        return "sync_free"
+    mode = resolve_step_mode(cfg, device)
+    if step_mode_refusal(mode, cfg["regularizer"], device):
+        return "sync_free"
+    return mode
+
+
+class _GraphedStep:
+    """The pack's ``_core`` captured as one CUDA graph (``torch.cuda.graphs``).
+
+    Static inputs: the real batches, z and (gp) interpolation weights of one iteration, filled
+    before each replay by ``Population._draw`` from every member's own generators (outside the
+    graph, so the draws are the eager ones); Adam's bias corrections are device tensors written
+    by ``StackedOptimizer.prepare``. Parameters, optimizer states, SN u/v, BN statistics, the
+    step counter and the divergence flags are updated in place by the graph (fixed addresses).
+    The first ``WARMUP`` iterations run ``_core`` eagerly on a side stream (real training steps,
+    as the capture rules ask), the next one is captured and then replayed, and every later one
+    is a replay; the returned tensors are the graph's outputs (valid until the next step)."""
+
+    WARMUP = 3
+
+    def __init__(self, pop: "Population"):
+        self.pop = pop
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.done = 0
+        self.real, self.z, self.u = pop._inputs()  # static: filled before every replay
+        self.out: dict[str, torch.Tensor] | None = None
+
+    def step(self) -> dict[str, torch.Tensor]:
+        pop = self.pop
+        pop._draw(self.real, self.z, self.u)
+        if self.graph is not None:
+            self.graph.replay()
+            return self.out
+        side = torch.cuda.Stream(device=pop.device)
+        side.wait_stream(torch.cuda.current_stream(pop.device))
+        if self.done < self.WARMUP:
+            with torch.cuda.stream(side):
+                out = pop._core(self.real, self.z, self.u)
+            torch.cuda.current_stream(pop.device).wait_stream(side)
+            self.done += 1
+            return out
+        torch.cuda.synchronize(pop.device)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph, stream=side):
+            self.out = pop._core(self.real, self.z, self.u)
+        self.graph.replay()  # capture records without running: this iteration runs now
+        return self.out
 
 
 # -------------------------------------------------------------------------------------- population
@@ -142,10 +282,13 @@ class Population:
         self.concat_d = m0.concat_d
         self.G = BatchedNet([m.G for m in self.members], self.device, image=not self.toy)
         self.D = BatchedNet([m.D for m in self.members], self.device, image=not self.toy)
+        self.step_mode = resolve_pack_step_mode(cfg0, self.device)
+        capturable = self.step_mode in CAPTURED_MODES
         self.opt_d = StackedOptimizer(cfg0["optimizer"], list(self.D.params.values()), self.cfgs,
-                                      "lr_d", self.device)
+                                      "lr_d", self.device, capturable=capturable,
+                                      updates_per_step=self.n_dis)
         self.opt_g = StackedOptimizer(cfg0["optimizer"], list(self.G.params.values()), self.cfgs,
-                                      "lr_g", self.device)
+                                      "lr_g", self.device, capturable=capturable)
         for i, m in enumerate(self.members):
             self.opt_d.load_member(i, m.opt_d, list(m.D.parameters()))
             self.opt_g.load_member(i, m.opt_g, list(m.G.parameters()))
@@ -164,23 +307,77 @@ class Population:
             self.gp_lambda = _per_member([r.gp_lambda for r in rp], self.device)
             self.k_gp = [float(r.k_gp) for r in rp]
             self.gp_one_sided = rp[0].gp_mode == "one-sided"
+            zero = [k == 0 for k in self.k_gp]
+            self._gp_zero = (torch.tensor(zero, device=self.device)[:, None] if any(zero)
+                             else None)
+            self._gp_k = (_per_member(self.k_gp, self.device) if not all(zero) else None)
+            if isinstance(self._gp_k, torch.Tensor):
+                self._gp_k = self._gp_k[:, None]
+        # the draws' shapes (toys: data_lib.sample_toy's modes and std)
+        self.z_dim = cfg0["z_dim"]
+        self.sample_shape = tuple(m0.sample_shape)
+        if self.toy:
+            self.modes = toy_modes(cfg0["dataset"])
+            self.toy_std = toy_std(cfg0["dataset"])
         # device-side divergence flags: step of the first non-finite loss (-1: none) and values
         self.div_step = torch.full((self.P,), -1, dtype=torch.long, device=self.device)
         self.div_vals = torch.zeros(self.P, 3, device=self.device)
+        self._step_t = torch.tensor(self.step, dtype=torch.long, device=self.device)
+        if self.step_mode == "compiled":
+            self._compiled = torch.compile(self._core, backend=COMPILE_BACKEND, fullgraph=True,
+                                           dynamic=False)
+        elif self.step_mode == "cuda_graph":
+            self._graph = _GraphedStep(self)
 
     # -- draws ----------------------------------------------------------------------------------
-    def _real(self) -> torch.Tensor:
-        out = []
-        for m in self.members:
-            if self.toy:
-                out.append(data_lib.sample_toy(m.cfg["dataset"], self.batch, m.data_gen))
-            else:
-                idx = torch.randint(len(m.data), (self.batch,), generator=m.data_gen)
-                out.append(m.data.batch(idx))
-        return torch.stack(out).to(self.device, non_blocking=True)
+    def _inputs(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Empty (real, z, u) for one iteration on the device (u None without gp)."""
+        n, P, B = self.n_dis, self.P, self.batch
+        real = torch.empty((n, P, B) + self.sample_shape, device=self.device)
+        z = torch.empty((n, P, B, self.z_dim), device=self.device)
+        u = (torch.empty((n, P, B) + (1,) * len(self.sample_shape), device=self.device)
+             if self.regularizer == "gp" else None)
+        return real, z, u
 
-    def _noise(self) -> torch.Tensor:
-        return torch.stack([m._noise(self.batch) for m in self.members])
+    def _draw(self, real: torch.Tensor | None = None, z: torch.Tensor | None = None,
+              u: torch.Tensor | None = None):
+        """This step's draws from every member's own generators, in ``GANTrial.train_step``'s
+        order within each generator: per D step the real batch (``data_gen``), z
+        (``noise_gen``) and, for gp, the interpolation weights (the member's global-RNG
+        stream). Each member's draw is the same call on the same generator as in its own trial
+        (``torch.randint`` / ``torch.randn`` / ``torch.rand`` of the same size, written into its
+        row of a stacked tensor); only the arithmetic after the draws (toy: mode + std·noise,
+        images: gather and rescale) runs once for the pack. Given tensors (the captured step's
+        static inputs) are filled in place; returns (real, z, u): (n_dis, P, B, …), u None
+        without gp."""
+        n, P, B = self.n_dis, self.P, self.batch
+        if self.toy:
+            which = torch.empty((n, P, B), dtype=torch.long)
+            noise = torch.empty((n, P, B, 2))
+        else:
+            idx = torch.empty((n, P, B), dtype=torch.long)
+        if z is None:
+            _, z, u = self._inputs()
+        for j in range(n):
+            for i, m in enumerate(self.members):
+                if self.toy:
+                    torch.randint(self.modes.shape[0], (B,), generator=m.data_gen, out=which[j, i])
+                    torch.randn((B, 2), generator=m.data_gen, out=noise[j, i])
+                else:
+                    torch.randint(len(m.data), (B,), generator=m.data_gen, out=idx[j, i])
+                torch.randn((B, self.z_dim), generator=m.noise_gen, out=z[j, i])
+                if u is not None:
+                    torch.rand(u.shape[2:], generator=self.rngs[i], out=u[j, i])
+        if self.toy:  # data_lib.sample_toy: modes[which] + std·noise
+            drawn = self.modes[which] + self.toy_std * noise
+        else:
+            drawn = self.members[0].data.batch(idx.reshape(-1)).reshape(
+                (n, P, B) + self.sample_shape)
+        if real is None:
+            real = drawn.to(self.device, non_blocking=True)
+        else:
+            real.copy_(drawn, non_blocking=True)
+        return real, z, u
 
     # -- the step --------------------------------------------------------------------------------
     def _per_member_loss(self, f: torch.Tensor, term: str) -> torch.Tensor:
@@ -199,74 +396,93 @@ class Population:
             return out[:, : real.shape[1]], out[:, real.shape[1]:]
         return self.D(real), self.D(fake)
 
-    def _gp(self, real: torch.Tensor, fake: torch.Tensor):
-        """Eq. 18 per member: λ·mean((‖∇f(x̂)‖ − k_GP)²) (one-sided: relu), u from the member's
-        global-RNG stream as ``GradientPenalty.interpolates`` draws it."""
-        shape = (real.shape[1],) + (1,) * (real.dim() - 2)
-        u = torch.stack([torch.rand(shape, device=self.device, dtype=real.dtype, generator=g)
-                         for g in self.rngs])
+    def _gp(self, real: torch.Tensor, fake: torch.Tensor, u: torch.Tensor):
+        """Eq. 18 per member: λ·mean((‖∇f(x̂)‖ − k_GP)²) (one-sided: relu; k_GP = 0: the
+        squared norm itself, as ``GradientPenalty.penalty_at``), x̂ = u·real + (1 − u)·fake."""
         x_hat = (u * real.detach() + (1 - u) * fake.detach()).requires_grad_(True)
         f = self.D(x_hat)
         (grad,) = torch.autograd.grad(f.sum(), x_hat, create_graph=True)
         flat = grad.float().flatten(2)
-        per = []
-        norms = []
-        sq = None
-        n = None
-        for i, k in enumerate(self.k_gp):
-            if k == 0:
-                if sq is None:
-                    sq = flat.pow(2).sum(dim=2)
-                per.append(sq[i])
-                norms.append(sq[i].detach().sqrt())
-            else:
-                if n is None:
-                    n = torch.linalg.vector_norm(flat, dim=2)
-                dev = n[i] - k
-                if self.gp_one_sided:
-                    dev = torch.relu(dev)
-                per.append(dev * dev)
-                norms.append(n[i].detach())
-        per_t = torch.stack(per)
-        norms_t = torch.stack(norms)
-        lam = self.gp_lambda
-        pen = (lam * per_t.mean(dim=1)) if isinstance(lam, float) else lam * per_t.mean(dim=1)
+        parts, norms = [], []
+        if self._gp_zero is not None:  # k_GP = 0 members: per-sample squared norm
+            sq = flat.pow(2).sum(dim=2)
+            parts.append(sq)
+            norms.append(sq.detach().sqrt())
+        if self._gp_k is not None:  # the others: (‖∇f‖ − k)², one-sided (‖∇f‖ − k)₊²
+            n = torch.linalg.vector_norm(flat, dim=2)
+            dev = n - self._gp_k
+            if self.gp_one_sided:
+                dev = torch.relu(dev)
+            parts.append(dev * dev)
+            norms.append(n.detach())
+        if len(parts) == 1:
+            per_t, norms_t = parts[0], norms[0]
+        else:  # row i from the member's own formula
+            per_t = torch.where(self._gp_zero, parts[0], parts[1])
+            norms_t = torch.where(self._gp_zero, norms[0], norms[1])
         self._gp_stash = (norms_t.mean(dim=1), norms_t.max(dim=1).values)
-        return pen
+        return self.gp_lambda * per_t.mean(dim=1)
 
-    def train_step(self) -> dict[str, Any]:
-        """One iteration for every member: n_dis D updates, one G update (``GANTrial.train_step``
-        batched). Returns detached (P, …) tensors; raises the flags of members whose losses are
-        not finite (no host sync)."""
+    def _core(self, reals: torch.Tensor, zs: torch.Tensor, us: torch.Tensor | None
+              ) -> dict[str, torch.Tensor]:
+        """The device side of one iteration for every member (``GANTrial.train_step`` batched):
+        n_dis D updates, one G update, the divergence flags; no host read, no Python value that
+        changes from step to step (what ``compiled`` traces and ``cuda_graph`` captures)."""
         d_params = list(self.D.params.values())
         g_params = list(self.G.params.values())
-        for _ in range(self.n_dis):
-            real = self._real()
-            fake = self.G(self._noise())
+        for j in range(self.n_dis):
+            real = reals[j]
+            fake = self.G(zs[j])
             f_real, f_fake = self._d_outputs(real, fake.detach())
             loss_d = self._per_member_loss(f_real, "d_real") + self._per_member_loss(
                 f_fake, "d_fake")
             if self.regularizer == "gp":
-                penalty = self._gp(real, fake)
+                penalty = self._gp(real, fake, us[j])
+                total = loss_d + penalty
             else:
-                penalty = torch.zeros(self.P, device=self.device, dtype=real.dtype)
-            grads = torch.autograd.grad((loss_d + penalty).sum(), d_params)
-            self.opt_d.step(grads)
+                penalty = torch.zeros_like(loss_d)
+                total = loss_d
+            grads = torch.autograd.grad(total.sum(), d_params)
+            if self.opt_d.capturable:
+                self.opt_d.update(grads, j)
+            else:
+                self.opt_d.step(grads)
         f_gen = self.D(fake, detach=True)
         loss_g = self._per_member_loss(f_gen, "g")
         grads = torch.autograd.grad(loss_g.sum(), g_params)
-        self.opt_g.step(grads)
-        self.step += 1
+        if self.opt_g.capturable:
+            self.opt_g.update(grads)
+        else:
+            self.opt_g.step(grads)
         with torch.no_grad():
+            self._step_t.add_(1)
             vals = torch.stack([loss_d.detach().float(), loss_g.detach().float(),
                                 penalty.detach().float()], dim=1)
-            bad = ~torch.isfinite(vals).all(dim=1)
-            new = bad & (self.div_step < 0)
-            self.div_step = torch.where(new, self.step, self.div_step)
-            self.div_vals = torch.where(new[:, None], vals, self.div_vals)
+            new = ~torch.isfinite(vals).all(dim=1) & (self.div_step < 0)
+            self.div_step.copy_(torch.where(new, self._step_t, self.div_step))
+            self.div_vals.copy_(torch.where(new[:, None], vals, self.div_vals))
         return {"real": real, "fake": fake.detach(), "f_real": f_real.detach(),
                 "f_fake": f_fake.detach(), "f_gen": f_gen.detach(), "loss_d": loss_d.detach(),
                 "loss_g": loss_g.detach(), "penalty": penalty.detach()}
+
+    def train_step(self) -> dict[str, Any]:
+        """One iteration for every member: n_dis D updates, one G update (``GANTrial.train_step``
+        batched), executed as ``step_mode`` says. Returns detached (P, …) tensors; raises the
+        flags of members whose losses are not finite (no host sync)."""
+        if self.step_mode in CAPTURED_MODES:
+            self.opt_d.prepare()
+            self.opt_g.prepare()
+        if self.step_mode == "cuda_graph":
+            out = self._graph.step()
+        elif self.step_mode == "compiled":
+            reals, zs, us = self._draw()
+            with torch._dynamo.config.patch(trace_autograd_ops=True,
+                                            fail_on_recompile_limit_hit=True):
+                out = self._compiled(reals, zs, us)
+        else:
+            out = self._core(*self._draw())
+        self.step += 1
+        return out
 
     # -- members ---------------------------------------------------------------------------------
     def divergences(self) -> dict[int, tuple[int, str]]:
@@ -389,7 +605,7 @@ def train_population(
         stats = step % cfg["stats_every"] == 0 or last
         evaluate = step % cfg["eval_every"] == 0 or last
         live = [i for i, r in enumerate(runs) if r.result is None]
-        if stats or evaluate:
+        if stats or evaluate or pop.step_mode == "eager":  # eager: a host read every step
             for i, (s, reason) in pop.divergences().items():
                 if runs[i].result is None:
                     diverged(i, s, reason)
