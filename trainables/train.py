@@ -504,13 +504,19 @@ class GANTrial:
         self.opt_g.zero_grad(set_to_none=True)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            out = self._iteration(
-                (lambda k: self.data.batch(self._g_idx[k])) if in_memory
-                else (lambda k: self._g_real[k]),
-                lambda k: self._g_z[k])
-            self._g_step.add_(1)
-            self._flag(out, self._g_step)
+            out = self._graph_body()
         self._graph, self._g_out = graph, out
+
+    def _graph_body(self) -> dict[str, Any]:
+        """What the graph holds: one iteration on the static inputs, the device step counter
+        and the divergence flag."""
+        gathered = self._g_idx is not None
+        out = self._iteration((lambda k: self.data.batch(self._g_idx[k])) if gathered
+                              else (lambda k: self._g_real[k]),
+                              lambda k: self._g_z[k])
+        self._g_step.add_(1)
+        self._flag(out, self._g_step)
+        return out
 
     # ----------------------------------------------------------------------------- measuring
     def measure(self, out: dict[str, Any]) -> dict[str, float]:
