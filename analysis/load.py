@@ -383,6 +383,8 @@ def download_artifact(run_id: str, path: str, dst_dir: str | Path,
     """Download one artifact of ``run_id`` (e.g. ``final/samples.png``) into ``dst_dir``; None when
     the run has no such artifact (or the store is unreachable)."""
     Path(dst_dir).mkdir(parents=True, exist_ok=True)
+    # one small file per call: MLflow's per-download progress bar is noise in a report's output
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         out = Path(_client(tracking_uri).download_artifacts(run_id, path, str(dst_dir)))
     except Exception:

@@ -186,12 +186,25 @@ def omega_bound(frame: pd.DataFrame, *, tol: float = 0.01, min_runs: int = 3,
              "Last logged step of each run (no per-step histories given)")
     if (per_run["n_steps"] == 0).any():
         where += f"; {int((per_run['n_steps'] == 0).sum())} runs by their Ω∪ only (inside the bound)"
+    first = used.drop_duplicates("run_id")
+    arch_of = pd.Series(col(first, "arch", "unknown arch").fillna("unknown arch").astype(str).to_numpy(),
+                        index=first["run_id"].astype(str))
+    run_arch = arch_of.reindex(per_run.index.astype(str)).fillna("unknown arch").to_numpy()
+    archs = sorted(set(run_arch))
+    by_arch = "; ".join(f"{a}: {int(viol[run_arch == a].sum())} of {int((run_arch == a).sum())} "
+                        "runs exceed" for a in archs)
+    conv_viol = [a for a in archs if a.startswith("dcgan") and viol[run_arch == a].any()]
+    why = (" A violation in a convolutional D does not refute Theorem 1 as proved: σ is that of "
+           "the reshaped kernel (what SN normalises, Miyato et al. 2018), and a convolution's "
+           "operator norm can exceed it (Sedghi et al. 2019; Gouk et al. 2021), so K = Πσ is not "
+           "that D's Lipschitz constant; it refutes K = k_SN^n as the paper computes it for "
+           "conv nets." if conv_viol else "")
     kw = dict(statistic=float(per_run["ratio"].max()), statistic_name="max width(Ω_i)/bound",
               effect_size=float(per_run["ratio"].median()), effect_name="median over runs of max width/bound",
               n=len(per_run), run_ids=ids(used),
               details=f"{where}. {int(viol.sum())} of {len(per_run)} runs exceed the bound at some step "
                       f"(tolerance {tol:.0%}); the widest Ω_i per run is {per_run['ratio'].median():.2e} "
-                      f"of the bound at the median. {const}")
+                      f"of the bound at the median. By architecture: {by_arch}. {const}{why}")
     if viol.any():
         kw["run_ids"] = [str(r) for r in per_run.index[viol]]
         return _v("contradicted", **kw)

@@ -53,8 +53,23 @@ def test_the_measured_constant_is_used_and_named():
     assert "median 1.15" in v.details
     nominal = H.HYPOTHESES["domain-omega-bound"](_runs(), histories=_hist([0.9 * BOUND, 1.1 * BOUND]))
     assert nominal.verdict == "contradicted" and "nominal K = k_SN^n for the other 3" in nominal.details
-    over = H.HYPOTHESES["domain-omega-bound"](_runs(), histories=_hist([0.9 * BOUND, 1.3 * BOUND], sigma=1.15))
+    over = H.HYPOTHESES["domain-omega-bound"](_runs(arch="dcgan32"),
+                                               histories=_hist([0.9 * BOUND, 1.3 * BOUND], sigma=1.15))
     assert over.verdict == "contradicted" and math.isclose(over.statistic, 1.3 / 1.15)
+    assert "dcgan32: 3 of 3 runs exceed" in over.details
+    assert "reshaped kernel" in over.details  # a conv violation is explained, not left bare
+
+
+def test_violations_are_counted_per_architecture():
+    """The report says which architectures break the bound; only a conv violation gets the
+    reshaped-kernel explanation (an mlp's Π σ is a true Lipschitz bound)."""
+    f = make_frame([{**_runs(1).iloc[0].to_dict(), "run_id": rid, "seed": i, "arch": arch}
+                    for i, (rid, arch) in enumerate((("b0", "mlp"), ("b1", "mlp"), ("b2", "mlp")))])
+    h = _hist([0.9 * BOUND, 1.3 * BOUND], sigma=1.0, runs=("b0",))
+    h = pd.concat([h, _hist([0.9 * BOUND], sigma=1.0, runs=("b1", "b2"))])
+    v = H.HYPOTHESES["domain-omega-bound"](f, histories=h)
+    assert v.verdict == "contradicted"
+    assert "mlp: 1 of 3 runs exceed" in v.details and "reshaped kernel" not in v.details
 
 
 def test_final_values_without_histories_and_a_final_sigma():
