@@ -55,6 +55,8 @@ SINGLE_MODES = ("eager", "sync_free", "compiled", "cuda_graph")
 PACK_MODES = ("eager", "sync_free", "compiled", "cuda_graph")
 PRESETS = ("lipschitz-table2", "lipschitz-table5a", "lipschitz-table5b", "lipschitz-degenerate")
 K_SN = (0.2, 0.25, 0.5, 1.0, 5.0, 10.0, 50.0)  # Table 2's k_SN: a pack's members
+#: "GPU", or "CPU" on a smoke run without CUDA (the hours are the device's)
+UNIT = "GPU"
 
 
 def _sync(device: torch.device) -> None:
@@ -193,9 +195,9 @@ def sweep(cfg: dict, device: torch.device, args) -> list[Row]:
 
 def _line(row: Row, trial_iterations: int) -> str:
     if row.ms is None:
-        return f"{row.name:34s} {'-':>10s} ms/iter  {'-':>10s} trials/GPU-hour  {row.note}"
+        return f"{row.name:34s} {'-':>10s} ms/iter  {'-':>10s} trials/{UNIT}-hour  {row.note}"
     return (f"{row.name:34s} {row.ms:10.3f} ms/iter  {row.per_hour(trial_iterations):10.2f} "
-            f"trials/GPU-hour")
+            f"trials/{UNIT}-hour")
 
 
 def best_of(rows: list[Row]) -> Row:
@@ -290,8 +292,10 @@ def environment(device: torch.device) -> list[str]:
 
 
 def main(argv=None) -> int:
+    global UNIT
     args = parse(argv)
     device = resolve_device(args.device)
+    UNIT = "GPU" if device.type == "cuda" else "CPU"
     env = environment(device)
     for line in env:
         print(line)
@@ -324,21 +328,26 @@ def main(argv=None) -> int:
     ref = ("dcgan32", 1)
     hours = preset_hours(measured, ref) if args.width == 1.0 else []
     if args.width != 1.0:
-        print("\n(preset GPU-hours only at --width 1: the presets train the paper's width)")
+        print(f"\n(preset {UNIT}-hours only at --width 1: the presets train the paper's width)")
     for label, dataset, arch, rows, best, ratio in results:
         print(f"\n{label}: best {best.name}, {best.ms_per_trial_iter:.3f} ms per "
               f"trial-iteration; best/eager {ratio:.2f}")
     if hours:
-        print(f"\nseed-000 studies at the best mode of each measured shape (+ FID at "
-              f"{_fid_rate():,.0f} img/s, modelled):")
+        print(f"\nseed-000 studies at the best mode of each measured shape ({_bests(results)}; "
+              f"+ FID at {_fid_rate():,.0f} img/s, modelled):")
         for name, n, h, note in hours:
-            print(f"  {name:24s} {n:4d} configs  {h:8.2f} GPU-hours" + (f"  ({note})" if note
+            print(f"  {name:24s} {n:4d} configs  {h:8.2f} {UNIT}-hours" + (f"  ({note})" if note
                                                                          else ""))
     if args.out:
         write_markdown(Path(args.out), env, notes, results, hours, args)
         print(f"\nwrote {args.out}")
     print(f"ratio: {results[0][5]:.2f}")
     return 0
+
+
+def _bests(results) -> str:
+    return "; ".join(f"{arch} {dataset}: {best.name}, {best.ms_per_trial_iter:.3f} ms"
+                     for _, dataset, arch, _, best, _ in results)
 
 
 def _fid_rate() -> float:
@@ -353,12 +362,12 @@ def write_markdown(path: Path, env, notes, results, hours, args) -> None:
              *[f"- {e}" for e in env], *[f"- {n}" for n in notes],
              f"- command: `{cmd.strip()}`",
              f"- {args.iterations} timed iterations per mode after {args.warmup}+ warm-up; "
-             f"trials/GPU-hour at {args.trial_iterations:,} iterations per trial, training "
+             f"trials/{UNIT}-hour at {args.trial_iterations:,} iterations per trial, training "
              f"{'with' if args.stats else 'without'} the stats every {args.stats_every} steps, "
              "no FID", ""]
     for label, dataset, arch, rows, best, ratio in results:
         lines += [f"## {label} ({dataset}, {arch}, width {args.width:g}, batch 64)", "",
-                  "| mode | ms / iteration | ms / trial-iteration | trials / GPU-hour | note |",
+                  f"| mode | ms / iteration | ms / trial-iteration | trials / {UNIT}-hour | note |",
                   "|---|---:|---:|---:|---|"]
         for r in rows:
             if r.ms is None:
@@ -370,9 +379,9 @@ def write_markdown(path: Path, env, notes, results, hours, args) -> None:
     if hours:
         lines += ["## Seed-000 studies", "",
                   "Each preset's configurations with seed 0: iterations × the best measured ms per "
-                  f"trial-iteration + FID evaluations at {_fid_rate():,.0f} img/s (study/cost.py, "
-                  "modelled).", "",
-                  "| preset | configurations | GPU-hours | note |", "|---|---:|---:|---|"]
+                  f"trial-iteration ({_bests(results)}) + FID evaluations at "
+                  f"{_fid_rate():,.0f} img/s (study/cost.py, modelled).", "",
+                  f"| preset | configurations | {UNIT}-hours | note |", "|---|---:|---:|---|"]
         lines += [f"| {n} | {c} | {h:.2f} | {note} |" for n, c, h, note in hours]
         lines.append("")
     lines.append(f"ratio: {results[0][5]:.2f}")
