@@ -3,6 +3,7 @@
 eager over tens of steps, and the combinations a mode cannot run are refused in one line.
 The CUDA-only modes and checks are in ``tests/trainables/test_cuda.py``."""
 
+import contextlib
 import copy
 import io
 import math
@@ -337,3 +338,74 @@ def test_gantrial_refuses_an_unknown_or_impossible_mode():
     with pytest.raises(ValueError, match="expected one of eager, sync_free"):
         GANTrial(toy(), "cpu", step_mode="graphed")
     assert GANTrial(toy(), "cpu").step_mode == "eager"  # the API the pack and benches drive
+
+
+# ------------------------------------------------------- cuda_graph's host logic, simulated
+
+
+@pytest.mark.parametrize("make,kw", [(toy, {"n_dis": 2}), (images, {}), (toy, {"nan_at": 6})],
+                         ids=["toy-n_dis-2", "dcgan32-gathered", "toy-nan-after-capture"])
+def test_cuda_graph_host_logic_matches_eager_on_cpu(make, kw, monkeypatch):
+    """What ``cuda_graph`` does around the graph, on CPU: the warm-up steps, the static inputs
+    filled from the trial's generators before each replay (gathered indices for an in-memory
+    set, batches for the toys), the device step counter and the divergence flag. The CUDA
+    capture is replaced by a stand-in whose replay runs the graph's body (``_graph_body``) at
+    replay time, so every replay computes what the captured kernels would; the real capture is
+    tests/trainables/test_cuda.py's. Bit-identical to eager, flags included."""
+    nan_at = kw.pop("nan_at", None)
+    cfg = make(**kw)
+
+    class Stream:
+        def wait_stream(self, other):
+            pass
+
+    monkeypatch.setattr(torch.cuda, "Stream", lambda *a, **k: Stream())
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda *a, **k: Stream())
+    monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
+
+    def run(graphed):
+        t = GANTrial(cfg, "cpu", step_mode="sync_free")
+        replays = []
+        if graphed:
+            t.step_mode = "cuda_graph"  # past the constructor's CUDA check
+            monkeypatch.setattr(t, "_make_capturable", lambda: None)  # CPU: no capturable
+
+            class Graph:
+                def replay(self):
+                    t._g_out = GANTrial._graph_body(t)
+                    replays.append(t.step)
+
+            @contextlib.contextmanager
+            def capture(graph):  # the capture records; it runs nothing
+                t._graph_body = lambda: {}
+                yield
+                del t._graph_body
+
+            monkeypatch.setattr(torch.cuda, "CUDAGraph", Graph)
+            monkeypatch.setattr(torch.cuda, "graph", capture)
+        outs, eager_div = [], None
+        for _ in range(10):
+            if t.step == nan_at:
+                with torch.no_grad():
+                    next(t.D.parameters()).fill_(float("nan"))
+            out = t.train_step()
+            outs.append({k: v.clone() for k, v in out.items() if isinstance(v, torch.Tensor)})
+            if eager_div is None:
+                eager_div = t.divergence(out) and (t.step, t.divergence(out))
+        return t, outs, replays, eager_div
+
+    ta, outs_a, _, div_a = run(False)
+    tb, outs_b, replays, _ = run(True)
+    assert len(replays) == 10 - train_mod.GRAPH_WARMUP_STEPS  # captured, then replayed
+    assert _same(outs_a, outs_b)
+    sa, sb = ta.state_dict(), tb.state_dict()
+    assert _same({k: sa[k] for k in ("G", "D", "data_gen", "noise_gen", "torch_rng")},
+                 {k: sb[k] for k in ("G", "D", "data_gen", "noise_gen", "torch_rng")})
+    # the portable optimizer state: eager's form (CPU float32 step, capturable off)
+    assert _same(sa["opt_d"]["state"], sb["opt_d"]["state"])
+    assert not any(g["capturable"] for g in sb["opt_d"]["param_groups"])
+    if nan_at is None:
+        assert tb.flagged_divergence() is None
+    else:
+        assert div_a == (nan_at + 1, tb.flagged_divergence()[1])
+        assert tb.flagged_divergence()[0] == nan_at + 1 > train_mod.GRAPH_WARMUP_STEPS
