@@ -196,6 +196,11 @@ def validate_trial(raw: dict[str, Any], *, check_data: bool = True) -> dict[str,
 
     out = base.model_dump()
     _check_shapes(out)
+    from trainables.train import step_mode_problem  # lazy: train imports this module
+
+    problem = step_mode_problem(out)
+    if problem:
+        raise ConfigError("step_mode", problem)
     if check_data and out["dataset"] not in data_lib.TOY_DATASETS:
         try:
             data_lib.check_dataset(

@@ -409,3 +409,18 @@ def test_cuda_graph_host_logic_matches_eager_on_cpu(make, kw, monkeypatch):
     else:
         assert div_a == (nan_at + 1, tb.flagged_divergence()[1])
         assert tb.flagged_divergence()[0] == nan_at + 1 > train_mod.GRAPH_WARMUP_STEPS
+
+
+def test_validate_trial_refuses_a_step_mode_the_config_cannot_run():
+    """The refusal comes at validation (before any study starts), in one line naming the key."""
+    from trainables.config import ConfigError, validate_trial
+
+    with pytest.raises(ConfigError) as err:
+        validate_trial(dict(dataset="ring8", arch="mlp", device="cpu", step_mode="cuda_graph"),
+                       check_data=False)
+    assert str(err.value).startswith("step_mode: ") and "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match="^step_mode: .*gp"):
+        validate_trial(dict(dataset="ring8", arch="mlp", device="cpu", regularizer="gp",
+                            step_mode="compiled"), check_data=False)
+    assert validate_trial(dict(dataset="ring8", arch="mlp", device="cpu",
+                               step_mode="sync_free"), check_data=False)["step_mode"] == "sync_free"
