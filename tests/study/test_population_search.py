@@ -295,3 +295,53 @@ def test_a_packed_optuna_study_records_every_member_and_tells_optuna(tmp_path, r
             t.params, t.value, last.value)
         assert set(t.intermediate_values) == {6, 12}
 
+
+
+# --- a real driver SIGKILLed mid-pack, then `lipstudy resume` (slow) ---------------------------
+
+PACKED_CHAOS = """
+    name: chaos-packed-optuna
+    search: optuna
+    fixed: {dataset: ring8, arch: mlp, width: 0.25, iterations: 60, stats_every: 10,
+            eval_every: 20, fid_samples: 40, batch_size: 16, device: cpu}
+    space:
+      loss: {choice: [ns, wgan, hinge]}
+      alpha: {loguniform: [0.1, 10.0]}
+    points_to_evaluate: [{loss: ns, alpha: 1.0}]
+    num_samples: 3
+    seeds: 2
+    population: 4
+    max_concurrent: 2
+    resources: {cpu: 1, gpu: 0}
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_a_packed_optuna_study_sigkilled_mid_pack_resumes_without_losing_or_retelling(
+        tmp_path, monkeypatch):
+    """3 configurations x 2 seeds in packs of 2 configurations (2 Tune trials); the driver is
+    SIGKILLed at the first progress line. After ``lipstudy resume`` (the chaos tests' checks):
+    one FINISHED run per member, every step once, the progress counts 2 packs and the summary
+    6 trials, the journal holds one COMPLETE trial per configuration whose value is the mean
+    final FID of its two seeds' runs, the papers' default was asked first, and a second resume
+    changes nothing."""
+    import signal
+
+    from tests.study import test_chaos as chaos
+
+    monkeypatch.setitem(chaos.STUDIES, "packed-optuna", PACKED_CHAOS)
+    study = chaos.Study(tmp_path, "packed-optuna", None)
+    try:
+        rc, text = study.run(moment=chaos._progress, sig=signal.SIGKILL)
+        assert rc == -signal.SIGKILL, text
+        chaos.finish_and_check(study, 6, 60, compare=0, optuna=True, tune_trials=2)
+        from study.tuner import read_state
+
+        state = read_state(study.study_dir)
+        ot = load_optuna_study(state["optuna_storage"], state["optuna_study_name"])
+        assert sum(t.state.name == "COMPLETE" for t in ot.trials) == 3
+        first = min((t for t in ot.trials if t.state.name == "COMPLETE"), key=lambda t: t.number)
+        assert first.params == {"loss": "ns", "alpha": 1.0}, first.params
+    finally:
+        study.close()
