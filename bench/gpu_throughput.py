@@ -340,7 +340,9 @@ def main(argv=None) -> int:
                                                                          else ""))
     if args.out:
         write_markdown(Path(args.out), env, notes, results, hours, args)
-        print(f"\nwrote {args.out}")
+        figures = Path(args.out).with_name(FIGURES_NAME)
+        write_figures(figures, device, env, results, args)
+        print(f"\nwrote {args.out} and {figures} (read by study/cost.py)")
     print(f"ratio: {results[0][5]:.2f}")
     return 0
 
@@ -354,6 +356,31 @@ def _fid_rate() -> float:
     from study import cost
 
     return cost.FID_IMG_PER_S
+
+
+#: Machine-readable results beside ``--out`` (``study.cost.load_figures`` reads them).
+FIGURES_NAME = "figures.json"
+
+
+def write_figures(path: Path, device: torch.device, env, results, args) -> None:
+    """The best mode per measured shape, as ``study.cost`` uses it (``FIGURES_VERSION`` 1)."""
+    import json
+
+    from study import cost
+
+    shapes = []
+    for label, dataset, arch, rows, best, ratio in results:
+        shapes.append({
+            "label": label, "dataset": dataset, "arch": arch,
+            "channels": data_lib.channels(dataset), "width": args.width, "batch_size": 64,
+            "regularizer": "sn", "n_dis": 1, "best_mode": best.name, "population": best.members,
+            "ms_per_trial_iteration": best.ms_per_trial_iter, "best_over_eager": ratio,
+        })
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({
+        "version": cost.FIGURES_VERSION, "device_type": device.type, "environment": env,
+        "command": "python bench/gpu_throughput.py " + " ".join(sys.argv[1:]),
+        "date": time.strftime("%Y-%m-%d"), "shapes": shapes}, indent=1) + "\n")
 
 
 def write_markdown(path: Path, env, notes, results, hours, args) -> None:

@@ -1,4 +1,16 @@
-"""GPU-hour estimates for study presets (a model, not a measurement; ±2x).
+"""GPU-hour estimates for study presets: measured where ``bench/gpu_throughput.py`` has measured
+the shape on a GPU, else a model (±2x).
+
+**Measured.** ``bench/gpu_throughput.py --out DIR/README.md`` also writes ``DIR/figures.json``: per
+measured shape (arch, channels, width, batch) the best step mode, its population P and its ms per
+trial-iteration. :func:`load_figures` reads it from ``$LIPSTUDY_GPU_FIGURES`` or
+``docs/results/gpu-throughput/figures.json``; a config of a measured shape costs
+``iterations × ms`` scaled by the model's FLOP ratio of its own step to the benchmark's
+(other regularizers, ``n_dis``), plus FID as below. ``gpu: auto`` studies pack their configs by the
+best P (``study.tuner.auto_population``). No GPU has been lent to this project yet, so no
+figures file is committed and every estimate in the presets' headers is the model.
+
+**Model.**
 
 Per iteration: a D step (G forward for the fakes, D forward+backward on a real and a fake batch)
 ``n_dis`` times and a G step (G and D forward+backward), counting forward+backward as 3 forwards:
@@ -13,7 +25,10 @@ other presets' headers.
 from __future__ import annotations
 
 import functools
+import json
 import math
+import os
+from pathlib import Path
 from typing import Any
 
 EFFECTIVE_FLOPS = 20e12
@@ -42,23 +57,81 @@ def _fwd_flops(arch: str, channels: int, width: float, batch: int) -> tuple[floa
     return float(gf), float(df)
 
 
-def trial_seconds(cfg: dict[str, Any]) -> float:
-    """Modelled GPU seconds of one complete trial config (``validate_trial`` output)."""
+def _step_flops(arch: str, channels: int, width: float, batch: int, n_dis: int,
+                regularizer: str, alr_iters: int = 1) -> float:
+    g, d = _fwd_flops(arch, channels, width, batch)
+    extra = EXTRA_D_PASSES.get(regularizer, 0.0)
+    if regularizer == "alr":
+        extra = 1.0 + alr_iters
+    return n_dis * (g + 6 * d + extra * 3 * d) + 3 * g + 3 * d
+
+
+#: Format of ``figures.json`` (bench/gpu_throughput.py writes it).
+FIGURES_VERSION = 1
+FIGURES_ENV = "LIPSTUDY_GPU_FIGURES"
+DEFAULT_FIGURES = Path(__file__).resolve().parents[1] / "docs/results/gpu-throughput/figures.json"
+
+
+def load_figures(path: str | os.PathLike | None = None) -> dict[str, Any] | None:
+    """The GPU benchmark's measured figures (``path``, ``$LIPSTUDY_GPU_FIGURES`` or the committed
+    ``docs/results/gpu-throughput/figures.json``), or None when there are none. Only figures
+    measured on CUDA count: a CPU smoke run of the benchmark says nothing about a GPU."""
+    p = Path(path or os.environ.get(FIGURES_ENV) or DEFAULT_FIGURES)
+    if not p.is_file():
+        return None
+    try:
+        fig = json.loads(p.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{p}: not a GPU figures file ({err})") from None
+    if fig.get("version") != FIGURES_VERSION or not isinstance(fig.get("shapes"), list):
+        raise ValueError(f"{p}: GPU figures version {fig.get('version')!r}, expected "
+                         f"{FIGURES_VERSION} (re-run bench/gpu_throughput.py)")
+    return fig if fig.get("device_type") == "cuda" else None
+
+
+def measured_shape(cfg: dict[str, Any], figures: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The measured shape a config shares (arch, channels, width, batch size), or None."""
+    if not figures:
+        return None
     from trainables.data import channels
 
-    g, d = _fwd_flops(cfg["arch"], channels(cfg["dataset"]), float(cfg["width"]),
-                      int(cfg["batch_size"]))
-    n_dis = int(cfg["n_dis"])
-    extra = EXTRA_D_PASSES.get(cfg["regularizer"], 0.0)
-    if cfg["regularizer"] == "alr":
-        extra = 1.0 + cfg.get("alr_iters", 1)
-    flops = n_dis * (g + 6 * d + extra * 3 * d) + 3 * g + 3 * d
-    step_s = flops / EFFECTIVE_FLOPS + LATENCY_S * (n_dis + 1)
+    key = (cfg["arch"], channels(cfg["dataset"]), float(cfg["width"]), int(cfg["batch_size"]))
+    for shape in figures["shapes"]:
+        if (shape["arch"], int(shape["channels"]), float(shape["width"]),
+                int(shape["batch_size"])) == key:
+            return shape
+    return None
+
+
+def trial_seconds(cfg: dict[str, Any], figures: dict[str, Any] | None = None) -> float:
+    """GPU seconds of one complete trial config (``validate_trial`` output): measured when
+    ``figures`` holds its shape (see the module docstring), else modelled."""
+    from trainables.data import channels
+
+    ch = channels(cfg["dataset"])
+    flops = _step_flops(cfg["arch"], ch, float(cfg["width"]), int(cfg["batch_size"]),
+                        int(cfg["n_dis"]), cfg["regularizer"], cfg.get("alr_iters", 1))
+    shape = measured_shape(cfg, figures)
+    if shape is not None:
+        ref = _step_flops(shape["arch"], int(shape["channels"]), float(shape["width"]),
+                          int(shape["batch_size"]), int(shape["n_dis"]), shape["regularizer"])
+        step_s = shape["ms_per_trial_iteration"] / 1e3 * flops / ref
+    else:
+        step_s = flops / EFFECTIVE_FLOPS + LATENCY_S * (int(cfg["n_dis"]) + 1)
     n_evals = math.ceil(cfg["iterations"] / cfg["eval_every"])
     return cfg["iterations"] * step_s + n_evals * cfg["fid_samples"] / FID_IMG_PER_S
 
 
-def study_gpu_hours(configs: list[dict[str, Any]]) -> float:
+def best_population(figures: dict[str, Any] | None) -> int:
+    """The population P of the benchmark's best mode on its first (MNIST Table 2) shape; 1 without
+    figures."""
+    if not figures or not figures["shapes"]:
+        return 1
+    return max(1, int(figures["shapes"][0].get("population", 1)))
+
+
+def study_gpu_hours(configs: list[dict[str, Any]], figures: dict[str, Any] | None = None) -> float:
     from trainables.config import validate_trial
 
-    return sum(trial_seconds(validate_trial(c, check_data=False)) for c in configs) / 3600
+    return sum(trial_seconds(validate_trial(c, check_data=False), figures)
+               for c in configs) / 3600

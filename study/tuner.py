@@ -44,14 +44,54 @@ AUTO_GPU_SHARE = 0.25
 
 
 def _gpu_share(spec: StudySpec) -> float:
-    """``auto``: a quarter GPU per trial (four trials share one GPU: these models are small and
-    launch-latency bound) when the Ray cluster has GPUs, else none: the trial runs on CPU. The
-    trial itself uses CUDA only where Ray gave it a GPU and CUDA exists (``trial_device``)."""
+    """``auto``: when the Ray cluster has GPUs, a whole GPU per population pack (the benchmark
+    measures one pack alone on a GPU) and a quarter GPU per one-config trial (four share one GPU:
+    these models are small and launch-latency bound); without GPUs none: the trial runs on CPU.
+    The trial itself uses CUDA only where Ray gave it a GPU and CUDA exists (``trial_device``)."""
     if spec.resources.gpu != "auto":
         return float(spec.resources.gpu)
     import ray
 
-    return AUTO_GPU_SHARE if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+    if ray.cluster_resources().get("GPU", 0) <= 0:
+        return 0.0
+    return 1.0 if spec.population > 1 else AUTO_GPU_SHARE
+
+
+def auto_population(spec: StudySpec, cluster_gpus: float, figures: dict[str, Any] | None) -> int:
+    """The population a study runs with: its own ``population`` when set, else, for ``gpu: auto``
+    on a cluster with GPUs, the best P ``bench/gpu_throughput.py`` measured (``study.cost``
+    figures; 1 without them)."""
+    if spec.resources.gpu != "auto" or "population" in spec.model_fields_set or cluster_gpus <= 0:
+        return spec.population
+    from study.cost import best_population
+
+    return best_population(figures)
+
+
+def resolve_population(spec: StudySpec, population: int | None = None) -> StudySpec:
+    """``spec`` with its effective population (after ``ray.init``): ``population`` when given (a
+    resume keeps the first run's), else :func:`auto_population`. A P the study cannot take
+    (a searched study's rules, ``study.schema``) keeps the study's own, with one line saying why."""
+    if population is None:
+        import ray
+
+        from study.cost import load_figures
+
+        population = auto_population(spec, ray.cluster_resources().get("GPU", 0), load_figures())
+    if population == spec.population:
+        return spec
+    from pydantic import ValidationError
+
+    try:
+        new = StudySpec.model_validate({**spec.model_dump(exclude_unset=True),
+                                        "population": population})
+    except ValidationError as err:
+        print(f"gpu: auto: population {population} (benchmark's best) does not fit this study "
+              f"({err.errors()[0]['msg']}); running population {spec.population}", flush=True)
+        return spec
+    print(f"gpu: auto: population {population} per trial (bench/gpu_throughput.py's best on this "
+          "GPU shape; set population to choose)", flush=True)
+    return new
 
 
 def trial_resources(spec: StudySpec) -> dict[str, float]:
@@ -344,24 +384,30 @@ def run_study(spec: StudySpec, study_text: str, *, tracking_uri: str | None = No
         on_start(study_dir)
     os.environ["MLFLOW_TRACKING_URI"] = uri
 
-    def make():
-        return build_tuner(spec, tracking, storage, quiet=quiet, run_name=run_name,
+    def make(s: StudySpec):
+        if s.population != spec.population:  # a resume must run the same packs
+            write_state(study_dir, {**read_state(study_dir), "population": s.population})
+        return build_tuner(s, tracking, storage, quiet=quiet, run_name=run_name,
                            optuna_storage=optuna_loc)
 
     return _fit(make, spec, tracking, study_dir, t0, address, verbose, on_signal)
 
 
 def _fit(make_tuner, spec: StudySpec, tracking: StudyTracking, study_dir: str, t0: float,
-         address: str | None, verbose: bool, on_signal) -> StudyOutcome:
-    """Start Ray, run ``make_tuner().fit()`` under the stop-signal handlers, summarise. A crash of
-    the driver marks the parent run FAILED; a signal before Tune started leaves no trials."""
+         address: str | None, verbose: bool, on_signal,
+         population: int | None = None) -> StudyOutcome:
+    """Start Ray, run ``make_tuner(spec).fit()`` under the stop-signal handlers, summarise. The
+    spec gets its effective population once Ray is up (``resolve_population``; ``population``:
+    a resume's recorded one). A crash of the driver marks the parent run FAILED; a signal before
+    Tune started leaves no trials."""
     client = tracking.client()
     results = None
     with StopSignals(on_signal) as stop:
         try:
             init_ray(address, verbose)
             stop.rearm()
-            results = make_tuner().fit()
+            spec = resolve_population(spec, population)
+            results = make_tuner(spec).fit()
         except KeyboardInterrupt:
             if not stop.interrupted:
                 raise
@@ -402,14 +448,15 @@ def resume_study(study_dir: str, *, address: str | None = None, quiet: bool = Fa
     client.update_run(tracking.parent_run_id, status="RUNNING")
     client.set_tag(tracking.parent_run_id, names.STATUS_TAG, "running")
 
-    def make():
+    def make(s: StudySpec):
         if tune.Tuner.can_restore(study_dir):
-            return tune.Tuner.restore(study_dir, make_trainable(spec, tracking),
+            return tune.Tuner.restore(study_dir, make_trainable(s, tracking),
                                       resume_unfinished=True, resume_errored=True,
-                                      param_space=param_space(spec))
-        return build_tuner(spec, tracking, state["storage_path"], quiet=quiet,
+                                      param_space=param_space(s))
+        return build_tuner(s, tracking, state["storage_path"], quiet=quiet,
                            run_name=state["run_name"], optuna_storage=state.get("optuna_storage"))
 
-    outcome = _fit(make, spec, tracking, study_dir, t0, address, verbose, on_signal)
+    outcome = _fit(make, spec, tracking, study_dir, t0, address, verbose, on_signal,
+                   population=state.get("population", spec.population))
     outcome.reconciliation = rec.as_dict()
     return outcome

@@ -1,0 +1,135 @@
+"""GPU costs and ``gpu: auto`` packing from the GPU benchmark's measured figures (issue #12 item 4):
+``bench/gpu_throughput.py --out`` writes ``figures.json``, ``study.cost`` prices a config of a
+measured shape from it, and a ``gpu: auto`` study on a GPU cluster packs by the best P it found."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from study import cost
+from study.spec import parse_study
+from study.tuner import auto_population, resolve_population
+from trainables.config import validate_trial
+
+ROOT = Path(__file__).resolve().parents[2]
+SHAPE = dict(label="MNIST Table 2", dataset="fashion_mnist_mini", arch="dcgan32", channels=1,
+             width=1.0, batch_size=64, regularizer="sn", n_dis=1,
+             best_mode="population 16 cuda_graph", population=16, ms_per_trial_iteration=0.5,
+             best_over_eager=12.0)
+
+
+def _figures(tmp_path, device_type="cuda", version=cost.FIGURES_VERSION, shapes=(SHAPE,)):
+    p = tmp_path / "figures.json"
+    p.write_text(json.dumps({"version": version, "device_type": device_type,
+                             "shapes": list(shapes)}))
+    return p
+
+
+def test_no_figures_means_the_model(tmp_path, monkeypatch):
+    monkeypatch.setenv(cost.FIGURES_ENV, str(tmp_path / "absent.json"))
+    assert cost.load_figures() is None
+    cfg = validate_trial(dict(dataset="fashion_mnist_mini", width=1.0, iterations=1000,
+                              eval_every=1000, fid_samples=1000), check_data=False)
+    assert cost.trial_seconds(cfg) == cost.trial_seconds(cfg, None)
+    assert cost.best_population(None) == 1
+
+
+def test_cpu_figures_and_foreign_versions_do_not_price_a_gpu(tmp_path):
+    assert cost.load_figures(_figures(tmp_path, device_type="cpu")) is None  # a CPU smoke run
+    with pytest.raises(ValueError, match="version 0, expected 1"):
+        cost.load_figures(_figures(tmp_path, version=0))
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(ValueError, match="not a GPU figures file"):
+        cost.load_figures(tmp_path / "bad.json")
+
+
+def test_a_measured_shape_is_priced_from_the_measurement(tmp_path):
+    fig = cost.load_figures(_figures(tmp_path))
+    base = dict(dataset="fashion_mnist_mini", width=1.0, iterations=10_000, eval_every=10_000,
+                fid_samples=5_000)
+    sn = validate_trial(base, check_data=False)
+    fid_s = 5_000 / cost.FID_IMG_PER_S
+    assert cost.trial_seconds(sn, fig) == pytest.approx(10_000 * 0.5e-3 + fid_s)
+    # another regularizer of the same shape: the measurement scaled by the model's FLOP ratio
+    gp = validate_trial({**base, "regularizer": "gp"}, check_data=False)
+    ratio = (cost._step_flops("dcgan32", 1, 1.0, 64, 1, "gp")
+             / cost._step_flops("dcgan32", 1, 1.0, 64, 1, "sn"))
+    assert ratio > 1
+    assert cost.trial_seconds(gp, fig) == pytest.approx(10_000 * 0.5e-3 * ratio + fid_s)
+    # a shape the benchmark did not measure (width 0.5): the model
+    half = validate_trial({**base, "width": 0.5}, check_data=False)
+    assert cost.measured_shape(half, fig) is None
+    assert cost.trial_seconds(half, fig) == cost.trial_seconds(half)
+    assert cost.best_population(fig) == 16
+
+
+GRID = """
+    name: auto-pack
+    resources: {{gpu: {gpu}}}
+    {population}
+    fixed: {{dataset: ring8, arch: mlp, iterations: 10, eval_every: 10}}
+    grid: {{loss: [ns, ls, wgan], k_sn: [1.0, 5.0]}}
+"""
+
+
+def _spec(tmp_path, gpu="auto", population="", text=GRID):
+    path = tmp_path / "s.yaml"
+    path.write_text(textwrap.dedent(text.format(gpu=gpu, population=population)))
+    return parse_study(path.read_text(), str(path))
+
+
+def test_gpu_auto_packs_by_the_benchmarks_best_population(tmp_path):
+    fig = cost.load_figures(_figures(tmp_path))
+    spec = _spec(tmp_path)
+    assert auto_population(spec, 1, fig) == 16          # GPU cluster, figures: P = 16
+    assert auto_population(spec, 0, fig) == 1           # no GPU: trials run alone on CPU
+    assert auto_population(spec, 4, None) == 1          # no figures: today's behaviour
+    assert auto_population(_spec(tmp_path, population="population: 2"), 1, fig) == 2  # set: kept
+    assert auto_population(_spec(tmp_path, gpu="1"), 1, fig) == 1  # a fixed GPU share: kept
+    resolved = resolve_population(spec, 16)
+    assert resolved.population == 16 and resolved.name == spec.name
+    assert resolve_population(spec, 1) is spec
+
+
+def test_an_auto_population_the_study_cannot_take_keeps_its_own(tmp_path, capsys):
+    searched = """
+        name: auto-search
+        search: optuna
+        num_samples: 4
+        seeds: 3
+        resources: {{gpu: {gpu}}}
+        {population}
+        fixed: {{dataset: ring8, arch: mlp, iterations: 10, eval_every: 10}}
+        space: {{k_sn: {{loguniform: [0.5, 5.0]}}}}
+    """
+    spec = _spec(tmp_path, text=searched)
+    kept = resolve_population(spec, 2)  # 3 seeds do not fit in a pack of 2
+    assert kept is spec and kept.population == 1
+    assert "does not fit this study" in capsys.readouterr().out
+    assert resolve_population(spec, 4).population == 4
+
+
+def test_the_benchmark_writes_figures_cost_reads(tmp_path):
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import gpu_throughput as bench
+    finally:
+        sys.path.pop(0)
+    rows = [bench.Row("single eager", 1, 6.0), bench.Row("population 16 cuda_graph", 16, 8.0)]
+    best = bench.best_of(rows)
+    args = bench.parse(["--width", "1"])
+    out = tmp_path / "figures.json"
+    results = [("MNIST Table 2", "fashion_mnist_mini", "dcgan32", rows, best, 6.0 / 0.5)]
+    bench.write_figures(out, torch.device("cuda"), ["GPU: test"], results, args)
+    fig = cost.load_figures(out)
+    assert fig is not None and cost.best_population(fig) == 16
+    assert math.isclose(fig["shapes"][0]["ms_per_trial_iteration"], 0.5)
+    bench.write_figures(out, torch.device("cpu"), ["CPU"], results, args)
+    assert cost.load_figures(out) is None  # a CPU smoke run never prices a GPU
