@@ -1,21 +1,35 @@
 """P copies of one generator or discriminator as stacked tensors, run as one batched model
-(``trainables.population``): ``mlp`` layers as ``baddbmm``, conv layers as grouped convolutions,
-BatchNorm with per-member statistics, spectral norm's power iteration batched over members.
+(``trainables.population``): ``mlp`` layers as batched matrix products, conv layers as grouped
+convolutions, BatchNorm with per-member statistics, spectral norm's power iteration batched over
+members.
 
-Spectral norm computes what ``torch.nn.utils.parametrizations.spectral_norm`` followed by the
-k_SN scaling computes (k·W/σ, σ = uᵀWv after one power iteration per train-mode forward, u and v
-updated in place, constants for the gradient), with fewer passes over W: the mat-vecs are
-batched ``bmm`` s; σ is read off the iteration's own Wᵀu (uᵀWv = (Wᵀu)·v: one mat-vec less);
-k·W/σ is one pass (W/σ when every k is 1, torch's own division; W·(k/σ) otherwise) and its
-backward (:class:`_SNScale`) is the closed form of autograd's, (k/σ)·G − (k/σ²)·⟨G, W⟩·u vᵀ, two
-passes instead of autograd's chain through the division and the mat-vec. The results equal
-torch's up to float rounding (the order of the sums; tests/trainables/test_population.py checks
-weight and gradient against torch's parametrization in float64 to 1e-10); the forward on a
-detached W (the G step's D) runs without autograd."""
+**Bit for bit where the CPU allows it.** The ``mlp`` layers (linear forward and backward) and
+spectral norm run torch's own per-member arithmetic: every batched op is one whose result, on
+this CPU and for this shape, equals the unbatched op of a one-config trial bit for bit
+(``F.linear`` and its backward, ``torch.mv``, ``F.normalize``, ``torch.vdot``, the division by σ,
+the k_SN product), and that is *checked*, once per (op, shape) in the process on random inputs
+(:func:`_same_bits`): a batched form that does not reproduce it is replaced by a loop over the
+members of the unbatched op. (On CPU, batched ``bmm`` matches ``mm`` / ``mv`` for most shapes —
+MKL picks kernels by shape, not by values — but e.g. not for a 1-row weight, where a row-vector
+form does, nor ``torch.vdot``, which always loops.) Autograd then differentiates the same ops in
+the same order, so a toy (``mlp``) pack's members follow their one-config trials exactly
+(tests/trainables/test_population.py runs them in lockstep). Conv layers (grouped convolutions)
+and CUDA are not bitwise: there the members match within the tolerances of the pack-vs-trial
+tests.
+
+Spectral norm is ``torch.nn.utils.parametrizations.spectral_norm`` followed by the k_SN scaling:
+one power iteration per train-mode forward (u ← normalize(W v), v ← normalize(Wᵀ u), in place,
+no grad), σ = vdot(u, W v) with u, v constants, W̄ = (W/σ)·k (the product skipped when every k is
+1: ×1.0 is exact). The forward on a detached W (the G step's D) runs without autograd.
+
+The linear layer is :class:`_Linear`, whose backward hands back ∂L/∂W contiguous (Gᵀ·h, the
+orientation of ``F.linear``'s backward) where autograd's backward of a batched ``baddbmm`` gives
+a transposed view that every later elementwise op on it (the optimizer) pays ~7× for on CPU."""
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import contextlib
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -25,58 +39,191 @@ from torch import nn
 _LAYERS = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.ReLU,
            nn.LeakyReLU, nn.Tanh)
 
+# -- batched ops that reproduce torch's per-member ops bit for bit --------------------------------
+
+#: (op, shapes, dtype, device type) → whether the batched form equals the per-member op.
+_BITWISE: dict[tuple, bool] = {}
+
+
+def _ops(op: str) -> tuple[Callable[..., torch.Tensor], Callable[..., torch.Tensor]]:
+    """(batched form, per-member op) of an op name ("name" or "name:argument")."""
+    name, _, arg = op.partition(":")
+    if name == "mv":  # a row-vector bmm: 14-19 µs on one core for P = 16, 128×128 (vs 35 µs
+        # multiply-and-sum, 150 µs column bmm)
+        return lambda w, v: torch.bmm(v.unsqueeze(1), w.mT).squeeze(1), torch.mv
+    if name == "mtv":
+        return lambda w, u: torch.bmm(u.unsqueeze(1), w).squeeze(1), lambda w, u: torch.mv(w.H, u)
+    if name == "normalize":
+        eps = float(arg)
+        return (lambda y: F.normalize(y, dim=1, eps=eps),
+                lambda y: F.normalize(y, dim=0, eps=eps))
+    if name == "sum_member":  # the full sum of each member's tensor (arg: its ndim, batched)
+        dims = tuple(range(1, int(arg)))
+        return lambda z: z.sum(dims), lambda z: z.sum()
+    if name == "lin":
+        return lambda h, w, b: torch.baddbmm(b.unsqueeze(1), h, w.mT), F.linear
+    if name == "lin_row":  # (Wᵀ·hᵀ + b)ᵀ: what matches F.linear for a 1-row W
+        return lambda h, w, b: torch.baddbmm(b.unsqueeze(2), w, h.mT).mT, F.linear
+    if name == "lin_nb":
+        return lambda h, w: torch.bmm(h, w.mT), F.linear
+    if name == "lin_nb_row":
+        return lambda h, w: torch.bmm(w, h.mT).mT, F.linear
+    if name == "lin_gh":  # F.linear's backward (addmm's): ∂h = G·W, ∂W = (hᵀ·G)ᵀ, ∂b = Σ_B G
+        return torch.bmm, torch.mm
+    if name == "lin_gw":
+        return lambda g, h: torch.bmm(g.mT, h), lambda g, h: h.t().mm(g).t()
+    if name == "lin_gb":
+        return lambda g: g.sum(1), lambda g: g.sum(0)
+    raise KeyError(op)
+
+
+def _own(t: torch.Tensor) -> torch.Tensor:
+    """A member's slice as a one-config trial holds the tensor: contiguous and 64-byte aligned
+    (torch's CPU allocator). MKL's results can depend on alignment, and a slice of a stack
+    starts wherever the previous member ends. (Traced by torch.compile: always a copy.)"""
+    if not torch.compiler.is_compiling() and t.is_contiguous() and t.data_ptr() % 64 == 0:
+        return t
+    return t.clone(memory_format=torch.contiguous_format)
+
+
+def _members(member: Callable[..., torch.Tensor], xs: Sequence[torch.Tensor]) -> torch.Tensor:
+    """stack(member(x₁[i], x₂[i], …)) over the members, each on its own (aligned) tensors."""
+    return torch.stack([member(*(_own(x[i]) for x in xs)) for i in range(xs[0].shape[0])])
+
+
+@torch._dynamo.assume_constant_result  # a constant of the shapes: torch.compile reads it once
+def _same_bits(op: str, shapes: tuple[tuple[int, ...], ...], dtype: str, device: str) -> bool:
+    """Whether ``op``'s batched form equals its per-member op (:func:`_members`) bit for bit
+    for inputs of ``shapes`` (leading member axis): checked once per (op, shapes, dtype, device)
+    in the process, on four seeded random draws at different scales (kernel choice depends on
+    shapes and alignment, not values; several draws catch two kernels that agree on most
+    values). Not checked off CPU: the batched form is taken (CUDA is not bitwise anyway)."""
+    key = (op, shapes, dtype, device)
+    ok = _BITWISE.get(key)
+    if ok is None:
+        ok = True
+        if device == "cpu":
+            batched, member = _ops(op)
+            g = torch.Generator().manual_seed(1234)
+            with torch.no_grad():
+                for scale in (1.0, 1e-3, 37.0, 1e4):
+                    xs = [torch.randn(s, generator=g, dtype=getattr(torch, dtype)) * scale
+                          for s in shapes]
+                    if not torch.equal(batched(*xs), _members(member, xs)):
+                        ok = False
+                        break
+        _BITWISE[key] = ok
+    return ok
+
+
+def _bitwise(op: str, xs: Sequence[torch.Tensor]) -> bool:
+    return _same_bits(op, tuple(tuple(x.shape) for x in xs), str(xs[0].dtype).split(".")[-1],
+                      xs[0].device.type)
+
+
+def _pick(op: str, *xs: torch.Tensor) -> torch.Tensor:
+    """``op``'s batched form on ``xs`` if it reproduces the per-member op bit for bit for these
+    shapes (:func:`_same_bits`), else the per-member loop."""
+    batched, member = _ops(op)
+    if _bitwise(op, xs):
+        return batched(*xs)
+    return _members(member, xs)
+
 
 def _mv(wm: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Batched W x: (P, m, n) · (P, n) → (P, m)."""
-    return torch.bmm(wm, x.unsqueeze(2)).squeeze(2)
+    """Per member ``torch.mv(W, x)``: (P, m, n) · (P, n) → (P, m)."""
+    return _pick("mv", wm, x)
 
 
 def _mtv(wm: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Batched Wᵀ y: (P, m, n) · (P, m) → (P, n)."""
-    return torch.bmm(y.unsqueeze(1), wm).squeeze(1)
+    """Per member ``torch.mv(W.H, y)``: (P, m, n) · (P, m) → (P, n)."""
+    return _pick("mtv", wm, y)
 
 
-def _bshape(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return t.reshape((-1,) + (1,) * (like.dim() - 1))
+def _normalize(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """Per member ``F.normalize(x, dim=0, eps=eps)`` (SN's power iteration), x: (P, n)."""
+    return _pick(f"normalize:{eps!r}", x)
 
 
-def _sn_scale(w: torch.Tensor, sigma: torch.Tensor, k) -> torch.Tensor:
-    """k·W/σ per member: W/σ when every k is 1 (torch's arithmetic), else W·(k/σ)."""
-    if isinstance(k, float) and k == 1.0:
-        return w / _bshape(sigma, w)
-    return w * _bshape(k / sigma, w)
+def _vdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per member ``torch.vdot(a, b)`` (no batched form reproduces it: a loop)."""
+    return _members(torch.vdot, (a, b))
 
 
-class _SNScale(torch.autograd.Function):
-    """W̄ = k·W/σ with σ = uᵀ W v and u, v constants (what autograd differentiates in torch's
-    spectral norm): forward one pass over W, backward
-    ∂L/∂W = (k/σ)·G − (k/σ²)·⟨G, W⟩·u vᵀ (per member), two passes over W instead of autograd's
-    chain through the division and the mat-vec. Written in differentiable ops (double backward
-    works, though SN never meets the gradient penalty: they are different regularizers)."""
+def _linear_fwd(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    """Per member ``F.linear(h, W, b)``: ``baddbmm``, or its transposed (row) form, whichever is
+    bitwise (a 1-row W needs the row form), else a loop."""
+    xs = (h, w) if b is None else (h, w, b)
+    for op in (("lin_nb", "lin_nb_row") if b is None else ("lin", "lin_row")):
+        if _bitwise(op, xs):
+            return _ops(op)[0](*xs)
+    return _members(F.linear, xs)
+
+
+class _SpectralNorm(torch.autograd.Function):
+    """W̄ = (W / σ)·k per member, σ = ``torch.vdot(u, torch.mv(W, v))`` with u, v constants:
+    torch's spectral norm (after its power iteration) then the k_SN parametrization, the
+    product skipped when k is 1.0 (exact). Forward by :func:`_mv` / :func:`_vdot`, backward as
+    autograd differentiates those ops in the one-config trial, in their order:
+    ∂(W/σ) = ∂W̄·k; ∂σ = −Σ ∂(W/σ)·((W/σ)/σ) (the forward's W/σ reused: the same bits; the sum
+    negated instead of every term: IEEE sums are sign-symmetric); ∂W = ∂(W/σ)/σ + (∂σ·u) ⊗ v
+    (mv's outer product, exact products, added in place as autograd adds it). Two passes over W
+    fewer than autograd's chain, and no autograd node per member."""
 
     @staticmethod
-    def forward(ctx, w, sigma, k, u, v):
-        if isinstance(k, torch.Tensor):  # per-member k (P,), a constant
-            ctx.k = None
-            ctx.save_for_backward(w, sigma, u, v, k)
-        else:
-            ctx.k = k
-            ctx.save_for_backward(w, sigma, u, v)
-        return _sn_scale(w, sigma, k)
+    def forward(ctx, w, u, v, k):
+        P = w.shape[0]
+        wm = w.reshape(P, w.shape[1], -1)  # dim 0 of each member's weight (Linear / Conv2d)
+        sigma = _vdot(u, _mv(wm, v))
+        sb = sigma.reshape((P,) + (1,) * (w.dim() - 1))
+        wn = w / sb
+        kt = k if isinstance(k, torch.Tensor) else None
+        ctx.save_for_backward(wn, sb, u, v, kt)
+        ctx.k = k if kt is None else None
+        if kt is not None:
+            return wn * kt.reshape(sb.shape)
+        return wn if k == 1.0 else wn * k
 
     @staticmethod
     def backward(ctx, g):
-        if ctx.k is None:
-            w, sigma, u, v, k = ctx.saved_tensors
+        wn, sb, u, v, kt = ctx.saved_tensors
+        P = wn.shape[0]
+        if kt is not None:
+            gn = g * kt.reshape(sb.shape)
         else:
-            (w, sigma, u, v), k = ctx.saved_tensors, ctx.k
-        P = w.shape[0]
-        gw = _sn_scale(g, sigma, k)  # (k/σ)·G
-        dot = torch.bmm(g.reshape(P, 1, -1), w.reshape(P, -1, 1)).reshape(P)  # ⟨G, W⟩
-        coef = -(k / sigma) * dot / sigma
-        gm = torch.baddbmm(gw.reshape(P, u.shape[1], -1), (coef.unsqueeze(1) * u).unsqueeze(2),
-                           v.unsqueeze(1))
-        return gm.reshape(w.shape), None, None, None, None
+            gn = g if ctx.k == 1.0 else g * ctx.k
+        gw = gn / sb
+        gs = -_pick(f"sum_member:{wn.dim()}", gn * (wn / sb))
+        gx = gs.unsqueeze(1) * u  # vdot's backward
+        # mv's outer product, added as autograd adds it (not addcmul_: its kernel fuses a*b+c)
+        gw.view(P, gw.shape[1], -1).add_(gx.unsqueeze(2) * v.unsqueeze(1))
+        return gw, None, None, None
+
+
+class _Linear(torch.autograd.Function):
+    """Batched ``F.linear``: h (P, B, in) · W (P, out, in)ᵀ + b (P, out), forward and backward
+    as ``F.linear``'s (``addmm``'s) per member: ∂h = G·W, ∂W = (hᵀ·G)ᵀ, ∂b = Σ_B G, each batched
+    form checked bitwise (:func:`_pick`). ∂W comes back contiguous (autograd's backward of a
+    batched ``baddbmm`` gives a transposed view, ~7× slower for the optimizer's elementwise ops on
+    CPU). Written in differentiable ops: the gradient penalty's double backward goes through it."""
+
+    @staticmethod
+    def forward(ctx, h, w, b):
+        ctx.save_for_backward(h, w)
+        ctx.has_bias = b is not None
+        return _linear_fwd(h, w, b)
+
+    @staticmethod
+    def backward(ctx, g):
+        h, w = ctx.saved_tensors
+        gh = gw = gb = None
+        if ctx.needs_input_grad[0]:
+            gh = _pick("lin_gh", g, w)
+        if ctx.needs_input_grad[1]:
+            gw = _pick("lin_gw", g, h)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            gb = _pick("lin_gb", g)
+        return gh, gw, gb
 
 
 class BatchedNet:
@@ -141,32 +288,24 @@ class BatchedNet:
     # -- parameters ---------------------------------------------------------------------------
     def weight(self, info: dict[str, Any], training: bool, detach: bool) -> torch.Tensor:
         """The weight the layer's forward uses: W, or SN's k·W/σ(W) after one power iteration in
-        train mode (``torch.nn.utils.parametrizations.spectral_norm``, batched over members).
-
-        The power iteration is torch's (u ← normalize(W v), v ← normalize(Wᵀ u), in place, no
-        grad). σ = uᵀ W v with the new u, v is read off the iteration's own Wᵀu: uᵀ W v = (Wᵀu)·v
-        (one mat-vec less; equal up to rounding), and W̄ = k·W/σ is :class:`_SNScale`, whose
-        backward is autograd's for torch's W/σ(W)·k written as two passes over W."""
+        train mode (``torch.nn.utils.parametrizations.spectral_norm`` then the k_SN product, op
+        for op, batched over members; see the module docstring)."""
         w = self.params[info["w"]]
+        if detach:
+            w = w.detach()
         if not info.get("sn"):
-            return w.detach() if detach else w
-        P = self.P
-        wd = w.detach()
-        wm = wd.reshape(P, w.shape[1], -1)  # dim 0 of each member's weight (Linear / Conv2d)
-        u, v = self.buffers[info["u"]], self.buffers[info["v"]]
-        with torch.no_grad():
+            return w
+        with torch.no_grad() if detach else contextlib.nullcontext():
+            P = self.P
+            wm = w.reshape(P, w.shape[1], -1)  # dim 0 of each member's weight (Linear / Conv2d)
+            u, v = self.buffers[info["u"]], self.buffers[info["v"]]
             if training:
-                eps = info["sn_eps"]
-                u.copy_(F.normalize(_mv(wm, v), dim=1, eps=eps))
-                t = _mtv(wm, u)
-                v.copy_(F.normalize(t, dim=1, eps=eps))
-                sigma = (t * v).sum(1)
-            else:
-                sigma = (u * _mv(wm, v)).sum(1)
-            if detach:
-                return _sn_scale(wd, sigma, info["k"])
-        # u, v are the buffers' values now (the next forward updates them in place)
-        return _SNScale.apply(w, sigma, info["k"], u.clone(), v.clone())
+                with torch.no_grad():
+                    wd = wm.detach()
+                    u.copy_(_normalize(_mv(wd, v), info["sn_eps"]))
+                    v.copy_(_normalize(_mtv(wd, u), info["sn_eps"]))
+            # u, v as they are now: the next forward updates the buffers in place
+            return _SpectralNorm.apply(w, u.clone(), v.clone(), info["k"])
 
     # -- forward --------------------------------------------------------------------------------
     def __call__(self, x: torch.Tensor, *, training: bool = True, detach: bool = False
@@ -185,11 +324,8 @@ class BatchedNet:
             if kind == "linear":
                 w = self.weight(info, training, detach)
                 b = info["b"]
-                if b is not None:
-                    bb = p[b].detach() if detach else p[b]
-                    h = torch.baddbmm(bb.unsqueeze(1), h, w.transpose(1, 2))
-                else:
-                    h = torch.bmm(h, w.transpose(1, 2))
+                bb = None if b is None else (p[b].detach() if detach else p[b])
+                h = _Linear.apply(h, w, bb)
             elif kind in ("conv", "deconv"):
                 w = self.weight(info, training, detach)
                 b = info["b"]

@@ -89,7 +89,7 @@ class StackedOptimizer:
             return [_bcast(v, p) for p in self.params]
         return v
 
-    # -- the update ---------------------------------------------------------------------------------
+    # -- the update -------------------------------------------------------------------------------
     def prepare(self) -> None:
         """Host side of one iteration's ``updates_per_step`` updates, before a capturable
         (compiled / graphed) iteration: counts them and writes a capturable Adam's bias

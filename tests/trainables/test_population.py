@@ -127,6 +127,33 @@ def test_ring8_gp_adam_and_none_with_divergence():
         assert_same_records(s, m)
 
 
+def test_toy_pack_members_are_their_one_config_trials_bit_for_bit():
+    """On CPU an mlp pack runs every member's step with its one-config trial's own ops, bit for
+    bit (trainables.batched_net picks, per shape, batched ops that reproduce them, else loops),
+    so each member's records ARE its trial's: ring8 SN with per-member k / α / lr / ε; GP under
+    Adam with per-member λ / k_GP / β₂ / lr (double backward); none with a diverging member."""
+    sn = dict(TOY, regularizer="sn", iterations=40, stats_every=10, eval_every=20,
+              fid_samples=200)
+    gp = dict(TOY, regularizer="gp", optimizer="adam", iterations=30, stats_every=10,
+              eval_every=15, fid_samples=200)
+    none = dict(TOY, regularizer="none", iterations=30, stats_every=10, eval_every=15,
+                fid_samples=200)
+    packs = [
+        [_cfg(sn, loss="ns", k_sn=1.0, seed=0), _cfg(sn, loss="wgan", k_sn=5.0, seed=1, lr_d=4e-4),
+         _cfg(sn, loss="ls", k_sn=0.5, alpha=0.1, seed=2),
+         _cfg(sn, loss="hinge", seed=3, eps=1e-6)],
+        [_cfg(gp, loss="wgan", k_gp=1.0, seed=0),
+         _cfg(gp, loss="ns", k_gp=0.0, gp_lambda=5.0, seed=1, beta2=0.99, lr_d=4e-4)],
+        [_cfg(none, loss="wgan", seed=0), _cfg(none, loss="exp", alpha=1e11, seed=1)],
+    ]
+    for cfgs in packs:
+        for solo, member in zip(*run_both(cfgs)):
+            assert member.stats == solo.stats and member.evals == solo.evals
+            assert member.final == solo.final
+            assert (member.end.status, member.end.step, member.end.reason) == \
+                (solo.end.status, solo.end.step, solo.end.reason)
+
+
 def test_dcgan32_tiny_sn_and_gp_match_one_config_trials():
     base = dict(IMG, regularizer="sn", iterations=12, stats_every=4, eval_every=6)
     cfgs = [_cfg(base, loss="ns", k_sn=1.0, seed=0), _cfg(base, loss="wgan", k_sn=10.0, seed=1),
@@ -266,9 +293,11 @@ def test_pack_draws_are_each_members_own_draws():
                         assert torch.equal(u[j, i], torch.rand(u.shape[2:]))
 
 
-def test_sn_weight_and_gradient_are_torch_spectral_norm():
-    """BatchedNet's SN weight and its gradient equal torch's spectral_norm parametrization
-    (× k) member by member, after the same power iterations (float64, per-member k)."""
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_sn_weight_and_gradient_are_torch_spectral_norm_bit_for_bit(dtype):
+    """BatchedNet's SN weight and its gradient equal, bit for bit, torch's spectral_norm
+    parametrization followed by the k_SN one, member by member, over three power iterations
+    (per-member k; Linear and Conv2d weights, a 1-row weight whose mat-vec loops over members)."""
     from torch import nn
     from torch.nn.utils import parametrize
     from torch.nn.utils.parametrizations import spectral_norm
@@ -280,8 +309,9 @@ def test_sn_weight_and_gradient_are_torch_spectral_norm():
     ks = [1.0, 5.0, 0.5]
     nets = []
     for k in ks:
-        net = nn.Sequential(nn.Linear(6, 5), nn.LeakyReLU(0.2), nn.Conv2d(5, 4, 1)).double()
-        for m in (net[0], net[2]):
+        net = nn.Sequential(nn.Linear(6, 5), nn.Conv2d(5, 4, 4), nn.Linear(128, 128),
+                            nn.LeakyReLU(0.2), nn.Linear(128, 1)).to(dtype)
+        for m in (net[0], net[1], net[2], net[4]):
             spectral_norm(m)
             parametrize.register_parametrization(m, "weight", _Scale(k))
         nets.append(net)
@@ -292,22 +322,23 @@ def test_sn_weight_and_gradient_are_torch_spectral_norm():
             self.net = net
 
     bn = BatchedNet([D(n) for n in nets], torch.device("cpu"), image=False)
+    layers = [(i, info) for i, (kind, _, info) in enumerate(bn.layers) if info.get("sn")]
+    assert [i for i, _ in layers] == [0, 1, 2, 4]
     for _ in range(3):
-        for idx, info in ((0, bn.layers[0][2]), (2, bn.layers[2][2])):
+        for idx, info in layers:
             w = bn.weight(info, training=True, detach=False)
             g = torch.randn(w.shape, dtype=w.dtype)
             (gw,) = torch.autograd.grad((w * g).sum(), bn.params[info["w"]])
             for i, net in enumerate(nets):
                 m = net[idx]
                 ref = m.weight  # one power iteration, as the batched forward did
-                (gref,) = torch.autograd.grad((ref * g[i].reshape(ref.shape)).sum(),
+                (gref,) = torch.autograd.grad((ref * g[i]).sum(),
                                               m.parametrizations.weight.original)
-                torch.testing.assert_close(w[i].reshape(ref.shape), ref, rtol=1e-12, atol=1e-14)
-                torch.testing.assert_close(gw[i].reshape(gref.shape), gref, rtol=1e-10,
-                                           atol=1e-14)
+                assert torch.equal(w[i], ref), (idx, i)
+                assert torch.equal(gw[i], gref), (idx, i)
                 with torch.no_grad():  # keep both sides on the same W for the next round
                     m.parametrizations.weight.original.add_(0.1 * gref)
-                    bn.params[info["w"]][i].add_(0.1 * gref.reshape(bn.params[info["w"]][i].shape))
+                    bn.params[info["w"]][i].add_(0.1 * gref)
 
 
 def _records(cfgs, mode):
