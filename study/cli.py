@@ -75,7 +75,18 @@ def cmd_validate(paths: list[str]) -> int:
             continue
         kind = "trials" if spec.search == "grid" else "representative configs checked"
         print(f"{path}: ok ({spec.search}, {len(configs)} {kind}; {fid})")
+        for note in _population_notes(spec):
+            print(f"{path}: {note}")
     return 2 if failed else 0
+
+
+def _population_notes(spec) -> list[str]:
+    """The configs of a ``population`` > 1 study that run one per trial, one line per kind."""
+    if spec.population <= 1:
+        return []
+    from study.tuner import population_notes
+
+    return population_notes(spec)
 
 
 def cmd_presets() -> int:
@@ -127,6 +138,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     print(f"lipstudy: study {spec.name!r} ({spec.search}); {describe_fid(spec, check_study(spec))}",
           flush=True)
+    for note in _population_notes(spec):
+        print(f"lipstudy: {note}", flush=True)
     print("lipstudy: starting Ray and MLflow ...", flush=True)
     outcome = run_study(spec, text, tracking_uri=args.tracking_uri,
                         storage_path=args.storage_path, address=args.address,

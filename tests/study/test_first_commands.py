@@ -51,6 +51,20 @@ def test_validate_checks_every_file_and_exits_2_if_any_fails(tmp_path, capsys):
     assert cap.err.count("lipstudy: error:") == 1 and "bad.yaml: fixed.k_sn" in cap.err
 
 
+def test_validate_says_which_configs_of_a_population_study_run_alone(tmp_path, capsys):
+    """Issue #12: a regularizer the population cannot batch runs one config per trial, and
+    validation says so in one line (once per kind, not per config)."""
+    path = write(tmp_path, """
+        name: packs
+        population: 4
+        fixed: {dataset: ring8, arch: mlp, iterations: 10, eval_every: 5}
+        grid: [{loss: [ns, wgan], regularizer: [sn]}, {loss: [ns, wgan], regularizer: [alr]}]
+    """)
+    assert main(["validate", str(path)]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if "one config per trial" in line]
+    assert len(lines) == 1 and "'alr'" in lines[0] and lines[0].startswith(f"{path}: ")
+
+
 @pytest.mark.parametrize("grid, where", [
     ("[{loss: [ns]}, {loss: [wgan], k_sn: [-1.0]}]", "grid[1].k_sn"),
     # k_sn belongs to sn only: the failing trial comes from block 1, not the first block naming it
