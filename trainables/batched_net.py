@@ -1,26 +1,40 @@
 """P copies of one generator or discriminator as stacked tensors, run as one batched model
-(``trainables.population``): ``mlp`` layers as batched matrix products, conv layers as grouped
-convolutions, BatchNorm with per-member statistics, spectral norm's power iteration batched over
-members.
+(``trainables.population``): ``mlp`` layers as batched matrix products; conv layers as one call
+per member on CPU, grouped convolutions elsewhere; BatchNorm with per-member statistics;
+spectral norm's power iteration batched over members.
 
-**Bit for bit where the CPU allows it.** The ``mlp`` layers (linear forward and backward) and
-spectral norm run torch's own per-member arithmetic: every batched op is one whose result, on
-this CPU and for this shape, equals the unbatched op of a one-config trial bit for bit
-(``F.linear`` and its backward, ``torch.mv``, ``F.normalize``, ``torch.vdot``, the division by σ,
-the k_SN product), and that is *checked*, once per (op, shape) in the process on random inputs
-(:func:`_same_bits`): a batched form that does not reproduce it is replaced by a loop over the
-members of the unbatched op. (On CPU, batched ``bmm`` matches ``mm`` / ``mv`` for most shapes —
-MKL picks kernels by shape, not by values — but e.g. not for a 1-row weight, where a row-vector
-form does, nor ``torch.vdot``, which always loops.) Autograd then differentiates the same ops in
-the same order, so a toy (``mlp``) pack's members follow their one-config trials exactly
-(tests/trainables/test_population.py runs them in lockstep). Conv layers (grouped convolutions)
-and CUDA are not bitwise: there the members match within the tolerances of the pack-vs-trial
-tests.
+**Bit for bit on CPU.** Every member's step is computed with the one-config trial's own ops on
+equal inputs, so the result is the trial's exactly (tests/trainables/test_population.py: toy and
+dcgan32 packs give every member its trial's records, bit for bit):
+
+* A batched op is used only where it equals, on this CPU and for this shape, the unbatched op
+  applied to each member's own tensor (``F.linear`` and its backward, ``torch.mv``,
+  ``F.normalize``, a tensor's full sum or mean, a loss term forward and backward): checked once
+  per (op, shapes) in the process on four random draws (:func:`_same_bits`), otherwise the op
+  loops over the members, each on a contiguous, 64-byte-aligned copy of its slice as a trial
+  holds its tensor (MKL's results depend on alignment). Kernel choice depends on shapes, not
+  values. On this box batched ``bmm`` matches ``mm`` / ``mv`` for the toy shapes except a 1-row
+  weight (a transposed row form matches there, a mat-vec loops); ``torch.vdot`` never matches
+  (a loop); an elementwise transcendental over 16 samples (softplus) is computed by the scalar
+  tail of the vector loop and over two stacked members by the vector body: it loops.
+* Convolutions, transposed convolutions and BatchNorm of the conv nets run per member
+  (:meth:`BatchedNet._images_by_member`): a grouped convolution over P·C channels sums in
+  another order, and GAN training amplifies that rounding to per-cent differences within tens
+  of steps. (Per-member convolutions also ran faster here than the grouped ones at the widths
+  tested: the dcgan32 test pack went from 17.5 s to 3.4 s.)
+* Elementwise ops without transcendentals (add, multiply, divide, (leaky) ReLU, sqrt) are
+  exactly rounded and run batched.
+
+Off CPU (CUDA) nothing is checked: batched forms and grouped convolutions throughout (cuBLAS /
+cuDNN batched kernels are not bitwise with single ones anyway); the pack-vs-trial tolerances are
+the contract there (not run on a GPU yet).
 
 Spectral norm is ``torch.nn.utils.parametrizations.spectral_norm`` followed by the k_SN scaling:
 one power iteration per train-mode forward (u ← normalize(W v), v ← normalize(Wᵀ u), in place,
 no grad), σ = vdot(u, W v) with u, v constants, W̄ = (W/σ)·k (the product skipped when every k is
-1: ×1.0 is exact). The forward on a detached W (the G step's D) runs without autograd.
+1: ×1.0 is exact), with the backward autograd computes for those ops written out
+(:class:`_SpectralNorm`, two passes over W fewer). The forward on a detached W (the G step's D)
+runs without autograd.
 
 The linear layer is :class:`_Linear`, whose backward hands back ∂L/∂W contiguous (Gᵀ·h, the
 orientation of ``F.linear``'s backward) where autograd's backward of a batched ``baddbmm`` gives
@@ -43,11 +57,15 @@ _LAYERS = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d, nn.BatchNorm1d, nn.BatchNor
 
 #: (op, shapes, dtype, device type) → whether the batched form equals the per-member op.
 _BITWISE: dict[tuple, bool] = {}
+#: Elementwise functions registered by :func:`member_apply` ("fn:<key>" ops).
+_FNS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {}
 
 
 def _ops(op: str) -> tuple[Callable[..., torch.Tensor], Callable[..., torch.Tensor]]:
     """(batched form, per-member op) of an op name ("name" or "name:argument")."""
     name, _, arg = op.partition(":")
+    if name == "fn":  # an elementwise function: the same callable batched and per member
+        return _FNS[arg], _FNS[arg]
     if name == "mv":  # a row-vector bmm: 14-19 µs on one core for P = 16, 128×128 (vs 35 µs
         # multiply-and-sum, 150 µs column bmm)
         return lambda w, v: torch.bmm(v.unsqueeze(1), w.mT).squeeze(1), torch.mv
@@ -60,6 +78,9 @@ def _ops(op: str) -> tuple[Callable[..., torch.Tensor], Callable[..., torch.Tens
     if name == "sum_member":  # the full sum of each member's tensor (arg: its ndim, batched)
         dims = tuple(range(1, int(arg)))
         return lambda z: z.sum(dims), lambda z: z.sum()
+    if name == "mean_member":  # the full mean of each member's tensor (a loss over its batch)
+        dims = tuple(range(1, int(arg)))
+        return lambda z: z.mean(dims), lambda z: z.mean()
     if name == "lin":
         return lambda h, w, b: torch.baddbmm(b.unsqueeze(1), h, w.mT), F.linear
     if name == "lin_row":  # (Wᵀ·hᵀ + b)ᵀ: what matches F.linear for a 1-row W
@@ -112,8 +133,27 @@ def _same_bits(op: str, shapes: tuple[tuple[int, ...], ...], dtype: str, device:
                     if not torch.equal(batched(*xs), _members(member, xs)):
                         ok = False
                         break
+                    if op.startswith("fn:") and not _same_gradient(batched, xs[0], g):
+                        ok = False
+                        break
         _BITWISE[key] = ok
     return ok
+
+
+def _same_gradient(fn: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor,
+                   g: torch.Generator) -> bool:
+    """Whether autograd's gradient of the elementwise ``fn`` over the stack equals, bit for bit,
+    its gradient member by member (its backward kernels see other sizes too)."""
+    with torch.enable_grad():
+        zb = z.clone().requires_grad_(True)
+        yb = fn(zb)
+        up = torch.randn(yb.shape, generator=g, dtype=yb.dtype)
+        (gb,) = torch.autograd.grad(yb, zb, up)
+        gm = []
+        for i in range(z.shape[0]):
+            zi = z[i].clone().requires_grad_(True)
+            gm.append(torch.autograd.grad(fn(zi), zi, up[i].clone())[0])
+    return torch.equal(gb, torch.stack(gm))
 
 
 def _bitwise(op: str, xs: Sequence[torch.Tensor]) -> bool:
@@ -128,6 +168,24 @@ def _pick(op: str, *xs: torch.Tensor) -> torch.Tensor:
     if _bitwise(op, xs):
         return batched(*xs)
     return _members(member, xs)
+
+
+def member_apply(key: str, fn: Callable[[torch.Tensor], torch.Tensor],
+                 z: torch.Tensor) -> torch.Tensor:
+    """``fn`` (elementwise, e.g. a loss term) on each member's row of z (P, …), bit for bit as
+    on the member's own tensor, forward and backward: batched where that holds for this shape,
+    else one call per member. (CPU kernels split a tensor into vector chunks and a scalar tail
+    by its size, and transcendental functions round differently in the two: softplus on a
+    16-sample batch is not softplus on two stacked ones.) ``key`` names ``fn`` for the check's
+    cache (the same key, the same function)."""
+    _FNS.setdefault(key, fn)
+    return _pick(f"fn:{key}", z)
+
+
+def member_mean(z: torch.Tensor) -> torch.Tensor:
+    """(P,) per member ``z[i].mean()`` (a loss term's mean over the member's batch), bit for bit
+    the one-config trial's ``.mean()`` (the batched reduction where it matches, else a loop)."""
+    return _pick(f"mean_member:{z.dim()}", z)
 
 
 def _mv(wm: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -314,6 +372,8 @@ class BatchedNet:
     def __call__(self, x: torch.Tensor, *, training: bool = True, detach: bool = False
                  ) -> torch.Tensor:
         """x: (P, B, …) member-major → (P, B, …) (D: (P, B))."""
+        if self.image and self.device.type == "cpu":
+            return self._images_by_member(x, training, detach)
         P, B = x.shape[0], x.shape[1]
         p = self.params
         if self.image:
@@ -370,6 +430,49 @@ class BatchedNet:
         if self.image:  # (B, P·c, H, W) → (P, B, c, H, W)
             return h.reshape((B, P, -1) + tuple(h.shape[2:])).transpose(0, 1)
         return h
+
+    def _images_by_member(self, x: torch.Tensor, training: bool, detach: bool) -> torch.Tensor:
+        """The conv nets on CPU, member-major (P, B, C, H, W): every conv, transposed conv and
+        BatchNorm is the one-config trial's own op on the member's own (aligned) tensors, one
+        call per member — a grouped convolution over P·C channels sums in another order (oneDNN
+        picks other kernels), and GAN training turns that rounding into per-cent differences
+        within tens of steps (a WGAN member's Ω at step 12 moved 0.2 % in the population study
+        test). Activations and the SN weights stay batched (bitwise already)."""
+        P, B = x.shape[0], x.shape[1]
+        p = self.params
+        h = x.reshape(P, B, -1, 1, 1) if x.dim() == 3 else x  # G's z: "Reshape → 1×1×z"
+        for kind, pre, info in self.layers:
+            if kind in ("conv", "deconv"):
+                w = self.weight(info, training, detach)
+                b = info["b"]
+                bias = None if b is None else (p[b].detach() if detach else p[b])
+                op = F.conv2d if kind == "conv" else F.conv_transpose2d
+                st, pad = info["stride"], info["padding"]
+                h = torch.stack([
+                    op(_own(h[i]), _own(w[i]), None if bias is None else _own(bias[i]), st, pad)
+                    for i in range(P)])
+            elif kind == "bn":
+                wt, bs = p[pre + "weight"], p[pre + "bias"]
+                if detach:
+                    wt, bs = wt.detach(), bs.detach()
+                rm, rv = self.buffers[pre + "running_mean"], self.buffers[pre + "running_var"]
+                # the running statistics are updated in place, in the stacked buffers' rows
+                h = torch.stack([
+                    F.batch_norm(_own(h[i]), rm[i], rv[i], _own(wt[i]), _own(bs[i]), training,
+                                 info["momentum"], info["eps"]) for i in range(P)])
+                if training:
+                    nbt = self.buffers.get(pre + "num_batches_tracked")
+                    if nbt is not None:
+                        nbt.add_(1)
+            elif kind == "relu":
+                h = F.relu(h)
+            elif kind == "lrelu":
+                h = F.leaky_relu(h, info["slope"])
+            elif kind == "tanh":
+                h = torch.tanh(h)
+            else:
+                raise TypeError(f"population: {kind} layer in a conv net")
+        return h.reshape(P, B) if self.is_d else h
 
     # -- members ----------------------------------------------------------------------------------
     def member_state(self, i: int) -> dict[str, torch.Tensor]:

@@ -14,21 +14,24 @@ member by member, the plain ``trainables.train.train`` (docs/design.md "Throughp
   ``train()`` takes from torch's global RNG (the GP interpolation weights) come from a per-member
   generator holding what the global RNG would hold in that member's own trial.
 * **One batched model.** The member networks are stacked (a leading member axis P on every
-  parameter and buffer) and run without vmap: ``mlp`` layers as ``baddbmm`` over (P, B, F), conv
-  layers as grouped convolutions over a (B, P·C, H, W) layout, BatchNorm as one ``batch_norm``
-  over P·C channels (per-member statistics and running buffers). Spectral norm is the power
-  iteration of ``torch.nn.utils.parametrizations.spectral_norm`` batched over members (own u, v,
-  own k_SN); it advances at every train-mode D forward, exactly as the parametrization does.
-  On CPU the ``mlp`` layers and spectral norm are torch's per-member ops bit for bit (batched
-  forms checked per shape to reproduce them, else loops: ``trainables.batched_net``), so a toy
-  pack's members ARE their one-config trials, record for record (tested); conv layers
-  (grouped convolutions) and CUDA match within the pack-vs-trial tolerances (loss_d and Ω at
-  the last stats step within 1e-3 relative, FID within 2 %). The gradient penalty is double
-  backprop through the batched D. On glibc a CPU pack keeps freed heap memory for reuse
+  parameter and buffer) and run without vmap: ``mlp`` layers as batched matrix products over
+  (P, B, F); conv layers one call per member on CPU, grouped convolutions over a (B, P·C, H, W)
+  layout elsewhere; BatchNorm with per-member statistics and running buffers. Spectral norm is
+  the power iteration of ``torch.nn.utils.parametrizations.spectral_norm`` batched over members
+  (own u, v, own k_SN); it advances at every train-mode D forward, exactly as the
+  parametrization does. The gradient penalty is double backprop through the batched D.
+* **Bit for bit on CPU.** Every op of the step is the one-config trial's own op on the member's
+  own values: batched where the batched kernel is checked to reproduce it for that shape, else
+  looped over members (``trainables.batched_net``); the loss terms too. So on CPU a pack's
+  members ARE their one-config trials, record for record, toy and dcgan32 alike (tested: every
+  stats / eval / final record equal). On CUDA (batched kernels, grouped convolutions) they are
+  not bitwise: the pack-vs-trial tolerances are the contract there (loss_d and Ω at the last
+  stats step within 1e-3 relative, FID within 2 %; not run on a GPU yet). On glibc a CPU pack keeps freed heap memory for reuse
   (``_tune_malloc``: its P-times-larger temporaries otherwise come back from the kernel as
   fresh pages, ~4 of a ring8 P = 16 step's 16 ms).
-* **Own hyper-parameters.** Losses are grouped by (loss, α) and computed with the member's own
-  ``DomainScaledLoss`` object; the optimizer (:class:`StackedOptimizer`) is torch's RMSprop / Adam
+* **Own hyper-parameters.** Losses are grouped by (loss, α) and computed with the members' own
+  ``DomainScaledLoss`` object (``member_apply``: per member where a batched call would round
+  differently); the optimizer (:class:`StackedOptimizer`) is torch's RMSprop / Adam
   update written over stacked tensors with ``torch._foreach_*`` calls, per-member lr / ε / betas
   (ε outside the root, as ``trainables.optim``): bit for bit torch's update of each member.
 * **Same records.** At stats and evaluation steps the member's slice of the stacked state is
@@ -103,7 +106,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from trainables.batched_net import BatchedNet
+from trainables.batched_net import BatchedNet, member_apply, member_mean
 from trainables.batched_optim import StackedOptimizer, _per_member
 from trainables.evaluation import final_evaluation, initial_scale
 from trainables.packing import (MEMBER_KEYS, POPULATION_REGULARIZERS, pack_configs,
@@ -419,7 +422,8 @@ class Population:
         parts = []
         for loss, idx_t, idx in self.loss_groups:
             fg = f if len(idx) == self.P else f.index_select(0, idx_t)
-            parts.append(getattr(loss, term)(fg).mean(dim=1))
+            key = f"{loss.name}:{loss.alpha!r}:{term}"
+            parts.append(member_mean(member_apply(key, getattr(loss, term), fg)))
         if len(parts) == 1:
             return parts[0]
         return torch.cat(parts).index_select(0, self._inv)

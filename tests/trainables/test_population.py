@@ -127,11 +127,13 @@ def test_ring8_gp_adam_and_none_with_divergence():
         assert_same_records(s, m)
 
 
-def test_toy_pack_members_are_their_one_config_trials_bit_for_bit():
-    """On CPU an mlp pack runs every member's step with its one-config trial's own ops, bit for
-    bit (trainables.batched_net picks, per shape, batched ops that reproduce them, else loops),
-    so each member's records ARE its trial's: ring8 SN with per-member k / α / lr / ε; GP under
-    Adam with per-member λ / k_GP / β₂ / lr (double backward); none with a diverging member."""
+def test_pack_members_are_their_one_config_trials_bit_for_bit():
+    """On CPU a pack runs every member's step with its one-config trial's own ops, bit for bit
+    (trainables.batched_net picks, per shape, batched ops that reproduce them, else loops), so
+    each member's records ARE its trial's: ring8 SN with per-member k / α / lr / ε; GP under
+    Adam with per-member λ / k_GP / β₂ / lr (double backward); none with a diverging member;
+    dcgan32 SN with two members per loss at batch 16 (a loss term over a 16-sample batch is
+    not the same kernel call as over a stack of two) and dcgan32 GP."""
     sn = dict(TOY, regularizer="sn", iterations=40, stats_every=10, eval_every=20,
               fid_samples=200)
     gp = dict(TOY, regularizer="gp", optimizer="adam", iterations=30, stats_every=10,
@@ -145,6 +147,10 @@ def test_toy_pack_members_are_their_one_config_trials_bit_for_bit():
         [_cfg(gp, loss="wgan", k_gp=1.0, seed=0),
          _cfg(gp, loss="ns", k_gp=0.0, gp_lambda=5.0, seed=1, beta2=0.99, lr_d=4e-4)],
         [_cfg(none, loss="wgan", seed=0), _cfg(none, loss="exp", alpha=1e11, seed=1)],
+        [_cfg(dict(IMG, regularizer="sn", iterations=8, stats_every=4, eval_every=8),
+              loss=loss, k_sn=k, seed=0) for loss in ("ns", "wgan") for k in (1.0, 10.0)],
+        [_cfg(dict(IMG, regularizer="gp", iterations=6, stats_every=3, eval_every=6),
+              loss=loss, seed=s) for s, loss in enumerate(("wgan", "ns"))],
     ]
     for cfgs in packs:
         for solo, member in zip(*run_both(cfgs)):
