@@ -170,15 +170,18 @@ def _pick(op: str, *xs: torch.Tensor) -> torch.Tensor:
     return _members(member, xs)
 
 
-def member_apply(key: str, fn: Callable[[torch.Tensor], torch.Tensor],
-                 z: torch.Tensor) -> torch.Tensor:
-    """``fn`` (elementwise, e.g. a loss term) on each member's row of z (P, …), bit for bit as
-    on the member's own tensor, forward and backward: batched where that holds for this shape,
-    else one call per member. (CPU kernels split a tensor into vector chunks and a scalar tail
-    by its size, and transcendental functions round differently in the two: softplus on a
-    16-sample batch is not softplus on two stacked ones.) ``key`` names ``fn`` for the check's
-    cache (the same key, the same function)."""
+def register_member_fn(key: str, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    """Name an elementwise function for :func:`member_apply` (the same key, the same function;
+    registered outside any torch.compile trace, which reads the registry)."""
     _FNS.setdefault(key, fn)
+
+
+def member_apply(key: str, z: torch.Tensor) -> torch.Tensor:
+    """The function registered as ``key`` (elementwise, e.g. a loss term) on each member's row
+    of z (P, …), bit for bit as on the member's own tensor, forward and backward: batched where
+    that holds for this shape, else one call per member. (CPU kernels split a tensor into vector
+    chunks and a scalar tail by its size, and transcendental functions round differently in the
+    two: softplus on a 16-sample batch is not softplus on two stacked ones.)"""
     return _pick(f"fn:{key}", z)
 
 

@@ -70,7 +70,11 @@ changes from step to step: Adam's bias corrections are device tensors written be
   last one within 1e-3 relative, FID within 2 %, over 40 steps (tested; measured ≤ 4e-4). In
   between, extremes of f can differ by a few % (RMSprop's first step turns the rounding of a
   near-zero gradient into a ±10·lr step). The first step pays the compilation (inductor's
-  on-disk cache makes a later process cheaper). Refused for ``gp``: its penalty is a double
+  on-disk cache makes a later process cheaper). Measured on this 2-core CPU (ring8, P = 16,
+  1,000 iterations, 1 thread, bench/population.py --pack-only): compiling took 39 s cold and
+  ~6 s from the cache, the steps after it ~8-10 s against 11-12 s for the whole eager pack, so
+  compiled is faster per step (~1.3×) but slower for a 1,000-iteration trial (48.8 s cold,
+  13-15 s warm); ``auto`` does not pick it on CPU. Refused for ``gp``: its penalty is a double
   backward (``autograd.grad(create_graph=True)``), which AOTAutograd does not support ("torch.
   compile with aot_autograd does not currently support double backward"; pytorch/pytorch#91469,
   #183603).
@@ -106,7 +110,8 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from trainables.batched_net import BatchedNet, member_apply, member_mean
+from trainables.batched_net import (BatchedNet, member_apply, member_mean,
+                                   register_member_fn)
 from trainables.batched_optim import StackedOptimizer, _per_member
 from trainables.evaluation import final_evaluation, initial_scale
 from trainables.packing import (MEMBER_KEYS, POPULATION_REGULARIZERS, pack_configs,
@@ -333,9 +338,12 @@ class Population:
         groups: dict[tuple[str, float], list[int]] = {}
         for i, c in enumerate(self.cfgs):
             groups.setdefault((c["loss"], float(c["alpha"])), []).append(i)
-        self.loss_groups = [(self.members[idx[0]].loss,
-                             torch.tensor(idx, device=self.device), idx)
-                            for idx in groups.values()]
+        self.loss_groups = []  # (registered name, member indices as a tensor and a list)
+        for (name, alpha), idx in groups.items():
+            loss, key = self.members[idx[0]].loss, f"{name}:{alpha!r}"
+            for term in ("d_real", "d_fake", "g"):
+                register_member_fn(f"{key}:{term}", getattr(loss, term))
+            self.loss_groups.append((key, torch.tensor(idx, device=self.device), idx))
         self._inv = torch.empty(self.P, dtype=torch.long, device=self.device)
         self._inv[torch.cat([g[1] for g in self.loss_groups])] = torch.arange(
             self.P, device=self.device)
@@ -420,10 +428,9 @@ class Population:
     def _per_member_loss(self, f: torch.Tensor, term: str) -> torch.Tensor:
         """(P,) means of a loss term over each member's batch, grouped by (loss, α)."""
         parts = []
-        for loss, idx_t, idx in self.loss_groups:
+        for key, idx_t, idx in self.loss_groups:
             fg = f if len(idx) == self.P else f.index_select(0, idx_t)
-            key = f"{loss.name}:{loss.alpha!r}:{term}"
-            parts.append(member_mean(member_apply(key, getattr(loss, term), fg)))
+            parts.append(member_mean(member_apply(f"{key}:{term}", fg)))
         if len(parts) == 1:
             return parts[0]
         return torch.cat(parts).index_select(0, self._inv)

@@ -405,12 +405,16 @@ def test_compiled_step_traces_the_eager_step_as_one_graph(monkeypatch):
 
     import trainables.population as population
 
+    import trainables.batched_net as batched_net
+
     monkeypatch.setattr(population, "COMPILE_BACKEND", "aot_eager")
+    monkeypatch.setattr(batched_net, "_BITWISE", {})  # the compiled pack first, from scratch
+    monkeypatch.setattr(batched_net, "_FNS", {})
     cfgs = _compile_cfgs()
-    eager = _records(cfgs, "eager")
     counters.clear()
     traced = _records(cfgs, "compiled")
     assert counters["stats"]["unique_graphs"] == 1 and not counters["graph_break"]
+    eager = _records(cfgs, "eager")
     for e, c in zip(eager, traced):
         assert c.stats == e.stats and c.evals == e.evals and c.final == e.final
 
