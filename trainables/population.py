@@ -26,9 +26,9 @@ member by member, the plain ``trainables.train.train`` (docs/design.md "Throughp
   members ARE their one-config trials, record for record, toy and dcgan32 alike (tested: every
   stats / eval / final record equal). On CUDA (batched kernels, grouped convolutions) they are
   not bitwise: the pack-vs-trial tolerances are the contract there (loss_d and Ω at the last
-  stats step within 1e-3 relative, FID within 2 %; not run on a GPU yet). On glibc a CPU pack keeps freed heap memory for reuse
-  (``_tune_malloc``: its P-times-larger temporaries otherwise come back from the kernel as
-  fresh pages, ~4 of a ring8 P = 16 step's 16 ms).
+  stats step within 1e-3 relative, FID within 2 %; not run on a GPU yet). On glibc a CPU pack
+  keeps freed heap memory for reuse (``_tune_malloc``: its P-times-larger temporaries otherwise
+  come back from the kernel as fresh pages, ~4 of a ring8 P = 16 step's 16 ms).
 * **Own hyper-parameters.** Losses are grouped by (loss, α) and computed with the members' own
   ``DomainScaledLoss`` object (``member_apply``: per member where a batched call would round
   differently); the optimizer (:class:`StackedOptimizer`) is torch's RMSprop / Adam
