@@ -85,8 +85,13 @@ changes from step to step: Adam's bias corrections are device tensors written be
   member's own generators (outside the graph: the draws stay identical); parameters and states
   are updated in place at fixed addresses. The first three iterations run eagerly on a side
   stream (the warm-up capture asks for; they are real steps), the fourth is captured, then
-  replayed. Its kernels are the eager ones. Not run on a GPU yet: written from torch's capture
-  rules (no host sync, no per-step CPU values, allocations from the graph's pool), untested.
+  replayed. Its kernels are the eager ones. The host logic around the graph (warm-up, static
+  inputs filled before every replay, Adam's bias corrections as device tensors, the device
+  step counter and flags) is tested on CPU against the eager pack with stand-ins for the CUDA
+  API (bit-identical); the capture itself has not run on a GPU yet (written from torch's
+  capture rules: no host sync, no per-step CPU values, allocations from the graph's pool).
+  The gp pack's weights are static inputs too, but ``validate_trial`` refuses cuda_graph with
+  gp (the one-config trial draws them inside its step), so a study never sends one.
 
 An explicit mode the pack cannot run is refused at construction with one ``ValueError`` naming
 the mode, the reason and the modes that do run (:func:`step_mode_refusal`).
@@ -205,6 +210,10 @@ class _GraphedStep:
         self.real, self.z, self.u = pop._inputs()  # static: filled before every replay
         self.out: dict[str, torch.Tensor] | None = None
 
+    def body(self) -> None:
+        """What the graph holds: one ``_core`` on the static inputs (outputs kept in ``out``)."""
+        self.out = self.pop._core(self.real, self.z, self.u)
+
     def step(self) -> dict[str, torch.Tensor]:
         pop = self.pop
         pop._draw(self.real, self.z, self.u)
@@ -215,14 +224,14 @@ class _GraphedStep:
         side.wait_stream(torch.cuda.current_stream(pop.device))
         if self.done < self.WARMUP:
             with torch.cuda.stream(side):
-                out = pop._core(self.real, self.z, self.u)
+                self.body()
             torch.cuda.current_stream(pop.device).wait_stream(side)
             self.done += 1
-            return out
+            return self.out
         torch.cuda.synchronize(pop.device)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph, stream=side):
-            self.out = pop._core(self.real, self.z, self.u)
+            self.body()
         self.graph.replay()  # capture records without running: this iteration runs now
         return self.out
 

@@ -370,6 +370,72 @@ def test_eager_and_sync_free_packs_are_the_same_step():
     assert len(b[1].end.step_times) == 9
 
 
+@pytest.mark.parametrize("regularizer, optimizer", [("sn", "rmsprop"), ("gp", "adam")])
+def test_cuda_graph_pack_host_logic_matches_eager_on_cpu(regularizer, optimizer, monkeypatch):
+    """What the pack's ``cuda_graph`` mode does around the graph, on CPU: three warm-up steps,
+    then capture and replays; the static real / z / GP-weight inputs filled from every member's
+    own generators before each replay; Adam's bias corrections written to device tensors
+    before it (capturable optimizer); the device step counter and the divergence flags. The
+    CUDA API is replaced by stand-ins: the capture context restores every tensor the captured
+    step wrote (a real capture records kernels without running them) and a replay runs the
+    graph's body. Bit-identical to the eager pack over 8 steps, outputs, flags and parameters."""
+    import contextlib
+
+    import trainables.population as population
+
+    base = dict(TOY, regularizer=regularizer, optimizer=optimizer, iterations=20,
+                stats_every=10, eval_every=20)
+    kw = dict(k_sn=2.0) if regularizer == "sn" else dict(k_gp=0.0, gp_lambda=5.0)
+    cfgs = [_cfg(base, loss="ns", seed=0), _cfg(base, loss="wgan", seed=1, lr_d=4e-4, **kw),
+            _cfg(base, loss="exp", alpha=1e11, seed=2)]  # diverges at step 1
+    eager = Population([dict(c, step_mode="eager") for c in cfgs])
+    monkeypatch.setattr(population, "resolve_pack_step_mode", lambda cfg, device: "cuda_graph")
+    pop = Population(cfgs)
+    assert pop.step_mode == "cuda_graph" and pop.opt_d.capturable
+
+    def state():
+        return ([*pop.D.params.values(), *pop.G.params.values(), *pop.D.buffers.values(),
+                 *pop.G.buffers.values(), pop._step_t, pop.div_step, pop.div_vals]
+                + [t for opt in (pop.opt_d, pop.opt_g) for st in opt.state for t in st.values()])
+
+    class Stream:
+        def wait_stream(self, other):
+            pass
+
+    replays = []
+
+    class Graph:
+        def replay(self):
+            replays.append(pop.step)
+            pop._graph.body()
+
+    @contextlib.contextmanager
+    def capture(graph, stream=None):
+        saved = [t.detach().clone() for t in state()]
+        yield
+        with torch.no_grad():
+            for t, v in zip(state(), saved):
+                t.copy_(v)
+
+    monkeypatch.setattr(torch.cuda, "Stream", lambda *a, **k: Stream())
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda *a, **k: Stream())
+    monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a, **k: None)
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", Graph)
+    monkeypatch.setattr(torch.cuda, "graph", capture)
+    for _ in range(8):
+        a, b = eager.train_step(), pop.train_step()
+        for k in a:  # exact, NaN where NaN (the diverged member)
+            torch.testing.assert_close(b[k], a[k], rtol=0, atol=0, equal_nan=True, msg=k)
+    assert replays == [3, 4, 5, 6, 7]  # steps 1-3 warm up, 4 is captured and replayed
+    assert torch.equal(eager.div_step, pop.div_step) and pop.divergences() == eager.divergences()
+    assert list(pop.divergences()) == [2]
+    for net in ("D", "G"):
+        for n, t in getattr(eager, net).params.items():
+            torch.testing.assert_close(getattr(pop, net).params[n], t, rtol=0, atol=0,
+                                       equal_nan=True, msg=f"{net} {n}")
+
+
 def test_step_modes_refused_with_one_clear_message():
     base = dict(TOY, iterations=10, stats_every=5, eval_every=10)
     sn = _cfg(dict(base, regularizer="sn"), loss="ns")
