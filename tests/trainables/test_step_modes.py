@@ -27,6 +27,16 @@ def toy(**kw):
     return validate_trial(base)
 
 
+def unchecked(step_mode, **kw):
+    """A config validate_trial refuses for its ``step_mode`` (as a hand-built config reaches
+    ``train()``); asserts validate_trial refuses it first, with the same one-line message."""
+    with pytest.raises(ConfigError) as err:
+        toy(step_mode=step_mode, **kw)
+    cfg = dict(toy(**kw), step_mode=step_mode)
+    assert str(err.value) == f"step_mode: {step_mode_problem(cfg)}"
+    return cfg
+
+
 def images(**kw):
     base = dict(dataset="fashion_mnist_mini", arch="dcgan32", width=0.0625, loss="ns",
                 regularizer="sn", iterations=6, stats_every=3, eval_every=3, fid_samples=40,
@@ -275,7 +285,7 @@ def _one_line(err):
 
 
 def test_cuda_graph_on_a_cpu_device_is_refused_in_one_line():
-    cfg = toy(step_mode="cuda_graph")
+    cfg = unchecked("cuda_graph")
     assert cfg["device"] == "cpu"
     with pytest.raises(ConfigError) as err:
         check_step_mode(cfg)
@@ -289,7 +299,7 @@ def test_cuda_graph_on_a_cpu_device_is_refused_in_one_line():
 @pytest.mark.parametrize("mode", ["compiled", "cuda_graph"])
 @pytest.mark.parametrize("reg", ["gp", "r1", "js", "alr"])
 def test_captured_modes_refuse_regularizers_they_do_not_capture(mode, reg):
-    cfg = toy(regularizer=reg, device="auto", step_mode=mode)
+    cfg = unchecked(mode, regularizer=reg, device="auto")
     with pytest.raises(ConfigError) as err:
         train(cfg)
     msg = _one_line(err)
@@ -298,7 +308,7 @@ def test_captured_modes_refuse_regularizers_they_do_not_capture(mode, reg):
 
 
 def test_compiled_gran_is_refused_for_its_double_backward():
-    cfg = toy(regularizer="gran", loss="wgan", step_mode="compiled")
+    cfg = unchecked("compiled", regularizer="gran", loss="wgan")
     msg = step_mode_problem(cfg)
     assert "'gran'" in msg and "double backward" in msg
 
