@@ -3,6 +3,7 @@
 Slow (starts a local Ray with 2 CPUs): marked ``slow``; CI runs it too.
 """
 
+import json
 import math
 import textwrap
 
@@ -90,6 +91,13 @@ def test_grid_study_logs_parent_children_metrics_grids_and_divergence(tmp_path, 
     image_run = next(r for r in children if r.data.params["dataset"] == "fashion_mnist_mini")
     assert image_run.data.params["fid_extractor"] == "domain"
     assert "kid" in image_run.data.metrics
+
+    # Tune reuses a finished trial's actor for the next trial (reuse_actors): 4 trials, 2 CPUs,
+    # so at most 2 worker processes ran them (Tune writes each result's pid), the diverged one
+    # included, and the values above show nothing leaked from one trial into the next
+    pids = {json.loads(f.read_text().splitlines()[-1])["pid"]
+            for f in (tmp_path / "results").rglob("result.json")}
+    assert 1 <= len(pids) <= 2, pids
 
 
 def test_optuna_study_with_conditional_space_and_seed_replicates(tmp_path, ray_local, monkeypatch):
