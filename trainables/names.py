@@ -84,6 +84,14 @@ DERIVED_PARAM_TYPES: dict[str, type] = {
     "d_params": int,
 }
 
+#: What a run executed on (``trainables.environment.environment_params``), logged as params when
+#: the run is created: execution facts, never strata of an analysis.
+ENVIRONMENT_PARAM_TYPES: dict[str, type] = {
+    "env_python": str, "env_platform": str, "env_torch": str, "env_cuda": str, "env_cudnn": str,
+    "env_device_type": str, "env_device_name": str, "env_tf32_matmul": str, "env_tf32_cudnn": str,
+    "env_float32_matmul_precision": str, "env_cudnn_benchmark": str,
+}
+
 # --- metrics ----------------------------------------------------------------------------------
 
 #: Per-step metrics a trial logs (an analysis frame keeps each one's value at the last step).
