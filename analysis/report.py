@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis import curves
+from analysis import claims, curves
 from analysis import figures as figs
 from analysis import hypotheses as hyp
 from analysis import scale, tables
@@ -161,9 +161,17 @@ def _scale_section(doc: _Doc, frame: pd.DataFrame, fid_cap: float, q_broken: flo
 def _verdict_section(doc: _Doc, verdicts):
     doc.h(2, "Verdicts")
     doc.table(tables.verdict_table(verdicts))
+    doc.h(2, "Each claim: the paper's words, the paper's data, our runs")
     for v in verdicts:
-        if v.verdict == "inconclusive" and v.missing:
-            doc.p(f"**{v.name}** — inconclusive: {v.missing}.")
+        doc.h(3, f"{v.name}: {v.agreement or v.verdict}")
+        doc.p(f"**Claim.** {v.quote or v.claim + ' (' + v.source + ')'}")
+        doc.p(f"**The paper's data.** {v.paper_data or '—'}")
+        ours = f"**Our runs.** {v.verdict}" + (f" ({v.statistic_name} {scale.fmt(v.statistic)}"
+                                                 + (f", p {scale.fmt(v.p_value)}" if v.p_value is not None and v.p_value != v.statistic else "")
+                                                 + f", n = {v.n})" if v.statistic is not None else f" (n = {v.n})")
+        ours += f": {v.missing}." if v.verdict == "inconclusive" and v.missing else "."
+        doc.p(ours + (f" {v.power}" if v.power else ""))
+        doc.p(f"**Agreement.** {v.agreement or '—'}.")
 
 
 def _samples_section(doc: _Doc, frame: pd.DataFrame, out_dir: Path, max_configs: int):
@@ -285,6 +293,13 @@ def runs_frame(frame: pd.DataFrame, fid_cap: float = FID_CAP_INCEPTION,
 
 
 # ------------------------------------------------------------------------------- build
+def ref_tables() -> pd.DataFrame:
+    """All of ``analysis.reference`` (the papers' transcribed tables) as one frame."""
+    from analysis import reference as ref_mod
+
+    return ref_mod.load()
+
+
 def build(frame: pd.DataFrame, out_dir: str | Path, *, histories: pd.DataFrame | None = None,
           reference: pd.DataFrame | None | str = "auto", hypotheses: list[str] | None = None,
           overrides: dict[str, dict[str, Any]] | None = None, title: str = "lipstudy report",
@@ -302,11 +317,10 @@ def build(frame: pd.DataFrame, out_dir: str | Path, *, histories: pd.DataFrame |
     fig_dir = out_dir / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
     if isinstance(reference, str):
-        from analysis import reference as ref_mod
-
-        reference = ref_mod.load()
+        reference = ref_tables()
     runs_frame(frame, fid_cap, q_broken).to_csv(out_dir / "runs.csv", index=False)
     verdicts = hyp.evaluate(frame, hypotheses, overrides, histories=histories)
+    claims.annotate(verdicts, reference if reference is not None else ref_tables())
     doc = _Doc()
     doc.h(1, title)
     exps = ", ".join(sorted({str(e) for e in frame.get("experiment", pd.Series(dtype=str)).dropna()}))

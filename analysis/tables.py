@@ -156,7 +156,7 @@ def trend_table(frame: pd.DataFrame, x: str, *, fid_cap: float = FID_CAP_INCEPTI
 
 def verdict_table(verdicts) -> pd.DataFrame:
     return pd.DataFrame([{
-        "hypothesis": v.name, "verdict": v.verdict,
+        "hypothesis": v.name, "verdict": v.verdict, "against the paper": v.agreement or "—",
         "statistic": f"{v.statistic_name} = {fmt(v.statistic)}" if v.statistic is not None else "—",
         "effect": f"{v.effect_name} = {fmt(v.effect_size)}" if v.effect_size is not None else "—",
         "n": v.n, "learning": v.guard_status or "—", "source": v.source,

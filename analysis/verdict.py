@@ -75,6 +75,10 @@ class Verdict:
     reference: str = ""
     guard: str = ""
     guard_status: str = ""
+    quote: str = ""          # the claim as the paper states it (``analysis.claims``)
+    paper_data: str = ""     # what the paper's own data say
+    agreement: str = ""      # ours against the paper, in words
+    power: str = ""          # the test's power at the n it had (``analysis.calibration``)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
