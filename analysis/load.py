@@ -44,6 +44,15 @@ PARAM_TYPES: dict[str, type] = {
     "n_seeds": int, "lipschitz_tuned": bool, "resolution_px": int,
 }
 
+#: Roles (``trainables.names.ROLES``) of the published tables' own columns; the trial keys' roles
+#: are declared in ``trainables.names.KEY_ROLES``. Every column of :data:`PARAM_TYPES` has one.
+PUBLISHED_ROLES: dict[str, str] = {
+    "fid_censor": "measurement", "fid_std": "measurement", "is_score": "measurement",
+    "is_std": "measurement", "is_best": "measurement", "n_seeds": "replicate",
+    "lipschitz_tuned": "factor", "resolution_px": "stratum",
+}
+COLUMN_ROLES: dict[str, str] = {**names.KEY_ROLES, **PUBLISHED_ROLES}
+
 ID_COLUMNS: tuple[str, ...] = (
     "run_id", "run_name", "experiment", "parent_run_id", "status", "diverged", "diverged_step",
     "diverged_reason", "origin", "source",

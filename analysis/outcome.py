@@ -26,26 +26,21 @@ import pandas as pd
 
 from analysis import scale
 from analysis.scale import FID_CAP_INCEPTION, Q_LEARNED
+from trainables.names import SCIENCE_ROLES
 
 USABLE = ("finished", "diverged")
-
-#: Columns that identify a configuration apart from its seed (replicates share all of these).
-NON_CONFIG = {"seed", "device", "data_root", "download", "g_params", "d_params", "fid_ref_split",
-              "run_id", "run_name", "parent_run_id", "status", "diverged", "diverged_step",
-              "diverged_reason", "source", "experiment", "study", "mlflow_status", "start_time",
-              "end_time", "notes", "method", "table", "paper", "fid_std", "is_std", "is_best",
-              "n_seeds", "stats_every", "eval_every"}
 
 #: Scale groups: runs that share these share a floor and (up to the seed) an untrained FID.
 SCALE_KEYS = ("dataset", "fid_extractor", "fid_samples", "resolution", "arch")
 
 
 def config_columns(frame: pd.DataFrame) -> list[str]:
-    """The param columns present in ``frame`` that define a configuration (seed excluded)."""
-    from analysis.load import METRICS, PARAM_TYPES
+    """The science columns present in ``frame`` (roles ``stratum``/``factor`` in
+    ``trainables.names.KEY_ROLES``): what defines a configuration. The seed (replicate), execution
+    keys (device, step mode, cadences, …), measurement and derived columns never do."""
+    from analysis.load import COLUMN_ROLES, PARAM_TYPES
 
-    cols = [c for c in PARAM_TYPES if c in frame.columns and c not in NON_CONFIG and c not in METRICS
-            and c not in ("fid_censor", "is_score")]
+    cols = [c for c in PARAM_TYPES if c in frame.columns and COLUMN_ROLES.get(c) in SCIENCE_ROLES]
     return ["origin", *cols] if "origin" in frame.columns else cols
 
 

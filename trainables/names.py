@@ -84,6 +84,57 @@ DERIVED_PARAM_TYPES: dict[str, type] = {
     "d_params": int,
 }
 
+# --- roles of the trial keys ------------------------------------------------------------------
+
+#: The roles a key can have (docs/design.md, "The analysis": only science keys form strata):
+#:
+#: * ``stratum`` (science) — fixes what a number *means*: runs that differ in it are never compared
+#:   (other data, architecture, feature extractor, FID sample size or reference split);
+#: * ``factor`` (science) — a treatment: a paper's hypothesis may vary it, and a configuration is
+#:   defined by it (loss, regularizer and its scalars, α, optimizer and ε, training length, batch);
+#: * ``replicate`` — the seed: runs equal in every science key are replicates of one configuration;
+#: * ``execution`` — how a trial runs, not what it computes (same arithmetic up to float rounding:
+#:   device, step mode, precision, where data lives, statistics/evaluation cadence). Never a
+#:   stratum, never part of a configuration's identity;
+#: * ``measurement`` — adds records without changing any other (FID∞ on the final features);
+#: * ``derived`` — a function of the science keys (K = k_SN^n, Ω's bound, parameter counts),
+#:   redundant in a configuration's identity.
+ROLES: tuple[str, ...] = ("stratum", "factor", "replicate", "execution", "measurement", "derived")
+SCIENCE_ROLES: frozenset[str] = frozenset({"stratum", "factor"})
+
+_STRATA = ("dataset", "resolution", "arch", "fid_samples", "fid_final_samples", "fid_extractor",
+           "fid_ref_split")
+_FACTORS = ("width", "d_bias", "d_norm", "z_dim", "loss", "alpha", "regularizer", "k_sn", "k_gp",
+            "gp_lambda", "gp_mode", "r1_gamma", "gran_k", "gran_eps", "alr_k", "alr_lambda",
+            "alr_xi", "alr_eps_min", "alr_eps_max", "alr_iters", "js_gamma0", "js_decay",
+            "clip_c", "optimizer", "lr_d", "lr_g", "eps", "n_dis", "beta1", "beta2",
+            "rmsprop_decay", "iterations", "batch_size")
+_EXECUTION = ("device", "step_mode", "precision", "data_root", "download", "stats_every",
+              "eval_every")
+
+#: The role of every trial key and derived param, declared once. A trial key without a role fails
+#: ``tests/analysis/test_key_roles.py``; ``analysis.outcome`` builds configurations and strata from
+#: the science keys only (:data:`SCIENCE_ROLES`).
+KEY_ROLES: dict[str, str] = {
+    **{k: "stratum" for k in _STRATA}, **{k: "factor" for k in _FACTORS},
+    **{k: "execution" for k in _EXECUTION}, "seed": "replicate", "fid_inf": "measurement",
+    **{k: "derived" for k in DERIVED_PARAM_TYPES},
+}
+
+
+def keys_with_role(*roles: str) -> tuple[str, ...]:
+    """The declared keys whose role is one of ``roles`` (in declaration order)."""
+    unknown = [r for r in roles if r not in ROLES]
+    if unknown:
+        raise ValueError(f"unknown key role {unknown[0]!r}; roles: {', '.join(ROLES)}")
+    return tuple(k for k, r in KEY_ROLES.items() if r in roles)
+
+
+#: The science keys (strata and factors): the only keys that identify a configuration.
+SCIENCE_KEYS: tuple[str, ...] = keys_with_role(*sorted(SCIENCE_ROLES))
+#: The execution keys: never a stratum, never part of a configuration.
+EXECUTION_KEYS: tuple[str, ...] = keys_with_role("execution")
+
 #: What a run executed on (``trainables.environment.environment_params``), logged as params when
 #: the run is created: execution facts, never strata of an analysis.
 ENVIRONMENT_PARAM_TYPES: dict[str, type] = {
