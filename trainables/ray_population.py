@@ -31,7 +31,7 @@ import torch
 from trainables.population import train_population, unsupported_reason
 from trainables.ray_trainable import (
     MlflowCallbacks, TrialContext, _fault_injection, _pause_injection, _trial_id, crash_run,
-    finish_run, open_trial_run, trial_config, trial_device, trial_run_name,
+    finish_run, load_state, open_trial_run, trial_config, trial_device, trial_run_name,
 )
 
 PACK_STATE_FILE = "pack_state.pt"
@@ -77,8 +77,7 @@ def run_pack(config: dict[str, Any], context: TrialContext) -> None:
     ckpt = tune.get_checkpoint()
     if ckpt is not None:
         with ckpt.as_directory() as d:
-            state = torch.load(os.path.join(d, PACK_STATE_FILE), weights_only=True,
-                               map_location=device)
+            state = load_state(os.path.join(d, PACK_STATE_FILE))
             with open(os.path.join(d, PACK_META_FILE)) as fh:
                 run_ids = json.load(fh)["mlflow_run_ids"]
     trial_id = _trial_id()

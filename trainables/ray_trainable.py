@@ -57,6 +57,14 @@ def trial_device(requested: str) -> torch.device:
     return torch.device("cpu")
 
 
+def load_state(path: str) -> dict[str, Any]:
+    """A checkpoint's state, every tensor on the CPU, whatever device saved it or runs it next:
+    generator states must stay CPU ByteTensors (``Generator.set_state`` refuses any other), and
+    ``GANTrial.load_state_dict`` copies the model and optimizer tensors to the trial's device.
+    Plain data only (``weights_only``: nothing in a checkpoint is unpickled as code)."""
+    return torch.load(path, weights_only=True, map_location="cpu")
+
+
 def trial_run_name(cfg: dict[str, Any]) -> str:
     """The MLflow run name of a validated trial config, e.g. ``ns-sn-k1-a1-s0``: its K is the
     value of the regularizer's declared ``k_key`` (none for a regularizer without a K)."""
@@ -214,7 +222,7 @@ def run_trial(config: dict[str, Any], context: TrialContext) -> None:
     ckpt = tune.get_checkpoint()
     if ckpt is not None:
         with ckpt.as_directory() as d:
-            state = torch.load(os.path.join(d, STATE_FILE), weights_only=True, map_location=device)
+            state = load_state(os.path.join(d, STATE_FILE))
             with open(os.path.join(d, META_FILE)) as fh:
                 run_id = json.load(fh).get("mlflow_run_id")
     logger, params = open_trial_run(cfg, device, context, _trial_id(), run_id)

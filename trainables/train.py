@@ -587,6 +587,8 @@ class GANTrial:
             "torch_rng": torch.get_rng_state(),
             "omega_union": list(self.omega_union),
             "fid_scale": dict(self.fid_scale),
+            # whose generators ``noise_gen`` and ``cuda_rng`` are (see load_state_dict)
+            "device_type": self.device.type,
         }
         if self.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
@@ -606,6 +608,17 @@ class GANTrial:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict`, whatever device its tensors were saved or loaded on.
+
+        Model and optimizer tensors are copied to this trial's device (``load_state_dict`` of
+        modules and optimizers copies). Generator states are CPU ByteTensors for every generator
+        type, so any that arrive elsewhere (a checkpoint loaded with ``map_location`` a GPU) are
+        brought back to the CPU. The device-side generators (``noise_gen``, the CUDA global RNG)
+        are restored only on the device type they were saved from (``device_type``; older states
+        say CUDA by carrying ``cuda_rng``); on another device type their state means nothing (a
+        Philox seed and offset vs a Mersenne-Twister state), so they are re-seeded from the trial
+        seed and the step (:func:`trainables.streams.reseed_value`): deterministic, but not the
+        draws the saved device would have made."""
         self._graph, self._graph_warm, self._compiled = None, 0, None  # re-captured on next step
         self.div_step.fill_(-1)  # a checkpoint is never of a diverged trial
         self.div_vals.zero_()
@@ -613,12 +626,21 @@ class GANTrial:
         self.D.load_state_dict(state["D"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
-        self.data_gen.set_state(state["data_gen"])
-        self.noise_gen.set_state(state["noise_gen"])
-        torch.set_rng_state(state["torch_rng"])
-        if "cuda_rng" in state and self.device.type == "cuda":
-            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
         self.step = int(state["step"])
+        self.data_gen.set_state(state["data_gen"].cpu())
+        torch.set_rng_state(state["torch_rng"].cpu())
+        saved = state.get("device_type") or ("cuda" if "cuda_rng" in state else "cpu")
+        if saved == self.device.type:
+            self.noise_gen.set_state(state["noise_gen"].cpu())
+            if "cuda_rng" in state and self.device.type == "cuda":
+                torch.cuda.set_rng_state(state["cuda_rng"].cpu(), self.device)
+        else:
+            seed = self.cfg["seed"]
+            self.noise_gen.manual_seed(streams.reseed_value(seed, streams.NOISE, self.step))
+            if self.device.type == "cuda":
+                with torch.cuda.device(self.device):
+                    torch.cuda.manual_seed(
+                        streams.reseed_value(seed, streams.DEVICE_GLOBAL, self.step))
         self.omega_union = [float(v) for v in state["omega_union"]]
         self.fid_scale = {k: float(v) for k, v in state.get("fid_scale", {}).items()}
 
