@@ -17,14 +17,16 @@ CIFAR10/CelebA):
 * an image folder (``folder:<path>``) is converted to RGB, center-cropped to a square and resized
   the same way, 64×64 by default.
 
-Small sets (the MNISTs, CIFAR-10, the embedded set, folders up to
-``data_sources.FOLDER_IN_MEMORY_MAX`` images) are decoded once and kept in memory as a uint8
-N×C×R×R tensor, so :meth:`ImageSet.batch` is one ``index_select`` plus the float conversion (and can run
-on the GPU after :meth:`ImageSet.to`). CelebA (and large folders) stay lazy: one decode and
-transform per item, no giant tensor.
+Every image set is one uint8 N×C×R×R tensor, so :meth:`ImageSet.batch` is one ``index_select``
+plus the float conversion, and the whole set can live on the GPU after :meth:`ImageSet.to` when it
+fits there. The MNISTs, CIFAR-10 and the embedded set are read into memory at load time. CelebA
+and folders are decoded once per split, crop and resolution into a uint8 ``.npy`` cache that later
+loads memory-map (:mod:`trainables.image_cache`: where it lives, how it is keyed and invalidated,
+locking between trials starting together).
 
 Nothing is ever downloaded unless the caller passes ``download=True`` (the trial key
-``download: true``); files that are present are read without md5 verification.
+``download: true``), and then one process at a time per data root; files that are present are
+read without md5 verification.
 
 One registered :class:`DatasetEntry` per dataset (:data:`DATASETS`) holds its channels,
 resolutions and its ``check`` / ``load`` / ``reference_size`` functions; the files behind them are

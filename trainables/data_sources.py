@@ -2,18 +2,23 @@
 ``reference_size`` functions that :data:`trainables.data.DATASETS` registers per dataset.
 
 Nothing is ever downloaded unless the caller passes ``download=True``; then torchvision's own
-dataset classes fetch the files into ``root``. Files that are present are read without md5
-verification, so files placed by the user (or the tiny files made by the tests) go through exactly
-the same code path as downloaded ones.
+dataset classes fetch the files into ``root``, one process at a time per root (an exclusive lock
+on ``root/.lipstudy-download.lock``: trials starting together on a fresh node download once).
+Files that are present are read without md5 verification, so files placed by the user (or the
+tiny files made by the tests) go through exactly the same code path as downloaded ones.
 
 Every ``check_*(name, root, download)`` returns ``""`` when the dataset can be served, else one
 message naming what is missing; it only looks at file names. Every ``load_*(name, root, split,
 resolution, download)`` returns an :class:`~trainables.imagesets.ImageSet`, and is called (by
 :func:`trainables.data.load_images`) only after the name, split, resolution and the check passed.
+
+CelebA and image folders are decoded once per split, crop and resolution into a memory-mapped
+uint8 cache (:mod:`trainables.image_cache`), then served like the in-memory sets.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 from pathlib import Path
@@ -27,23 +32,26 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
 from trainables.idx import read_idx
-from trainables.imagesets import DatasetError, ImageSet, LazyImageSet, TensorImageSet, resize_uint8
+from trainables.image_cache import cached_images, file_lock, fingerprint
+from trainables.imagesets import DatasetError, ImageSet, ItemSource, TensorImageSet, resize_uint8
 
 __all__ = [
     "CELEBA_CROP",
     "DEBIAN_FASHION_MNIST_DIR",
     "EMBEDDED_DIR",
     "EMBEDDED_NPZ",
-    "FOLDER_IN_MEMORY_MAX",
     "IMAGE_EXTENSIONS",
     "check_celeba",
     "check_cifar",
     "check_embedded",
     "check_folder",
     "check_idx",
+    "celeba_items",
     "default_data_root",
+    "download_lock",
     "embedded_arrays",
     "embedded_reference_size",
+    "folder_items",
     "folder_reference_size",
     "load_celeba",
     "load_cifar",
@@ -53,8 +61,6 @@ __all__ = [
 ]
 
 FOLDER_PREFIX = "folder:"
-#: Folders with at most this many images are decoded once into memory; larger ones stay lazy.
-FOLDER_IN_MEMORY_MAX = 20_000
 #: File extensions treated as images in ``folder:<path>`` datasets (case-insensitive).
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
@@ -79,6 +85,16 @@ def default_data_root() -> Path:
 
 def _root(root: str | os.PathLike | None) -> Path:
     return default_data_root() if root is None else Path(root).expanduser()
+
+
+def download_lock(root: Path):
+    """The exclusive lock held while torchvision downloads into ``root`` (module docstring)."""
+    return file_lock(Path(root) / ".lipstudy-download.lock", f"downloading into {root}")
+
+
+def _download_guard(root: Path, download: bool):
+    """:func:`download_lock` when ``download`` (torchvision may fetch), else nothing."""
+    return download_lock(root) if download else contextlib.nullcontext()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -170,7 +186,8 @@ def _read_idx_images(kind: str, root: str | os.PathLike | None, split: str,
     folder, msg = _find_idx_dir(kind, root)
     if folder is None and download:  # torchvision fetches + extracts into root/<Class>/raw
         cls = MNIST if kind == "mnist" else FashionMNIST
-        cls(str(_root(root)), train=(split == "train"), download=True)
+        with download_lock(_root(root)):
+            cls(str(_root(root)), train=(split == "train"), download=True)
         folder, msg = _find_idx_dir(kind, root)
     if folder is None:
         raise DatasetError(msg)
@@ -239,7 +256,8 @@ def load_cifar(name: str, root: str | os.PathLike | None, split: str, resolution
                download: bool) -> ImageSet:
     r = _root(root)
     try:
-        ds = _CIFAR10(str(r), train=(split == "train"), download=download)
+        with _download_guard(r, download):
+            ds = _CIFAR10(str(r), train=(split == "train"), download=download)
     except (pickle.UnpicklingError, KeyError, ValueError, EOFError) as exc:
         raise DatasetError(f"dataset 'cifar10': cannot read the batches in {r / _CIFAR_DIR}: "
                            f"{exc!r}") from exc
@@ -328,15 +346,37 @@ class _CelebAItems:
         return self.ds[i][0]
 
 
-def load_celeba(name: str, root: str | os.PathLike | None, split: str, resolution: int,
-                download: bool) -> ImageSet:
+def _cached_set(items: ItemSource, name: str, kind: str, split: str, resolution: int,
+                crop: int | None, base: Path, names: list[str], near: Path) -> TensorImageSet:
+    """The split ``items`` (decoding the files ``base/name``) through the decode-once cache."""
+    key = f"{kind}-{split}-crop{crop or 'short'}-{resolution}"
+    fp = fingerprint(base, names, extra=key)
+    arr = cached_images(items, key, (3, resolution, resolution), near, base, fp,
+                        f"{name} {split} {resolution}px ({len(names)} images)")
+    return TensorImageSet(torch.from_numpy(arr), name, split,
+                          path=arr.filename if isinstance(arr, np.memmap) else None)
+
+
+def celeba_items(root: str | os.PathLike | None, split: str, resolution: int,
+                 download: bool = False) -> tuple[ItemSource, list[str]]:
+    """CelebA's split as torchvision reads it, one decoded and transformed item at a time, and
+    its file names in ``img_align_celeba/``."""
     r = _root(root)
-    ds = _CelebA(str(r), split=split, target_type=[], download=download,
-                 transform=_PILTransform(resolution, CELEBA_CROP))
+    with _download_guard(r, download):
+        ds = _CelebA(str(r), split=split, target_type=[], download=download,
+                     transform=_PILTransform(resolution, CELEBA_CROP))
     if len(ds) == 0:
         raise DatasetError(f"dataset 'celeba' has no images in split {split!r} "
                            f"(list_eval_partition.txt in {r / _CELEBA_DIR})")
-    return LazyImageSet(_CelebAItems(ds), "celeba", split, resolution, 3)
+    return _CelebAItems(ds), list(ds.filename)
+
+
+def load_celeba(name: str, root: str | os.PathLike | None, split: str, resolution: int,
+                download: bool) -> ImageSet:
+    items, names = celeba_items(root, split, resolution, download)
+    folder = _root(root) / _CELEBA_DIR
+    return _cached_set(items, "celeba", "celeba", split, resolution, CELEBA_CROP,
+                       folder / _CELEBA_IMG_DIR, names, folder)
 
 
 def _folder_path(name: str, root: str | os.PathLike | None) -> Path:
@@ -384,17 +424,22 @@ class _FileItems:
             return self.transform(img)
 
 
-def load_folder(name: str, root: str | os.PathLike | None, split: str, resolution: int,
-                download: bool) -> ImageSet:
+def folder_items(name: str, root: str | os.PathLike | None, split: str,
+                 resolution: int) -> tuple[ItemSource, list[str]]:
+    """A folder dataset's split, one decoded and transformed file at a time, and the files'
+    paths relative to the folder (sorted; every 10th is the ``test`` split)."""
     folder = _folder_path(name, root)
-    files = sorted(_iter_images(folder), key=lambda p: p.relative_to(folder).as_posix())
+    names = sorted(p.relative_to(folder).as_posix() for p in _iter_images(folder))
     # deterministic 90/10 split by sorted relative path: every 10th file is held out
-    files = [f for i, f in enumerate(files) if (i % 10 == 9) == (split == "test")]
-    if not files:
+    names = [f for i, f in enumerate(names) if (i % 10 == 9) == (split == "test")]
+    if not names:
         raise DatasetError(f"dataset {name!r}: split {split!r} is empty (folder {folder} has too "
                            "few images; every 10th image by sorted name is held out as 'test')")
-    items = _FileItems(files, resolution)
-    if len(items) <= FOLDER_IN_MEMORY_MAX:
-        data = torch.stack([items[i] for i in range(len(items))])
-        return TensorImageSet(data, name, split)
-    return LazyImageSet(items, name, split, resolution, 3)
+    return _FileItems([folder / f for f in names], resolution), names
+
+
+def load_folder(name: str, root: str | os.PathLike | None, split: str, resolution: int,
+                download: bool) -> ImageSet:
+    items, names = folder_items(name, root, split, resolution)
+    folder = _folder_path(name, root)
+    return _cached_set(items, name, "folder", split, resolution, None, folder, names, folder)

@@ -2,25 +2,30 @@
 
 An :class:`ImageSet` yields float32 C×R×R tensors in [−1, 1] (``x / 127.5 − 1`` from uint8 pixels,
 Appendix B of *How does Lipschitz regularization influence GAN training?*). Small sets are one
-uint8 N×C×R×R tensor in memory (:class:`TensorImageSet`: a batch is one ``index_select`` plus the
-float conversion, and can run on the GPU after :meth:`ImageSet.to`); large ones decode one item at a
-time (:class:`LazyImageSet`). Which dataset is served how is :mod:`trainables.data`'s business.
+uint8 N×C×R×R tensor (:class:`TensorImageSet`: a batch is one ``index_select`` plus the float
+conversion, and can run on the GPU after :meth:`ImageSet.to`); the tensor may be a memory-mapped
+decode cache (:mod:`trainables.image_cache`). :class:`LazyImageSet` decodes one item at a time
+(what the cache is built from). Which dataset is served how is :mod:`trainables.data`'s business.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Protocol
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 __all__ = [
+    "DEVICE_SHARE",
     "DatasetError",
     "ImageSet",
     "ItemSource",
     "LazyImageSet",
     "TensorImageSet",
+    "fits_on",
     "resize_uint8",
     "to_uint8",
     "to_unit_range",
@@ -126,29 +131,65 @@ class ImageSet(Dataset):
                 f"shape={self.shape}, {where}, device={self.device})")
 
 
+#: An image store moves to a CUDA device only when it takes at most this share of the device's
+#: free memory (the rest is left to the models, their activations and other trials on the GPU);
+#: a larger one stays on the host, gathered there batch by batch.
+DEVICE_SHARE = 0.25
+
+
+def fits_on(nbytes: int, device: torch.device) -> bool:
+    """Whether ``nbytes`` may be kept resident on ``device`` (:data:`DEVICE_SHARE` of CUDA's free
+    memory; any other device: yes)."""
+    if device.type != "cuda":
+        return True
+    free, _ = torch.cuda.mem_get_info(device)
+    return nbytes <= DEVICE_SHARE * free
+
+
 class TensorImageSet(ImageSet):
-    """An :class:`ImageSet` backed by one uint8 N×C×R×R tensor."""
+    """An :class:`ImageSet` backed by one uint8 N×C×R×R tensor.
+
+    ``path`` names the ``.npy`` file a memory-mapped ``data`` comes from: pickling such a set (on
+    the host) stores the path, not the pixels, and unpickling maps the file again.
+    """
 
     in_memory = True
 
-    def __init__(self, data: torch.Tensor, name: str, split: str) -> None:
+    def __init__(self, data: torch.Tensor, name: str, split: str,
+                 path: str | Path | None = None) -> None:
         if data.dtype != torch.uint8 or data.ndim != 4 or data.shape[-1] != data.shape[-2]:
             raise ValueError(f"expected uint8 N×C×R×R, got {tuple(data.shape)} {data.dtype}")
         super().__init__(name, split, int(data.shape[-1]), int(data.shape[1]))
         self.data = data.contiguous()
         self.device = self.data.device
+        self.path = None if path is None else str(path)
 
     def __len__(self) -> int:
         return int(self.data.shape[0])
 
     def uint8_batch(self, idx: torch.Tensor) -> torch.Tensor:
-        idx = torch.as_tensor(idx, dtype=torch.long).to(self.data.device)
+        idx = torch.as_tensor(idx, dtype=torch.long).to(self.data.device, non_blocking=True)
         return self.data.index_select(0, idx)
 
     def to(self, device: str | torch.device) -> TensorImageSet:
-        self.data = self.data.to(device)
-        self.device = self.data.device
+        """Move the store to ``device`` when it fits there (:func:`fits_on`), else keep it where
+        it is (check :attr:`device`). Returns self."""
+        device = torch.device(device)
+        if self.data.device != device and fits_on(self.data.nbytes, device):
+            self.data = self.data.to(device)
+            self.device = self.data.device
         return self
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        if self.path is not None and self.data.device.type == "cpu":
+            state["data"] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        if self.data is None:
+            self.data = torch.from_numpy(np.load(self.path, mmap_mode="c", allow_pickle=False))
 
 
 class ItemSource(Protocol):
@@ -160,7 +201,8 @@ class ItemSource(Protocol):
 
 
 class LazyImageSet(ImageSet):
-    """An :class:`ImageSet` that decodes and transforms one item at a time (CelebA, big folders).
+    """An :class:`ImageSet` that decodes and transforms one item at a time, per batch (the
+    per-item path that :mod:`trainables.image_cache` decodes once; served sets use the cache).
 
     Picklable (no closures), so it also works in a ``DataLoader`` with worker processes.
     """

@@ -36,8 +36,10 @@ def _no_network(monkeypatch):
 
 @pytest.fixture(autouse=True)
 def _isolated_default_root(tmp_path, monkeypatch):
-    # never touch the user's real default data root from tests
+    # never touch the user's real default data root or image cache from tests
     monkeypatch.setenv("LIPSTUDY_DATA_ROOT", str(tmp_path / "default_root"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv("LIPSTUDY_IMAGE_CACHE", raising=False)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -338,14 +340,13 @@ def test_image_folder_pngs(tmp_path):
     assert D.load_images(name).shape == (3, 64, 64)
 
 
-def test_image_folder_large_is_lazy(tmp_path, monkeypatch):
+def test_image_folder_is_served_from_its_decode_cache(tmp_path):
     folder = tmp_path / "imgs"
     folder.mkdir()
     for i in range(20):
         Image.fromarray(np.full((8, 8, 3), i, np.uint8)).save(folder / f"{i:03d}.png")
-    monkeypatch.setattr(data_sources, "FOLDER_IN_MEMORY_MAX", 5)
     ds = D.load_images(f"folder:{folder}", resolution=8)
-    assert not ds.in_memory and len(ds) == 18
+    assert ds.in_memory and len(ds) == 18 and ds.path is not None
     b = ds.batch(torch.tensor([0, 9]))  # sorted names, 009 held out → index 9 is 010
     assert torch.allclose(D.to_uint8(b)[:, :, 0, 0].float(), torch.tensor([[0.0] * 3, [10.0] * 3]))
     assert pickle.loads(pickle.dumps(ds)).batch(torch.tensor([1])).shape == (1, 3, 8, 8)
@@ -385,7 +386,7 @@ def test_celeba_fake_files_through_torchvision(tmp_path):
     D.check_dataset("celeba", tmp_path, None)
     train = D.load_images("celeba", tmp_path)
     test = D.load_images("celeba", tmp_path, split="test")
-    assert len(train) == 3 and len(test) == 2 and not train.in_memory
+    assert len(train) == 3 and len(test) == 2 and train.in_memory  # the decode cache
     x = train.batch(torch.tensor([0, 2]))
     assert x.shape == (2, 3, 64, 64)
     # the 178 center crop removed the red bands: the image is green everywhere (JPEG tolerance)
