@@ -409,7 +409,8 @@ class Population:
             which = torch.empty((n, P, B), dtype=torch.long)
             noise = torch.empty((n, P, B, 2))
         else:
-            idx = torch.empty((n, P, B), dtype=torch.long)
+            # pinned on CUDA: the indices travel to the image store without the host waiting
+            idx = torch.empty((n, P, B), dtype=torch.long, pin_memory=self.device.type == "cuda")
         if z is None:
             _, z, u = self._inputs()
         for j in range(n):
@@ -425,7 +426,8 @@ class Population:
         if self.toy:  # data_lib.sample_toy: modes[which] + std·noise
             drawn = self.modes[which] + self.toy_std * noise
         else:
-            drawn = self.members[0].data.batch(idx.reshape(-1)).reshape(
+            data = self.members[0].data
+            drawn = data.batch(idx.reshape(-1).to(data.device, non_blocking=True)).reshape(
                 (n, P, B) + self.sample_shape)
         if real is None:
             real = drawn.to(self.device, non_blocking=True)
