@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from trainables import data as data_lib
+from trainables.devices import PRECISIONS
 from trainables.losses import LOSSES
 from trainables.models import ARCHS, arch_resolution
 from trainables.optim import OPTIMIZERS
@@ -85,6 +86,9 @@ class BaseTrial(BaseModel):
     # steps; "compiled" (torch.compile) and "cuda_graph" (captured step, CUDA only) also capture
     # the step; "auto" picks per device (trainables.train.resolve_step_mode)
     step_mode: Literal["auto", "eager", "sync_free", "compiled", "cuda_graph"] = "auto"
+    # float32 numerics of matmuls and convolutions, an execution key like device and step_mode
+    # (trainables.devices): "fp32" full float32 (the papers'), "tf32" TF32 tensor cores on CUDA
+    precision: str = "fp32"
 
     @field_validator("loss", "regularizer", "optimizer", "arch")
     @classmethod
@@ -100,6 +104,14 @@ class BaseTrial(BaseModel):
     def _finite(cls, v: float) -> float:
         if not math.isfinite(v):
             raise ValueError("must be a finite number")
+        return v
+
+    @field_validator("precision")
+    @classmethod
+    def _known_precision(cls, v: str) -> str:
+        if v not in PRECISIONS:
+            raise ValueError(f"unknown precision {v!r}; use "
+                             + " or ".join(f"{k} ({what})" for k, what in PRECISIONS.items()))
         return v
 
     @field_validator("device")

@@ -69,6 +69,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
+from trainables.names import RESUMED_PARAMS_TAG
 from trainables.tracking_retry import (RetryPolicy, TrackingError, _OrderedWriter, _short,
                                        is_transient)
 
@@ -287,11 +288,27 @@ class MlflowTrialLogger:
         return out
 
     def log_params(self, params: dict[str, Any]) -> None:
-        """Log params (re-logging an identical value, as a resumed trial does, is allowed)."""
+        """Log params (re-logging an identical value, as a resumed trial does, is allowed).
+
+        A resumed run keeps the values its first attempt logged (MLflow refuses to change a
+        param): a value that differs on this attempt — it runs on another device type, GPU model
+        or library version — goes to the tag :data:`RESUMED_PARAMS_TAG` as ``key=value; …``."""
+        if self.resumed:
+            params = self._unchanged_params(params)
         items = [Param(k, _param_str(v)) for k, v in sorted(params.items())]
         for i in range(0, len(items), _PARAM_BATCH):
             self._call("log params", self.client.log_batch, self.run_id,
                        params=items[i : i + _PARAM_BATCH])
+
+    def _unchanged_params(self, params: dict[str, Any]) -> dict[str, Any]:
+        """``params`` less the ones this run logged with another value (tagged instead)."""
+        logged = self._call("get params", lambda: self.client.get_run(self.run_id).data.params)
+        changed = {k: _param_str(v) for k, v in params.items()
+                   if k in logged and logged[k] != _param_str(v)}
+        if changed:
+            text = "; ".join(f"{k}={v}" for k, v in sorted(changed.items()))
+            self.set_tags({RESUMED_PARAMS_TAG: text[:_TAG_MAX]})
+        return {k: v for k, v in params.items() if k not in changed}
 
     def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
         """One ``log_batch`` of this step's metrics; (metric, step) pairs an earlier attempt of

@@ -25,6 +25,7 @@ STOPPED_STEP_TAG = "lipstudy.stopped_step"  # ASHA stopped the trial at this ste
 SUPERSEDED_REASON_TAG = "lipstudy.superseded_reason"
 TRACKING_ERROR_TAG = "lipstudy.tracking_error"
 RESUMED_TAG = "lipstudy.resumed"          # how many times the study was resumed
+RESUMED_PARAMS_TAG = "lipstudy.resumed_params"  # child: params that differ on the latest attempt
 SEARCH_TAG = "lipstudy.search"
 STUDY_DIR_TAG = "lipstudy.study_dir"
 OPTUNA_STORAGE_TAG = "lipstudy.optuna_storage"
@@ -75,7 +76,7 @@ TRIAL_PARAM_TYPES: dict[str, type] = {
     # run
     "iterations": int, "batch_size": int, "seed": int, "stats_every": int, "eval_every": int,
     "fid_samples": int, "fid_final_samples": int, "fid_inf": bool, "fid_extractor": str,
-    "fid_ref_split": str, "device": str, "step_mode": str,
+    "fid_ref_split": str, "device": str, "step_mode": str, "precision": str,
 }
 
 #: Params a trial derives and logs beside its keys.

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from trainables.devices import apply_precision
 from trainables.population import train_population, unsupported_reason
 from trainables.ray_trainable import (
     MlflowCallbacks, TrialContext, _fault_injection, _pause_injection, _trial_id, crash_run,
@@ -73,6 +74,7 @@ def run_pack(config: dict[str, Any], context: TrialContext) -> None:
 
         return run_trial({"trial": config["pack"][0]}, context)
     device = trial_device(cfgs[0]["device"])
+    apply_precision(cfgs[0]["precision"], device)  # a pack shares it (not a member key)
     state, run_ids = None, [None] * len(cfgs)
     ckpt = tune.get_checkpoint()
     if ckpt is not None:

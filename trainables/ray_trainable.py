@@ -25,6 +25,8 @@ import numpy as np
 import torch
 
 from trainables.config import validate_trial
+from trainables.devices import apply_precision, require_usable_cuda
+from trainables.environment import environment_params
 from trainables.mlflow_logger import TRIAL_ID_TAG, MlflowTrialLogger, run_name
 from trainables.regularizers import REGULARIZERS
 from trainables.train import Callbacks, TrialResult, resolve_device, train
@@ -44,16 +46,22 @@ class TrialContext:
 
 
 def trial_device(requested: str) -> torch.device:
-    """The device for this trial inside Ray: with ``auto``, CUDA only when Ray assigned this trial
-    a GPU *and* CUDA exists (a fake/absent GPU falls back to CPU); explicit names are honoured
-    when CUDA exists, else CPU."""
+    """The device for this trial inside Ray: with ``auto``, CUDA when Ray assigned this trial a
+    GPU and CUDA works, the CPU when it assigned none or the GPU is a fake one (no NVIDIA driver
+    on the node: ``ray.init(num_gpus=…)`` in tests); explicit names as
+    ``trainables.devices.resolve_device`` takes them. A GPU Ray assigned on a node whose NVIDIA
+    driver is present but CUDA unusable raises ``CudaUnusableError`` (one line), never a silent
+    CPU trial."""
     if requested != "auto":
         return resolve_device(requested)
     import ray
 
     gpu_ids = ray.get_gpu_ids() if ray.is_initialized() else []
-    if gpu_ids and torch.cuda.is_available():
+    if not gpu_ids:
+        return torch.device("cpu")
+    if torch.cuda.is_available():
         return torch.device("cuda")
+    require_usable_cuda(f"Ray gave this trial GPU {gpu_ids}")
     return torch.device("cpu")
 
 
@@ -218,6 +226,7 @@ def run_trial(config: dict[str, Any], context: TrialContext) -> None:
 
     cfg = trial_config(config)
     device = trial_device(cfg["device"])
+    apply_precision(cfg["precision"], device)  # before the run records the flags
     state, run_id = None, None
     ckpt = tune.get_checkpoint()
     if ckpt is not None:
@@ -243,20 +252,24 @@ def open_trial_run(cfg: dict[str, Any], device: torch.device, context: TrialCont
                    trial_tag: str, run_id: str | None,
                    extra_tags: dict[str, str] | None = None) -> tuple[MlflowTrialLogger, dict]:
     """Open (``run_id`` None) or continue a trial's MLflow child run; returns (logger, params):
-    the params are the trial config plus the resolved FID setting and the device."""
+    the params are the trial config plus the resolved FID setting, the device and what the run
+    executes on (``trainables.environment.environment_params``: versions, device model, the
+    precision flags as applied), logged when the run is created."""
     from trainables.evaluation import resolved_extractor
 
     extractor = "data-space" if cfg["arch"] == "mlp" else resolved_extractor(cfg)
     fid_params = {"fid_extractor": extractor, "fid_samples": cfg["fid_samples"],
                   "fid_final_samples": cfg.get("fid_final_samples") or cfg["fid_samples"],
                   "fid_ref_split": cfg["fid_ref_split"]}
-    params = {**cfg, **fid_params, "device": device.type}
+    params = {**cfg, **fid_params, "device": device.type, **environment_params(device)}
     tags = {"lipstudy.study": context.study_name, TRIAL_ID_TAG: trial_tag, **(extra_tags or {})}
     logger = MlflowTrialLogger(
         context.tracking_uri, context.experiment_id, name=trial_run_name(cfg),
         params=params, parent_run_id=context.parent_run_id, tags=tags, run_id=run_id,
         synchronous=False,  # metrics via an in-order writer thread; flushed at every checkpoint
     )
+    if logger.resumed:
+        logger.log_params(params)  # this attempt's device and environment: changes are tagged
     return logger, params
 
 

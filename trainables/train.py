@@ -56,6 +56,7 @@ import torch
 from trainables import data as data_lib
 from trainables import streams
 from trainables.config import ConfigError
+from trainables.devices import apply_precision, resolve_device  # noqa: F401 - re-exported
 from trainables.evaluation import (  # noqa: F401 - FID_REF_MAX etc. re-exported
     FID_REF_MAX, FINAL_KEEP, GRID_SAMPLES, Evaluator, final_evaluation, initial_scale,
     with_quality,
@@ -104,16 +105,6 @@ class TrialResult:
     metrics: dict[str, float] = field(default_factory=dict)  # latest value of every metric
     step_times: list[float] = field(default_factory=list)  # seconds per step (incl. measuring and
     # logging at stats steps, excluding FID evaluations)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` → CUDA when torch sees a GPU, else CPU. ``cuda`` without CUDA falls back to CPU
-    (a trial scheduled on a fake/absent GPU must still run)."""
-    if name == "auto" or name.startswith("cuda"):
-        if torch.cuda.is_available():
-            return torch.device("cuda" if name == "auto" else name)
-        return torch.device("cpu")
-    return torch.device(name)
 
 
 # ----------------------------------------------------------------------------------- step modes
@@ -665,10 +656,14 @@ def train(
     before anything is built): outside ``eager`` divergence is read from the device flag at
     stats / evaluation steps and when ``should_stop`` stops the trial, and a trial that
     diverged in between ends exactly as eager ends it (same step, reason, callbacks, metrics;
+
+    ``precision`` (``trainables.devices.apply_precision``: TF32 off or on) is set for the
+    process before the trial is built.
     ``step_times`` up to the step before).
     """
     cb = callbacks or Callbacks()
     dev = torch.device(device) if device is not None else resolve_device(config["device"])
+    apply_precision(config.get("precision", "fp32"), dev)
     mode = resolve_step_mode(config, dev)
     trial = GANTrial(config, dev, step_mode=mode)
     if state is not None:
