@@ -13,7 +13,8 @@ resolution, download)`` returns an :class:`~trainables.imagesets.ImageSet`, and 
 :func:`trainables.data.load_images`) only after the name, split, resolution and the check passed.
 
 CelebA and image folders are decoded once per split, crop and resolution into a memory-mapped
-uint8 cache (:mod:`trainables.image_cache`), then served like the in-memory sets.
+uint8 cache (:mod:`trainables.image_cache`), then served like the in-memory sets (decoded per
+batch only when no cache folder can hold the split).
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ from torchvision.transforms import functional as TF
 
 from trainables.idx import read_idx
 from trainables.image_cache import cached_images, file_lock, fingerprint
-from trainables.imagesets import DatasetError, ImageSet, ItemSource, TensorImageSet, resize_uint8
+from trainables.imagesets import (
+    DatasetError, ImageSet, ItemSource, LazyImageSet, TensorImageSet, resize_uint8,
+)
 
 __all__ = [
     "CELEBA_CROP",
@@ -347,14 +350,16 @@ class _CelebAItems:
 
 
 def _cached_set(items: ItemSource, name: str, kind: str, split: str, resolution: int,
-                crop: int | None, base: Path, names: list[str], near: Path) -> TensorImageSet:
-    """The split ``items`` (decoding the files ``base/name``) through the decode-once cache."""
+                crop: int | None, base: Path, names: list[str], near: Path) -> ImageSet:
+    """The split ``items`` (decoding the files ``base/name``) through the decode-once cache;
+    decoded per batch when no cache folder can hold it."""
     key = f"{kind}-{split}-crop{crop or 'short'}-{resolution}"
     fp = fingerprint(base, names, extra=key)
     arr = cached_images(items, key, (3, resolution, resolution), near, base, fp,
                         f"{name} {split} {resolution}px ({len(names)} images)")
-    return TensorImageSet(torch.from_numpy(arr), name, split,
-                          path=arr.filename if isinstance(arr, np.memmap) else None)
+    if arr is None:
+        return LazyImageSet(items, name, split, resolution, 3)
+    return TensorImageSet(torch.from_numpy(arr), name, split, path=arr.filename)
 
 
 def celeba_items(root: str | os.PathLike | None, split: str, resolution: int,

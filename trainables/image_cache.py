@@ -15,9 +15,10 @@ the new one is written.
 **Where.** ``$LIPSTUDY_IMAGE_CACHE/<source tag>/`` when that variable is set (e.g. a node's local
 disk when the data sits on a network share). Otherwise a ``.lipstudy-cache`` folder next to the
 data (``<data_root>/celeba/.lipstudy-cache``; ``<path>/.lipstudy-cache`` for ``folder:<path>``)
-when it can be written, else ``$XDG_CACHE_HOME/lipstudy/image-cache/<source tag>/`` (default
-``~/.cache``). A cache found in any of these is used. When none can be written the split is
-decoded into memory, once per load, and a line says so.
+when it can be written and has room, else ``$XDG_CACHE_HOME/lipstudy/image-cache/<source tag>/``
+(default ``~/.cache``). A cache found in any of these is used. When none can hold it (read-only,
+or a split too large for the free space, e.g. a big folder at 1024 pixels) a line says so and the
+caller decodes per batch instead.
 
 **Concurrency.** Trials that start together on one node build a cache once: the builder holds an
 exclusive ``fcntl.flock`` on ``<key>.lock`` beside the cache, writes to a temporary file and
@@ -31,6 +32,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import shutil
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -106,6 +108,10 @@ def _writable(folder: Path) -> bool:
     except OSError:
         return False
     return os.access(folder, os.W_OK | os.X_OK)
+
+
+def _free_bytes(folder: Path) -> int:
+    return shutil.disk_usage(folder).free
 
 
 def _open(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
@@ -205,26 +211,26 @@ def _remove_stale(folder: Path, key: str, keep: str) -> None:
 
 
 def cached_images(items: ItemSource, key: str, shape: tuple[int, int, int], near: Path,
-                  source: Path, fp: str, label: str) -> np.ndarray:
+                  source: Path, fp: str, label: str) -> np.ndarray | None:
     """uint8 ``len(items)``×C×R×R: ``items`` decoded once into the cache (module docstring).
 
     ``key`` names dataset, split, crop and resolution (a file-name-safe string); ``fp`` is the
     source's :func:`fingerprint`; ``near`` the folder the cache goes beside, ``source`` the data
     folder (tags the user-cache location); ``label`` is what progress and messages call it.
-    Returns the memory-mapped cache (an in-memory array when no cache folder can be written)."""
+    Returns the memory-mapped cache, or None when no cache folder can hold it (said on stderr)."""
     full = (len(items), *shape)
     name = f"{key}-{fp}.npy"
     dirs = cache_dirs(near, source)
     for folder in dirs:
         if (arr := _open(folder / name, full)) is not None:
             return arr
-    folder = next((d for d in dirs if _writable(d)), None)
+    need = int(np.prod(full)) + 2**20  # the pixels and the .npy header, with room to spare
+    folder = next((d for d in dirs if _writable(d) and _free_bytes(d) >= need), None)
     if folder is None:
-        print(f"{label}: no writable image cache folder ({' or '.join(map(str, dirs))}); "
-              "decoding into memory for this load only", file=sys.stderr, flush=True)
-        out = np.empty(full, dtype=np.uint8)
-        decode_into(items, out, f"decoding {label}")
-        return out
+        print(f"{label}: no image cache folder is writable with {need / 2**30:.2f} GiB free "
+              f"({' or '.join(map(str, dirs))}); decoding every batch instead",
+              file=sys.stderr, flush=True)
+        return None
     with file_lock(folder / f"{key}.lock", f"building the image cache of {label}"):
         arr = _open(folder / name, full)
         if arr is None:

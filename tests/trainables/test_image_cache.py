@@ -179,7 +179,7 @@ def test_concurrent_builders_make_one_intact_cache(tmp_path):
     assert len(files) == 1 and files[0].endswith(".npy")  # no temporary file left
 
 
-def test_cache_locations(tmp_path, monkeypatch, opens):
+def test_cache_locations(tmp_path, monkeypatch, opens, capsys):
     folder = tmp_path / "imgs"
     write_folder(folder, 12)
     name = f"folder:{folder}"
@@ -190,14 +190,18 @@ def test_cache_locations(tmp_path, monkeypatch, opens):
     user = tmp_path / "xdg" / "lipstudy" / "image-cache"
     assert len(list(user.glob("*/*.npy"))) == 1 and not npy_files(folder)
     assert Path(ds.path).is_relative_to(user)
-    # nothing writable: decoded into memory for this load, the same pixels
+    # no room anywhere (or nothing writable): decoded per batch, the same pixels, said once
+    monkeypatch.setattr(image_cache, "_free_bytes", lambda d: 10**5)
+    lazy = D.load_images(name, resolution=24)
+    assert isinstance(lazy, LazyImageSet) and not lazy.in_memory
+    assert "decoding every batch instead" in capsys.readouterr().err
+    assert torch.equal(lazy.uint8_batch(torch.arange(10)),
+                       per_image(name, "train", 24).uint8_batch(torch.arange(10)))
     monkeypatch.setattr(image_cache, "_writable", lambda d: False)
-    mem = D.load_images(name, resolution=12)
-    assert mem.path is None
-    assert torch.equal(mem.uint8_batch(torch.arange(10)),
-                       per_image(name, "train", 12).uint8_batch(torch.arange(10)))
+    assert not D.load_images(name, resolution=12).in_memory
     # an explicit cache folder wins
     monkeypatch.setattr(image_cache, "_writable", real)
+    monkeypatch.setattr(image_cache, "_free_bytes", lambda d: 10**12)
     monkeypatch.setenv("LIPSTUDY_IMAGE_CACHE", str(tmp_path / "local"))
     before = opens()
     D.load_images(name, resolution=8)
