@@ -61,3 +61,39 @@ REF_GRAN_K1 = Reference(
 REF_WGAN_GP = Reference(
     "WGAN-GP: the baseline (ALR paper Table 1: FID 18.86)",
     lambda d: (d["regularizer"] == "gp") & d["loss"].isin(LINEAR_LOSSES))
+
+
+# ------------------------------------------------------------------------------------ evidence rules
+#: Losses whose D terms are convex in f, so ∇L is monotone on Ω and Eq. 9 (Ψ from Ω's ends) holds.
+#: COS is not convex (−cos); WGAN is linear (Ψ a single point, excluded as the paper does).
+CONVEX_LOSSES = frozenset({"ns", "mm", "ls", "ls0", "exp", "hinge", "softhinge"})
+
+
+def uncapped_fid(df: pd.DataFrame) -> pd.Series:
+    """FID as measured for runs that are not broken; NaN for broken ones (diverged, below the
+    quality threshold). Equivalence tests use this, never the capped ``fid_eff``: two broken runs
+    set to the same cap are equal by construction, not by evidence."""
+    fid = pd.to_numeric(col(df, "fid"), errors="coerce").astype(float)
+    return fid.where(np.isfinite(fid) & (fid > 0) & ~col(df, "broken", False).astype(bool))
+
+
+def drop_alpha_copies(df: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
+    """A linear loss ignores α (Eq. 11: L_α(ω) = L(αω)/α = ω), so a WGAN run at α ≠ 1 is a copy of
+    the WGAN run at α = 1 with the same everything else: keep one per (config, seed), preferring
+    α = 1, and say how many copies were left out (a copy is no evidence)."""
+    from analysis.outcome import config_key
+
+    lin = df["loss"].isin(LINEAR_LOSSES)
+    if not lin.any():
+        return df
+    d = df.assign(_a=np.where(lin, 1.0, df["alpha"].astype(float)))
+    key = config_key(d.drop(columns=["alpha"]).rename(columns={"_a": "alpha"})).map(repr) \
+        + "|" + d["seed"].astype(str)
+    order = np.abs(np.log10(d["alpha"].astype(float).clip(lower=1e-300)))
+    keep = ~key.loc[order.sort_values(kind="stable").index].duplicated()
+    keep = keep.reindex(df.index)
+    n = int((~keep).sum())
+    if n:
+        notes.append(f"WGAN ignores α (Eq. 11: L_α(ω) = ω): {n} WGAN run(s) at α ≠ 1 are copies of "
+                     "α = 1 runs and are left out (a copy is no evidence)")
+    return df[keep]

@@ -13,7 +13,8 @@ from scipy import stats as sps
 
 from analysis import stats
 from analysis.frames import close, col, groupby, ids, is_continuous, prep, strata
-from analysis.hypotheses.common import LINEAR_LOSSES, _width
+from analysis.hypotheses.common import CONVEX_LOSSES, LINEAR_LOSSES, _width
+from analysis.hypotheses.identity import Pair, identity_verdict
 from analysis.scale import FID_CAP_INCEPTION, Q_LEARNED
 from analysis.verdict import SIG, Verdict, _v, missing, register, tost_verdict, trend_verdict
 
@@ -21,58 +22,61 @@ from analysis.verdict import SIG, Verdict, _v, missing, register, tost_verdict, 
 # ------------------------------------------------------------------------------------ Eq. 3
 @register(
     "k-output-scale",
-    "K is only an output scale: with a bias-free D and an optimizer whose ε is negligible or scaled, "
-    "the run at k_SN is the run at k_SN = 1 with outputs scaled by k_SN^n (same FID, Ω × k_SN^n).",
+    "K is only an output scale: with a bias-free D and the optimizer's ε scaled by k_SN^n, the run "
+    "at k_SN is the run at k_SN = 1 with D's outputs scaled by k_SN^n (same samples, Ω × k_SN^n).",
     "Lipschitz paper Eq. 3-5 (Sec. 3)",
     groups=("k-scale", "eq3"), kind="domain",
 )
-def k_output_scale(frame: pd.DataFrame, *, tol: float = 0.1, sig: float = SIG,
-                   require_bias_free: bool = True, losses: tuple[str, ...] = ("wgan",),
-                   fid_cap: float = FID_CAP_INCEPTION, q_broken: float = Q_LEARNED) -> Verdict:
-    """TOST on r = log(width_Ω(k) / (k^n · width_Ω(1))) over pairs (same config and seed, k ≠ 1).
+def k_output_scale(frame: pd.DataFrame, *, tol: float = 1e-4, early_tol: float = 1e-3,
+                   n_early: int = 3, min_pairs: int = 3, require_bias_free: bool = True,
+                   losses: tuple[str, ...] = ("wgan",), fid_cap: float = FID_CAP_INCEPTION,
+                   q_broken: float = Q_LEARNED, histories: pd.DataFrame | None = None) -> Verdict:
+    """Identity check (``analysis.hypotheses.identity``) over pairs (same config and seed): the run
+    at k_SN = k with ε = ε₁·k^n against the run at k_SN = 1 with ε₁, scale k^n (n SN layers).
 
-    Only linear losses (the claim is exact for them: Eq. 3 + RMSprop/Adam normalisation); pairs with
-    k < 1 count only when ε was scaled by k^n (else ε is not negligible: that is Eq. 5's remark).
-    Ω = last-step Ω_i (real ∪ fake). tol: |r| within log(1 + tol).
-    """
+    Linear losses only (a non-linear loss sees f, not f/k^n). Pairs whose ε was not scaled are left
+    out and counted: with ε unscaled the runs differ by Eq. 5's ε/k^{2m} term (the claim's own
+    precondition fails). k a power of 2 makes k^n exact, so the runs agree at every step."""
     df = prep(frame, fid_cap, q_broken)
     df = df[(df["regularizer"] == "sn") & df["loss"].isin(losses)]
     if require_bias_free:
         df = df[col(df, "d_bias", True).astype("boolean").fillna(True) == False]  # noqa: E712
-    df = df.assign(_omega_w=_width(df, "last"), k=col(df, "k_sn").astype(float),
-                   n_layers=col(df, "n_d_layers").astype(float), eps_=col(df, "eps", 0.0).astype(float))
-    df = df[np.isfinite(df["_omega_w"]) & (df["_omega_w"] > 0) & df["n_layers"].notna()]
+    df = df.assign(k=col(df, "k_sn").astype(float), n_layers=col(df, "n_d_layers").astype(float),
+                   eps_=col(df, "eps", 0.0).astype(float).fillna(0.0), fid=pd.to_numeric(col(df, "fid"), errors="coerce"))
+    df = df[df["n_layers"].notna() & df["k"].notna()]
     if df.empty:
-        return missing("no bias-free (d_bias = false) SN runs of a linear loss with Ω and n_d_layers")
-    keys = strata(df, ["seed", "-k_sn", "-eps"])
-    r, rid = [], []
-    for _, g in groupby(df, keys):
+        return missing("no bias-free (d_bias = false) SN runs of a linear loss with n_d_layers")
+    pairs, unscaled = [], 0
+    for _, g in groupby(df, strata(df, ["seed", "-k_sn", "-eps"])):
         ref = g[close(g["k"], 1.0)]
         if ref.empty:
             continue
         ref = ref.iloc[0]
         for _, row in g[~close(g["k"], 1.0)].iterrows():
             scale = row["k"] ** row["n_layers"]
-            eps_ok = row["k"] >= 1 or np.isclose(row["eps_"], ref["eps_"] * scale, rtol=1e-3, atol=0)
-            if not eps_ok:
+            if not np.isclose(row["eps_"], ref["eps_"] * scale, rtol=1e-6, atol=0):
+                unscaled += 1
                 continue
-            r.append(math.log(row["_omega_w"] / (scale * ref["_omega_w"])))
-            rid += [row["run_id"], ref["run_id"]]
-    used = df[df["run_id"].isin(rid)]
-    v, _ = tost_verdict(r, tol, sig, used, "Ω(k) / (k^n Ω(1))")
-    v.effect_name = "mean log(Ω(k) / (k^n Ω(1)))"
-    if not r:
-        v.missing = ("need k_SN = 1 and k_SN ≠ 1 runs of the same config and seed (k < 1 only with "
-                     "ε scaled by k^n)")
-    return v
+            pairs.append(Pair(str(row["run_id"]), str(ref["run_id"]), scale,
+                              f"k_SN {row['k']:g} seed {row['seed']}"))
+    note = (f" {unscaled} pair(s) ran with ε not scaled by k^n (against the claim's precondition, "
+            "Eq. 5): left out." if unscaled else "")
+    return identity_verdict(df, pairs, tol=tol, early_tol=early_tol, n_early=n_early,
+                            min_pairs=min_pairs, histories=histories,
+                            what="k_SN with ε·k^n vs k_SN = 1, outputs ÷ k^n", notes=note)
 
 
 # ------------------------------------------------------------------------------------ domain
 def _domain_trend(frame, *, regularizer: str, kcol: str, metric: str, losses_exclude, sig, rho_min,
-                  fid_cap, q_broken, log_x: bool) -> Verdict:
+                  fid_cap, q_broken, log_x: bool, losses_only=None) -> Verdict:
     df = prep(frame, fid_cap, q_broken)
     df = df[(df["regularizer"] == regularizer) & ~df["loss"].isin(losses_exclude)]
     notes: list[str] = []
+    if losses_only is not None:
+        out = sorted(set(df["loss"]) - set(losses_only))
+        df = df[df["loss"].isin(losses_only)]
+        if out:
+            notes.append(f"losses {', '.join(out)} left out: Eq. 9 (Ψ from Ω's ends) needs a convex loss")
     if is_continuous(df, "alpha"):   # a search: α sampled; Ω is f's range (α acts inside L)
         notes.append("alpha")
     else:
@@ -112,10 +116,12 @@ omega_shrinks = trend_hypothesis(
 
 psi_shrinks = trend_hypothesis(
     "domain-psi-shrinks",
-    "The interval Ψ of attainable loss gradients shrinks as k_SN decreases (non-linear losses).",
+    "The interval Ψ of attainable loss gradients shrinks as k_SN decreases (convex non-linear losses).",
     "Lipschitz paper Corollary 1.1, Eq. 8-9, Fig. 1b", ("domain-restriction", "domain"),
-    "Stratified Spearman of log width(Ψ) (Eq. 9: ∇L at the ends of Ω) on log k_SN; WGAN excluded.",
-    regularizer="sn", kcol="k_sn", metric="psi", losses_exclude=tuple(LINEAR_LOSSES), log_x=True)
+    "Stratified Spearman of log width(Ψ) (Eq. 9: ∇L at the ends of Ω) on log k_SN; convex losses\n"
+    "    only (Eq. 9 holds where ∇L is monotone); WGAN excluded (Ψ a point).",
+    regularizer="sn", kcol="k_sn", metric="psi", losses_exclude=tuple(LINEAR_LOSSES), log_x=True,
+    losses_only=tuple(CONVEX_LOSSES))
 
 
 @register(
@@ -216,6 +222,22 @@ def omega_bound(frame: pd.DataFrame, *, tol: float = 0.01, min_runs: int = 3,
 _OMEGA_STEP = ("omega_real_min", "omega_real_max", "omega_fake_min", "omega_fake_max")
 
 
+def _drift(df: pd.DataFrame, histories: pd.DataFrame | None, min_steps: int = 3) -> pd.Series:
+    """Per run: range of Ω_i's centre over the logged steps ÷ Ω_i's median width."""
+    if histories is None or histories.empty or not set(_OMEGA_STEP) <= set(histories["metric"]):
+        return pd.Series(dtype=float)
+    h = histories[histories["run_id"].isin(set(df["run_id"])) & histories["metric"].isin(_OMEGA_STEP)]
+    if h.empty:
+        return pd.Series(dtype=float)
+    w = h.pivot_table(index=["run_id", "step"], columns="metric", values="value", aggfunc="last").dropna()
+    hi = np.fmax(w["omega_real_max"], w["omega_fake_max"])
+    lo = np.fmin(w["omega_real_min"], w["omega_fake_min"])
+    t = pd.DataFrame({"c": (hi + lo) / 2, "w": hi - lo}).groupby(level="run_id")
+    out = (t["c"].max() - t["c"].min()) / t["w"].median()
+    out = out[(t.size() >= min_steps) & (t["w"].median() > 0)]
+    return out.rename(index=str)
+
+
 def _bound_steps(df: pd.DataFrame, histories: pd.DataFrame | None) -> pd.DataFrame:
     """Per (run, logged step): width of Ω_i and the σ-product in force (carried forward)."""
     if histories is None or histories.empty or not set(_OMEGA_STEP) & set(histories["metric"]):
@@ -238,25 +260,35 @@ def _bound_steps(df: pd.DataFrame, histories: pd.DataFrame | None) -> pd.DataFra
 
 @register(
     "domain-omega-shift",
-    "During training Ω_i of NS/LS stays put (strictly convex loss, unique minimum) while WGAN's Ω_i shifts.",
+    "During training Ω_i of NS/LS stays put (strictly convex loss, unique minimum) while WGAN's Ω_i "
+    "shifts: its centre drifts further, relative to its width.",
     "Lipschitz paper Sec. 4.1 remark on Ω_i, Fig. 1a",
     groups=("domain-restriction", "domain"), kind="domain",
 )
 def omega_shift(frame: pd.DataFrame, *, sig: float = SIG, r_min: float = 0.5,
                 convex_losses: tuple[str, ...] = ("ns", "mm", "ls", "ls0"),
-                fid_cap: float = FID_CAP_INCEPTION, q_broken: float = Q_LEARNED) -> Verdict:
-    """Shift index S = log(width(Ω∪) / width(Ω_last)) — 0 when Ω never moved, large when it slid.
+                fid_cap: float = FID_CAP_INCEPTION, q_broken: float = Q_LEARNED,
+                histories: pd.DataFrame | None = None) -> Verdict:
+    """Drift index S per run, from the per-step histories: the range of Ω_i's centre over the
+    logged steps divided by Ω_i's median width (Ω_i = real ∪ fake outputs of the batch at step i) —
+    0 when Ω_i stays put, ≫ 1 when it slides by more than its own width (Fig. 1a).
 
     S(WGAN) > S(NS/LS) within each stratum (origin, dataset, architecture, extractor: a ring8 toy
     is never pooled with images): Wilcoxon-Mann-Whitney per stratum, combined by the stratified
     permutation test of ``stats.trend_test`` on the WGAN indicator; effect = rank-biserial r
     (n-weighted over strata). supported ⇔ p < sig and r ≥ r_min; contradicted ⇔ significant the
-    other way, or r ≤ 0 where the design could detect it.
+    other way, or r ≤ 0 where the design could detect it. Without histories: inconclusive (final
+    metrics hold one Ω_i, and Ω∪ mixes drift with growth).
     """
     df = prep(frame, fid_cap, q_broken)
     df = df[df["loss"].isin(set(convex_losses) | LINEAR_LOSSES)]
-    s = np.log(_width(df, "union") / _width(df, "last"))
-    df = df.assign(S=s)[np.isfinite(s)]
+    drift = _drift(df, histories)
+    if drift.empty:
+        return missing("needs per-step histories of Ω_i (omega_real/fake_min/max at ≥ 3 logged steps) "
+                       "of WGAN and NS/LS runs: the drift of Ω_i's centre is read from them",
+                       n=len(df), run_ids=ids(df))
+    s = df["run_id"].astype(str).map(drift)
+    df = df.assign(S=s)[np.isfinite(s.astype(float))]
     df = df.assign(lin=df["loss"].isin(LINEAR_LOSSES).astype(float))
     keys = ["origin", "dataset", "fid_extractor"] + (["arch"] if "arch" in df.columns else [])
     groups, rs, ns, lines, used = [], [], [], [], []
@@ -269,7 +301,7 @@ def omega_shift(frame: pd.DataFrame, *, sig: float = SIG, r_min: float = 0.5,
             ns.append(len(g))
             used.append(g)
             name = "/".join(str(k) for k in key[1:] if k != "∅")
-            lines.append(f"{name}: median S WGAN {np.median(a):.3f} (n={len(a)}), NS/LS "
+            lines.append(f"{name}: median drift WGAN {np.median(a):.3f} (n={len(a)}), NS/LS "
                          f"{np.median(b):.3f} (n={len(b)}), r = {rs[-1]:+.2f}")
     if not groups:
         return missing("need runs of WGAN and of NS/LS in the same stratum (dataset, architecture, "

@@ -11,13 +11,18 @@ import pandas as pd
 
 from analysis import stats
 from analysis.frames import groupby, ids, prep
-from analysis.hypotheses.common import REF_SN_DEFAULT, REF_WGAN_GP
+from analysis.hypotheses.common import REF_WGAN_GP
 from analysis.hypotheses.domain import trend_hypothesis
 from analysis.scale import FID_CAP_INCEPTION, Q_LEARNED
 from analysis.verdict import SIG, Reference, Verdict, _v, missing, register
 
 
 # ------------------------------------------------------------------------------------ ALR / JS / GP
+REF_JS = Reference(
+    "the JS-regularized runs under test: the claim is that they train without collapse (Roth et al. "
+    "Sec. 5), so they must have learned for FIDs to compare",
+    lambda d: d["regularizer"] == "js")
+
 def _superiority(frame, *, a_sel, b_sel, strata_extra, margin, sig, fid_cap, q_broken, what) -> Verdict:
     df = prep(frame, fid_cap, q_broken)
     df = df[df["fid_eff"].notna()]
@@ -26,7 +31,10 @@ def _superiority(frame, *, a_sel, b_sel, strata_extra, margin, sig, fid_cap, q_b
     if both.empty:
         return missing(f"no runs of {what}")
     keys = ["origin", "dataset", "fid_extractor", *(["arch"] if "arch" in df.columns else []), *strata_extra]
-    both["y"] = np.log(both["fid_eff"].astype(float))
+    raw = pd.to_numeric(both["fid"], errors="coerce").astype(float) if "fid" in both else both["fid_eff"]
+    capped = ~(np.isfinite(raw) & (raw > 0))       # diverged / no FID: the cap stands in (worst)
+    both["y"] = np.log(raw.where(~capped, both["cap"]).astype(float))
+    both["_capped"] = capped
     both["y"] -= groupby(both, keys)["y"].transform("mean")   # remove dataset/extractor level
     ok = groupby(both, keys)["_g"].transform(lambda s: s.nunique() == 2).astype(bool)
     both = both[ok]
@@ -38,14 +46,19 @@ def _superiority(frame, *, a_sel, b_sel, strata_extra, margin, sig, fid_cap, q_b
     if w.n_a < 2 or w.n_b < 2:
         return missing(f"need ≥ 2 runs of each ({what}) on the same dataset, architecture and "
                        f"extractor; have {w.n_a} and {w.n_b}", **kw)
-    kw["details"] = (f"A: n={w.n_a}, B: n={w.n_b}; Δ = {w.diff:+.3f} (FID ×{math.exp(w.diff):.3f}), "
+    kw["details"] = (f"Uncapped FIDs (diverged runs at the cap: {int(both['_capped'].sum())}). A: n={w.n_a}, B: n={w.n_b}; Δ = {w.diff:+.3f} (FID ×{math.exp(w.diff):.3f}), "
                      f"90% CI [{w.ci90[0]:+.3f}, {w.ci90[1]:+.3f}]; one-sided p(A better) = {w.p_less:.3g}. "
                      f"Broken share A {both[both['_g'] == 'a']['broken'].mean():.0%}, "
                      f"B {both[both['_g'] == 'b']['broken'].mean():.0%}.")
     if w.p_less < sig:
         return _v("supported", **kw)
     m = math.log1p(margin)
-    if w.p_greater < sig or (-m < w.ci90[0] and w.ci90[1] < m):
+    if w.p_greater < sig:
+        return _v("contradicted", **kw)
+    if -m < w.ci90[0] and w.ci90[1] < m:
+        if both["_capped"].any():   # capped values are equal by construction: no equivalence
+            return _v("inconclusive", missing=f"equivalent within the margin only through {int(both['_capped'].sum())} "
+                      "capped (diverged) runs: no evidence of equivalence", **kw)
         return _v("contradicted", **kw)
     return _v("inconclusive", missing="difference not significant and CI wider than the margin", **kw)
 
@@ -75,7 +88,7 @@ js_stabilizes = superiority_hypothesis(
     "js-stabilizes",
     "The noise-induced JS regularizer Ω_JS (annealed γ) stabilizes GAN training: lower FID and fewer "
     "broken runs than the same GAN unregularized.",
-    "Roth et al. Eq. 20/28, Algorithm 1, Sec. 5 (Figs. 1-4)", ("js",), REF_SN_DEFAULT,
+    "Roth et al. Eq. 20/28, Algorithm 1, Sec. 5 (Figs. 1-4)", ("js",), REF_JS,
     "Welch on capped log FID (broken = cap), JS (A) vs none (B), same loss, dataset, extractor.",
     a_sel=lambda d: d["regularizer"] == "js", b_sel=lambda d: d["regularizer"] == "none",
     strata_extra=["loss"], what="JS-regularized and unregularized GANs")

@@ -8,6 +8,7 @@ import pandas as pd
 from analysis import hypotheses as H
 
 from .conftest import make_frame
+from .test_hypotheses import shift_history
 
 K_SN, N_LAYERS = 1.0, 4
 DIAM = 2 * math.sqrt(3 * 32 * 32)            # 2√(mnc), inputs in [-1, 1]^(32·32·3)
@@ -80,9 +81,14 @@ def test_final_values_without_histories_and_a_final_sigma():
 
 
 def _shift(loss, S, n=4, **kw):
-    return [dict(loss=loss, k_sn=1.0, seed=s, omega_real_min=-1, omega_real_max=1, omega_fake_min=-1,
-                 omega_fake_max=1, omega_union_min=-S * (1 + s / 10), omega_union_max=S * (1 + s / 10), **kw)
-            for s in range(n)]
+    """Runs whose Ω_i centre drifts by S·(1 + seed/10) widths over the logged steps."""
+    return [dict(loss=loss, k_sn=1.0, seed=s, _drift=S * (1 + s / 10), **kw) for s in range(n)]
+
+
+def _shift_verdict(rows):
+    f = make_frame([{k: v for k, v in r.items() if k != "_drift"} for r in rows])
+    hist = pd.concat([shift_history([rid], r["_drift"] / 4) for rid, r in zip(f["run_id"], rows)])
+    return H.HYPOTHESES["domain-omega-shift"](f, histories=hist)
 
 
 def test_omega_shift_never_pools_a_toy_with_images():
@@ -91,11 +97,11 @@ def test_omega_shift_never_pools_a_toy_with_images():
     images = _shift("wgan", 8.0, **img) + _shift("ns", 1.0, **img)
     # ring8 NS runs whose Ω slides far: pooled with the images they would outrank WGAN's shift
     only_ns = _shift("ns", 50.0, n=8, **toy)
-    v = H.HYPOTHESES["domain-omega-shift"](make_frame(images + only_ns))
+    v = _shift_verdict(images + only_ns)
     assert v.verdict == "supported" and v.n == 8 and v.effect_size == 1.0, v.details
     assert "1 stratum" in v.details and "ring8" not in v.details.split("One-sided")[0]
     # with WGAN on ring8 too, each stratum is compared within itself and named
-    both = H.HYPOTHESES["domain-omega-shift"](make_frame(images + only_ns + _shift("wgan", 2.0, **toy)))
+    both = _shift_verdict(images + only_ns + _shift("wgan", 2.0, **toy))
     assert "2 strata" in both.details
-    assert "cifar10/inception/dcgan32: median S" in both.details and "r = +1.00" in both.details
-    assert "ring8/data-space/mlp: median S" in both.details and "r = -1.00" in both.details
+    assert "cifar10/inception/dcgan32: median drift" in both.details and "r = +1.00" in both.details
+    assert "ring8/data-space/mlp: median drift" in both.details and "r = -1.00" in both.details

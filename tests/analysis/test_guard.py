@@ -26,7 +26,7 @@ JS = (dict(loss="ns", regularizer="js"), dict(loss="ns", regularizer="none"))
 
 #: (hypothesis, rows, the verdict the tests expect on them) — the frames of test_hypotheses.
 CASES = [
-    ("H1", T._h1_rows(lambda l, k, s: 300.0) + T.H1_REFERENCE, "supported"),
+    ("H1", T._h1_rows(T.h1_latin) + T.H1_REFERENCE, "supported"),
     ("H1", T._h1_rows(lambda l, k, s: 10.0 if l == "wgan" else 300.0 + s) + T.H1_REFERENCE, "contradicted"),
     ("alpha-compensates-k", T._alpha_rows(50.0, [1e-9, 1e-5, 1e-1], lambda a: 200 if a < 1e-3 else 5),
      "contradicted"),
@@ -37,8 +37,6 @@ CASES = [
     ("degenerate-losses", T._deg_rows(1.0), "supported"),
     ("eps-counterfactual", T._eps_rows(10.0), "supported"),
     ("eps-counterfactual", T._eps_rows(20.0), "contradicted"),
-    ("gran-k-eps", T._gran_rows(1.0), "supported"),
-    ("gran-k-eps", T._gran_rows(2.0), "contradicted"),
     ("alr-beats-gp", _superiority(*ALR, 12.0, 19.0), "supported"),
     ("alr-beats-gp", _superiority(*ALR, 25.0, 19.0), "contradicted"),
     ("js-stabilizes", _superiority(*JS, 12.0, 19.0), "supported"),
@@ -52,7 +50,7 @@ def test_every_sample_quality_hypothesis_names_its_references():
     assert set(QUALITY) == {n for n, k in kinds.items() if k == "quality"}
     assert {n for n, k in kinds.items() if k == "domain"} == {
         "k-output-scale", "domain-omega-shrinks", "domain-psi-shrinks", "domain-omega-bound",
-        "domain-omega-shift", "gp-omega-shrinks"}
+        "domain-omega-shift", "gp-omega-shrinks", "gran-k-eps"}
     for n in QUALITY:
         assert H.HYPOTHESES[n].reference.text
 
@@ -79,13 +77,16 @@ def test_non_learning_runs_never_decide(name, rows, expected):
     assert v.guard_status == "reference runs did not learn" and v.n > 0 and v.run_ids
 
 
-def test_without_the_guard_non_learning_runs_would_support_h1():
-    """What the guard prevents: every loss broken alike reads as "the loss does not matter"."""
-    f = make_frame([dict(r, **SCALE, fid=100.0 + r["fid"]) for r in T._h1_rows(lambda l, k, s: 300.0)
+def test_without_the_guard_ties_at_the_cap_still_decide_nothing():
+    """Every loss broken alike: capped FIDs tie, so even without the guard H1 cannot read "the loss
+    does not matter" (its smallest attainable p with those ties is 1); the guard names the reason."""
+    f = make_frame([dict(r, **SCALE, fid=100.0 + r["fid"]) for r in T._h1_rows(T.h1_latin)
                     + T.H1_REFERENCE])
     h = H.HYPOTHESES["H1"]
-    assert h.func(f, **h.defaults).verdict == "supported"
-    assert T.verdict("H1", f).verdict == "inconclusive"
+    raw = h.func(f, **h.defaults)
+    assert raw.verdict == "inconclusive" and "with its ties 1" in raw.details
+    v = T.verdict("H1", f)
+    assert v.verdict == "inconclusive" and "reference runs did not learn" in v.missing
 
 
 def test_runs_without_a_scale_are_inconclusive_with_the_reason():

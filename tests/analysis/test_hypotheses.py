@@ -2,8 +2,10 @@
 built to contradict them, and inconclusive with too little data."""
 
 import math
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from analysis import hypotheses as H
@@ -38,7 +40,7 @@ def test_paper_table5b_large_alpha_degrades():
 
 def test_paper_degenerate_table_close_to_wgan():
     v = verdict("degenerate-losses", reference.load("lipschitz_degenerate"))
-    assert v.verdict == "supported" and v.n == 12
+    assert v.verdict == "supported" and v.n == 15        # 12 loss cells + 3 WGAN cells
     assert abs(v.effect_size) < 0.05 and v.ci[0] > -math.log(1.2) and v.ci[1] < math.log(1.2)
 
 
@@ -65,29 +67,56 @@ def _h1_rows(fid_of):
 H1_REFERENCE = [dict(loss=l, k_sn=1.0, seed=s, fid=20.0 + s) for l in ("ns", "ls", "wgan") for s in range(3)]
 
 
-def test_h1_supported_when_all_losses_break_alike_and_inconclusive_on_one_block():
-    f = make_frame(_h1_rows(lambda l, k, s: 300.0) + H1_REFERENCE)
-    assert verdict("H1", f).verdict == "supported"
+LOSSES3 = ("ns", "ls", "wgan")
+
+
+def h1_latin(l, k, s, base=30.0):
+    """Every loss takes every rank equally often over the (k_SN, seed) blocks: no loss effect."""
+    return base + (LOSSES3.index(l) + s + int(k)) % 3
+
+
+def test_h1_supported_when_no_loss_effect_and_inconclusive_on_one_block():
+    assert verdict("H1", make_frame(_h1_rows(h1_latin) + H1_REFERENCE)).verdict == "supported"
     one = make_frame([dict(loss=l, k_sn=5.0, fid=30.0 + i) for i, l in enumerate(("ns", "wgan"))])
     v = verdict("H1", one)
     assert v.verdict == "inconclusive" and "blocks" in v.missing
 
 
-def _scale_rows(width_of, n=4, seeds=3):
+def test_h1_all_broken_alike_is_no_evidence_of_no_effect():
+    """Every loss broken (capped FIDs tie): the smallest p the design can give with its ties is 1,
+    so "the loss contributes little" is not supported (before, ties were ignored: supported)."""
+    v = verdict("H1", make_frame(_h1_rows(lambda l, k, s: 300.0) + H1_REFERENCE))
+    assert v.verdict == "inconclusive", v.details
+    assert "smallest p this design can give with its ties 1" in v.details
+
+
+def _scale_rows(width_of, n=4, seeds=3, scaled_eps=True):
     rows = []
     for k, s in [(k, s) for s in range(seeds) for k in (1.0, 2.0, 4.0)]:
         w = width_of(k) * (1 + 0.1 * s)
-        rows.append(dict(loss="wgan", k_sn=k, d_bias=False, n_d_layers=n, eps=1e-8, fid=20.0, seed=s,
+        rows.append(dict(loss="wgan", k_sn=k, d_bias=False, n_d_layers=n,
+                         eps=1e-8 * (k ** n if scaled_eps else 1.0), fid=20.0 + s, seed=s,
                          omega_real_min=-w / 2, omega_real_max=w / 2, omega_fake_min=-w / 4,
                          omega_fake_max=w / 4))
     return rows
 
 
-def test_k_output_scale():
-    assert verdict("k-output-scale", make_frame(_scale_rows(lambda k: 0.3 * k ** 4))).verdict == "supported"
+def test_k_output_scale_is_an_identity_check():
+    v = verdict("k-output-scale", make_frame(_scale_rows(lambda k: 0.3 * k ** 4)))
+    assert v.verdict == "supported" and v.statistic == 0.0 and v.n == 6
+    # off by 1e-3 relative at k = 4: an exact identity (powers of 2) must not tolerate it
+    off = make_frame(_scale_rows(lambda k: 0.3 * k ** 4 * (1.001 if k == 4 else 1.0)))
+    assert verdict("k-output-scale", off).verdict == "contradicted"
     assert verdict("k-output-scale", make_frame(_scale_rows(lambda k: 0.3))).verdict == "contradicted"
     v = verdict("k-output-scale", make_frame(_scale_rows(lambda k: 0.3 * k ** 4)[:2]))
     assert v.verdict == "inconclusive"
+
+
+def test_k_output_scale_leaves_out_pairs_with_unscaled_eps():
+    """ε not scaled by k^n breaks the claim's precondition (Eq. 5): such pairs are no evidence
+    either way (before, k > 1 pairs with unscaled ε were tested)."""
+    v = verdict("k-output-scale", make_frame(_scale_rows(lambda k: 0.3, scaled_eps=False)))
+    assert v.verdict == "inconclusive" and "6 pair(s) ran with ε not scaled" in v.details
 
 
 def _omega_rows(width_of, loss="ns", reg="sn", kcol="k_sn", ks=(0.25, 0.5, 1.0)):
@@ -132,20 +161,33 @@ def test_omega_bound():
     assert v.verdict == "supported" and v.n == 3
 
 
-def _shift_rows(s_wgan, s_ns):
+def shift_history(run_ids, drift, steps=5):
+    """Per-step Ω_i of each run: width 1, centre moving by ``drift`` per logged step."""
     rows = []
-    for loss, ratio in (("wgan", s_wgan), ("ns", s_ns)):
-        for s in range(4):
-            rows.append(dict(loss=loss, k_sn=1.0, seed=s, omega_real_min=-1, omega_real_max=1,
-                             omega_fake_min=-1, omega_fake_max=1, omega_union_min=-ratio * (1 + s / 10),
-                             omega_union_max=ratio * (1 + s / 10)))
-    return rows
+    for rid in run_ids:
+        for i in range(steps):
+            c = drift * i
+            for m, v in (("omega_real_min", c - 0.5), ("omega_real_max", c + 0.5),
+                         ("omega_fake_min", c - 0.4), ("omega_fake_max", c + 0.4)):
+                rows.append(dict(run_id=rid, metric=m, step=100 * i, value=v))
+    return pd.DataFrame(rows)
 
 
-def test_omega_shift():
-    assert verdict("domain-omega-shift", make_frame(_shift_rows(8.0, 1.0))).verdict == "supported"
-    assert verdict("domain-omega-shift", make_frame(_shift_rows(1.0, 8.0))).verdict == "contradicted"
-    assert verdict("domain-omega-shift", make_frame(_shift_rows(8.0, 1.0)[:1])).verdict == "inconclusive"
+def _shift_frame(d_wgan, d_ns, n=4, **kw):
+    f = make_frame([dict(loss=l, k_sn=1.0, seed=s, **kw) for l in ("wgan", "ns") for s in range(n)])
+    h = pd.concat([shift_history(f[f["loss"] == "wgan"]["run_id"], d_wgan),
+                   shift_history(f[f["loss"] == "ns"]["run_id"], d_ns)])
+    return f, h
+
+
+def test_omega_shift_reads_the_drift_from_histories():
+    f, h = _shift_frame(2.0, 0.0)
+    v = H.HYPOTHESES["domain-omega-shift"](f, histories=h)
+    assert v.verdict == "supported" and "median drift WGAN 8.000" in v.details, v.details
+    f, h = _shift_frame(0.0, 2.0)
+    assert H.HYPOTHESES["domain-omega-shift"](f, histories=h).verdict == "contradicted"
+    v = H.HYPOTHESES["domain-omega-shift"](f)
+    assert v.verdict == "inconclusive" and "histories" in v.missing
 
 
 def _alpha_rows(k, alphas, fid_of):
@@ -162,7 +204,8 @@ def test_alpha_hypotheses_contradicted():
                     + [dict(loss="wgan", k_sn=1.0, alpha=a, seed=s, fid=f)
                        for a, f in ((1.0, 5.0), (1e3, 50.0), (1e7, 60.0)) for s in range(2)])
     v = verdict("alpha-large-breaks", ok)
-    assert v.verdict == "contradicted" and "WGAN moved" in v.details    # WGAN must not move with α
+    # WGAN ignores α (Eq. 11): its α > 1 runs are copies, a comparison that cannot fail — left out
+    assert v.verdict == "supported" and "its 4 run(s) at α > 1 are copies" in v.details
     assert verdict("alpha-compensates-k", make_frame(_alpha_rows(50.0, [1e-9], lambda a: 5))).verdict \
         == "inconclusive"
 
@@ -183,12 +226,34 @@ def test_degenerate():
     assert verdict("degenerate-losses", make_frame(_deg_rows(1.0)[:4])).verdict == "inconclusive"
 
 
-def _eps_rows(scaled_fid, n=4):
-    rows = [dict(loss="ns", k_sn=1.0, eps=1e-8, n_d_layers=n, seed=s, fid=10.0 * (1 + 0.02 * s)) for s in range(3)]
+def test_degenerate_plain_ls_is_a_predicted_failure_not_a_counter_example():
+    """The paper's table uses LS# (ls0); plain LS at α → 0 loses its fake-side slope (Eq. 13, App. D)
+    and is shown as the failure the theory predicts (before: it made the verdict "contradicted")."""
+    rows = _deg_rows(1.0) + [dict(loss="ls", k_sn=50.0, alpha=1e-25, seed=s, fid=900.0 + s) for s in range(3)]
+    v = verdict("degenerate-losses", make_frame(rows))
+    assert v.verdict == "supported", v.details
+    assert "ls (not in the paper's table; predicted to fail" in v.details
+
+
+def test_degenerate_capped_pairs_are_no_equivalence_and_wgan_alpha_copies_drop():
+    """A loss broken where WGAN learned is "not close"; WGAN's α = 1e-25 runs are copies of its
+    α = 1 runs (Eq. 11) and are left out, named."""
+    rows = _deg_rows(1.0) + [dict(loss="wgan", k_sn=50.0, alpha=1e-25, seed=s, fid=10.0 + s) for s in range(3)]
+    v = verdict("degenerate-losses", make_frame(rows))
+    assert v.verdict == "supported" and "3 WGAN run(s) at α ≠ 1 are copies" in v.details
+    broken = [dict(r, status="diverged", fid=None) if r["loss"] == "cos" else r for r in _deg_rows(1.0)]
+    v = verdict("degenerate-losses", make_frame(broken))
+    assert v.verdict == "contradicted" and "cos" in v.details.split("Not close to WGAN:")[1]
+
+
+def _eps_rows(scaled_fid, n=4, base_fid=20.0, d_bias=False):
+    rows = [dict(loss="ns", k_sn=1.0, eps=1e-8, n_d_layers=n, seed=s, fid=10.0 * (1 + 0.02 * s),
+                 d_bias=d_bias) for s in range(3)]
     for k in (0.25, 0.5):
         for s in range(3):
-            rows.append(dict(loss="ns", k_sn=k, eps=1e-8, n_d_layers=n, seed=s, fid=20.0 * (1 + 0.02 * s)))
-            rows.append(dict(loss="ns", k_sn=k, eps=1e-8 * k ** n, n_d_layers=n, seed=s,
+            rows.append(dict(loss="ns", k_sn=k, eps=1e-8, n_d_layers=n, seed=s, d_bias=d_bias,
+                             fid=base_fid * (1 + 0.02 * s)))
+            rows.append(dict(loss="ns", k_sn=k, eps=1e-8 * k ** n, n_d_layers=n, seed=s, d_bias=d_bias,
                              fid=scaled_fid * (1 + 0.03 * ((s * 7 + int(k * 4)) % 3 - 1))))
     return rows
 
@@ -201,22 +266,66 @@ def test_eps_counterfactual():
     assert v.verdict == "inconclusive" and "ε₀" in v.missing
 
 
-def _gran_rows(factor):
+def test_eps_counterfactual_needs_a_degradation_and_a_bias_free_d():
+    """Nothing to explain (base ε no worse than k_SN = 1) or a biased D (Eq. 3 fails): never a
+    verdict (before, both read "contradicted")."""
+    v = verdict("eps-counterfactual", make_frame(_eps_rows(20.0, base_fid=10.0)))
+    assert v.verdict == "inconclusive" and "no significant base-ε degradation" in v.missing
+    v = verdict("eps-counterfactual", make_frame(_eps_rows(20.0, d_bias=True)))
+    assert v.verdict == "inconclusive" and "biased D" in v.missing
+
+
+def _gran_rows(factor, ks=(2.0, 4.0, 8.0)):
     rows = []
-    for K in (2.0, 4.0):
+    for K in ks:
         for s in range(2):
             base = 15.0 + s + K
+            om = dict(omega_real_min=-0.5 - s, omega_real_max=1.0 + s, omega_fake_min=-1.0, omega_fake_max=0.25)
             rows.append(dict(loss="wgan", regularizer="gran", optimizer="adam", gran_k=K, eps=1e-8,
-                             seed=s, fid=base * factor))
+                             seed=s, fid=base * factor, **{k: v * K for k, v in om.items()}))
             rows.append(dict(loss="wgan", regularizer="gran", optimizer="adam", gran_k=1.0, eps=1e-8 / K,
-                             seed=s, fid=base * (1 + 0.005 * s)))
+                             seed=s, fid=base, **om))
     return rows
 
 
-def test_gran_k_eps():
-    assert verdict("gran-k-eps", make_frame(_gran_rows(1.0))).verdict == "supported"
-    assert verdict("gran-k-eps", make_frame(_gran_rows(2.0))).verdict == "contradicted"
+def test_gran_k_eps_is_an_identity_check():
+    v = verdict("gran-k-eps", make_frame(_gran_rows(1.0)))
+    assert v.verdict == "supported" and v.n == 6 and v.statistic == 0.0
+    assert verdict("gran-k-eps", make_frame(_gran_rows(1.01))).verdict == "contradicted"
     assert verdict("gran-k-eps", make_frame(_gran_rows(1.0)[:2])).verdict == "inconclusive"
+    assert H.HYPOTHESES["gran-k-eps"].kind == "domain"          # no learning guard
+
+
+def test_gran_k_eps_inexact_k_only_on_early_steps():
+    f = make_frame(_gran_rows(1.0, ks=(10.0,)) + _gran_rows(1.0, ks=(3.0,)))
+    v = verdict("gran-k-eps", f)
+    assert v.verdict == "inconclusive" and "inexact scale" in v.missing
+    pairs = [(f.iloc[i]["run_id"], f.iloc[i + 1]["run_id"], f.iloc[i]["gran_k"]) for i in range(0, len(f), 2)]
+    hist = pd.concat([shift_history([a], 0.1).assign(value=lambda d: d["value"] * K) for a, _, K in pairs]
+                     + [shift_history([b], 0.1) for _, b, _ in pairs])
+    assert verdict("gran-k-eps", f, histories=hist).verdict == "supported"
+    hist.loc[(hist["step"] == 100) & hist["run_id"].isin([a for a, _, _ in pairs]), "value"] *= 1.5
+    assert verdict("gran-k-eps", f, histories=hist).verdict == "contradicted"
+
+
+RUNS_CSV = Path(__file__).resolve().parents[2] / "docs" / "results" / "hypotheses-cpu" / "runs.csv"
+
+
+@pytest.mark.skipif(not RUNS_CSV.is_file(), reason="committed hypotheses-cpu runs.csv absent")
+def test_committed_runs_capped_values_decide_nothing():
+    """The committed study with the learning guard off: every GraN pair and every JS/none run is
+    broken, and the capped FIDs are equal by construction. Before: gran-k-eps "supported" with CI
+    [0, 0] and js-stabilizes "contradicted"; no decision may come from capped values."""
+    from analysis import load
+
+    f = load.frame_from_csv(RUNS_CSV)
+    gran = H.HYPOTHESES["gran-k-eps"].func(f)
+    assert gran.verdict == "inconclusive" and "inexact scale" in gran.missing
+    js = H.HYPOTHESES["js-stabilizes"].func(f)
+    assert js.verdict != "contradicted", js.details
+    # Eq. 3 pairs with ε·k³ are bit-identical; those with unscaled ε are left out
+    k = verdict("k-output-scale", f)
+    assert k.verdict == "supported" and k.statistic == 0.0 and "6 pair(s) ran with ε not scaled" in k.details
 
 
 @pytest.mark.parametrize("name,a,b", [("alr-beats-gp", dict(loss="wgan", regularizer="alr"),
