@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis.load import check_versions
 from analysis.outcome import config_columns, config_key, with_outcome
 from analysis.scale import FID_CAP_INCEPTION, Q_LEARNED
 
@@ -47,7 +48,10 @@ def _origin(df: pd.DataFrame) -> pd.Series:
 
 def prep(frame: pd.DataFrame, fid_cap: float = FID_CAP_INCEPTION,
          q_broken: float = Q_LEARNED) -> pd.DataFrame:
-    """Usable runs with the outcome columns and the defaults the hypotheses rely on."""
+    """Usable runs with the outcome columns and the defaults the hypotheses rely on. Runs of
+    several code versions are refused (``analysis.load.check_versions``: one line naming them)
+    unless the frame was marked as pooled."""
+    check_versions(frame, pool="pooled_versions" in frame.attrs)
     df = with_outcome(frame, fid_cap, q_broken)
     df["alpha"] = col(df, "alpha", 1.0).astype(float).fillna(1.0)
     df["fid_extractor"] = col(df, "fid_extractor", "inception").fillna("inception")
@@ -60,6 +64,16 @@ def prep(frame: pd.DataFrame, fid_cap: float = FID_CAP_INCEPTION,
     df.attrs["continuous"] = frozenset(
         c for c in config_columns(df) if pd.api.types.is_float_dtype(df[c]) and _continuous(df, c))
     return df
+
+
+def versions_note(frame: pd.DataFrame) -> str | None:
+    """One sentence listing the code versions of a frame that pools several (else None)."""
+    pooled = frame.attrs.get("pooled_versions")
+    if not pooled or len(pooled) < 2:
+        return None
+    listed = "; ".join(f"{v}: {n} runs" for v, n in pooled.items())
+    return (f"Pooled runs of {len(pooled)} code versions (--pool-versions; runs without a "
+            f"provenance tag are 'unknown'): {listed}.")
 
 
 def guard_key(frame: pd.DataFrame) -> pd.Series:

@@ -35,6 +35,7 @@ import pandas as pd
 
 from trainables import names
 from trainables.names import DERIVED_PARAM_TYPES, METRICS, TRIAL_PARAM_TYPES
+from trainables.provenance import UNKNOWN as UNKNOWN_VERSION
 
 #: Params typed back from MLflow's strings: the trial keys and derived params (one home,
 #: ``trainables.names``), plus the columns of the published tables (``analysis.reference``).
@@ -55,7 +56,7 @@ COLUMN_ROLES: dict[str, str] = {**names.KEY_ROLES, **PUBLISHED_ROLES}
 
 ID_COLUMNS: tuple[str, ...] = (
     "run_id", "run_name", "experiment", "parent_run_id", "status", "diverged", "diverged_step",
-    "diverged_reason", "origin", "source",
+    "diverged_reason", "origin", "source", "code_version",
 )
 
 STATUSES = ("finished", "diverged", "crashed", "running")
@@ -165,6 +166,10 @@ def _run_row(run, experiment_name: str) -> dict[str, Any]:
         diverged_step=tags.get(names.DIVERGED_STEP_TAG),
         diverged_reason=tags.get(names.DIVERGED_REASON_TAG),
         study=tags.get(names.STUDY_TAG),
+        code_version=tags.get(names.CODE_VERSION_TAG),
+        source_hash=tags.get(names.SOURCE_HASH_TAG),
+        git_commit=tags.get(names.GIT_COMMIT_TAG),
+        git_dirty=tags.get(names.GIT_DIRTY_TAG),
         mlflow_status=run.info.status,
         start_time=run.info.start_time,
         end_time=run.info.end_time,
@@ -220,6 +225,41 @@ def load_parents(experiment: str, tracking_uri: str | None = None) -> pd.DataFra
                  git_commit=r.data.tags.get(names.GIT_COMMIT_TAG)) for r in runs]
     return pd.DataFrame(rows, columns=["run_id", "run_name", "start_time", "study", "hypotheses",
                                        "git_commit"])
+
+
+# --------------------------------------------------------------------------------------- versions
+class CodeVersionError(ValueError):
+    """Runs of different code versions in one analysis; ``str(err)`` is one line naming them."""
+
+
+def code_versions(frame: pd.DataFrame) -> pd.Series:
+    """The code version of every row of our own runs (``origin`` "run"): the
+    ``lipstudy.code_version`` tag (``trainables.provenance``), "unknown" for runs without it
+    (made before the tag existed; e.g. a CSV of such runs)."""
+    mine = frame["origin"].fillna("run") == "run" if "origin" in frame.columns else \
+        pd.Series(True, index=frame.index)
+    ver = frame["code_version"] if "code_version" in frame.columns else \
+        pd.Series(None, index=frame.index, dtype=object)
+    return ver[mine].astype(object).where(ver[mine].notna(), UNKNOWN_VERSION)
+
+
+def check_versions(frame: pd.DataFrame, *, pool: bool = False) -> dict[str, int]:
+    """Refuse to pool our runs of different code versions into one analysis.
+
+    Returns {version: runs}. With more than one version — "unknown" (runs without the tag)
+    counts as a version of its own — raises :class:`CodeVersionError` naming them, unless
+    ``pool``; then the frame is marked (``frame.attrs["pooled_versions"]``) so that
+    ``analysis.frames.prep`` accepts it and the report lists the versions. Published and
+    external rows (other origins) have no code version and are never counted."""
+    counts = code_versions(frame).value_counts().to_dict()
+    if len(counts) > 1 and not pool:
+        listed = ", ".join(f"{v} ({n} runs)" for v, n in counts.items())
+        raise CodeVersionError(f"runs of {len(counts)} code versions: {listed}; analyse one "
+                               f"version, or pool them with --pool-versions (the report lists "
+                               f"them)")
+    if len(counts) > 1:
+        frame.attrs["pooled_versions"] = counts
+    return counts
 
 
 # --------------------------------------------------------------------------------------- CSV

@@ -38,7 +38,7 @@ from analysis import hypotheses as hyp
 from analysis import scale, tables
 from analysis.outcome import FID_CAP_INCEPTION, Q_LEARNED, with_outcome
 from analysis.tables import fid_table  # noqa: F401  (public: report.fid_table)
-from analysis.frames import is_continuous
+from analysis.frames import is_continuous, versions_note
 
 HISTORY_METRICS = ("omega_real_min", "omega_real_max", "omega_fake_min", "omega_fake_max",
                    "grad_norm_real", "grad_norm_fake", "omega_bound", "sn_sigma_product",
@@ -329,6 +329,8 @@ def build(frame: pd.DataFrame, out_dir: str | Path, *, histories: pd.DataFrame |
           f"{q_broken:g} on the run's own FID scale (below), or diverged (FID = cap); without a "
           f"scale, Inception FID ≥ {fid_cap:g} (the Lipschitz paper's rule). Crashed/running runs "
           f"are not outcomes.")
+    if versions_note(frame):
+        doc.p(versions_note(frame))
 
     def add_figs(items, caption):
         for path in figs.save(items, fig_dir):
@@ -384,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-attach", action="store_true", help="do not attach to the parent MLflow run")
     ap.add_argument("--no-histories", action="store_true", help="skip per-step histories (faster)")
     ap.add_argument("--no-reference", action="store_true", help="do not show the papers' numbers")
+    ap.add_argument("--pool-versions", action="store_true",
+                    help="analyse runs of several code versions together (the report lists them)")
     args = ap.parse_args(argv)
     if not args.experiment and not args.csv:
         print("lipstudy report: give --experiment NAME and/or --csv FILE", file=sys.stderr)
@@ -394,6 +398,7 @@ def main(argv: list[str] | None = None) -> int:
         frames = [load.load_runs(args.experiment, args.tracking_uri)] if args.experiment else []
         frames += [load.frame_from_csv(p) for p in args.csv]
         frame = load.concat(frames)
+        load.check_versions(frame, pool=args.pool_versions)  # one line naming them, else refused
         hist = None
         if args.experiment and not args.no_histories and len(frame):
             hist = load.load_histories(frame, HISTORY_METRICS, args.tracking_uri)

@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from study.interrupt import StopSignals
 from study.recovery import reconcile_runs, record_reconciliation
 from study.summary import StudyOutcome, summarize
 from study.tracking import StudyTracking, absolute_uri, default_tracking_uri, start_study_run
-from trainables import names
+from trainables import names, provenance
 
 STATE_FILE = "lipstudy_study.json"
 
@@ -376,7 +377,7 @@ def run_study(spec: StudySpec, study_text: str, *, tracking_uri: str | None = No
     optuna_loc = storage_location(spec, study_dir) if spec.search != "grid" else None
     quiet_libraries(verbose)
     tracking = start_study_run(uri, spec.name, study_text, hypotheses=spec.hypotheses,
-                               tags={names.SEARCH_TAG: spec.search,
+                               tags={**provenance.current().tags(), names.SEARCH_TAG: spec.search,
                                      names.STUDY_DIR_TAG: study_dir,
                                      **({names.OPTUNA_STORAGE_TAG: optuna_loc}
                                         if optuna_loc else {})})
@@ -423,6 +424,23 @@ def _fit(make_tuner, spec: StudySpec, tracking: StudyTracking, study_dir: str, t
     return summarize(results, spec, tracking, study_dir, t0, interrupted_by=stop.name)
 
 
+def record_code_version(client, parent_run_id: str, version: str) -> str | None:
+    """Compare the code of this resume with the study's (``trainables.provenance``): when they
+    differ, say so on stderr (one line, before anything continues) and list every version, first
+    run then resumes, in the parent's ``lipstudy.resumed_code_versions``. Returns the line."""
+    tags = client.get_run(parent_run_id).data.tags
+    seen = (tags.get(names.RESUMED_CODE_VERSIONS_TAG)
+            or tags.get(names.CODE_VERSION_TAG, provenance.UNKNOWN)).split(",")
+    if seen[-1] == version:
+        return None
+    line = (f"lipstudy resume: this study ran on code {', '.join(dict.fromkeys(seen))}; this "
+            f"resume runs {version}. Its runs will carry both versions, which the report refuses "
+            f"to pool unless --pool-versions.")
+    print(line, file=sys.stderr, flush=True)
+    client.set_tag(parent_run_id, names.RESUMED_CODE_VERSIONS_TAG, ",".join([*seen, version]))
+    return line
+
+
 def resume_study(study_dir: str, *, address: str | None = None, quiet: bool = False,
                  verbose: bool = False, on_signal=None) -> StudyOutcome:
     """Finish an interrupted study: ``Tuner.restore`` with the same trainable context.
@@ -449,6 +467,7 @@ def resume_study(study_dir: str, *, address: str | None = None, quiet: bool = Fa
     rec = reconcile_runs(study_dir, tracking)
     resumed = int(client.get_run(tracking.parent_run_id).data.tags.get(names.RESUMED_TAG, 0)) + 1
     client.set_tag(tracking.parent_run_id, names.RESUMED_TAG, resumed)
+    record_code_version(client, tracking.parent_run_id, provenance.current().version)
     record_reconciliation(tracking, resumed, rec)
     client.update_run(tracking.parent_run_id, status="RUNNING")
     client.set_tag(tracking.parent_run_id, names.STATUS_TAG, "running")

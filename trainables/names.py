@@ -30,6 +30,14 @@ SEARCH_TAG = "lipstudy.search"
 STUDY_DIR_TAG = "lipstudy.study_dir"
 OPTUNA_STORAGE_TAG = "lipstudy.optuna_storage"
 GIT_COMMIT_TAG = "lipstudy.git_commit"
+# provenance of the code a run (or the study's driver) imported: trainables.provenance
+CODE_VERSION_TAG = "lipstudy.code_version"    # one comparable string per code state
+SOURCE_HASH_TAG = "lipstudy.source_hash"      # SHA-256 of the package sources
+CODE_ROOT_TAG = "lipstudy.code_root"          # where the imported packages live
+GIT_DIRTY_TAG = "lipstudy.git_dirty"          # "true"/"false" (in a git checkout only)
+PACKAGE_VERSION_TAG = "lipstudy.package_version"  # outside a git checkout
+LIBRARY_VERSIONS_TAG = "lipstudy.library_versions"  # "ray 2.60.0, mlflow 3.17.2"
+RESUMED_CODE_VERSIONS_TAG = "lipstudy.resumed_code_versions"  # parent: versions, run then resumes
 HYPOTHESES_TAG = "lipstudy.hypotheses"
 TRIALS_TAG = "lipstudy.trials"
 ERRORED_TRIALS_TAG = "lipstudy.errored_trials"

@@ -24,10 +24,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from trainables import provenance
 from trainables.config import validate_trial
 from trainables.devices import apply_precision, require_usable_cuda
 from trainables.environment import environment_params
 from trainables.mlflow_logger import TRIAL_ID_TAG, MlflowTrialLogger, run_name
+from trainables.names import CODE_VERSION_TAG
 from trainables.regularizers import REGULARIZERS
 from trainables.train import Callbacks, TrialResult, resolve_device, train
 
@@ -262,13 +264,19 @@ def open_trial_run(cfg: dict[str, Any], device: torch.device, context: TrialCont
                   "fid_final_samples": cfg.get("fid_final_samples") or cfg["fid_samples"],
                   "fid_ref_split": cfg["fid_ref_split"]}
     params = {**cfg, **fid_params, "device": device.type, **environment_params(device)}
-    tags = {"lipstudy.study": context.study_name, TRIAL_ID_TAG: trial_tag, **(extra_tags or {})}
+    code = provenance.current().tags()  # the code this process imported (trainables.provenance)
+    tags = {"lipstudy.study": context.study_name, TRIAL_ID_TAG: trial_tag, **code,
+            **(extra_tags or {})}
     logger = MlflowTrialLogger(
         context.tracking_uri, context.experiment_id, name=trial_run_name(cfg),
         params=params, parent_run_id=context.parent_run_id, tags=tags, run_id=run_id,
         synchronous=False,  # metrics via an in-order writer thread; flushed at every checkpoint
     )
-    if logger.resumed:
+    if logger.resumed:  # a continued run: trained by every version that touched it
+        before = logger._call("get run", logger.client.get_run, logger.run_id).data.tags.get(
+            CODE_VERSION_TAG)
+        code[CODE_VERSION_TAG] = provenance.merged_version(before, code[CODE_VERSION_TAG])
+        logger.set_tags(code)
         logger.log_params(params)  # this attempt's device and environment: changes are tagged
     return logger, params
 
