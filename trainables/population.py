@@ -668,6 +668,9 @@ def train_population(
             live = [i for i in live if runs[i].result is None]
         if stats:
             for i in live:
+    from trainables.devices import apply_precision  # as train(): one precision per pack
+
+    apply_precision(configs[0].get("precision", "fp32"), pop.device)
                 m = pop.sync(i)
                 mt = m.measure(pop.member_out(out, i))
                 runs[i].latest.update(mt)

@@ -1,8 +1,13 @@
 """CUDA-only checks (issue #12 item 4): tiny trials end to end on the GPU in every step mode, the
 sync-free and captured steps against eager, no host sync inside a sync-free or graphed step, and a
-population (pack) trial end to end with its FID on the GPU. Skipped without CUDA; run them with
-``pytest tests/trainables/test_cuda.py`` on a GPU machine (the CPU side of the step modes is
-``tests/trainables/test_step_modes.py``)."""
+population (pack) trial end to end with its FID on the GPU; checkpoints loaded onto the GPU and
+moved between the GPU and the CPU; both values of the ``precision`` key. Skipped without CUDA;
+run them with ``pytest tests/trainables/test_cuda.py`` on a GPU machine (the CPU side of the step
+modes is ``tests/trainables/test_step_modes.py``, of checkpoints
+``tests/trainables/test_checkpoint_devices.py``, of precision ``tests/trainables/test_devices.py``).
+
+Comparisons between modes run with ``precision: fp32`` (the default; ``train`` and
+``train_population`` apply it), so differences are the modes', not TF32's."""
 
 import copy
 import math
@@ -10,8 +15,10 @@ import math
 import pytest
 import torch
 
+from trainables import streams
 from trainables import train as train_mod
 from trainables.config import validate_trial
+from trainables.ray_trainable import load_state
 from trainables.train import Callbacks, GANTrial, train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -22,7 +29,7 @@ MODES = ["eager", "sync_free", "compiled", "cuda_graph"]
 def toy(**kw):
     base = dict(dataset="ring8", arch="mlp", width=0.25, loss="ns", regularizer="sn",
                 iterations=30, stats_every=10, eval_every=30, fid_samples=200, batch_size=32,
-                lr_d=1e-4, lr_g=1e-4, device="cuda")
+                lr_d=1e-4, lr_g=1e-4, device="cuda", precision="fp32")
     base.update(kw)
     return validate_trial(base)
 
@@ -30,7 +37,7 @@ def toy(**kw):
 def images(**kw):
     base = dict(dataset="fashion_mnist_mini", arch="dcgan32", width=0.0625, loss="ns",
                 regularizer="sn", iterations=8, stats_every=4, eval_every=4, fid_samples=40,
-                fid_extractor="domain", batch_size=16, device="cuda")
+                fid_extractor="domain", batch_size=16, device="cuda", precision="fp32")
     base.update(kw)
     return validate_trial(base)
 
@@ -70,13 +77,6 @@ def made(monkeypatch):
     return built
 
 
-@pytest.fixture
-def no_tf32(monkeypatch):
-    """Full float32 convolutions and matmuls, so that differences are the modes', not TF32's."""
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
-
-
 def _run(cfg, mode, **kw):
     rec = Recorder()
     result = train(dict(cfg, step_mode=mode), rec, **kw)
@@ -93,7 +93,8 @@ def _params(state):
 @pytest.mark.parametrize("mode", MODES)
 def test_image_trial_end_to_end_on_cuda(mode, made):
     """dcgan32 on the embedded set with SN, FID on the domain extractor, all on the GPU:
-    finished, every metric finite, FID computed on CUDA, checkpoints resumable on CPU."""
+    finished, every metric finite, FID computed on CUDA; the checkpoint of every mode, loaded
+    with ``map_location="cuda"`` (generator states then on the GPU), resumes eagerly."""
     cfg = images()
     rec, result = _run(cfg, mode)
     assert result.status == "finished", result.reason
@@ -110,7 +111,8 @@ def test_image_trial_end_to_end_on_cuda(mode, made):
         assert all(math.isfinite(v) for v in m.values()), m
     assert rec.final["fid_final"] >= 0
     # the checkpoint of any mode is an ordinary state: an eager trial continues from it
-    state = torch.load(_roundtrip(rec.states[4]), weights_only=True)
+    state = torch.load(_roundtrip(rec.states[4]), weights_only=True, map_location="cuda")
+    assert state["data_gen"].is_cuda and state["torch_rng"].is_cuda
     rec_e, res_e = _run(cfg, "eager", state=state)
     assert res_e.status == "finished" and set(rec_e.evals) == {8}
 
@@ -122,6 +124,71 @@ def _roundtrip(state):
     torch.save(state, buf)
     buf.seek(0)
     return buf
+
+
+def _tensors(obj):
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _tensors(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from _tensors(v)
+
+
+def test_gpu_checkpoint_loaded_as_the_trainables_do_continues_the_run(tmp_path):
+    """save → ``load_state`` (what the Ray trainables call: every tensor on the CPU) → the trial
+    continues on the GPU: generator states restored, parameters at the end as the uninterrupted
+    run's (cuDNN may pick other algorithms: within PARAM_ATOL)."""
+    cfg = images()
+    full, _ = _run(cfg, "eager")
+    path = tmp_path / "state.pt"
+    torch.save(full.states[4], path)
+    state = load_state(str(path))
+    assert all(t.device.type == "cpu" for t in _tensors(state))
+    assert state["device_type"] == "cuda"
+    rec, res = _run(cfg, "eager", state=state)
+    assert res.status == "finished" and set(rec.evals) == {8}
+    assert torch.equal(full.states[8]["noise_gen"], rec.states[8]["noise_gen"])
+    assert torch.equal(full.states[8]["data_gen"], rec.states[8]["data_gen"])
+    for k, v in _params(full.states[8]).items():
+        assert torch.allclose(v, _params(rec.states[8])[k], rtol=0, atol=PARAM_ATOL), k
+
+
+@pytest.mark.parametrize("there,back", [("cuda", "cpu"), ("cpu", "cuda")])
+def test_checkpoint_moves_between_the_gpu_and_the_cpu(there, back, tmp_path):
+    """A trial's checkpoint resumes on the other device type: CPU generators restored, the
+    device-side noise generator re-seeded from (seed, step) (its state belongs to the other
+    generator type), the trial runs to its end."""
+    first, _ = _run(images(device=there), "eager")
+    path = tmp_path / "state.pt"
+    torch.save(first.states[4], path)
+    cfg = images(device=back)
+    t = GANTrial(cfg, back)
+    t.load_state_dict(load_state(str(path)))
+    want = torch.Generator(device=back).manual_seed(
+        streams.reseed_value(cfg["seed"], streams.NOISE, 4))
+    assert torch.equal(t.noise_gen.get_state(), want.get_state())
+    assert torch.equal(t.data_gen.get_state(), first.states[4]["data_gen"].cpu())
+    rec, res = _run(cfg, "eager", state=load_state(str(path)))
+    assert res.status == "finished" and set(rec.evals) == {8}
+    assert rec.states[8]["device_type"] == back
+    assert all(math.isfinite(v) for v in rec.final.values())
+
+
+def test_tf32_precision_turns_tf32_on_and_fp32_turns_it_off():
+    """The production choice ``tf32`` runs end to end with TF32 on; ``fp32`` (default) is full
+    float32 again; cuDNN's autotuner is on for CUDA trials."""
+    rec, res = _run(images(precision="tf32"), "eager")
+    assert res.status == "finished"
+    assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+    assert torch.get_float32_matmul_precision() == "high" and torch.backends.cudnn.benchmark
+    for m in (*rec.stats.values(), *rec.evals.values(), rec.final):
+        assert all(math.isfinite(v) for v in m.values()), m
+    _run(images(iterations=4, eval_every=4), "eager")
+    assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+    assert torch.get_float32_matmul_precision() == "highest"
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -147,7 +214,7 @@ PARAM_ATOL, METRIC_RTOL = 1e-5, 1e-4
                                                            eval_every=12, lr_d=1e-4,
                                                            lr_g=1e-4, **kw)],
                          ids=["toy-mlp-sn", "dcgan32-sn"])
-def test_mode_matches_eager_on_cuda(mode, make, no_tf32, made):
+def test_mode_matches_eager_on_cuda(mode, make, made):
     cfg = make()
     n = cfg["iterations"]
     ra, res_a = _run(cfg, "eager")
@@ -217,7 +284,7 @@ def test_step_has_no_host_sync(mode, make):
     assert t.flagged_divergence() is None and t.step == 10
 
 
-def test_cuda_graph_trial_resumes_from_its_checkpoint(no_tf32):
+def test_cuda_graph_trial_resumes_from_its_checkpoint():
     cfg = toy(iterations=20, stats_every=5, eval_every=10)
     r_full, _ = _run(cfg, "cuda_graph")
     st = r_full.states[10]
@@ -234,7 +301,7 @@ def test_cuda_graph_trial_resumes_from_its_checkpoint(no_tf32):
 
 
 @pytest.mark.parametrize("mode", ["eager", "sync_free", "cuda_graph"])
-def test_population_end_to_end_on_cuda_with_fid_on_the_gpu(mode, no_tf32, monkeypatch):
+def test_population_end_to_end_on_cuda_with_fid_on_the_gpu(mode, monkeypatch):
     """A pack of 3 image configs (two losses, two k_SN, two seeds) through
     ``trainables.population.train_population`` on CUDA: every member finished with a finite FID
     (domain extractor on the GPU) and, as issue #12 requires of a pack, its loss_d and Ω at the
