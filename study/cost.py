@@ -4,11 +4,14 @@ the shape on a GPU, else a model (±2x).
 **Measured.** ``bench/gpu_throughput.py --out DIR/README.md`` also writes ``DIR/figures.json``: per
 measured shape (arch, channels, width, batch) the best step mode, its population P and its ms per
 trial-iteration. :func:`load_figures` reads it from ``$LIPSTUDY_GPU_FIGURES`` or
-``docs/results/gpu-throughput/figures.json``; a config of a measured shape costs
-``iterations × ms`` scaled by the model's FLOP ratio of its own step to the benchmark's
-(other regularizers, ``n_dis``), plus FID as below. ``gpu: auto`` studies pack their configs by the
-best P (``study.tuner.auto_population``). No GPU has been lent to this project yet, so no
-figures file is committed and every estimate in the presets' headers is the model.
+``docs/results/gpu-throughput/figures.json``. The figures hold for the GPU model they were
+measured on (``gpu_model`` in the file): they count only when the cluster's model is known
+(``$LIPSTUDY_GPU_MODEL`` or a live GPU node's Ray ``accelerator_type``) and the same. Then a
+config of a measured shape costs ``iterations × ms`` scaled by the model's FLOP ratio of its own
+step to the benchmark's (other regularizers, ``n_dis``), plus FID as below. ``gpu: auto``
+studies pack their configs by the best P (``study.tuner.auto_population``). No GPU has been lent
+to this project yet, so no figures file is committed and every estimate in the presets' headers
+is the model.
 
 **Model.**
 
@@ -67,15 +70,47 @@ def _step_flops(arch: str, channels: int, width: float, batch: int, n_dis: int,
 
 
 #: Format of ``figures.json`` (bench/gpu_throughput.py writes it).
-FIGURES_VERSION = 1
+FIGURES_VERSION = 2
 FIGURES_ENV = "LIPSTUDY_GPU_FIGURES"
+#: The cluster's GPU model (``torch.cuda.get_device_name`` or Ray's accelerator type, e.g. H100)
+#: when the driver cannot see it: an autoscaling cluster has no GPU node before trials ask.
+GPU_MODEL_ENV = "LIPSTUDY_GPU_MODEL"
 DEFAULT_FIGURES = Path(__file__).resolve().parents[1] / "docs/results/gpu-throughput/figures.json"
+
+
+def accelerator_type(gpu_name: str | None) -> str | None:
+    """A GPU model name as Ray labels a node's GPUs (``accelerator_type:<T>`` resources):
+    "NVIDIA H100 80GB HBM3" → "H100"; a name that already is a type ("A10G") stays. Ray's own
+    mapping (``NvidiaGPUAcceleratorManager``, private API), so the benchmark's
+    ``torch.cuda.get_device_name`` and a cluster's resources name one model alike."""
+    if not gpu_name or not str(gpu_name).strip():
+        return None
+    from ray._private.accelerators.nvidia_gpu import NvidiaGPUAcceleratorManager
+
+    return NvidiaGPUAcceleratorManager._gpu_name_to_accelerator_type(str(gpu_name).strip())
+
+
+def cluster_gpu_model() -> str | None:
+    """The GPU model trials will run on: ``$LIPSTUDY_GPU_MODEL``, else the one
+    ``accelerator_type:<T>`` resource of the connected Ray cluster's live nodes (Ray adds it on
+    GPU nodes), else None (no Ray, no GPU node up yet, or several models)."""
+    if os.environ.get(GPU_MODEL_ENV, "").strip():
+        return os.environ[GPU_MODEL_ENV].strip()
+    import ray
+
+    if not ray.is_initialized():
+        return None
+    prefix = "accelerator_type:"
+    types = {k[len(prefix):] for k in ray.cluster_resources() if k.startswith(prefix)}
+    return types.pop() if len(types) == 1 else None
 
 
 def load_figures(path: str | os.PathLike | None = None) -> dict[str, Any] | None:
     """The GPU benchmark's measured figures (``path``, ``$LIPSTUDY_GPU_FIGURES`` or the committed
     ``docs/results/gpu-throughput/figures.json``), or None when there are none. Only figures
-    measured on CUDA count: a CPU smoke run of the benchmark says nothing about a GPU."""
+    measured on CUDA count: a CPU smoke run of the benchmark says nothing about a GPU. Whether
+    they hold for the cluster's GPU model is :func:`figures_for_model`'s call, made where they are
+    used (pricing, packing)."""
     p = Path(path or os.environ.get(FIGURES_ENV) or DEFAULT_FIGURES)
     if not p.is_file():
         return None
@@ -86,7 +121,40 @@ def load_figures(path: str | os.PathLike | None = None) -> dict[str, Any] | None
     if fig.get("version") != FIGURES_VERSION or not isinstance(fig.get("shapes"), list):
         raise ValueError(f"{p}: GPU figures version {fig.get('version')!r}, expected "
                          f"{FIGURES_VERSION} (re-run bench/gpu_throughput.py)")
-    return fig if fig.get("device_type") == "cuda" else None
+    if fig.get("device_type") != "cuda":
+        return None
+    if not isinstance(fig.get("gpu_model"), str) or not fig["gpu_model"].strip():
+        raise ValueError(f"{p}: GPU figures without the GPU model they were measured on "
+                         "(re-run bench/gpu_throughput.py)")
+    return fig
+
+
+_SAID: set[str] = set()
+
+
+def _say_once(line: str) -> None:
+    if line not in _SAID:
+        _SAID.add(line)
+        print(line, flush=True)
+
+
+def figures_for_model(figures: dict[str, Any] | None,
+                      gpu_model: str | None = None) -> dict[str, Any] | None:
+    """``figures`` when they were measured on the GPU model trials run on (``gpu_model``, default
+    :func:`cluster_gpu_model`; compared as Ray accelerator types), else None: with the model
+    unknown or another one, costs and packing fall back to the model, said in one line."""
+    if not figures:
+        return None
+    measured, target = figures.get("gpu_model"), gpu_model or cluster_gpu_model()
+    if target is None:
+        _say_once(f"GPU figures measured on {measured}; the cluster's GPU model is unknown (set "
+                  f"{GPU_MODEL_ENV}): costs and packing use the model")
+        return None
+    if (accelerator_type(target) or "").lower() != (accelerator_type(measured) or "").lower():
+        _say_once(f"GPU figures measured on {measured}, the cluster runs {target}: costs and "
+                  "packing use the model")
+        return None
+    return figures
 
 
 def measured_shape(cfg: dict[str, Any], figures: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -103,15 +171,17 @@ def measured_shape(cfg: dict[str, Any], figures: dict[str, Any] | None) -> dict[
     return None
 
 
-def trial_seconds(cfg: dict[str, Any], figures: dict[str, Any] | None = None) -> float:
+def trial_seconds(cfg: dict[str, Any], figures: dict[str, Any] | None = None,
+                  gpu_model: str | None = None) -> float:
     """GPU seconds of one complete trial config (``validate_trial`` output): measured when
-    ``figures`` holds its shape (see the module docstring), else modelled."""
+    ``figures`` hold its shape and were measured on ``gpu_model`` (:func:`figures_for_model`; see
+    the module docstring), else modelled."""
     from trainables.data import channels
 
     ch = channels(cfg["dataset"])
     flops = _step_flops(cfg["arch"], ch, float(cfg["width"]), int(cfg["batch_size"]),
                         int(cfg["n_dis"]), cfg["regularizer"], cfg.get("alr_iters", 1))
-    shape = measured_shape(cfg, figures)
+    shape = measured_shape(cfg, figures_for_model(figures, gpu_model))
     if shape is not None:
         ref = _step_flops(shape["arch"], int(shape["channels"]), float(shape["width"]),
                           int(shape["batch_size"]), int(shape["n_dis"]), shape["regularizer"])
@@ -122,16 +192,20 @@ def trial_seconds(cfg: dict[str, Any], figures: dict[str, Any] | None = None) ->
     return cfg["iterations"] * step_s + n_evals * cfg["fid_samples"] / FID_IMG_PER_S
 
 
-def best_population(figures: dict[str, Any] | None) -> int:
+def best_population(figures: dict[str, Any] | None, gpu_model: str | None = None) -> int:
     """The population P of the benchmark's best mode on its first (MNIST Table 2) shape; 1 without
-    figures."""
+    figures or when they were measured on another GPU model than ``gpu_model``
+    (:func:`figures_for_model`)."""
+    figures = figures_for_model(figures, gpu_model)
     if not figures or not figures["shapes"]:
         return 1
     return max(1, int(figures["shapes"][0].get("population", 1)))
 
 
-def study_gpu_hours(configs: list[dict[str, Any]], figures: dict[str, Any] | None = None) -> float:
+def study_gpu_hours(configs: list[dict[str, Any]], figures: dict[str, Any] | None = None,
+                    gpu_model: str | None = None) -> float:
     from trainables.config import validate_trial
 
-    return sum(trial_seconds(validate_trial(c, check_data=False), figures)
+    model = (gpu_model or cluster_gpu_model()) if figures else None
+    return sum(trial_seconds(validate_trial(c, check_data=False), figures, model)
                for c in configs) / 3600

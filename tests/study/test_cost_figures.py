@@ -1,6 +1,7 @@
-"""GPU costs and ``gpu: auto`` packing from the GPU benchmark's measured figures (issue #12 item 4):
+"""GPU costs and ``gpu: auto`` packing from the GPU benchmark's measured figures:
 ``bench/gpu_throughput.py --out`` writes ``figures.json``, ``study.cost`` prices a config of a
-measured shape from it, and a ``gpu: auto`` study on a GPU cluster packs by the best P it found."""
+measured shape from it, and a ``gpu: auto`` study on a GPU cluster packs by the best P it found,
+only on the GPU model the figures were measured on."""
 
 from __future__ import annotations
 
@@ -25,10 +26,20 @@ SHAPE = dict(label="MNIST Table 2", dataset="fashion_mnist_mini", arch="dcgan32"
              best_over_eager=12.0)
 
 
-def _figures(tmp_path, device_type="cuda", version=cost.FIGURES_VERSION, shapes=(SHAPE,)):
+MODEL = "NVIDIA H100 80GB HBM3"  # torch.cuda.get_device_name; Ray's accelerator type: H100
+
+
+@pytest.fixture(autouse=True)
+def _no_gpu_model(monkeypatch):
+    monkeypatch.delenv(cost.GPU_MODEL_ENV, raising=False)
+    monkeypatch.setattr(cost, "_SAID", set())  # each test sees the fall-back line afresh
+
+
+def _figures(tmp_path, device_type="cuda", version=cost.FIGURES_VERSION, shapes=(SHAPE,),
+             gpu_model=MODEL):
     p = tmp_path / "figures.json"
     p.write_text(json.dumps({"version": version, "device_type": device_type,
-                             "shapes": list(shapes)}))
+                             "gpu_model": gpu_model, "shapes": list(shapes)}))
     return p
 
 
@@ -43,14 +54,17 @@ def test_no_figures_means_the_model(tmp_path, monkeypatch):
 
 def test_cpu_figures_and_foreign_versions_do_not_price_a_gpu(tmp_path):
     assert cost.load_figures(_figures(tmp_path, device_type="cpu")) is None  # a CPU smoke run
-    with pytest.raises(ValueError, match="version 0, expected 1"):
+    with pytest.raises(ValueError, match=f"version 0, expected {cost.FIGURES_VERSION}"):
         cost.load_figures(_figures(tmp_path, version=0))
+    with pytest.raises(ValueError, match="without the GPU model"):
+        cost.load_figures(_figures(tmp_path, gpu_model=None))
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(ValueError, match="not a GPU figures file"):
         cost.load_figures(tmp_path / "bad.json")
 
 
-def test_a_measured_shape_is_priced_from_the_measurement(tmp_path):
+def test_a_measured_shape_is_priced_from_the_measurement(tmp_path, monkeypatch):
+    monkeypatch.setenv(cost.GPU_MODEL_ENV, "H100")
     fig = cost.load_figures(_figures(tmp_path))
     base = dict(dataset="fashion_mnist_mini", width=1.0, iterations=10_000, eval_every=10_000,
                 fid_samples=5_000)
@@ -70,6 +84,46 @@ def test_a_measured_shape_is_priced_from_the_measurement(tmp_path):
     assert cost.best_population(fig) == 16
 
 
+def test_figures_count_only_on_the_gpu_model_they_were_measured_on(tmp_path, capsys,
+                                                                   monkeypatch):
+    fig = cost.load_figures(_figures(tmp_path))
+    cfg = validate_trial(dict(dataset="fashion_mnist_mini", width=1.0, iterations=10_000,
+                              eval_every=10_000, fid_samples=5_000), check_data=False)
+    measured = 10_000 * 0.5e-3 + 5_000 / cost.FID_IMG_PER_S
+    modelled = cost.trial_seconds(cfg)
+    assert modelled != pytest.approx(measured)
+    # model A (as torch names it, or as Ray's accelerator type): the measurement
+    for a in (MODEL, "H100", "h100"):
+        assert cost.best_population(fig, gpu_model=a) == 16
+        assert cost.trial_seconds(cfg, fig, gpu_model=a) == pytest.approx(measured)
+    assert capsys.readouterr().out == ""
+    # model B: the model, said once
+    assert cost.best_population(fig, gpu_model="NVIDIA A10G") == 1
+    assert cost.trial_seconds(cfg, fig, gpu_model="NVIDIA A10G") == modelled
+    hours = cost.study_gpu_hours([dict(cfg)] * 3, fig, "NVIDIA A10G")
+    assert hours == pytest.approx(3 * modelled / 3600)
+    out = capsys.readouterr().out.splitlines()
+    assert out == [f"GPU figures measured on {MODEL}, the cluster runs NVIDIA A10G: costs and "
+                   "packing use the model"]
+    # unknown: no $LIPSTUDY_GPU_MODEL and no Ray cluster with a GPU node
+    assert cost.cluster_gpu_model() is None
+    assert cost.best_population(fig) == 1 and cost.trial_seconds(cfg, fig) == modelled
+    assert "GPU model is unknown (set LIPSTUDY_GPU_MODEL)" in capsys.readouterr().out
+    # a live GPU node's accelerator_type resource names the model (Ray adds it on GPU nodes)
+    import ray
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)
+    monkeypatch.setattr(ray, "cluster_resources",
+                        lambda: {"CPU": 8.0, "GPU": 1.0, "accelerator_type:H100": 1.0})
+    assert cost.cluster_gpu_model() == "H100"
+    assert cost.best_population(fig) == 16
+    monkeypatch.setattr(ray, "cluster_resources",
+                        lambda: {"GPU": 2.0, "accelerator_type:A10G": 1.0})
+    assert cost.best_population(fig) == 1
+    monkeypatch.setenv(cost.GPU_MODEL_ENV, "H100")  # the environment overrides the cluster
+    assert cost.best_population(fig) == 16
+
+
 GRID = """
     name: auto-pack
     resources: {{gpu: {gpu}}}
@@ -85,10 +139,14 @@ def _spec(tmp_path, gpu="auto", population="", text=GRID):
     return parse_study(path.read_text(), str(path))
 
 
-def test_gpu_auto_packs_by_the_benchmarks_best_population(tmp_path):
+def test_gpu_auto_packs_by_the_benchmarks_best_population(tmp_path, monkeypatch):
     fig = cost.load_figures(_figures(tmp_path))
     spec = _spec(tmp_path)
-    assert auto_population(spec, 1, fig) == 16          # GPU cluster, figures: P = 16
+    assert auto_population(spec, 1, fig) == 1           # the cluster's GPU model is unknown
+    monkeypatch.setenv(cost.GPU_MODEL_ENV, "A10G")
+    assert auto_population(spec, 1, fig) == 1           # measured on another model
+    monkeypatch.setenv(cost.GPU_MODEL_ENV, "H100")
+    assert auto_population(spec, 1, fig) == 16          # GPU cluster of that model: P = 16
     assert auto_population(spec, 0, fig) == 1           # no GPU: trials run alone on CPU
     assert auto_population(spec, 4, None) == 1          # no figures: today's behaviour
     assert auto_population(_spec(tmp_path, population="population: 2"), 1, fig) == 2  # set: kept
@@ -116,20 +174,31 @@ def test_an_auto_population_the_study_cannot_take_keeps_its_own(tmp_path, capsys
     assert resolve_population(spec, 4).population == 4
 
 
-def test_the_benchmark_writes_figures_cost_reads(tmp_path):
+def test_the_benchmark_writes_figures_cost_reads(tmp_path, monkeypatch):
     sys.path.insert(0, str(ROOT / "bench"))
     try:
-        import gpu_throughput as bench
+        import bench_rows
+        import gpu_report
     finally:
         sys.path.pop(0)
-    rows = [bench.Row("single eager", 1, 6.0), bench.Row("population 16 cuda_graph", 16, 8.0)]
-    best = bench.best_of(rows)
-    args = bench.parse(["--width", "1"])
+    rows = [bench_rows.Row("4 eager trials sharing the GPU (gpu: auto)", 4, 24.0),
+            bench_rows.Row("single eager", 1, 5.0),
+            bench_rows.Row("population 16 cuda_graph", 16, 8.0),
+            bench_rows.Row("single compiled", 1, note="failed: RuntimeError: boom")]
+    cfg = validate_trial(dict(dataset="fashion_mnist_mini", arch="dcgan32", width=1.0,
+                              regularizer="sn", loss="ns"), check_data=False)
+    results = [bench_rows.Result("MNIST Table 2", cfg, rows)]
+    assert results[0].best.name == "population 16 cuda_graph"
+    assert results[0].ratio == pytest.approx(6.0 / 0.5)  # vs the 4-trial baseline, not 1 eager
     out = tmp_path / "figures.json"
-    results = [("MNIST Table 2", "fashion_mnist_mini", "dcgan32", rows, best, 6.0 / 0.5)]
-    bench.write_figures(out, torch.device("cuda"), ["GPU: test"], results, args)
+    monkeypatch.setattr(gpu_report, "gpu_model", lambda device: MODEL)
+    gpu_report.write_figures(out, torch.device("cuda"), ["GPU: test"], results)
     fig = cost.load_figures(out)
-    assert fig is not None and cost.best_population(fig) == 16
+    assert fig is not None and fig["gpu_model"] == MODEL
+    assert cost.best_population(fig, "H100") == 16
+    assert cost.best_population(fig, "A10G") == 1  # measured on another model: not used
     assert math.isclose(fig["shapes"][0]["ms_per_trial_iteration"], 0.5)
-    bench.write_figures(out, torch.device("cpu"), ["CPU"], results, args)
+    assert math.isclose(fig["shapes"][0]["baseline_ms_per_trial_iteration"], 6.0)
+    monkeypatch.setattr(gpu_report, "gpu_model", lambda device: None)
+    gpu_report.write_figures(out, torch.device("cpu"), ["CPU"], results)
     assert cost.load_figures(out) is None  # a CPU smoke run never prices a GPU
