@@ -33,11 +33,19 @@ def _parser() -> argparse.ArgumentParser:
                      "or sqlite:///./mlflow.db)")
     run.add_argument("--storage-path", help="Ray Tune storage path (default: the study's)")
     run.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS or local)")
+    run.add_argument("--shared-fs", action="store_true", default=None,
+                     help="every Ray node sees this machine's files at the same paths (one "
+                     "machine, an NFS mount): allow a local storage path / tracking store on a "
+                     "multi-node cluster (default: $LIPSTUDY_SHARED_FS)")
     run.add_argument("--verbose", action="store_true", help="also show Ray's, Optuna's and "
                      "MLflow's own messages")
     res = sub.add_parser("resume", help="finish an interrupted study from its study directory")
     res.add_argument("study_dir", help="the 'Study directory' that `lipstudy run` printed")
     res.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS or local)")
+    res.add_argument("--shared-fs", action="store_true", default=None,
+                     help="every Ray node sees this machine's files at the same paths (one "
+                     "machine, an NFS mount): allow a local storage path / tracking store on a "
+                     "multi-node cluster (default: $LIPSTUDY_SHARED_FS)")
     res.add_argument("--verbose", action="store_true", help="also show Ray's, Optuna's and "
                      "MLflow's own messages")
     val = sub.add_parser("validate", help="validate study files (each one); exit 2 if any fails")
@@ -54,7 +62,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _fail(message: str) -> int:
-    print(f"lipstudy: error: {message}", file=sys.stderr)
+    for line in message.splitlines() or [""]:  # several problems: one line each
+        print(f"lipstudy: error: {line}", file=sys.stderr)
     return 2
 
 
@@ -141,9 +150,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     for note in _population_notes(spec):
         print(f"lipstudy: {note}", flush=True)
     print("lipstudy: starting Ray and MLflow ...", flush=True)
-    outcome = run_study(spec, text, tracking_uri=args.tracking_uri,
-                        storage_path=args.storage_path, address=args.address,
-                        verbose=args.verbose, on_start=_announce, on_signal=_announce_signal)
+    try:
+        outcome = run_study(spec, text, tracking_uri=args.tracking_uri,
+                            storage_path=args.storage_path, address=args.address,
+                            verbose=args.verbose, on_start=_announce, on_signal=_announce_signal,
+                            shared_fs=args.shared_fs)
+    except StudyError as err:  # the cluster refused it (study.cluster), before any trial
+        return _fail(str(err))
     print_summary(outcome)
     return _exit_status(outcome)
 
@@ -167,7 +180,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     print(f"lipstudy: resuming {args.study_dir} ...", flush=True)
     try:
         outcome = resume_study(args.study_dir, address=args.address, verbose=args.verbose,
-                               on_signal=_announce_signal)
+                               on_signal=_announce_signal, shared_fs=args.shared_fs)
     except StudyError as err:
         return _fail(str(err))
     rec = outcome.reconciliation

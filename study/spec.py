@@ -23,7 +23,7 @@ A study is a YAML mapping::
                                   #   RDB URL (sqlite:///..., postgresql://...) or a .journal path
     seeds: 3                      # replicates per configuration: a count (0..n-1) or a list
     scheduler: fifo               # fifo (reproductions) | asha (searches, on intermediate FID)
-    resources: {cpu: 1, gpu: auto, custom: {}}   # gpu auto: 0.25 when the cluster has GPUs
+    resources: {cpu: 1, gpu: auto, custom: {}}   # auto: 0.25 if the cluster has/can start GPUs
     max_concurrent: null
     max_failures: 2               # a crashed trial is retried from its last checkpoint
     checkpoints_to_keep: 2

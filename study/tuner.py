@@ -41,21 +41,16 @@ from trainables import names, provenance
 STATE_FILE = "lipstudy_study.json"
 
 
-AUTO_GPU_SHARE = 0.25
-
-
 def _gpu_share(spec: StudySpec) -> float:
-    """``auto``: when the Ray cluster has GPUs, a whole GPU per population pack (the benchmark
-    measures one pack alone on a GPU) and a quarter GPU per one-config trial (four share one GPU:
-    these models are small and launch-latency bound); without GPUs none: the trial runs on CPU.
-    The trial itself uses CUDA only where Ray gave it a GPU and CUDA exists (``trial_device``)."""
+    """The GPU share per trial (``study.cluster.gpu_plan``). A study that went through
+    :func:`prepare_cluster` carries its share as a number; ``auto`` is resolved here from the
+    cluster (live GPUs and the GPUs its autoscaler can start). The trial itself uses CUDA only
+    where Ray gave it a GPU and CUDA exists (``trial_device``)."""
     if spec.resources.gpu != "auto":
         return float(spec.resources.gpu)
-    import ray
+    from study.cluster import gpu_plan, read_cluster
 
-    if ray.cluster_resources().get("GPU", 0) <= 0:
-        return 0.0
-    return 1.0 if spec.population > 1 else AUTO_GPU_SHARE
+    return gpu_plan(spec, read_cluster())[0]
 
 
 def auto_population(spec: StudySpec, cluster_gpus: float, figures: dict[str, Any] | None) -> int:
@@ -69,16 +64,21 @@ def auto_population(spec: StudySpec, cluster_gpus: float, figures: dict[str, Any
     return best_population(figures)
 
 
-def resolve_population(spec: StudySpec, population: int | None = None) -> StudySpec:
+def resolve_population(spec: StudySpec, population: int | None = None,
+                       gpus: float | None = None) -> StudySpec:
     """``spec`` with its effective population (after ``ray.init``): ``population`` when given (a
-    resume keeps the first run's), else :func:`auto_population`. A P the study cannot take
-    (a searched study's rules, ``study.schema``) keeps the study's own, with one line saying why."""
+    resume keeps the first run's), else :func:`auto_population` for ``gpus`` (the GPUs the
+    cluster has or can start, ``study.cluster.ClusterView.gpus``; default: read the cluster). A P
+    the study cannot take (a searched study's rules, ``study.schema``) keeps the study's own, with
+    one line saying why."""
     if population is None:
-        import ray
-
         from study.cost import load_figures
 
-        population = auto_population(spec, ray.cluster_resources().get("GPU", 0), load_figures())
+        if gpus is None:
+            from study.cluster import read_cluster
+
+            gpus = read_cluster().gpus
+        population = auto_population(spec, gpus, load_figures())
     if population == spec.population:
         return spec
     from pydantic import ValidationError
@@ -359,11 +359,41 @@ def _storage_root(spec: StudySpec, storage_path: str | None) -> str:
     return root if is_remote(root) else str(Path(root.removeprefix("file://")).resolve())
 
 
+def prepare_cluster(spec: StudySpec, storage: str, tracking_uri: str, *, address: str | None,
+                    verbose: bool, shared_fs: bool | None = None,
+                    population: int | None = None) -> StudySpec:
+    """Start or join Ray and check the cluster before the parent run opens: refuse local storage
+    and tracking on more than one node (one line each, ``study.cluster``), resolve ``gpu: auto``
+    (printing what it decided) and the population. Returns the spec as it will run: its GPU share
+    a number, its population resolved (``population``: a resume's recorded one)."""
+    from study.cluster import (ClusterError, gpu_plan, multi_node_problems, read_cluster,
+                               shared_fs_default)
+
+    init_ray(address, verbose)
+    view = read_cluster()
+    shared = shared_fs_default() if shared_fs is None else shared_fs
+    problems = multi_node_problems(view, storage, tracking_uri, shared)
+    try:
+        gpu_plan(spec, view)
+    except StudyError as err:
+        problems.append(str(err))
+    if problems:
+        raise ClusterError(problems)
+    spec = resolve_population(spec, population, view.gpus)
+    share, note = gpu_plan(spec, view)
+    if note:
+        print(note, flush=True)
+    return spec.model_copy(update={"resources": spec.resources.model_copy(update={"gpu": share})})
+
+
 def run_study(spec: StudySpec, study_text: str, *, tracking_uri: str | None = None,
               storage_path: str | None = None, address: str | None = None,
               quiet: bool = False, verbose: bool = False, on_start=None,
-              on_signal=None) -> StudyOutcome:
-    """Validate, set up MLflow in the driver, run the Tuner, and summarise every trial.
+              on_signal=None, shared_fs: bool | None = None) -> StudyOutcome:
+    """Validate, check the cluster (:func:`prepare_cluster`), set up MLflow in the driver, run
+    the Tuner, and summarise every trial. ``shared_fs``: every node sees this machine's files at
+    the same paths (default: ``$LIPSTUDY_SHARED_FS``); without it, a local storage path or
+    tracking store on a cluster of more than one node is refused before anything starts.
 
     ``on_start(study_dir)`` is called once the study directory and its state file exist (the CLI
     prints the directory so a killed driver can be resumed). SIGINT/SIGTERM stop the study
@@ -372,6 +402,8 @@ def run_study(spec: StudySpec, study_text: str, *, tracking_uri: str | None = No
     uri = absolute_uri(tracking_uri or spec.tracking_uri or default_tracking_uri())
     storage = _storage_root(spec, storage_path)
     t0 = time.time()
+    run_spec = prepare_cluster(spec, storage, uri, address=address, verbose=verbose,
+                               shared_fs=shared_fs)
     run_name = study_run_name(spec, storage)
     study_dir = _join(storage, run_name)
     optuna_loc = storage_location(spec, study_dir) if spec.search != "grid" else None
@@ -396,23 +428,20 @@ def run_study(spec: StudySpec, study_text: str, *, tracking_uri: str | None = No
         return build_tuner(s, tracking, storage, quiet=quiet, run_name=run_name,
                            optuna_storage=optuna_loc)
 
-    return _fit(make, spec, tracking, study_dir, t0, address, verbose, on_signal)
+    return _fit(make, run_spec, tracking, study_dir, t0, address, verbose, on_signal)
 
 
 def _fit(make_tuner, spec: StudySpec, tracking: StudyTracking, study_dir: str, t0: float,
-         address: str | None, verbose: bool, on_signal,
-         population: int | None = None) -> StudyOutcome:
-    """Start Ray, run ``make_tuner(spec).fit()`` under the stop-signal handlers, summarise. The
-    spec gets its effective population once Ray is up (``resolve_population``; ``population``:
-    a resume's recorded one). A crash of the driver marks the parent run FAILED; a signal before
-    Tune started leaves no trials."""
+         address: str | None, verbose: bool, on_signal) -> StudyOutcome:
+    """Run ``make_tuner(spec).fit()`` under the stop-signal handlers (Ray is up and ``spec``
+    resolved: :func:`prepare_cluster`), summarise. A crash of the driver marks the parent run
+    FAILED; a signal before Tune started leaves no trials."""
     client = tracking.client()
     results = None
     with StopSignals(on_signal) as stop:
         try:
             init_ray(address, verbose)
             stop.rearm()
-            spec = resolve_population(spec, population)
             results = make_tuner(spec).fit()
         except KeyboardInterrupt:
             if not stop.interrupted:
@@ -442,7 +471,8 @@ def record_code_version(client, parent_run_id: str, version: str) -> str | None:
 
 
 def resume_study(study_dir: str, *, address: str | None = None, quiet: bool = False,
-                 verbose: bool = False, on_signal=None) -> StudyOutcome:
+                 verbose: bool = False, on_signal=None,
+                 shared_fs: bool | None = None) -> StudyOutcome:
     """Finish an interrupted study: ``Tuner.restore`` with the same trainable context.
 
     Finished trials are not re-run; unfinished and errored ones continue from their last
@@ -450,7 +480,8 @@ def resume_study(study_dir: str, *, address: str | None = None, quiet: bool = Fa
     their real Ray trial id, nothing that holds data is deleted). The searcher (OptunaSearch, its
     Repeater) comes back from Tune's experiment checkpoint, its Optuna study from the persisted
     storage. A study stopped before Tune saved any state starts its Tuner afresh in the same
-    directory and parent run. Safe to repeat on a finished or half-resumed study.
+    directory and parent run. Safe to repeat on a finished or half-resumed study. The cluster
+    is checked first, as for a new run (:func:`prepare_cluster`), before the parent run changes.
     """
     study_dir = study_dir if is_remote(study_dir) else str(Path(study_dir).resolve())
     state = read_state(study_dir)
@@ -461,6 +492,9 @@ def resume_study(study_dir: str, *, address: str | None = None, quiet: bool = Fa
     from ray import tune
 
     t0 = time.time()
+    run_spec = prepare_cluster(spec, state["storage_path"], state["tracking_uri"], address=address,
+                               verbose=verbose, shared_fs=shared_fs,
+                               population=state.get("population", spec.population))
     tracking = StudyTracking(state["tracking_uri"], state["experiment_id"], state["parent_run_id"])
     os.environ["MLFLOW_TRACKING_URI"] = tracking.tracking_uri
     client = tracking.client()
@@ -480,7 +514,6 @@ def resume_study(study_dir: str, *, address: str | None = None, quiet: bool = Fa
         return build_tuner(s, tracking, state["storage_path"], quiet=quiet,
                            run_name=state["run_name"], optuna_storage=state.get("optuna_storage"))
 
-    outcome = _fit(make, spec, tracking, study_dir, t0, address, verbose, on_signal,
-                   population=state.get("population", spec.population))
+    outcome = _fit(make, run_spec, tracking, study_dir, t0, address, verbose, on_signal)
     outcome.reconciliation = rec.as_dict()
     return outcome

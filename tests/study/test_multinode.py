@@ -86,8 +86,10 @@ def _run(tmp_path, name, extra, uri):
     path = tmp_path / "study.yaml"
     path.write_text(f"name: {name}\n" + textwrap.dedent(TRIALS) + textwrap.dedent(extra))
     spec, text = load_study(path)
+    # one machine: every node sees tmp_path, so the local storage and SQLite store are shared
+    # (study.cluster refuses them on a multi-node cluster without this marker)
     return run_study(spec, text, tracking_uri=uri, storage_path=str(tmp_path / "results"),
-                     quiet=True)
+                     quiet=True, shared_fs=True)
 
 
 def _children(uri, exp_id):
