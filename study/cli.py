@@ -33,19 +33,13 @@ def _parser() -> argparse.ArgumentParser:
                      "or sqlite:///./mlflow.db)")
     run.add_argument("--storage-path", help="Ray Tune storage path (default: the study's)")
     run.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS or local)")
-    run.add_argument("--shared-fs", action="store_true", default=None,
-                     help="every Ray node sees this machine's files at the same paths (one "
-                     "machine, an NFS mount): allow a local storage path / tracking store on a "
-                     "multi-node cluster (default: $LIPSTUDY_SHARED_FS)")
+    _add_shared_fs(run)
     run.add_argument("--verbose", action="store_true", help="also show Ray's, Optuna's and "
                      "MLflow's own messages")
     res = sub.add_parser("resume", help="finish an interrupted study from its study directory")
     res.add_argument("study_dir", help="the 'Study directory' that `lipstudy run` printed")
     res.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS or local)")
-    res.add_argument("--shared-fs", action="store_true", default=None,
-                     help="every Ray node sees this machine's files at the same paths (one "
-                     "machine, an NFS mount): allow a local storage path / tracking store on a "
-                     "multi-node cluster (default: $LIPSTUDY_SHARED_FS)")
+    _add_shared_fs(res)
     res.add_argument("--verbose", action="store_true", help="also show Ray's, Optuna's and "
                      "MLflow's own messages")
     val = sub.add_parser("validate", help="validate study files (each one); exit 2 if any fails")
@@ -59,6 +53,13 @@ def _parser() -> argparse.ArgumentParser:
                     help="tracking URI or SQLite file (default: $MLFLOW_TRACKING_URI or ./mlflow.db)")
     ui.add_argument("--port", type=int, default=5000)
     return p
+
+
+def _add_shared_fs(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--shared-fs", action="store_true", default=None,
+                        help="every Ray node sees this machine's files at the same paths (one "
+                        "machine, an NFS mount): allow a local storage path / tracking store on "
+                        "a multi-node cluster (default: $LIPSTUDY_SHARED_FS)")
 
 
 def _fail(message: str) -> int:
