@@ -284,7 +284,7 @@ def omega_shift(frame: pd.DataFrame, *, sig: float = SIG, r_min: float = 0.5,
     df = df[df["loss"].isin(set(convex_losses) | LINEAR_LOSSES)]
     drift = _drift(df, histories)
     if drift.empty:
-        return missing("needs per-step histories of Ω_i (omega_real/fake_min/max at ≥ 3 logged steps) "
+        return missing("need per-step histories of Ω_i (omega_real/fake_min/max at ≥ 3 logged steps) "
                        "of WGAN and NS/LS runs: the drift of Ω_i's centre is read from them",
                        n=len(df), run_ids=ids(df))
     s = df["run_id"].astype(str).map(drift)

@@ -247,14 +247,15 @@ def eps_counterfactual(frame: pd.DataFrame, *, small_k: float = 1.0, eps_power: 
     gate = (f" Base-ε degradation (small k vs k = 1, log FID): Δ {fmt(w.diff, '+.3f')}, one-sided Welch p "
             f"{fmt(w.p_greater, '.3g')} (n {w.n_a} vs {w.n_b}).")
     v.details += gate + bias_note
+    if len(delta) >= 2:
+        tt = sps.ttest_1samp(delta, 0.0, alternative="greater")
+        tl = sps.ttest_1samp(delta, 0.0, alternative="less")
+        v.details += f" Paired Δ(base − scaled) mean {np.mean(delta):+.3f}, one-sided p = {tt.pvalue:.3g} (n={len(delta)})."
     if not (w.p_greater < sig):
         v.verdict, v.missing = "inconclusive", ("no significant base-ε degradation at small k_SN to explain "
                                                 f"(one-sided Welch p {fmt(w.p_greater, '.3g')})")
         return v
     if len(delta) >= 2:
-        tt = sps.ttest_1samp(delta, 0.0, alternative="greater")
-        tl = sps.ttest_1samp(delta, 0.0, alternative="less")
-        v.details += f" Paired Δ(base − scaled) mean {np.mean(delta):+.3f}, one-sided p = {tt.pvalue:.3g} (n={len(delta)})."
         if tl.pvalue < sig:
             v.verdict = "contradicted"
         elif v.verdict == "supported" and not tt.pvalue < sig:

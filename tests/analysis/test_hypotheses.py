@@ -187,7 +187,7 @@ def test_omega_shift_reads_the_drift_from_histories():
     f, h = _shift_frame(0.0, 2.0)
     assert H.HYPOTHESES["domain-omega-shift"](f, histories=h).verdict == "contradicted"
     v = H.HYPOTHESES["domain-omega-shift"](f)
-    assert v.verdict == "inconclusive" and "histories" in v.missing
+    assert v.verdict == "inconclusive" and "need per-step histories" in v.missing
 
 
 def _alpha_rows(k, alphas, fid_of):
