@@ -34,11 +34,15 @@ member by member, the plain ``trainables.train.train`` (docs/design.md "Throughp
   differently); the optimizer (:class:`StackedOptimizer`) is torch's RMSprop / Adam
   update written over stacked tensors with ``torch._foreach_*`` calls, per-member lr / ε / betas
   (ε outside the root, as ``trainables.optim``): bit for bit torch's update of each member.
-* **Same records.** At stats and evaluation steps the member's slice of the stacked state is
-  copied back into its ``GANTrial`` and that trial's own ``measure`` / ``evaluate`` /
-  ``final_evaluation`` / ``state_dict`` run: every member reports through its own
-  :class:`~trainables.train.Callbacks` exactly what its one-config trial would (the pack's step
-  time is divided among the members).
+* **Same records.** At a stats step the pack measures all members at once
+  (:meth:`Population.measure`: ``trainables.stats.member_stats`` over the batched D in eval
+  mode, the SN layers' SVDs over the stacked weights, one host read for the whole pack; the
+  one-config trial's ``measure`` is the same code at P = 1, so the values are its own bit for
+  bit on CPU), then each member's ``GANTrial`` completes its record (Ω∪, the regularizer's
+  metrics). At evaluation steps the member's slice of the stacked state is copied back into its
+  ``GANTrial`` and that trial's own ``evaluate`` / ``final_evaluation`` / ``state_dict`` run:
+  every member reports through its own :class:`~trainables.train.Callbacks` exactly what its
+  one-config trial would (the pack's step time is divided among the members).
 * **Divergence without host syncs.** Non-finite losses set a per-member flag (the step and the
   values) on the device; the host reads it only at stats / evaluation steps (``sync_free``) or
   every step (``eager``). A diverged member is recorded as ``train()`` records it (same step,
@@ -121,6 +125,7 @@ from trainables.batched_optim import StackedOptimizer, _per_member
 from trainables.evaluation import final_evaluation, initial_scale
 from trainables.packing import (MEMBER_KEYS, POPULATION_REGULARIZERS, pack_configs,
                                 pack_signature, unsupported_reason)
+from trainables.stats import member_stats, spectral_norms
 from trainables.toys import toy_modes, toy_std
 from trainables.train import Callbacks, GANTrial, TrialResult, resolve_device
 
@@ -561,6 +566,44 @@ class Population:
         o["reg_metrics"] = {}
         return o
 
+    def measure(self, out: dict[str, Any], live: Sequence[int]) -> list[dict[str, float]]:
+        """The stats records of members ``live`` at this step: what each one's
+        ``GANTrial.measure`` records, measured for the whole pack at once
+        (``trainables.stats.member_stats`` over the batched D in eval mode, the SN layers'
+        SVDs over the stacked weights) and read in one device sync; Ω∪ and the regularizer's
+        metrics then completed by each member's own trial."""
+        extra: dict[str, torch.Tensor] = {}
+        if self.regularizer == "sn":
+            extra["sn_sigma"] = self._sn_sigmas(live)
+        elif self.regularizer == "gp" and hasattr(self, "_gp_stash"):
+            extra["gp_grad_norm_mean"], extra["gp_grad_norm_max"] = self._gp_stash
+        values = member_stats(lambda x: self.D(x, training=False, detach=True), out["real"],
+                              out["fake"], out["f_real"], out["f_fake"], out["f_gen"],
+                              out["penalty"], [m.loss for m in self.members], extra=extra)
+        records = []
+        for i in live:
+            m, ex = values[i]
+            trial = self.members[i]
+            if self.regularizer == "sn":
+                reg = trial.regularizer.sigma_metrics(ex["sn_sigma"], trial.D)
+            else:
+                reg = {k: v[0] for k, v in ex.items()}
+            records.append(trial.record_stats(m, reg))
+        return records
+
+    def _sn_sigmas(self, live: Sequence[int]) -> torch.Tensor:
+        """(P, L) σ(W̄) of every SN layer's effective weight (eval mode: the stored u, v), one
+        batched SVD per layer over the live members (a diverged member's weights may not be
+        finite; its row stays 0)."""
+        with torch.no_grad():
+            ws = [self.D.weight(info, training=False, detach=True)
+                  for _kind, _pre, info in self.D.layers if info.get("sn")]
+            if len(live) == self.P:
+                return spectral_norms(ws)
+            rows = torch.tensor(list(live), device=self.device)
+            sig = spectral_norms([w.index_select(0, rows) for w in ws])
+            return sig.new_zeros((self.P, sig.shape[1])).index_copy_(0, rows, sig)
+
     @torch.no_grad()
     def sync(self, i: int, *, optimizers: bool = False) -> GANTrial:
         """Copy member i's slice of the stack into its ``GANTrial`` (models; optionally the
@@ -667,12 +710,7 @@ def train_population(
                     diverged(i, s, reason)
             live = [i for i in live if runs[i].result is None]
         if stats:
-            for i in live:
-    from trainables.devices import apply_precision  # as train(): one precision per pack
-
-    apply_precision(configs[0].get("precision", "fp32"), pop.device)
-                m = pop.sync(i)
-                mt = m.measure(pop.member_out(out, i))
+            for i, mt in zip(live, pop.measure(out, live)):
                 runs[i].latest.update(mt)
                 runs[i].cb.on_stats(step, mt)
         dt = (time.perf_counter() - t0) / max(1, len(live))

@@ -60,6 +60,7 @@ from trainables.regularizer_base import (  # noqa: F401 - the interface is impor
     REGULARIZERS, Regularizer, RegularizerParams, f32, get_regularizer, has_bn, per_sample_norm,
     positive_finite, register_regularizer, regularizer_keys, to_floats,
 )
+from trainables.stats import spectral_norms
 
 __all__ = [
     "REGULARIZERS",
@@ -194,13 +195,17 @@ class SpectralNorm(Regularizer):
 
     def metrics(self, D: nn.Module) -> dict[str, float]:
         """sn_sigma_<i>: σ(W̄) of layer i, computed exactly (SVD of the reshaped effective weight,
-        with σ̂ from the stored u, v); sn_sigma_product: their product (≈ k_SN^n once the power
-        iteration has converged); sn_k_product: k_SN^n, the target."""
+        with σ̂ from the stored u, v; ``trainables.stats.spectral_norms``, as a pack computes
+        them for all its members at once); sn_sigma_product: their product (≈ k_SN^n once the
+        power iteration has converged); sn_k_product: k_SN^n, the target. One device sync."""
+        sigmas = spectral_norms([_effective_weight(m)[None] for m in sn_layers(D)])
+        return self.sigma_metrics(sigmas[0].tolist(), D)
+
+    def sigma_metrics(self, sigmas: list[float], D: nn.Module) -> dict[str, float]:
+        """:meth:`metrics` from the layers' σ(W̄) (measured already)."""
         out: dict[str, float] = {}
         log_prod = 0.0
-        for i, m in enumerate(sn_layers(D)):
-            w = _effective_weight(m)
-            s = float(torch.linalg.matrix_norm(w.reshape(w.shape[0], -1).float(), ord=2))
+        for i, s in enumerate(sigmas):
             out[f"sn_sigma_{i}"] = s
             log_prod += math.log(s) if s > 0 else -math.inf
         out["sn_sigma_product"] = math.exp(log_prod) if log_prod < 709 else math.inf

@@ -65,7 +65,7 @@ from trainables.losses import get_loss
 from trainables.models import build_discriminator, build_generator, d_weight_layers
 from trainables.optim import build_optimizer
 from trainables.regularizers import get_regularizer
-from trainables.stats import domain_stats, lipschitz_probe, theorem1_bound
+from trainables.stats import theorem1_bound, trial_stats
 
 
 class Callbacks:
@@ -513,19 +513,18 @@ class GANTrial:
     def measure(self, out: dict[str, Any]) -> dict[str, float]:
         """Losses (centred by L(0)/α), the domain statistics of this step's batch, the running
         union Ω∪ with Theorem 1's bound, the input-gradient norm distribution and the
-        finite-difference Lipschitz probe (``trainables.stats``), and the regularizer's metrics.
+        finite-difference Lipschitz probe (``trainables.stats``: the one-member case of a
+        pack's batched stats), and the regularizer's metrics.
 
         Touches nothing training uses: no RNG draw, no parameter ``.grad``, no spectral-norm
         power iteration, no BatchNorm running statistics (tests check the trajectory is
         bit-identical whether or not it is called)."""
-        loss = self.loss
-        with torch.no_grad():
-            loss_d = loss.d_real_centered(out["f_real"]).mean() + loss.d_fake_centered(out["f_fake"]).mean()
-            loss_g = loss.g_centered(out["f_gen"]).mean()
-        m = domain_stats(out["f_real"], out["f_fake"], loss)
-        m.update(lipschitz_probe(self.D, out["real"], out["fake"]))
-        tail = torch.stack([loss_d, loss_g, out["penalty"].float()])
-        m.update(zip(("loss_d", "loss_g", "penalty"), tail.tolist()))
+        m = trial_stats(self.D, out, self.loss)
+        return self.record_stats(m, out["reg_metrics"], self.regularizer.metrics(self.D))
+
+    def record_stats(self, m: dict[str, float], *more: dict[str, float]) -> dict[str, float]:
+        """This step's measured stats ``m`` completed as a record: the running union Ω∪ (kept by
+        the trial) with Theorem 1's bound, then the ``more`` metrics (the regularizer's)."""
         lo = min(m["omega_real_min"], m["omega_fake_min"])
         hi = max(m["omega_real_max"], m["omega_fake_max"])
         self.omega_union = [min(self.omega_union[0], lo), max(self.omega_union[1], hi)]
@@ -533,8 +532,8 @@ class GANTrial:
         if self.omega_bound is not None:
             m["omega_bound"] = self.omega_bound
             m["omega_within_bound"] = float(self.omega_union[1] - self.omega_union[0] <= self.omega_bound)
-        m.update(out["reg_metrics"])
-        m.update(self.regularizer.metrics(self.D))
+        for extra in more:
+            m.update(extra)
         return m
 
     # ----------------------------------------------------------------------------- evaluation
