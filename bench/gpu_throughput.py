@@ -219,6 +219,21 @@ def _worker(cfg: dict, device: str, args, barrier, queue) -> None:
         queue.put(("error", rows_lib.one_line(err)))
 
 
+def _collect(procs, queue) -> list[tuple]:
+    """One result per process; a process that died without one (killed, crashed) is an error."""
+    import queue as queue_lib
+
+    got: list[tuple] = []
+    while len(got) < len(procs):
+        try:
+            got.append(queue.get(timeout=1.0))
+        except queue_lib.Empty:
+            dead = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+            if dead:
+                raise RuntimeError(f"a trial process died (exit code {dead[0]})") from None
+    return got
+
+
 def shared_gpu(configs: list[dict], device: torch.device, args) -> tuple[float, str]:
     """The gpu: auto baseline: one process per config, timed from a common start."""
     import multiprocessing as mp
@@ -230,7 +245,7 @@ def shared_gpu(configs: list[dict], device: torch.device, args) -> tuple[float, 
     for proc in procs:
         proc.start()
     try:
-        got = [queue.get() for _ in procs]
+        got = _collect(procs, queue)
     finally:
         for proc in procs:
             proc.join(timeout=5)

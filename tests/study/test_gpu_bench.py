@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -122,3 +123,26 @@ def test_a_row_over_its_time_limit_or_past_the_budget_is_a_note(bench):
     ok = rows.run_row("single eager", 1, "eager", lambda: (2.0, "x"), cpu, _args(),
                       deadline=time.monotonic() + 100)
     assert (ok.ms, ok.note) == (2.0, "x")
+
+
+def test_the_cuda_only_plugin_keeps_the_tests_that_need_cuda(tmp_path):
+    """bench/gpu_check.sh's selection: tests with a skipif whose reason names CUDA (on the test
+    or the module), nothing else."""
+    (tmp_path / "test_a.py").write_text(
+        "import pytest\n"
+        "@pytest.mark.skipif(True, reason='needs CUDA')\n"
+        "def test_gpu(): pass\n"
+        "@pytest.mark.skipif(True, reason='needs chromium')\n"
+        "def test_browser(): pass\n"
+        "def test_cpu(): pass\n")
+    (tmp_path / "test_b.py").write_text(
+        "import pytest\n"
+        "pytestmark = pytest.mark.skipif(True, reason='needs a CUDA device')\n"
+        "def test_one(): pass\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "pytest_cuda_only", "-p", "no:cacheprovider",
+         "--collect-only", "-q", "-c", "/dev/null", str(tmp_path)],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(BENCH)})
+    listed = sorted(line.split("::")[-1] for line in proc.stdout.splitlines() if "::" in line)
+    assert listed == ["test_gpu", "test_one"], proc.stdout + proc.stderr
