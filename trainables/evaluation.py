@@ -39,6 +39,7 @@ from torchvision.utils import make_grid
 
 from trainables import data as data_lib
 from trainables import streams
+from trainables.lipschitz_bound import certified_lipschitz
 from trainables.models import eval_mode
 from trainables.streams import EVAL_Z, FINAL_Z, GRID_Z
 
@@ -225,7 +226,10 @@ def with_quality(res: dict[str, Any], scale: dict[str, float], suffix: str = "")
 
 
 def final_evaluation(trial, ev: dict[str, Any]) -> dict[str, Any]:
-    """The end-of-training evaluation, with its own FID scale (``*_final``) for image trials.
+    """The end-of-training evaluation, with its own FID scale (``*_final``) for image trials, and
+    for SN trials ``lipschitz_certified``: D's certified Lipschitz bound at the end (the product
+    of its layers' operator norms, ``trainables.lipschitz_bound``: an iterative SVD per layer,
+    once per trial rather than at every stats step).
     When it would repeat the last regular one (same N, no FID∞) only the samples are drawn again;
     the numbers, and the scale, are the last evaluation's."""
     cfg = trial.cfg
@@ -246,6 +250,8 @@ def final_evaluation(trial, ev: dict[str, Any]) -> dict[str, Any]:
                     done += parts[-1].shape[0]
             x = torch.cat(parts)
             out["images"] = data_lib.to_uint8(x).cpu()
+    if cfg.get("regularizer") == "sn":   # Theorem 1's K, certified (trainables.lipschitz_bound)
+        out["lipschitz_certified"] = certified_lipschitz(trial.D, trial.sample_shape)
     if trial.toy or not trial.fid_scale or not math.isfinite(out.get("fid_final", math.nan)):
         return out  # a non-finite fid_final ends the trial as diverged: no scale to read it by
     if fresh:
