@@ -6,7 +6,8 @@ measured shape (arch, channels, width, batch) the best step mode, its population
 trial-iteration. :func:`load_figures` reads it from ``$LIPSTUDY_GPU_FIGURES`` or
 ``docs/results/gpu-throughput/figures.json``. The figures hold for the GPU model they were
 measured on (``gpu_model`` in the file): they count only when the cluster's model is known
-(``$LIPSTUDY_GPU_MODEL`` or a live GPU node's Ray ``accelerator_type``) and the same. Then a
+(``$LIPSTUDY_GPU_MODEL``, or the Ray ``accelerator_type`` of a live GPU node or of a GPU node
+type the autoscaler may start) and the same. Then a
 config of a measured shape costs ``iterations × ms`` scaled by the model's FLOP ratio of its own
 step to the benchmark's (other regularizers, ``n_dis``), plus FID as below. ``gpu: auto``
 studies pack their configs by the best P (``study.tuner.auto_population``). No GPU has been lent
@@ -93,15 +94,21 @@ def accelerator_type(gpu_name: str | None) -> str | None:
 def cluster_gpu_model() -> str | None:
     """The GPU model trials will run on: ``$LIPSTUDY_GPU_MODEL``, else the one
     ``accelerator_type:<T>`` resource of the connected Ray cluster's live nodes (Ray adds it on
-    GPU nodes), else None (no Ray, no GPU node up yet, or several models)."""
+    GPU nodes) and of the GPU node types its autoscaler may start (``study.cluster``; ``ray up``
+    on AWS fills it in from the instance type), else None (no Ray, no GPU node known, or several
+    models)."""
     if os.environ.get(GPU_MODEL_ENV, "").strip():
         return os.environ[GPU_MODEL_ENV].strip()
     import ray
 
     if not ray.is_initialized():
         return None
+    from study.cluster import read_cluster
+
     prefix = "accelerator_type:"
-    types = {k[len(prefix):] for k in ray.cluster_resources() if k.startswith(prefix)}
+    declared = [t.resources for t in read_cluster().declared or () if t.resources.get("GPU", 0)]
+    types = {k[len(prefix):] for res in [ray.cluster_resources(), *declared] for k in res
+             if k.startswith(prefix)}
     return types.pop() if len(types) == 1 else None
 
 

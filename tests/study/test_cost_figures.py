@@ -112,6 +112,10 @@ def test_figures_count_only_on_the_gpu_model_they_were_measured_on(tmp_path, cap
     # a live GPU node's accelerator_type resource names the model (Ray adds it on GPU nodes)
     import ray
 
+    from study import cluster
+
+    view = cluster.ClusterView(live_nodes=2, live_gpus=1, started_here=False)
+    monkeypatch.setattr(cluster, "read_cluster", lambda: view)
     monkeypatch.setattr(ray, "is_initialized", lambda: True)
     monkeypatch.setattr(ray, "cluster_resources",
                         lambda: {"CPU": 8.0, "GPU": 1.0, "accelerator_type:H100": 1.0})
@@ -122,6 +126,16 @@ def test_figures_count_only_on_the_gpu_model_they_were_measured_on(tmp_path, cap
     assert cost.best_population(fig) == 1
     monkeypatch.setenv(cost.GPU_MODEL_ENV, "H100")  # the environment overrides the cluster
     assert cost.best_population(fig) == 16
+    monkeypatch.delenv(cost.GPU_MODEL_ENV)
+    # an autoscaling cluster with no GPU node up yet: its GPU node types name the model
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
+    assert cost.cluster_gpu_model() is None
+    for model, p in (("H100", 16), ("A10G", 1)):
+        view = cluster.ClusterView(1, 0, False, declared=(
+            cluster.NodeType("cpu", {"CPU": 8.0}, 2),
+            cluster.NodeType("gpu", {"GPU": 1.0, f"accelerator_type:{model}": 1.0}, 4)))
+        monkeypatch.setattr(cluster, "read_cluster", lambda v=view: v)
+        assert cost.cluster_gpu_model() == model and cost.best_population(fig) == p
 
 
 GRID = """
