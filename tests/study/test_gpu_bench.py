@@ -146,3 +146,17 @@ def test_the_cuda_only_plugin_keeps_the_tests_that_need_cuda(tmp_path):
         env={**os.environ, "PYTHONPATH": str(BENCH)})
     listed = sorted(line.split("::")[-1] for line in proc.stdout.splitlines() if "::" in line)
     assert listed == ["test_gpu", "test_one"], proc.stdout + proc.stderr
+
+
+def test_a_baseline_process_that_dies_is_an_error_not_a_hang(bench):
+    import queue
+
+    gpu_throughput, _ = bench
+
+    class Killed:
+        exitcode = -9  # SIGKILL (e.g. the kernel's OOM killer) before it reported
+
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"a trial process died \(exit code -9\)"):
+        gpu_throughput._collect([Killed()], queue.Queue())
+    assert time.monotonic() - t0 < 10
