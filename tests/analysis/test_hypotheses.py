@@ -146,11 +146,11 @@ def test_domain_trends():
 
 
 def test_omega_bound():
-    rows = [dict(k_sn=1.0, seed=s, omega_bound=64.0, omega_real_min=-1, omega_real_max=1,
-                 omega_fake_min=-2, omega_fake_max=0.5) for s in range(3)]
+    rows = [dict(k_sn=1.0, seed=s, omega_bound=64.0, lipschitz_k=1.0, lipschitz_certified=1.0,
+                 omega_real_min=-1, omega_real_max=1, omega_fake_min=-2, omega_fake_max=0.5) for s in range(3)]
     assert verdict("domain-omega-bound", make_frame(rows)).verdict == "supported"
-    rows.append(dict(k_sn=1.0, seed=9, omega_bound=64.0, omega_real_min=-50, omega_real_max=50,
-                     omega_fake_min=-1, omega_fake_max=1))
+    rows.append(dict(k_sn=1.0, seed=9, omega_bound=64.0, lipschitz_k=1.0, lipschitz_certified=1.0,
+                     omega_real_min=-50, omega_real_max=50, omega_fake_min=-1, omega_fake_max=1))
     v = verdict("domain-omega-bound", make_frame(rows))
     assert v.verdict == "contradicted" and len(v.run_ids) == 1
     assert verdict("domain-omega-bound", make_frame(rows[:1])).verdict == "inconclusive"

@@ -158,6 +158,8 @@ def _fake_metrics(cfg: dict, params: dict, rng: np.random.Generator) -> dict:
     if params["omega_bound"] != "None":
         m["omega_bound"] = float(params["omega_bound"])
         m["omega_within_bound"] = 1.0
+    if cfg["regularizer"] == "sn":   # logged with the final evaluation (trainables.lipschitz_bound)
+        m["lipschitz_certified"] = 2.0 * k
     return {key: str(v) for key, v in m.items()}
 
 
