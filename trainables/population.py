@@ -271,8 +271,10 @@ def _tune_malloc() -> None:
 
 
 def _member_rng(seed: int, device: torch.device, state: torch.Tensor | None = None,
-                cuda_state: torch.Tensor | None = None) -> torch.Generator:
-    """What torch's global RNG of ``device`` would be in the member's own trial."""
+                cuda_state: torch.Tensor | None = None, step: int = 0) -> torch.Generator:
+    """What torch's global RNG of ``device`` would be in the member's own trial. A member
+    resumed on CUDA from a state without one (a CPU pack's) is re-seeded from (seed, step), as
+    ``GANTrial.load_state_dict`` re-seeds a one-config trial's CUDA RNG."""
     if device.type == "cpu":
         g = torch.Generator()
         g.set_state(state if state is not None else torch.get_rng_state())
@@ -280,6 +282,10 @@ def _member_rng(seed: int, device: torch.device, state: torch.Tensor | None = No
     g = torch.Generator(device=device).manual_seed(seed)
     if cuda_state is not None:
         g.set_state(cuda_state)
+    elif state is not None:
+        from trainables.streams import DEVICE_GLOBAL, reseed_value
+
+        g.manual_seed(reseed_value(seed, DEVICE_GLOBAL, step))
     return g
 
 
@@ -321,7 +327,7 @@ class Population:
             if st is not None:
                 m.load_state_dict(st)
                 self.rngs.append(_member_rng(cfg["seed"], self.device, st["torch_rng"],
-                                             st.get("member_cuda_rng")))
+                                             st.get("member_cuda_rng"), int(st["step"])))
             else:
                 self.rngs.append(_member_rng(cfg["seed"], self.device))
             self.members.append(m)
@@ -668,6 +674,9 @@ def train_population(
         raise ValueError("population: one callbacks object per config")
     members_state = state["members"] if state is not None else None
     pop = Population(configs, device, members_state)
+    from trainables.devices import apply_precision  # as train(): one precision per pack
+
+    apply_precision(configs[0].get("precision", "fp32"), pop.device)
     runs = [_Member(cb, (state or {}).get("latest", [{}] * P)[i]) for i, cb in enumerate(cbs)]
     if state is not None:  # members that ended before the checkpoint stay ended
         for i, r in enumerate(state.get("results", [None] * P)):

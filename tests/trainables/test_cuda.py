@@ -333,3 +333,25 @@ def test_population_end_to_end_on_cuda_with_fid_on_the_gpu(mode, monkeypatch):
             assert rec.stats[8][key] == pytest.approx(single.stats[8][key], rel=1e-3,
                                                       abs=1e-6), key
         assert rec.evals[8]["fid"] == pytest.approx(single.evals[8]["fid"], rel=0.02)
+
+
+def test_cpu_pack_checkpoint_resumes_on_cuda_with_reseeded_member_rngs(tmp_path):
+    """A CPU pack's checkpoint on a CUDA worker: every member's CUDA RNG (its penalties' draws)
+    is re-seeded from (seed, step), as a one-config trial's CUDA RNG is, and the pack trains to
+    its end."""
+    from trainables import population
+
+    cfgs = [toy(device="cpu", iterations=8, stats_every=4, eval_every=4, seed=s) for s in (0, 1)]
+    saved = {}
+    population.train_population(cfgs, on_checkpoint=lambda step, st, latest: saved.update(
+        {step: st}))
+    path = tmp_path / "pack.pt"
+    torch.save(saved[4], path)
+    cuda_cfgs = [dict(c, device="cuda") for c in cfgs]
+    pop = population.Population(cuda_cfgs, "cuda", load_state(str(path))["members"])
+    for cfg, rng in zip(cuda_cfgs, pop.rngs):
+        want = torch.Generator(device="cuda").manual_seed(
+            streams.reseed_value(cfg["seed"], streams.DEVICE_GLOBAL, 4))
+        assert torch.equal(rng.get_state(), want.get_state())
+    results = population.train_population(cuda_cfgs, state=load_state(str(path)), device="cuda")
+    assert [r.status for r in results] == ["finished", "finished"]
