@@ -655,15 +655,15 @@ def train(
     before anything is built): outside ``eager`` divergence is read from the device flag at
     stats / evaluation steps and when ``should_stop`` stops the trial, and a trial that
     diverged in between ends exactly as eager ends it (same step, reason, callbacks, metrics;
+    ``step_times`` up to the step before).
 
     ``precision`` (``trainables.devices.apply_precision``: TF32 off or on) is set for the
     process before the trial is built.
-    ``step_times`` up to the step before).
     """
     cb = callbacks or Callbacks()
     dev = torch.device(device) if device is not None else resolve_device(config["device"])
-    apply_precision(config.get("precision", "fp32"), dev)
     mode = resolve_step_mode(config, dev)
+    apply_precision(config.get("precision", "fp32"), dev)
     trial = GANTrial(config, dev, step_mode=mode)
     if state is not None:
         trial.load_state_dict(state)
