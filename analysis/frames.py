@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.load import check_versions
+from analysis.load import UNKNOWN_VERSION, check_versions, code_versions
 from analysis.outcome import config_columns, config_key, with_outcome
 from analysis.scale import FID_CAP_INCEPTION, Q_LEARNED
 
@@ -67,9 +67,15 @@ def prep(frame: pd.DataFrame, fid_cap: float = FID_CAP_INCEPTION,
 
 
 def versions_note(frame: pd.DataFrame) -> str | None:
-    """One sentence listing the code versions of a frame that pools several (else None)."""
+    """One sentence listing the code versions of a frame that pools several, or saying that the
+    code of runs without a provenance tag is unknown; None for runs of one known version."""
     pooled = frame.attrs.get("pooled_versions")
     if not pooled or len(pooled) < 2:
+        mine = code_versions(frame)
+        if len(mine) and (mine == UNKNOWN_VERSION).all():
+            return (f"Code version unknown for all {len(mine)} runs (no provenance tag: made "
+                    f"before runs recorded it), so whether they ran on one code cannot be "
+                    f"checked.")
         return None
     listed = "; ".join(f"{v}: {n} runs" for v, n in pooled.items())
     return (f"Pooled runs of {len(pooled)} code versions (--pool-versions; runs without a "

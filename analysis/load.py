@@ -35,7 +35,7 @@ import pandas as pd
 
 from trainables import names
 from trainables.names import DERIVED_PARAM_TYPES, METRICS, TRIAL_PARAM_TYPES
-from trainables.provenance import UNKNOWN as UNKNOWN_VERSION
+from trainables.names import UNKNOWN_CODE_VERSION as UNKNOWN_VERSION
 
 #: Params typed back from MLflow's strings: the trial keys and derived params (one home,
 #: ``trainables.names``), plus the columns of the published tables (``analysis.reference``).

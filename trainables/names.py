@@ -38,6 +38,7 @@ GIT_DIRTY_TAG = "lipstudy.git_dirty"          # "true"/"false" (in a git checkou
 PACKAGE_VERSION_TAG = "lipstudy.package_version"  # outside a git checkout
 LIBRARY_VERSIONS_TAG = "lipstudy.library_versions"  # "ray 2.60.0, mlflow 3.17.2"
 RESUMED_CODE_VERSIONS_TAG = "lipstudy.resumed_code_versions"  # parent: versions, run then resumes
+UNKNOWN_CODE_VERSION = "unknown"  # the version of a run without the tag (made before it existed)
 HYPOTHESES_TAG = "lipstudy.hypotheses"
 TRIALS_TAG = "lipstudy.trials"
 ERRORED_TRIALS_TAG = "lipstudy.errored_trials"

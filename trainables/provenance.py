@@ -40,8 +40,8 @@ from trainables import names
 
 #: The project's packages: what "the code" of a run is.
 PACKAGES: tuple[str, ...] = ("trainables", "study", "analysis")
-#: The version of a run without a provenance tag (runs made before it existed, published rows).
-UNKNOWN = "unknown"
+#: The version of a run without a provenance tag (runs made before it existed).
+UNKNOWN = names.UNKNOWN_CODE_VERSION
 
 
 @dataclass(frozen=True)

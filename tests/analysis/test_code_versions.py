@@ -28,7 +28,11 @@ def _two_versions(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def test_committed_runs_without_tag_are_one_unknown_version(committed):
+    from analysis.frames import versions_note
+
     assert load.check_versions(committed) == {"unknown": 162}
+    assert versions_note(committed).startswith("Code version unknown for all 162 runs")
+    assert versions_note(committed.assign(code_version="git:aaaaaaaaaaaa")) is None
 
 
 def test_two_versions_refused_in_one_line_then_pooled(committed):
