@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 _TRIAL = """
@@ -50,6 +52,7 @@ print(len(ds))
 """
 
 
+@pytest.mark.slow  # two fresh Python processes importing torch
 def test_two_trials_downloading_into_one_root_take_turns(tmp_path):
     root, log, barrier = tmp_path / "data", tmp_path / "fetches.jsonl", tmp_path / "barrier"
     barrier.mkdir()

@@ -158,6 +158,7 @@ print(json.dumps({{"opens": next(counter),
 """
 
 
+@pytest.mark.slow  # two fresh Python processes importing torch
 def test_concurrent_builders_make_one_intact_cache(tmp_path):
     folder = tmp_path / "imgs"
     write_folder(folder, 40)
