@@ -198,3 +198,30 @@ def gpu_plan(spec: StudySpec, view: ClusterView) -> tuple[float, str | None]:
     where = f"{view.live_gpus:g} live" + (f", {view.declared_gpus:g} the autoscaler can start"
                                            if view.declared_gpus else "")
     return share, f"gpu: auto: {share:g} GPU per trial (GPUs: {where})"
+
+
+def prepare_cluster(spec: StudySpec, storage: str, tracking_uri: str, *, address: str | None,
+                    verbose: bool, shared_fs: bool | None = None,
+                    population: int | None = None) -> StudySpec:
+    """Start or join Ray and check the cluster before the parent run opens: refuse local storage
+    and tracking on more than one node (one line each), resolve ``gpu: auto`` (printing what it
+    decided) and the population (``study.tuner.resolve_population``). Returns the spec as it will
+    run: its GPU share a number, its population resolved (``population``: a resume's recorded
+    one)."""
+    from study.tuner import init_ray, resolve_population
+
+    init_ray(address, verbose)
+    view = read_cluster()
+    shared = shared_fs_default() if shared_fs is None else shared_fs
+    problems = multi_node_problems(view, storage, tracking_uri, shared)
+    try:
+        gpu_plan(spec, view)
+    except StudyError as err:
+        problems.append(str(err))
+    if problems:
+        raise ClusterError(problems)
+    spec = resolve_population(spec, population, view.gpus)
+    share, note = gpu_plan(spec, view)
+    if note:
+        print(note, flush=True)
+    return spec.model_copy(update={"resources": spec.resources.model_copy(update={"gpu": share})})

@@ -18,7 +18,10 @@ from pathlib import Path
 from tests.study._procs import family, kill_pids, processes_naming, ray_tmpdir
 
 
-AUTH_ENV = {"RAY_AUTH_MODE": "disabled"}  # the driver joining the head sets the same
+# Token auth, as every Ray this test session starts (a process keeps the auth mode of its first
+# ray.init: a driver in token mode joining a head with auth off has its actors cancelled). The
+# head, the nodes its autoscaler starts and the joining driver all read ~/.ray/auth_token.
+AUTH_ENV = {"RAY_AUTH_MODE": "token"}
 
 
 def free_port() -> int:
@@ -50,9 +53,12 @@ def launcher_config(port: int, worker_types: dict, head_resources: dict) -> dict
                      "disable_launch_config_check": True},
         "auth": {"ssh_user": "ubuntu"},
         "available_node_types": {
-            "head": {"resources": head_resources, "node_config": {}, "max_workers": 0},
+            # the name the fake provider tags its head with (FAKE_HEAD_NODE_TYPE): another name
+            # makes the autoscaler count the head as a worker and terminate the GPU node
+            "ray.head.default": {"resources": head_resources, "node_config": {},
+                                 "max_workers": 0},
             **worker_types},
-        "head_node_type": "head",
+        "head_node_type": "ray.head.default",
         "file_mounts": {}, "cluster_synced_files": [], "file_mounts_sync_continuously": False,
         "rsync_exclude": [], "rsync_filter": [], "initialization_commands": [],
         "setup_commands": [], "head_setup_commands": [], "worker_setup_commands": [],
@@ -66,8 +72,6 @@ def start_autoscaling_head(config_dir: Path, worker_types: dict, head_cpus: int 
     temp_dir = ray_tmpdir()
     config_path = config_dir / "ray_bootstrap_config.yaml"
     config_path.write_text(json.dumps(launcher_config(port, worker_types, {"CPU": head_cpus})))
-    # auth off for this throw-away head: the joining driver (``RAY_AUTH_MODE`` from
-    # ``AUTH_ENV``) would otherwise race other tests over the one ~/.ray/auth_token
     env = {**os.environ, **AUTH_ENV, "RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1"}
     ray_cli = str(Path(sys.executable).parent / "ray")
     head = AutoscalingHead(f"127.0.0.1:{port}", config_path, temp_dir)

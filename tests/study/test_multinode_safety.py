@@ -119,3 +119,23 @@ def test_the_cli_prints_one_line_each_and_exits_2(tmp_path, two_nodes, no_launch
     assert [e.split(": ")[2].split()[0] for e in errors] == ["storage_path", "tracking_uri"]
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "cli.db").exists() and not (tmp_path / "results").exists()
+
+
+def test_a_resume_is_checked_before_the_parent_run_changes(tmp_path, two_nodes,
+                                                          no_launcher_config):
+    """``lipstudy resume`` of a study whose directory and store are local: refused on two nodes
+    before anything is read from or written to its tracking store."""
+    from study.tuner import resume_study, write_state
+
+    _, _, text = _study(tmp_path, "resume-on-two-nodes")
+    study_dir = tmp_path / "results" / "resume-on-two-nodes"
+    db = tmp_path / "never.db"
+    write_state(str(study_dir), {
+        "study_text": text, "tracking_uri": f"sqlite:///{db}", "experiment_id": "1",
+        "parent_run_id": "0" * 32, "storage_path": str(tmp_path / "results"),
+        "run_name": "resume-on-two-nodes", "optuna_storage": None, "optuna_study_name": None})
+    with pytest.raises(StudyError) as err:
+        resume_study(str(study_dir), quiet=True)
+    assert [line.split()[0] for line in str(err.value).splitlines()] == ["storage_path",
+                                                                         "tracking_uri"]
+    assert not db.exists()
