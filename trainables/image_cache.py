@@ -77,10 +77,14 @@ def file_lock(path: Path, what: str) -> Iterator[None]:
 
 def fingerprint(base: Path, names: Sequence[str], extra: str = "") -> str:
     """Hash of the ordered files ``base/name`` (name, size, mtime), the cache format, the Pillow
-    version and ``extra``: equal exactly when the decoded split would be."""
+    version and ``extra``: equal exactly when the decoded split would be. A listed file that
+    cannot be read is a :class:`DatasetError` naming it."""
     h = hashlib.sha256(f"{CACHE_FORMAT}|{PIL.__version__}|{extra}".encode())
     for name in names:
-        st = (base / name).stat()
+        try:
+            st = (base / name).stat()
+        except OSError as exc:
+            raise DatasetError(f"cannot read image {base / name}: {exc.strerror or exc}") from exc
         h.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()[:20]
 

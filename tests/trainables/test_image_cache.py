@@ -135,6 +135,13 @@ def test_celeba_layout_is_cached_through_torchvision(tmp_path, opens):
     assert (x - green).abs().max() < 0.05
 
 
+def test_celeba_image_missing_from_the_folder_is_named(tmp_path):
+    write_celeba(tmp_path, n=6)
+    (tmp_path / "celeba" / "img_align_celeba" / "000002.jpg").unlink()
+    with pytest.raises(D.DatasetError, match="cannot read image .*000002.jpg"):
+        D.load_images("celeba", tmp_path)
+
+
 _BUILDER = """
 import itertools, json, sys, time
 from pathlib import Path
