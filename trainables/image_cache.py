@@ -179,7 +179,11 @@ def decode_into(items: ItemSource, out: np.ndarray, label: str, chunk: int = 128
     def work(lo: int) -> int:
         hi = min(lo + chunk, n)
         for i in range(lo, hi):
-            out[i] = items[i].numpy()
+            try:
+                img = items[i]
+            except (OSError, ValueError) as exc:  # PIL: unreadable or truncated file
+                raise DatasetError(f"{label}: image {i} cannot be decoded: {exc}") from exc
+            out[i] = img.numpy()
         return hi - lo
 
     try:

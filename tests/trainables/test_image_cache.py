@@ -142,6 +142,15 @@ def test_celeba_image_missing_from_the_folder_is_named(tmp_path):
         D.load_images("celeba", tmp_path)
 
 
+def test_unreadable_image_is_named_and_leaves_no_cache(tmp_path):
+    folder = tmp_path / "imgs"
+    write_folder(folder, 12)
+    (folder / "c003.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(D.DatasetError, match="cannot be decoded: .*c003.jpg"):
+        D.load_images(f"folder:{folder}", resolution=8)
+    assert npy_files(folder) == []  # no partial cache left behind
+
+
 _BUILDER = """
 import itertools, json, sys, time
 from pathlib import Path
