@@ -6,7 +6,7 @@ The chain is clean-fid's own protocol ("clean" mode, Parmar et al. 2022), re-usi
     (``make_resizer("PIL", False, "bicubic", (S, S))``, S = the extractor's input size; gray images
     are replicated to 3 channels first) → extractor features (N×dim)
     → :func:`feature_stats` (mean, covariance) → :func:`fid_from_stats` (``frechet_distance_torch``: clean-fid's number on the device)
-    → :func:`kid_from_features` (``kernel_distance``)
+    → :func:`kid_from_features` (``kernel_distance``'s formula and subsets, in torch on the device)
 
 so a number computed here equals ``cleanfid.fid.compute_fid`` on the same images written as PNG
 with the same extractor (tests check this to 1e-4 relative).
@@ -79,7 +79,7 @@ def evaluate(generate_fn: Callable[[int], torch.Tensor], n: int, ref_feats: np.n
     with ``fid_inf=True``, see :func:`fid_infinity`; + ``"images"``, the first ``keep_images``
     samples as uint8 N×C×H×W, when asked); when the generator produced NaN/inf, fid and kid are NaN
     (the caller treats that as divergence). Features, statistics and the matrix square root are
-    computed on ``device`` (default: the extractor's); ``ref_stats`` skips recomputing the
+    computed on ``device`` (default: the extractor's), KID too; ``ref_stats`` skips recomputing the
     reference (mean, covariance).
     Note: with n below the feature dimension the covariance is singular; such FIDs are biased
     upwards (as are all FIDs at small n) — compare only equal n, or FID∞.
@@ -116,7 +116,7 @@ def evaluate(generate_fn: Callable[[int], torch.Tensor], n: int, ref_feats: np.n
         ref_stats = feature_stats(ref_feats, dev)
     result["fid"] = fid_from_stats(*feature_stats(feats, dev), *ref_stats, device=dev)
     result["kid"] = kid_from_features(feats, ref_feats, num_subsets=kid_subsets,
-                                      max_subset_size=kid_subset_size, seed=seed)
+                                      max_subset_size=kid_subset_size, seed=seed, device=dev)
     if fid_inf:
         result["fid_inf"], _ = fid_infinity(feats, ref_stats, device=dev, seed=seed or 0)
     if keep_images:
