@@ -31,6 +31,22 @@ def _finite(cls, v: float) -> float:
         raise ValueError("must be a finite number")
     return v
 
+#: A file or directory name's limit in bytes on Linux and macOS file systems (ext4, xfs, btrfs,
+#: tmpfs, APFS: ``pathconf(PC_NAME_MAX)``); S3 keys allow more per segment, so this is the bound.
+NAME_MAX = 255
+#: ``time.strftime`` format of the suffix that makes a study directory's name unique when one of
+#: the study's name exists (``study.tuner.study_run_name``), and an example of its length.
+RUN_STAMP = "%Y%m%d-%H%M%S"
+RUN_STAMP_EXAMPLE = "20260101-000000"
+
+
+def study_dir_name(name: str, stamp: str | None = None) -> str:
+    """The study directory's name under the storage path: the study's name, or
+    ``<name>-<stamp>`` for a later execution (the longest name derived from a study's name;
+    trial directories are named by their configuration, never by the study)."""
+    return f"{name}-{stamp}" if stamp else name
+
+
 Int = Annotated[int, BeforeValidator(_not_bool)]
 Float = Annotated[float, BeforeValidator(_not_bool)]
 
@@ -191,6 +207,13 @@ class StudySpec(BaseModel):
     def _name(cls, v: str) -> str:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", v):
             raise ValueError("use letters, digits, '_', '.', '-' (it names the MLflow experiment)")
+        longest = len(study_dir_name(v, RUN_STAMP_EXAMPLE).encode())
+        if longest > NAME_MAX:
+            raise ValueError(
+                f"{len(v)} characters; it names the study directory, at most "
+                f"'<name>-{RUN_STAMP_EXAMPLE}' ({longest} bytes), and a file name may have at "
+                f"most {NAME_MAX} bytes (NAME_MAX): use at most "
+                f"{NAME_MAX - len(study_dir_name('', RUN_STAMP_EXAMPLE))} characters")
         return v
 
     @field_validator("seeds", mode="before")

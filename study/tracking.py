@@ -124,3 +124,16 @@ def start_study_run(
     )
     client.log_text(run.info.run_id, study_text, "study.yaml")
     return StudyTracking(tracking_uri, experiment_id, run.info.run_id)
+
+
+def mark_crashed(tracking: StudyTracking, err: BaseException) -> None:
+    """End the parent run FAILED, ``lipstudy.status = crashed``, with the cause's line in
+    ``lipstudy.crash_reason`` (``study.summary.clean_error``)."""
+    from study.summary import clean_error
+
+    client = tracking.client()
+    reason = clean_error(f"{type(err).__name__}: {err}") or type(err).__name__
+    client.set_tag(tracking.parent_run_id, names.CRASH_REASON_TAG, reason[:5000])
+    client.set_tag(tracking.parent_run_id, names.STATUS_TAG, "crashed")
+    client.set_terminated(tracking.parent_run_id, "FAILED")
+

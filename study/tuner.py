@@ -20,7 +20,6 @@ study file → (validated here, before Ray starts) → ``tune.Tuner`` over
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -33,13 +32,15 @@ from study.search import (METRIC, MODE, DefineByRun, build_searcher,  # noqa: F4
                           configs_per_pack, fixed_regularizer, storage_location)
 from study.cluster import prepare_cluster
 from study.spec import StudyError, StudySpec, check_study
+from study.schema import RUN_STAMP, study_dir_name
 from study.interrupt import StopSignals
 from study.recovery import reconcile_runs, record_reconciliation
 from study.summary import StudyOutcome, summarize
-from study.tracking import StudyTracking, absolute_uri, default_tracking_uri, start_study_run
+from study.tracking import (StudyTracking, absolute_uri, default_tracking_uri, mark_crashed,
+                            start_study_run)
+from study.statefile import (STATE_FILE, check_storage, is_remote, read_state,  # noqa: F401
+                             write_state)
 from trainables import names, provenance
-
-STATE_FILE = "lipstudy_study.json"
 
 
 def _gpu_share(spec: StudySpec) -> float:
@@ -266,10 +267,6 @@ def _fs_and_path(path: str):
     return pyarrow.fs.LocalFileSystem(), str(Path(path.removeprefix("file://")).resolve())
 
 
-def is_remote(path: str) -> bool:
-    return "://" in path and not path.startswith("file://")
-
-
 def study_run_name(spec: StudySpec, storage_path: str) -> str:
     """The study's name, or ``<name>-<timestamp>`` when a study directory of that name exists
     (a new execution never writes into an earlier one; ``lipstudy resume`` continues one)."""
@@ -278,24 +275,8 @@ def study_run_name(spec: StudySpec, storage_path: str) -> str:
 
     if fs.get_file_info(f"{base}/{spec.name}").type == pyarrow.fs.FileType.NotFound:
         return spec.name
-    return f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return study_dir_name(spec.name, time.strftime(RUN_STAMP))
 
-
-def write_state(study_dir: str, state: dict[str, Any]) -> None:
-    fs, path = _fs_and_path(study_dir)
-    fs.create_dir(path, recursive=True)
-    with fs.open_output_stream(f"{path}/{STATE_FILE}") as fh:
-        fh.write(json.dumps(state, indent=1).encode())
-
-
-def read_state(study_dir: str) -> dict[str, Any]:
-    fs, path = _fs_and_path(study_dir)
-    try:
-        with fs.open_input_stream(f"{path}/{STATE_FILE}") as fh:
-            return json.loads(fh.read().decode())
-    except (FileNotFoundError, OSError):
-        raise StudyError(f"{study_dir}: not a lipstudy study directory (no {STATE_FILE}; "
-                         "give the directory `lipstudy run` printed as 'Study directory')") from None
 
 def init_ray(address: str | None = None, verbose: bool = False) -> None:
     """Join ``address`` / ``$RAY_ADDRESS`` when given, else start a new local Ray (no dashboard).
@@ -376,6 +357,7 @@ def run_study(spec: StudySpec, study_text: str, *, tracking_uri: str | None = No
     check_study(spec)  # nothing starts unless the whole study is valid
     uri = absolute_uri(tracking_uri or spec.tracking_uri or default_tracking_uri())
     storage = _storage_root(spec, storage_path)
+    check_storage(storage)  # a file, a read-only file system: one line, before anything opens
     t0 = time.time()
     run_spec = prepare_cluster(spec, storage, uri, address=address, verbose=verbose,
                                shared_fs=shared_fs)
@@ -388,13 +370,17 @@ def run_study(spec: StudySpec, study_text: str, *, tracking_uri: str | None = No
                                      names.STUDY_DIR_TAG: study_dir,
                                      **({names.OPTUNA_STORAGE_TAG: optuna_loc}
                                         if optuna_loc else {})})
-    write_state(study_dir, {
-        "study_text": study_text, "tracking_uri": uri, "experiment_id": tracking.experiment_id,
-        "parent_run_id": tracking.parent_run_id, "storage_path": storage, "run_name": run_name,
-        "optuna_storage": optuna_loc, "optuna_study_name": run_name if optuna_loc else None,
-    })
-    if on_start is not None:
-        on_start(study_dir)
+    try:
+        write_state(study_dir, {
+            "study_text": study_text, "tracking_uri": uri, "experiment_id": tracking.experiment_id,
+            "parent_run_id": tracking.parent_run_id, "storage_path": storage, "run_name": run_name,
+            "optuna_storage": optuna_loc, "optuna_study_name": run_name if optuna_loc else None,
+        })
+        if on_start is not None:
+            on_start(study_dir)
+    except BaseException as err:  # the parent is open: it ends FAILED with the cause, never RUNNING
+        mark_crashed(tracking, err)
+        raise
     os.environ["MLFLOW_TRACKING_URI"] = uri
 
     def make(s: StudySpec):
@@ -407,11 +393,12 @@ def run_study(spec: StudySpec, study_text: str, *, tracking_uri: str | None = No
 
 
 def _fit(make_tuner, spec: StudySpec, tracking: StudyTracking, study_dir: str, t0: float,
-         address: str | None, verbose: bool, on_signal) -> StudyOutcome:
+         address: str | None, verbose: bool, on_signal, on_crash=None) -> StudyOutcome:
     """Run ``make_tuner(spec).fit()`` under the stop-signal handlers (Ray is up and ``spec``
     resolved: ``study.cluster.prepare_cluster``), summarise. A crash of the driver marks the
-    parent run FAILED; a signal before Tune started leaves no trials."""
-    client = tracking.client()
+    parent run FAILED (``on_crash(err)``, default :func:`mark_crashed`); a signal before Tune
+    started leaves no trials."""
+    on_crash = on_crash or (lambda err: mark_crashed(tracking, err))
     results = None
     with StopSignals(on_signal) as stop:
         try:
@@ -421,9 +408,10 @@ def _fit(make_tuner, spec: StudySpec, tracking: StudyTracking, study_dir: str, t
         except KeyboardInterrupt:
             if not stop.interrupted:
                 raise
-        except BaseException:
-            client.set_tag(tracking.parent_run_id, names.STATUS_TAG, "crashed")
-            client.set_terminated(tracking.parent_run_id, "FAILED")
+        except StudyError:  # refused before Tune started; the caller left the parent as it was
+            raise
+        except BaseException as err:
+            on_crash(err)
             raise
     return summarize(results, spec, tracking, study_dir, t0, interrupted_by=stop.name)
 
@@ -474,6 +462,7 @@ def resume_study(study_dir: str, *, address: str | None = None, quiet: bool = Fa
     tracking = StudyTracking(state["tracking_uri"], state["experiment_id"], state["parent_run_id"])
     os.environ["MLFLOW_TRACKING_URI"] = tracking.tracking_uri
     client = tracking.client()
+    before = client.get_run(tracking.parent_run_id)
     rec = reconcile_runs(study_dir, tracking)
     resumed = int(client.get_run(tracking.parent_run_id).data.tags.get(names.RESUMED_TAG, 0)) + 1
     client.set_tag(tracking.parent_run_id, names.RESUMED_TAG, resumed)
@@ -490,6 +479,15 @@ def resume_study(study_dir: str, *, address: str | None = None, quiet: bool = Fa
         return build_tuner(s, tracking, state["storage_path"], quiet=quiet,
                            run_name=state["run_name"], optuna_storage=state.get("optuna_storage"))
 
-    outcome = _fit(make, run_spec, tracking, study_dir, t0, address, verbose, on_signal)
+    def on_crash(err: BaseException) -> None:
+        if before.info.status != "FINISHED":
+            return mark_crashed(tracking, err)
+        # a failed resume of a finished study leaves it as it was
+        client.set_tag(tracking.parent_run_id, names.STATUS_TAG,
+                       before.data.tags.get(names.STATUS_TAG, "finished"))
+        client.set_terminated(tracking.parent_run_id, "FINISHED", before.info.end_time)
+
+    outcome = _fit(make, run_spec, tracking, study_dir, t0, address, verbose, on_signal,
+                   on_crash)
     outcome.reconciliation = rec.as_dict()
     return outcome

@@ -24,6 +24,7 @@ INTERRUPTED_BY_TAG = "lipstudy.interrupted_by"
 STOPPED_STEP_TAG = "lipstudy.stopped_step"  # ASHA stopped the trial at this step
 SUPERSEDED_REASON_TAG = "lipstudy.superseded_reason"
 TRACKING_ERROR_TAG = "lipstudy.tracking_error"
+CRASH_REASON_TAG = "lipstudy.crash_reason"  # the cause's own line when a run ends crashed
 RESUMED_TAG = "lipstudy.resumed"          # how many times the study was resumed
 RESUMED_PARAMS_TAG = "lipstudy.resumed_params"  # child: params that differ on the latest attempt
 SEARCH_TAG = "lipstudy.search"
