@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis import claims, curves
+from analysis import calibration, claims, curves
 from analysis import figures as figs
 from analysis import hypotheses as hyp
 from analysis import scale, tables
@@ -293,6 +293,16 @@ def runs_frame(frame: pd.DataFrame, fid_cap: float = FID_CAP_INCEPTION,
 
 
 # ------------------------------------------------------------------------------- build
+def seeds_behind(frame: pd.DataFrame, run_ids) -> int:
+    """Seeds per configuration behind a verdict: the distinct seeds among its runs of ours."""
+    if not len(frame) or "seed" not in frame or not run_ids:
+        return 0
+    rows = frame[frame["run_id"].astype(str).isin(set(map(str, run_ids)))]
+    if "origin" in rows:
+        rows = rows[rows["origin"].astype(str) == "run"]
+    return int(rows["seed"].nunique())
+
+
 def ref_tables() -> pd.DataFrame:
     """All of ``analysis.reference`` (the papers' transcribed tables) as one frame."""
     from analysis import reference as ref_mod
@@ -321,6 +331,9 @@ def build(frame: pd.DataFrame, out_dir: str | Path, *, histories: pd.DataFrame |
     runs_frame(frame, fid_cap, q_broken).to_csv(out_dir / "runs.csv", index=False)
     verdicts = hyp.evaluate(frame, hypotheses, overrides, histories=histories)
     claims.annotate(verdicts, reference if reference is not None else ref_tables())
+    for v in verdicts:
+        if v.n:   # a test without data has no power to state
+            v.power = calibration.power_note(v.name, seeds_behind(frame, v.run_ids), v.verdict)
     doc = _Doc()
     doc.h(1, title)
     exps = ", ".join(sorted({str(e) for e in frame.get("experiment", pd.Series(dtype=str)).dropna()}))

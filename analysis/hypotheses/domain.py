@@ -185,15 +185,23 @@ def omega_bound(frame: pd.DataFrame, *, tol: float = 0.01, min_runs: int = 3,
               effect_size=float(gap_sc.median()) if len(gap_sc) else None,
               effect_name="median Π σ / K_certified", n=int(tested.sum() + pub_ok.sum()),
               run_ids=ids(used if len(used) else df), details="; ".join(parts) + ".")
-    if viol.any():
+    verdict = bound_rule(ratio[tested].to_numpy(), int(pub_ok.sum()), tol, min_runs)
+    if verdict == "contradicted":
         kw["run_ids"] = ids(df[viol])
-        return _v("contradicted", **kw)
-    if tested.sum() + pub_ok.sum() >= min_runs:
-        return _v("supported", **kw)
+    if verdict != "inconclusive":
+        return _v(verdict, **kw)
     if (ours & ~tested).any():
         return missing(f"runs predate certified K: {int((ours & ~tested).sum())} SN run(s) without "
                        "lipschitz_certified (logged at the end of SN trials by current code)", **kw)
     return missing(f"need ≥ {min_runs} runs; have {int(tested.sum() + pub_ok.sum())}", **kw)
+
+
+def bound_rule(ratios: np.ndarray, n_other: int, tol: float, min_runs: int) -> str:
+    """Theorem 1's decision: a width / certified-bound ratio beyond 1 + tol contradicts; ≥ min_runs
+    runs (tested ratios plus ``n_other`` published unions inside) and none beyond: supported."""
+    if (np.asarray(ratios) > 1 + tol).any():
+        return "contradicted"
+    return "supported" if len(ratios) + n_other >= min_runs else "inconclusive"
 
 
 def _rng_txt(v: pd.Series) -> str:
@@ -280,9 +288,17 @@ def omega_shift(frame: pd.DataFrame, *, sig: float = SIG, r_min: float = 0.5,
               effect_size=r, effect_name="rank-biserial r", p_value=res.p, n=len(used), run_ids=ids(used),
               details=f"{len(groups)} strat{'um' if len(groups) == 1 else 'a'}: " + "; ".join(lines) + f". One-sided stratified permutation "
               f"p = {res.p:.3g} (opposite {res.p_opposite:.3g}; smallest attainable p {res.p_min:.3g}).")
-    if res.p < sig and r >= r_min:
-        return _v("supported", **kw)
-    if res.p_opposite < sig or (res.p_min < sig and r <= 0):
-        return _v("contradicted", **kw)
+    verdict = shift_rule(res, r, sig, r_min)
+    if verdict != "inconclusive":
+        return _v(verdict, **kw)
     return _v("inconclusive", missing="more runs of each loss" if res.p_min >= sig else "effect too weak",
               **kw)
+
+
+def shift_rule(res: stats.TrendResult, r: float, sig: float, r_min: float) -> str:
+    """domain-omega-shift's decision from the stratified test and the rank-biserial r."""
+    if res.p < sig and r >= r_min:
+        return "supported"
+    if res.p_opposite < sig or (res.p_min < sig and r <= 0):
+        return "contradicted"
+    return "inconclusive"

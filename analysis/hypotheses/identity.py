@@ -74,6 +74,14 @@ def _early_diff(h: pd.DataFrame, p: Pair, n_early: int, extra_scaled) -> float |
     return float(_rel(wide[p.a].to_numpy() / p.scale, wide[p.b].to_numpy()).max())
 
 
+def identity_rule(n_bad: int, n_compared: int, min_pairs: int) -> str:
+    """An identity's decision: one pair beyond its tolerance contradicts; ≥ min_pairs compared
+    pairs, all within, support."""
+    if n_bad:
+        return "contradicted"
+    return "supported" if n_compared >= min_pairs else "inconclusive"
+
+
 def identity_verdict(df: pd.DataFrame, pairs: list[Pair], *, tol: float, early_tol: float,
                      n_early: int, min_pairs: int, histories: pd.DataFrame | None,
                      what: str, extra_scaled: tuple[str, ...] = (), notes: str = "") -> Verdict:
@@ -115,9 +123,10 @@ def identity_verdict(df: pd.DataFrame, pairs: list[Pair], *, tol: float, early_t
     kw = dict(statistic=worst if compared else None, statistic_name="max relative difference",
               effect_size=worst if compared else None, effect_name="max relative difference",
               n=compared, run_ids=ids(sub) if len(sub) else ids(df), details=detail)
-    if bad:
+    verdict = identity_rule(len(bad), compared, min_pairs)
+    if verdict == "contradicted":
         return _v("contradicted", **{**kw, "details": detail + f" Not identical: {', '.join(dict.fromkeys(bad))}."})
-    if compared >= min_pairs:
+    if verdict == "supported":
         return _v("supported", **kw)
     return missing(f"need ≥ {min_pairs} comparable pairs; have {compared}"
                    + (f" ({uncomparable} with an inexact scale and no histories: use powers of 2, or "

@@ -68,12 +68,21 @@ def h1(frame: pd.DataFrame, *, large_k: float = 5.0, sig: float = SIG, w_large: 
               + f". Best-ranked loss: {best}." + render_notes(notes))
     kw = dict(statistic=fr.chi2, statistic_name="Friedman χ²", effect_size=fr.w,
               effect_name="Kendall's W", p_value=fr.p, n=len(used), run_ids=ids(used), details=detail)
-    if fr.p < sig and fr.w >= w_large:
-        return _v("contradicted", **kw)
-    if fr.p >= sig and fr.w < w_small and p_min < sig:
-        return _v("supported", **kw)
+    verdict = h1_rule(fr.p, fr.w, p_min, sig, w_large, w_small)
+    if verdict != "inconclusive":
+        return _v(verdict, **kw)
     return _v("inconclusive", missing="loss effect neither clearly large nor clearly absent"
               + ("" if p_min < sig else f"; too few blocks to reach p < {sig}"), **kw)
+
+
+def h1_rule(p: float, effect: float, p_min: float, sig: float, large: float, small: float) -> str:
+    """H1's decision: contradicted ⇔ p < sig and the effect ≥ large (the loss matters);
+    supported ⇔ p ≥ sig, effect < small and the design could have shown an effect (p_min < sig)."""
+    if p < sig and effect >= large:
+        return "contradicted"
+    if p >= sig and effect < small and p_min < sig:
+        return "supported"
+    return "inconclusive"
 
 
 def friedman_p_min(table: np.ndarray) -> float:

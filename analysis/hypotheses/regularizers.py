@@ -50,17 +50,25 @@ def _superiority(frame, *, a_sel, b_sel, strata_extra, margin, sig, fid_cap, q_b
                      f"90% CI [{w.ci90[0]:+.3f}, {w.ci90[1]:+.3f}]; one-sided p(A better) = {w.p_less:.3g}. "
                      f"Broken share A {both[both['_g'] == 'a']['broken'].mean():.0%}, "
                      f"B {both[both['_g'] == 'b']['broken'].mean():.0%}.")
-    if w.p_less < sig:
-        return _v("supported", **kw)
-    m = math.log1p(margin)
-    if w.p_greater < sig:
-        return _v("contradicted", **kw)
-    if -m < w.ci90[0] and w.ci90[1] < m:
-        if both["_capped"].any():   # capped values are equal by construction: no equivalence
-            return _v("inconclusive", missing=f"equivalent within the margin only through {int(both['_capped'].sum())} "
-                      "capped (diverged) runs: no evidence of equivalence", **kw)
-        return _v("contradicted", **kw)
+    verdict = superiority_rule(w, margin, sig, bool(both["_capped"].any()))
+    if verdict != "inconclusive":
+        return _v(verdict, **kw)
+    if w.p_greater >= sig and -math.log1p(margin) < w.ci90[0] and w.ci90[1] < math.log1p(margin):
+        return _v("inconclusive", missing=f"equivalent within the margin only through {int(both['_capped'].sum())} "
+                  "capped (diverged) runs: no evidence of equivalence", **kw)
     return _v("inconclusive", missing="difference not significant and CI wider than the margin", **kw)
+
+
+def superiority_rule(w: stats.WelchResult, margin: float, sig: float, capped: bool) -> str:
+    """"A beats B": supported ⇔ A significantly better (one-sided Welch); contradicted ⇔ A
+    significantly worse, or equivalent within ×/÷ (1 + margin) — unless capped values are in the
+    comparison (equal by construction, no evidence of equivalence)."""
+    m = math.log1p(margin)
+    if w.p_less < sig:
+        return "supported"
+    if w.p_greater < sig or (-m < w.ci90[0] and w.ci90[1] < m and not capped):
+        return "contradicted"
+    return "inconclusive"
 
 
 def superiority_hypothesis(name: str, claim: str, source: str, groups: tuple[str, ...],

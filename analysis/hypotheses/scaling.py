@@ -148,18 +148,7 @@ def degenerate_close_to_wgan(frame: pd.DataFrame, *, alpha_max: float = 1e-15, m
         return missing(f"need SN runs of NS/LS#/COS/EXP at α ≤ {alpha_max:g} and WGAN runs of the same "
                        "dataset, extractor and k_SN", run_ids=ids(used), n=len(used))
     m = math.log1p(margin)
-    lines, bad, good = [], [], []
-    for loss in tested:
-        vals, br = per_loss.get(loss, []), broke.get(loss, [])
-        t = stats.tost(vals, m)
-        share = float(np.mean(br)) if br else 0.0
-        ci = f"90% CI [{t.ci90[0]:+.3f}, {t.ci90[1]:+.3f}]" if t.n >= 2 else "no CI"
-        lines.append(f"{loss}: {t.n} pairs, mean log ratio {fmt(t.mean, '+.3f')} ({ci}), TOST p "
-                     f"{fmt(t.p_tost, '.3g')}; broken where WGAN learned {sum(br)}/{len(br)}")
-        if t.outside or share > 0.5:
-            bad.append(loss)
-        elif t.n >= 2 and t.p_tost < sig:
-            good.append(loss)
+    verdict0, bad, good, lines = degenerate_rule(per_loss, broke, margin, sig)
     for l, why in PREDICTED_DEGENERATE_FAILURES.items():
         if predicted[l] is not None or pred_broke[l]:
             lines.append(f"{l} (not in the paper's table; predicted to fail: {why}): broken in "
@@ -173,12 +162,35 @@ def degenerate_close_to_wgan(frame: pd.DataFrame, *, alpha_max: float = 1e-15, m
               ci=t_all.ci90, p_value=t_all.p_tost, n=len(used), run_ids=ids(used),
               details=f"Per loss (margin ±{m:.3f}, FID ratio within ×/÷ {1 + margin:.2f}; uncapped FIDs, "
                       "broken pairs counted apart): " + "; ".join(lines) + "." + render_notes(notes))
-    if bad:
+    if verdict0 == "contradicted":
         return _v("contradicted", missing="", **{**kw, "details": kw["details"] + f" Not close to WGAN: {', '.join(bad)}."})
-    if len(good) == len(tested):
+    if verdict0 == "supported":
         return _v("supported", **kw)
     return _v("inconclusive", missing="not every loss is shown equivalent to WGAN within the margin "
               f"(equivalent: {', '.join(good) or 'none'}); more seeds", **kw)
+
+
+def degenerate_rule(per_loss: dict[str, list[float]], broke: dict[str, list[bool]], margin: float,
+                    sig: float) -> tuple[str, list[str], list[str], list[str]]:
+    """degenerate-losses' decision per loss: TOST of its seed-paired log ratios within ×/÷
+    (1 + margin); a loss whose CI lies outside, or broken in most pairs where WGAN learned, is not
+    close. Returns (verdict, not-close losses, equivalent losses, one line per loss)."""
+    m = math.log1p(margin)
+    lines, bad, good = [], [], []
+    tested = sorted(set(per_loss) | set(broke))
+    for loss in tested:
+        vals, br = per_loss.get(loss, []), broke.get(loss, [])
+        t = stats.tost(vals, m)
+        share = float(np.mean(br)) if br else 0.0
+        ci = f"90% CI [{t.ci90[0]:+.3f}, {t.ci90[1]:+.3f}]" if t.n >= 2 else "no CI"
+        lines.append(f"{loss}: {t.n} pairs, mean log ratio {fmt(t.mean, '+.3f')} ({ci}), TOST p "
+                     f"{fmt(t.p_tost, '.3g')}; broken where WGAN learned {sum(br)}/{len(br)}")
+        if t.outside or share > 0.5:
+            bad.append(loss)
+        elif t.n >= 2 and t.p_tost < sig:
+            good.append(loss)
+    verdict = "contradicted" if bad else ("supported" if tested and len(good) == len(tested) else "inconclusive")
+    return verdict, bad, good, lines
 
 
 # ------------------------------------------------------------------------------------ Eq. 5
@@ -251,18 +263,27 @@ def eps_counterfactual(frame: pd.DataFrame, *, small_k: float = 1.0, eps_power: 
         tt = sps.ttest_1samp(delta, 0.0, alternative="greater")
         tl = sps.ttest_1samp(delta, 0.0, alternative="less")
         v.details += f" Paired Δ(base − scaled) mean {np.mean(delta):+.3f}, one-sided p = {tt.pvalue:.3g} (n={len(delta)})."
-    if not (w.p_greater < sig):
-        v.verdict, v.missing = "inconclusive", ("no significant base-ε degradation at small k_SN to explain "
-                                                f"(one-sided Welch p {fmt(w.p_greater, '.3g')})")
-        return v
-    if len(delta) >= 2:
-        if tl.pvalue < sig:
-            v.verdict = "contradicted"
-        elif v.verdict == "supported" and not tt.pvalue < sig:
-            v.verdict, v.missing = "inconclusive", "scaled ε matches k = 1 but does not beat base ε significantly"
-    elif v.verdict == "supported":
-        v.verdict, v.missing = "inconclusive", "need ≥ 2 (seed, k) pairs of base-ε and scaled-ε runs"
+    verdict, miss = eps_rule(v.verdict, w.p_greater, delta, sig)
+    if verdict != v.verdict or miss:
+        v.verdict, v.missing = verdict, miss
     return v
+
+
+def eps_rule(tost: str, p_degradation: float, delta: list[float], sig: float) -> tuple[str, str]:
+    """eps-counterfactual's decision from the TOST verdict of scaled-ε vs k_SN = 1 (``tost``), the
+    one-sided p of the base-ε degradation and the seed-paired Δ(base − scaled): (verdict, missing)."""
+    if not (p_degradation < sig):
+        return "inconclusive", ("no significant base-ε degradation at small k_SN to explain "
+                                f"(one-sided Welch p {fmt(p_degradation, '.3g')})")
+    if len(delta) >= 2:
+        if sps.ttest_1samp(delta, 0.0, alternative="less").pvalue < sig:
+            return "contradicted", ""
+        if tost == "supported" and not sps.ttest_1samp(delta, 0.0, alternative="greater").pvalue < sig:
+            return "inconclusive", "scaled ε matches k = 1 but does not beat base ε significantly"
+        return tost, ""
+    if tost == "supported":
+        return "inconclusive", "need ≥ 2 (seed, k) pairs of base-ε and scaled-ε runs"
+    return tost, ""
 
 
 # ------------------------------------------------------------------------------------ GraN Eq. 21

@@ -68,6 +68,7 @@ def search_frame(seed: int = 0):
                      diverged=1.0 if diverged else 0.0, step_time_median_ms=6.0)
             if reg == "sn":
                 m["sn_sigma_product"] = sigma
+                m["lipschitz_certified"] = 2.5 * sigma   # a conv's operator norms exceed Π σ
             if diverged:
                 m["fid"] = m["fid_final"] = m["fid_quality"] = m["fid_quality_final"] = float("nan")
             rid = f"search-{c:03d}-s{s}"
@@ -113,8 +114,7 @@ def test_trend_hypotheses_work_on_sampled_values(search):
     # α log-uniform over 36 decades leaves (almost) no SN run near α = 1: H1 says what it needs
     assert vs["H1"].verdict == "inconclusive" and "need ≥ 2 losses" in vs["H1"].missing
     assert vs["domain-omega-bound"].verdict == "supported"
-    assert "measured SN σ-product" in vs["domain-omega-bound"].details
-    assert "Per iteration" in vs["domain-omega-bound"].details
+    assert "Π σ / K_certified median 0.4" in vs["domain-omega-bound"].details
     for v in vs.values():
         for x in (v.statistic, v.effect_size, v.p_value):
             assert x is None or math.isfinite(x), v.name
@@ -137,9 +137,13 @@ def test_h1_on_a_search_over_k_sn_alone_uses_a_rank_test():
     v = hypotheses.HYPOTHESES["H1"](f)
     assert "Kruskal-Wallis" in v.details and v.verdict == "contradicted", (v.missing, v.details)
     assert v.effect_name == "ε² (rank)" and v.n == 30
-    same = f.assign(fid=np.where(f["run_id"].str.startswith("ref"), 25.0,
-                                 350.0 * np.exp(rng.normal(0, 0.1, len(f)))))
-    assert hypotheses.HYPOTHESES["H1"](same).verdict == "supported"   # every loss broken alike
+    same_values = 30.0 + 0.5 * (np.arange(len(f)) // 3)        # each loss gets the same FIDs
+    alike = f.assign(fid=np.where(f["run_id"].str.startswith("ref"), 25.0, same_values))
+    assert hypotheses.HYPOTHESES["H1"](alike).verdict == "supported"   # every loss learned alike
+    broken = f.assign(fid=np.where(f["run_id"].str.startswith("ref"), 25.0,
+                                   350.0 * np.exp(rng.normal(0, 0.1, len(f)))))
+    v = hypotheses.HYPOTHESES["H1"](broken)     # every loss broken alike: ties at the cap, no evidence
+    assert v.verdict == "inconclusive" and "smallest p this design can give 1" in v.details
 
 
 REASON = "non-finite loss_d=nan at step 20000"   # the trainer's words, quoted in the run list
