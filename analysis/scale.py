@@ -41,8 +41,9 @@ Q_LEARNED = 0.3
 FID_CAP_INCEPTION = 100.0
 #: Share of real toy samples within 3σ of their mode (2-D isotropic Gaussian: 1 − exp(−3²/2)).
 HQ_REAL = 1.0 - math.exp(-4.5)
-#: Number of modes of the 2-D toys (trainables.data: ring8 = 8 Gaussians on a circle, grid25 = 5×5).
-TOY_MODES = {"ring8": 8, "grid25": 25}
+#: Number of modes of the 2-D toys (trainables.toys: ring8 = 8 Gaussians on a circle, grid25 = 5×5,
+#: roth7 = Roth et al.'s 7 Gaussians on the unit circle).
+TOY_MODES = {"ring8": 8, "grid25": 25, "roth7": 7}
 
 #: Published/estimated Inception scale per dataset (pool3, 2,048-d). Every number is an ESTIMATE:
 #: no internet and no Inception run on these datasets here, so none was measured by us.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import pickle
 import socket
 import struct
@@ -133,7 +134,7 @@ def write_celeba(root: Path, n: int = 6) -> None:
 def test_names_and_static_facts():
     assert set(D.IMAGE_DATASETS) == {"fashion_mnist_mini", "mnist", "fashion_mnist", "cifar10",
                                      "celeba"}
-    assert D.TOY_DATASETS == ("ring8", "grid25")
+    assert D.TOY_DATASETS == ("ring8", "grid25", "roth7")
     for name in ("mnist", "fashion_mnist", "fashion_mnist_mini", "cifar10"):
         assert D.native_resolution(name) == 32  # Appendix B
     assert D.native_resolution("celeba") == 64
@@ -433,12 +434,18 @@ def test_celeba_download_needs_gdown(tmp_path, monkeypatch):
 # ----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name,n_modes,std", [("ring8", 8, 0.02), ("grid25", 25, 0.05)])
+@pytest.mark.parametrize("name,n_modes,std", [("ring8", 8, 0.02), ("grid25", 25, 0.05),
+                                               ("roth7", 7, 0.01)])
 def test_toys(name, n_modes, std):
     modes = D.toy_modes(name)
     assert modes.shape == (n_modes, 2) and D.toy_std(name) == std
-    if name == "ring8":
-        assert torch.allclose(modes.norm(dim=1), torch.full((8,), 2.0))
+    if name in ("ring8", "roth7"):  # radius 2 (Metz et al.), the unit circle (Roth et al. App. 7.3)
+        radius = 2.0 if name == "ring8" else 1.0
+        assert torch.allclose(modes.norm(dim=1), torch.full((n_modes,), radius))
+        angles = torch.atan2(modes[:, 1].double(), modes[:, 0].double()) % (2 * math.pi)
+        assert torch.allclose(angles.sort().values,
+                              torch.arange(n_modes, dtype=torch.float64) * 2 * math.pi / n_modes,
+                              atol=1e-6)
     else:
         assert sorted(set(modes[:, 0].tolist())) == [-4.0, -2.0, 0.0, 2.0, 4.0]
     x = D.sample_toy(name, 20000, torch.Generator().manual_seed(0))

@@ -129,3 +129,36 @@ def test_merged_version_of_a_continued_run():
     assert provenance.merged_version("a", "b") == "a~b"
     assert provenance.merged_version("a~b", "b") == "a~b"
     assert provenance.merged_version("a~b", "c") == "a~b~c"
+
+
+def test_every_run_carries_the_version_and_a_continued_run_every_version(tmp_path, monkeypatch):
+    """``open_trial_run`` (one-config trials and pack members): a new run is tagged with the code
+    that opened it; the same run continued by other code records both, in order."""
+    import torch
+    from mlflow.tracking import MlflowClient
+
+    from trainables.config import validate_trial
+    from trainables.ray_trainable import TrialContext, open_trial_run
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("prov", artifact_location=str(tmp_path / "art"))
+    ctx = TrialContext(uri, exp, None, "prov")
+    cfg = validate_trial({"dataset": "ring8", "arch": "mlp", "iterations": 4, "eval_every": 2})
+
+    def version(v):
+        monkeypatch.setattr(provenance, "current",
+                            lambda: provenance.Provenance(v, "f" * 64, str(ROOT)))
+
+    version("git:aaaaaaaaaaaa")
+    logger, _ = open_trial_run(cfg, torch.device("cpu"), ctx, "t1", None)
+    logger.finish()
+    tags = client.get_run(logger.run_id).data.tags
+    assert tags[names.CODE_VERSION_TAG] == "git:aaaaaaaaaaaa"
+    assert tags[names.SOURCE_HASH_TAG] == "f" * 64
+    version("git:bbbbbbbbbbbb")
+    again, _ = open_trial_run(cfg, torch.device("cpu"), ctx, "t1", logger.run_id)
+    again.finish()
+    assert again.run_id == logger.run_id
+    tags = client.get_run(logger.run_id).data.tags
+    assert tags[names.CODE_VERSION_TAG] == "git:aaaaaaaaaaaa~git:bbbbbbbbbbbb"
