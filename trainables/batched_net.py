@@ -451,17 +451,20 @@ class BatchedNet:
                 bias = None if b is None else (p[b].detach() if detach else p[b])
                 op = F.conv2d if kind == "conv" else F.conv_transpose2d
                 st, pad = info["stride"], info["padding"]
-                h = torch.stack([
-                    op(_own(h[i]), _own(w[i]), None if bias is None else _own(bias[i]), st, pad)
-                    for i in range(P)])
+                # unbind, not h[i]: the backward of each h[i] is a zero-filled tensor of the
+                # whole stack (O(P²) for P members), unbind's is one stack of the P gradients
+                hs, ws = h.unbind(0), w.unbind(0)
+                bs = [None] * P if bias is None else [_own(t) for t in bias.unbind(0)]
+                h = torch.stack([op(_own(hs[i]), _own(ws[i]), bs[i], st, pad) for i in range(P)])
             elif kind == "bn":
                 wt, bs = p[pre + "weight"], p[pre + "bias"]
                 if detach:
                     wt, bs = wt.detach(), bs.detach()
                 rm, rv = self.buffers[pre + "running_mean"], self.buffers[pre + "running_var"]
                 # the running statistics are updated in place, in the stacked buffers' rows
+                hs, wts, bss = h.unbind(0), wt.unbind(0), bs.unbind(0)
                 h = torch.stack([
-                    F.batch_norm(_own(h[i]), rm[i], rv[i], _own(wt[i]), _own(bs[i]), training,
+                    F.batch_norm(_own(hs[i]), rm[i], rv[i], _own(wts[i]), _own(bss[i]), training,
                                  info["momentum"], info["eps"]) for i in range(P)])
                 if training:
                     nbt = self.buffers.get(pre + "num_batches_tracked")
