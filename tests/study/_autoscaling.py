@@ -18,9 +18,9 @@ from pathlib import Path
 from tests.study._procs import family, kill_pids, processes_naming, ray_tmpdir
 
 
-# Token auth, as every Ray this test session starts (a process keeps the auth mode of its first
-# ray.init: a driver in token mode joining a head with auth off has its actors cancelled). The
-# head, the nodes its autoscaler starts and the joining driver all read ~/.ray/auth_token.
+# Token auth, as every local Ray of this test session (ray.init turns it on for its process; a
+# driver in token mode joining a head with auth off had its actors cancelled). The head, the nodes
+# its autoscaler starts and the joining driver all read ~/.ray/auth_token.
 AUTH_ENV = {"RAY_AUTH_MODE": "token"}
 
 

@@ -119,6 +119,11 @@ def autoscaling_head(tmp_path, monkeypatch):
 
     for key, value in AUTH_ENV.items():
         monkeypatch.setenv(key, value)
+    # Ray caches the auth mode it read from the environment at import; re-read it, as Ray's own
+    # token-auth set-up does (authentication_token_setup._enable_token_auth)
+    from ray._raylet import Config
+
+    Config.initialize("")
     head = start_autoscaling_head(tmp_path, {"gpu_worker": {
         "resources": {"CPU": 1, "GPU": 1}, "node_config": {}, "min_workers": 0,
         "max_workers": 1}})
