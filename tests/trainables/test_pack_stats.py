@@ -109,3 +109,30 @@ def test_member_stats_refuses_mismatched_members():
     f = torch.zeros(2, 4)
     with pytest.raises(ValueError, match="2 members but 1 losses"):
         member_stats(one_member(D), x, x, f, f, f, torch.zeros(2), [object()])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_pack_stats_step_syncs_the_gpu_a_fixed_number_of_times():
+    """On CUDA, the syncs of ``Population.measure`` (torch's sync debug mode: the one read, and
+    each SN layer's SVD convergence check) do not grow with the pack."""
+    import warnings
+
+    def syncs(P: int) -> int:
+        base = dict(TOY, regularizer="sn", iterations=10, stats_every=5, eval_every=10,
+                    device="cuda")
+        cfgs = [validate_trial({**base, "loss": ("ns", "wgan")[i % 2], "seed": i},
+                               check_data=False) for i in range(P)]
+        pop = Population(cfgs)
+        out = pop.train_step()
+        pop.measure(out, list(range(P)))  # first call: index tensors made once
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            with warnings.catch_warnings(record=True) as seen:
+                warnings.simplefilter("always")
+                pop.measure(out, list(range(P)))
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        return sum("synchroniz" in str(w.message) for w in seen)
+
+    assert syncs(2) == syncs(8)
