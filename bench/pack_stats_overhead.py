@@ -3,8 +3,8 @@
     .venv/bin/python bench/pack_stats_overhead.py [--packs 8 64] [--rounds 5] [--width 0.125]
                                                   [--arch dcgan32|mlp] [--device cpu]
 
-A pack of P dcgan32 (width 1/8, batch 64, the embedded Fashion-MNIST subset) or ring8 mlp NS/WGAN/LS/
-hinge SN members, on one CPU thread by default. Interleaved in every round, each timed separately:
+A pack of P dcgan32 (width 1/8, batch 64, the embedded Fashion-MNIST subset) or ring8 mlp
+NS/WGAN/LS/hinge SN members, on one CPU thread by default. Interleaved in every round, each timed separately:
 
 * ``step``  — one ``Population.train_step`` (the whole pack);
 * ``stats`` — the pack's stats step: ``Population.measure`` where it exists (all members at once,

@@ -19,7 +19,8 @@ backpropagates the gradient values Ψ = ∇L(Ω). We record, per measured batch:
   Δᵢ = |h(xᵢ + δnᵢ) − h(xᵢ)|/δ along the unit input-gradient direction nᵢ = ∇h(xᵢ)/‖∇h(xᵢ)‖, for
   δ ∈ {0.01, 0.1, 1, 10}: the median over real ∪ fake (``_real``/``_fake``: per side, ``_max``: the
   largest). A lower bound on the local Lipschitz constant at scale δ.
-* ``loss_d``/``loss_g``/``penalty`` — the losses centred by L(0)/α (``DomainScaledLoss.*_centered``).
+* ``loss_d``/``loss_g``/``penalty`` — the losses centred by L(0)/α
+  (``DomainScaledLoss.*_centered``).
 * ``omega_bound`` — Theorem 1 / Eq. 7: |max Ω − min Ω| ≤ K·√(4·m·n·c) = K·2√(mnc) for inputs in
   [−1, 1]^{m×n×c} (Appendix A uses c = 3: √(12mn)); ``omega_within_bound`` says whether the running
   union Ω∪ fits in it (kept by the trial, ``GANTrial.record_stats``).
