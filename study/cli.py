@@ -282,12 +282,10 @@ def stop_process_group(proc, sig: int, grace: float = UI_GRACE_S, hurry=None) ->
     proc.wait()
 
 
-UI_MODE = "workflowType=machine_learning"  # the UI's "Model training" mode (see _experiment_links)
-
-
 def _experiment_links(uri: str, url: str, limit: int = 20) -> list[str]:
     """``name: link`` for each experiment of the store (newest first, the empty ``Default`` left
-    out), each link opening the experiment on its runs.
+    out), each link opening the experiment on its runs: a study's experiment in the shared view of
+    its newest execution (``study.ui_view``: the trials with status, params and FID as columns).
 
     MLflow 3.17's UI opens ``#/experiments/<id>`` on its GenAI "Overview" unless the page is in its
     "Model training" mode: the URL's ``workflowType=machine_learning``, else the browser's saved
@@ -303,9 +301,12 @@ def _experiment_links(uri: str, url: str, limit: int = 20) -> list[str]:
                                          order_by=["last_update_time DESC"])
         exps = [e for e in exps if not (e.experiment_id == "0" and not client.search_runs(
             ["0"], max_results=1))]
+        from study.ui_view import latest_share_key, view_link
+
+        lines = [f"  {e.name}: {view_link(url, e.experiment_id, latest_share_key(client, e))}"
+                 for e in exps[:limit]]
     except Exception:  # noqa: BLE001 - the links are a convenience; the server says what is wrong
         return []
-    lines = [f"  {e.name}: {url}/#/experiments/{e.experiment_id}?{UI_MODE}" for e in exps[:limit]]
     if len(exps) > limit:
         lines.append(f"  ... and {len(exps) - limit} more experiment(s): {url}/#/experiments")
     return lines

@@ -227,6 +227,9 @@ def _mark_parent(client, tracking: StudyTracking, outcome: StudyOutcome) -> None
         varied = _varied_keys(outcome.trials)
         _write_best(client, pid, outcome.trials, extractors, varied)
         _log_trials_table(client, pid, _trials_frame(outcome, extractors, varied))
+        from study.ui_view import log_study_figures
+
+        log_study_figures(client, tracking)  # FID vs k_SN and FID curves, for the MLflow UI
     except Exception as err:  # noqa: BLE001 - the run's state below matters more
         import sys
 

@@ -7,6 +7,8 @@
   relative ``sqlite:///mlflow.db`` or a default ``./mlruns`` artifact root would scatter runs.
 * One parent run per study execution holds the study file, the git commit and the hypotheses it
   feeds; each trial is a child run (``mlflow.parentRunId``) made by ``trainables.mlflow_logger``.
+* Each execution writes, on its experiment, a shared view of its trials and a description linking
+  the parent run's figures (``study.ui_view``): what the link ``lipstudy ui`` prints opens.
 * Every study experiment is tagged ``mlflow.experimentKind = custom_model_development`` (a model
   training experiment, not a GenAI one), those made before the tag existed too, the next time a
   study or a resume touches them. Measured with MLflow 3.17.2's UI in Chromium: the tag alone does
@@ -123,6 +125,10 @@ def start_study_run(
         experiment_id, run_name=f"{study_name}-{time.strftime('%Y%m%d-%H%M%S')}", tags=all_tags
     )
     client.log_text(run.info.run_id, study_text, "study.yaml")
+    from study.ui_view import share_study_view
+
+    share_study_view(client, experiment_id, study_name, run.info.run_id,
+                     searched=names.OPTUNA_STORAGE_TAG in all_tags)
     return StudyTracking(tracking_uri, experiment_id, run.info.run_id)
 
 

@@ -33,7 +33,7 @@ def study_store(tmp_path_factory):
     from study.tracking import start_study_run
     from trainables.config import validate_trial
     from trainables.mlflow_logger import TRIAL_ID_TAG, MlflowTrialLogger
-    from trainables.ray_trainable import MlflowCallbacks, trial_run_name
+    from trainables.ray_trainable import MlflowCallbacks, finish_run, trial_run_name
     from trainables.train import train
 
     root = tmp_path_factory.mktemp("ui-store")
@@ -50,8 +50,9 @@ def study_store(tmp_path_factory):
                                    parent_run_id=tracking.parent_run_id,
                                    tags={TRIAL_ID_TAG: f"t{i}"})
         result = train(cfg, MlflowCallbacks(logger, cfg))
-        logger.finish()
-        trials[name] = {"loss": loss, "k_sn": k, "fid": result.metrics["fid"]}
+        finish_run(logger, result)  # as run_trial ends a trial: lipstudy.status, FINISHED
+        trials[name] = {"loss": loss, "k_sn": k, "fid": result.metrics["fid"],
+                        "run_id": logger.run_id}
         summaries.append(TrialSummary(name=name, config=cfg, status="finished",
                                       fid=result.metrics["fid"], step=cfg["iterations"],
                                       trial_id=f"t{i}", run_id=logger.run_id,
@@ -85,7 +86,7 @@ def lipstudy_ui(study_store, tmp_path_factory):
         printed = [proc.stdout.readline().decode() for _ in range(2)]
         assert printed[1].strip().startswith("ui-study: "), printed
         link = printed[1].split(": ", 1)[1].strip()
-        assert link.startswith(f"{url}/#/experiments/{experiment_id}?"), link
+        assert link.startswith(f"{url}/#/experiments/{experiment_id}"), link
         wait_http(f"{url}/health", proc, timeout=180)
         yield url, proc, port, link
     finally:
@@ -253,20 +254,65 @@ def test_runs_table_in_a_real_browser_lists_trials_with_fid_and_params(lipstudy_
 
 
 LANDING_SCREENSHOT_COPY = Path("/tmp/lipstudy-ui-landing.png")
+FIGURE_SCREENSHOT_COPY = Path("/tmp/lipstudy-ui-figure.png")
+CLICK_BUDGET = 2  # the study at a glance: every figure within two clicks of the printed link
+
+
+class Clicks:
+    """Every click the test makes, counted: the budget is a person's, so nothing is typed."""
+
+    def __init__(self):
+        self.n = 0
+
+    def __call__(self, element) -> None:
+        self.n += 1
+        element.click()
+
+
+def _cells(d) -> list[dict[str, str]]:
+    """Each runs-table row as {column id: text} (ag-grid's ``col-id`` names the column)."""
+    from selenium.webdriver.common.by import By
+
+    rows: dict[str, dict[str, str]] = {}
+    for e in d.find_elements(By.CSS_SELECTOR, '[role="row"][row-index]'):
+        cells = rows.setdefault(e.get_attribute("row-index"), {})
+        for c in e.find_elements(By.CSS_SELECTOR, '[role="gridcell"][col-id]'):
+            cells[c.get_attribute("col-id")] = c.text.strip()
+    return [v for _, v in sorted(rows.items(), key=lambda kv: int(kv[0]))]
+
+
+def _cell(row: dict[str, str], key: str) -> str:
+    """The text of the column whose id names ``key`` (e.g. ``metrics.`fid``` for ``fid``)."""
+    (text,) = [v for k, v in row.items() if k.endswith(f".`{key}`")] or [None]
+    assert text is not None, (key, sorted(row))
+    return text
+
+
+def _same_number(shown: str, value: float) -> bool:
+    """``shown`` is ``value`` as the UI prints it (in full, or rounded to its digits)."""
+    try:
+        x = float(shown.rstrip("."))
+    except ValueError:
+        return False
+    digits = len(shown.split(".")[1]) if "." in shown else 0
+    return math.isclose(x, value, rel_tol=1e-9, abs_tol=0.51 * 10 ** -digits)
 
 
 @pytest.mark.slow
-def test_the_printed_link_opens_the_study_on_its_runs_with_the_best_trial(lipstudy_ui,
-                                                                         study_store, tmp_path):
-    """MLflow 3.17 opens ``#/experiments/<id>`` on its GenAI "Overview" (measured: even with the
-    ``mlflow.experimentKind`` tag); the link ``lipstudy ui`` prints opens the runs table, and the
-    study's parent run shows the best FID and which trial made it."""
-    from selenium.webdriver.common.by import By
+def test_the_printed_link_shows_every_trial_with_its_values_without_a_click(lipstudy_ui,
+                                                                           study_store,
+                                                                           tmp_path):
+    """The link ``lipstudy ui`` prints opens the runs page (not the GenAI Overview) on the
+    study's trials as flat rows (not one collapsed parent), best FID first, with the status,
+    loss, regularizer, k_SN, α, FID and toy quality columns; every value shown equals the run's
+    own param / tag / metric in MLflow. No click, nothing typed."""
+    from mlflow.tracking import MlflowClient
 
     chromium, driver = _browser()
-    _, _, _, link = lipstudy_ui
-    _, experiment_id, trials = study_store
-    best_name, best = min(trials.items(), key=lambda kv: kv[1]["fid"])
+    url, _, _, link = lipstudy_ui
+    db, experiment_id, trials = study_store
+    client = MlflowClient(f"sqlite:///{db}")
+    runs = {name: client.get_run(t["run_id"]) for name, t in trials.items()}
     d = _start_chromium(chromium, driver, tempfile.mkdtemp(dir=tmp_path, prefix="chromium-"))
     shot = tmp_path / "mlflow-ui-landing.png"
     try:
@@ -274,19 +320,33 @@ def test_the_printed_link_opens_the_study_on_its_runs_with_the_best_trial(lipstu
         _wait(lambda: f"/experiments/{experiment_id}/runs" in d.current_url, timeout=60,
               what=f"the runs page (at {d.current_url})")
         assert "overview" not in d.current_url.lower(), d.current_url
-        _wait(lambda: [r for r in _rows(d) if "ui-study-" in r], what="the study's parent run")
-        for close in d.find_elements(By.CSS_SELECTOR, 'button[aria-label="Close"]'):
-            if close.is_displayed():  # the assistant side panel
-                close.click()
-        for column in ("best_fid", "lipstudy.best_trial"):
-            _show_column(d, column)
+        _wait(lambda: all(any(n in r for r in _rows(d)) for n in trials)
+              and all(any(k.endswith(".`fid`") and v for k, v in row.items())
+                      for row in _cells(d)),
+              timeout=90, what="every trial with its fid")
         time.sleep(1.0)  # let the grid settle
         d.save_screenshot(str(shot))
-        (row,) = [r for r in _rows(d) if "ui-study-" in r]
-        shown = ({f"{best['fid']:.{p}f}" for p in range(0, 5)}
-                 | {f"{best['fid']:.{p}g}" for p in range(2, 6)})
-        assert any(s in row for s in shown), (best["fid"], row)
-        assert best_name in row, (best_name, row)
+        rows = _cells(d)
+        assert not [r for r in _rows(d) if "ui-study-" in r]  # the parent is not a trial
+        assert len(rows) == len(trials), _rows(d)
+        fids = [float(_cell(r, "fid")) for r in rows]
+        assert fids == sorted(fids)  # best FID first
+        for row in rows:
+            (name,) = [n for n in trials if n in " ".join(row.values())]
+            run = runs[name]
+            assert _cell(row, "lipstudy.status") == run.data.tags["lipstudy.status"] == "finished"
+            for key in ("loss", "regularizer"):
+                assert _cell(row, key) == run.data.params[key], (name, key, row)
+            for key in ("k_sn", "alpha"):
+                assert _same_number(_cell(row, key), float(run.data.params[key])), (name, key)
+            for key in ("fid", "modes_covered", "hq_share"):  # a toy's quality: modes, hq share
+                assert _same_number(_cell(row, key), run.data.metrics[key]), (name, key, row)
+            # image trials' quality column; toys log none, so the view shows no empty column
+            assert not [k for k in row if k.endswith(".`fid_quality`")]
+        # the home page tells the study's experiment from MLflow's own "Default"
+        d.get(f"{url}/#/experiments")
+        _wait(lambda: 'lipstudy study "ui-study"' in d.find_element("tag name", "body").text,
+              timeout=60, what="the study's description on the experiments page")
     finally:
         if not shot.exists():
             try:
@@ -296,3 +356,56 @@ def test_the_printed_link_opens_the_study_on_its_runs_with_the_best_trial(lipstu
         d.quit()
         if shot.exists():
             shutil.copyfile(shot, LANDING_SCREENSHOT_COPY)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("label, artifact", [("FID vs k_SN by loss", "figures/fid_vs_k_sn.png"),
+                                             ("FID curves", "figures/fid_curves.png")])
+def test_the_study_figures_are_within_two_clicks_of_the_printed_link(lipstudy_ui, study_store,
+                                                                    tmp_path, label, artifact):
+    """From the printed link, the parent run's FID-vs-k_SN figure (coloured by loss, log axes)
+    and the trials' FID curves open as images in at most ``CLICK_BUDGET`` clicks: the
+    experiment description's links (``study.ui_view``). Before, the same took 4 clicks and 2
+    typed searches as a table and 8 clicks as a plot."""
+    from mlflow.tracking import MlflowClient
+    from selenium.webdriver.common.by import By
+
+    chromium, driver = _browser()
+    url, _, _, link = lipstudy_ui
+    db, experiment_id, _ = study_store
+    (parent,) = MlflowClient(f"sqlite:///{db}").search_runs(
+        [experiment_id], "tags.`lipstudy.kind` = 'study'")
+    d = _start_chromium(chromium, driver, tempfile.mkdtemp(dir=tmp_path, prefix="chromium-"))
+    click = Clicks()
+    shot = tmp_path / "mlflow-ui-figure.png"
+    try:
+        d.get(link)
+
+        def target():
+            found = [a for a in d.find_elements(By.LINK_TEXT, label) if a.is_displayed()]
+            return found[0] if found else None
+
+        anchor = _wait(target, timeout=60, what=f"a visible link {label!r}")
+        click(anchor)
+        if len(d.window_handles) > 1:  # the UI opens a description's links in a new tab
+            d.switch_to.window(d.window_handles[-1])
+        _wait(lambda: parent.info.run_id in d.current_url and artifact in d.current_url,
+              timeout=30, what=f"the parent run's {artifact} (at {d.current_url})")
+        img = _wait(lambda: [i for i in d.find_elements(By.TAG_NAME, "img") if i.is_displayed()
+                             and (i.get_attribute("src") or "").startswith(("blob:", url))
+                             and d.execute_script("return arguments[0].naturalWidth", i) > 300],
+                    timeout=60, what=f"the image {artifact} shown")
+        assert img
+        # the run page stays in Model training mode (GenAI's sidebar has "Evaluation runs")
+        assert "Evaluation runs" not in d.find_element(By.TAG_NAME, "body").text
+        d.save_screenshot(str(shot))
+        assert click.n <= CLICK_BUDGET, click.n
+    finally:
+        if not shot.exists():
+            try:
+                d.save_screenshot(str(shot))
+            except Exception:  # noqa: BLE001
+                pass
+        d.quit()
+        if shot.exists():
+            shutil.copyfile(shot, FIGURE_SCREENSHOT_COPY)

@@ -1,0 +1,163 @@
+"""The study at a glance in the MLflow UI (``mlflow ui`` / ``lipstudy ui`` on the study's store).
+
+What MLflow 3.17's UI offers, read from its server bundle (``mlflow/server/js/build``):
+
+* **Shared views.** The runs page URL ``#/experiments/<id>/runs?viewStateShareKey=<key>`` loads
+  its search facets (``searchFilter``, ``orderByKey``, ``orderByAsc``, …) and its table/chart
+  state (``selectedColumns``, ``runsHiddenMode``, …) from the experiment tag
+  ``mlflow.sharedViewState.<key>`` (JSON). That is what the UI's own "Share" button writes; the
+  facets in a URL alone cannot choose columns (those live in the browser's local storage). A
+  facet in the URL beside the key makes the UI ignore the shared state, so the link carries none.
+* **Experiment description.** The experiment tag ``mlflow.note.content`` is rendered as Markdown
+  above the runs table; its links (``#/experiments/<id>/runs/<run>/artifactPath/<file>``) open a
+  run's artifact directly.
+* **Logged figures and tables** on a run (``MlflowClient.log_figure`` / ``log_table``) are shown
+  in its Artifacts tab.
+
+So every study execution writes, on its experiment: a shared view whose key is the parent run's
+id, listing the parent's trials (``tags.mlflow.parentRunId``, the children as flat rows, best FID
+first) with their status, loss, regularizer, k_SN, α, FID and quality as columns; and a
+description linking the parent run's figures (FID against k_SN coloured by loss on log axes, the
+trials' FID curves), drawn by :mod:`analysis.figures` / :mod:`analysis.curves` at the study's end
+and at the end of every resume (:func:`log_study_figures`).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from trainables import names
+
+SHARED_VIEW_TAG = "mlflow.sharedViewState."  # MLflow UI: + share key -> the view's JSON
+NOTE_TAG = "mlflow.note.content"  # MLflow UI: an experiment's / run's Markdown description
+FIGURE_DIR = "figures"
+FID_VS_K_FIGURE = "fid_vs_k_sn.png"  # the first FID-vs-k_SN figure; further ones keep their name
+CURVES_FIGURE = "fid_curves.png"  # the first learning-curves figure
+OPTUNA_HISTORY_FIGURE = "optuna_history.png"  # a searched study's optimisation history
+#: the trial columns of the study's view, in order (a metric no run logged shows no column)
+VIEW_PARAMS = ("loss", "regularizer", "k_sn", "alpha")
+VIEW_METRICS = ("fid", "fid_quality", "modes_covered", "hq_share")
+UI_MODE = "workflowType=machine_learning"  # the UI's "Model training" mode (see view_link)
+
+
+def _column(kind: str, key: str) -> str:
+    """The runs table's column id (the bundle's ``makeCanonicalSortKey``: kind.`key`)."""
+    return f"{kind}.`{key}`"
+
+
+def view_state(parent_run_id: str) -> dict:
+    """The shared view of one study execution: its trials, best FID first, with the columns."""
+    columns = ([_column("tags", names.STATUS_TAG)]
+               + [_column("params", p) for p in VIEW_PARAMS]
+               + [_column("metrics", m) for m in VIEW_METRICS])
+    return {
+        "searchFilter": f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+        "orderByKey": _column("metrics", "fid"),
+        "orderByAsc": True,
+        "lifecycleFilter": "Active",
+        "selectedColumns": columns,
+        "runsHiddenMode": "SHOW_ALL",  # charts show every trial, not the first 10
+        "viewMaximized": False,
+        "runListHidden": False,
+    }
+
+
+def artifact_link(experiment_id: str, run_id: str, path: str) -> str:
+    """The UI's route to one artifact of a run (hash route, relative to the UI's root), in Model
+    training mode (:func:`view_link`: without it a run page switches the sidebar to GenAI)."""
+    return f"#/experiments/{experiment_id}/runs/{run_id}/artifactPath/{path}?{UI_MODE}"
+
+
+def description(study_name: str, experiment_id: str, parent_run_id: str,
+                searched: bool = False) -> str:
+    """The experiment's Markdown description: what it is and where the study's figures are
+    (``searched``: an Optuna search, whose optimisation history is linked too)."""
+    links = [("FID vs k_SN by loss", f"{FIGURE_DIR}/{FID_VS_K_FIGURE}"),
+             ("FID curves", f"{FIGURE_DIR}/{CURVES_FIGURE}"), ("trials table", "trials.json")]
+    if searched:
+        links.insert(2, ("Optuna history", f"{FIGURE_DIR}/{OPTUNA_HISTORY_FIGURE}"))
+    shown = " · ".join(f"[{text}]({artifact_link(experiment_id, parent_run_id, path)})"
+                       for text, path in links)
+    return (
+        f"lipstudy study \"{study_name}\": GAN trials of the Lipschitz study, one run per trial. "
+        f"Figures: {shown}\n\n"
+        f"The figures are the latest execution's (parent run `{parent_run_id}`), drawn when the "
+        f"study or a resume ends. `lipstudy ui` prints a link that opens the trials as a table: "
+        f"this experiment's runs page with `?viewStateShareKey={parent_run_id}`.")
+
+
+def share_study_view(client, experiment_id: str, study_name: str, parent_run_id: str,
+                     searched: bool = False) -> None:
+    """Write the execution's shared view (key: the parent run id) and the experiment's
+    description on ``experiment_id``."""
+    client.set_experiment_tag(experiment_id, SHARED_VIEW_TAG + parent_run_id,
+                              json.dumps(view_state(parent_run_id)))
+    client.set_experiment_tag(experiment_id, NOTE_TAG,
+                              description(study_name, experiment_id, parent_run_id, searched))
+
+
+def view_link(url: str, experiment_id: str, share_key: str | None) -> str:
+    """The link that opens ``experiment_id`` in Model training mode; with ``share_key``, on the
+    runs page in that shared view. MLflow 3.17's UI opens ``#/experiments/<id>`` on its GenAI
+    "Overview" unless the page is in "Model training" mode: the URL's ``workflowType``, else the
+    browser's saved choice (GenAI until the user flips the switch)."""
+    if share_key is None:
+        return f"{url}/#/experiments/{experiment_id}?{UI_MODE}"
+    return f"{url}/#/experiments/{experiment_id}/runs?viewStateShareKey={share_key}&{UI_MODE}"
+
+
+def latest_share_key(client, experiment) -> str | None:
+    """The share key of the experiment's newest study execution that has a shared view."""
+    runs = client.search_runs([experiment.experiment_id],
+                              filter_string=f"tags.`{names.KIND_TAG}` = 'study'",
+                              order_by=["attributes.start_time DESC"], max_results=20)
+    for run in runs:
+        if SHARED_VIEW_TAG + run.info.run_id in experiment.tags:
+            return run.info.run_id
+    return None
+
+
+def study_figures(tracking_uri: str, experiment_id: str, parent_run_id: str):
+    """``[(artifact file name, Figure)]``: FID vs k_SN (coloured by loss, log axes), the FID
+    curves of the parent's trials and, for an Optuna search, Optuna's figures (optimisation
+    history, importances, slice and contour over k_SN and α), drawn by the analysis package from
+    the runs in MLflow and the study's Optuna storage."""
+    from mlflow.tracking import MlflowClient
+
+    from analysis import curves, figures, load, optuna_figures
+
+    experiment = MlflowClient(tracking_uri).get_experiment(experiment_id).name
+    frame = load.load_runs(experiment, tracking_uri, cache=False)
+    if "parent_run_id" in frame:
+        frame = frame[frame["parent_run_id"] == parent_run_id]
+    if frame.empty:
+        return []
+    out = []
+    for i, (name, fig) in enumerate(figures.fid_vs_k(frame)):
+        out.append((FID_VS_K_FIGURE if i == 0 else f"{name}.png", fig))
+    hist = load.load_histories(frame, curves.CURVE_METRICS, tracking_uri)
+    for i, (name, fig) in enumerate(curves.learning_curves(hist, frame, per_figure=10,
+                                                           max_figures=4)):
+        out.append((CURVES_FIGURE if i == 0 else f"{name}.png", fig))
+    for summary in optuna_figures.summaries_for(frame):  # a searched study: Optuna's own figures
+        out += [(f"{name}.png", fig) for name, fig in summary.figures]
+    return out
+
+
+def log_study_figures(client, tracking) -> list[str]:
+    """Draw :func:`study_figures` and log them under ``figures/`` on the parent run; returns the
+    artifact paths. A failure is one warning line: the study's outcome does not depend on it."""
+    import matplotlib.pyplot as plt
+
+    logged = []
+    try:
+        for name, fig in study_figures(tracking.tracking_uri, tracking.experiment_id,
+                                       tracking.parent_run_id):
+            client.log_figure(tracking.parent_run_id, fig, f"{FIGURE_DIR}/{name}")
+            plt.close(fig)
+            logged.append(f"{FIGURE_DIR}/{name}")
+    except Exception as err:  # noqa: BLE001 - figures are a view; the run's state matters more
+        print(f"lipstudy: warning: could not draw the study's figures on its parent run "
+              f"{tracking.parent_run_id}: {err}", file=sys.stderr)
+    return logged
