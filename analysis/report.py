@@ -353,6 +353,9 @@ def build(frame: pd.DataFrame, out_dir: str | Path, *, histories: pd.DataFrame |
     _verdict_section(doc, verdicts)
     _samples_section(doc, frame, out_dir, max_sample_configs)
     _curves_section(doc, frame, histories, fig_dir, q_broken)
+    from analysis.optuna_figures import report_section as optuna_section
+
+    optuna_section(doc, frame, fig_dir)  # a searched study's Optuna figures (from its journal)
     doc.h(2, "Runs")
     doc.table(tables.status_table(frame))
     bad = frame[frame["status"].isin(["crashed", "diverged"])] if len(frame) else frame
