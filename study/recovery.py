@@ -21,6 +21,7 @@ On resume, for every child run of the study that is not FINISHED:
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,18 +62,82 @@ def _fs(study_dir: str):
     return _fs_and_path(study_dir)
 
 
-def saved_trials(study_dir: str) -> dict[str, SavedTrial]:
-    """trial id → :class:`SavedTrial` from the newest experiment state in ``study_dir`` (empty
-    when Tune never wrote one)."""
+def _experiment_states(study_dir: str) -> tuple[Any, list[str]]:
+    """(filesystem, Tune's experiment state files in ``study_dir``, oldest first)."""
     import pyarrow.fs
 
     fs, base = _fs(study_dir)
     states = sorted(i.path for i in fs.get_file_info(pyarrow.fs.FileSelector(base))
                     if i.base_name.startswith("experiment_state") and i.base_name.endswith(".json"))
-    if not states:
-        return {}
-    with fs.open_input_stream(states[-1]) as fh:
+    return fs, states
+
+
+def _read_state(fs, path: str) -> dict[str, Any]:
+    with fs.open_input_stream(path) as fh:
         data = json.loads(fh.read().decode())
+    if not isinstance(data, dict) or not isinstance(data.get("trial_data"), list):
+        raise ValueError("no trial_data")
+    return data
+
+
+def set_aside_damaged_states(study_dir: str) -> list[str]:
+    """Rename every experiment state that cannot be read (a full disk or a kill truncated it) to
+    ``<name>.damaged``, so ``Tuner.restore`` takes the newest intact one (Tune reads the newest by
+    name), the newest one replaced by its last intact copy when the driver kept one
+    (``study.store_watch.keep_intact_states``); returns the damaged names. When none intact is
+    left, raises a ``StudyError`` line: restarting the Tuner would run finished trials again."""
+    from study.limits import StudyError
+
+    fs, states = _experiment_states(study_dir)
+    damaged: list[tuple[str, str]] = []
+    for path in states:
+        try:
+            _read_state(fs, path)
+        except (ValueError, UnicodeDecodeError) as err:
+            damaged.append((path, str(err)))
+    names = [p.rsplit("/", 1)[-1] for p, _ in damaged]
+    if damaged and damaged[-1][0] == states[-1] and _restore_intact(fs, states[-1]):
+        damaged.pop()  # the newest is whole again (its last intact copy)
+    elif damaged and len(damaged) == len(states):
+        raise StudyError(f"{study_dir}: Tune's experiment state {', '.join(names)} is damaged "
+                         f"({damaged[-1][1]}) and no intact one is left to resume from")
+    for path, err in damaged:
+        fs.move(path, f"{path}.damaged")
+        name = path.rsplit("/", 1)[-1]
+        print(f"lipstudy: {name} is damaged ({err}; set aside as {name}.damaged): resuming "
+              "from the newest intact experiment state", file=sys.stderr, flush=True)
+    return names
+
+
+def _restore_intact(fs, path: str) -> bool:
+    """Put the last intact copy of the experiment state ``path`` (``study.store_watch``
+    .keep_intact_states) back beside it, the damaged one set aside; whether there was one."""
+    from study.store_watch import INTACT_DIR
+
+    directory, name = path.rsplit("/", 1)
+    copy = f"{directory}/{INTACT_DIR}/{name}"
+    try:
+        _read_state(fs, copy)
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    fs.move(path, f"{path}.damaged")
+    fs.copy_file(copy, path)
+    print(f"lipstudy: {name} is damaged (set aside as {name}.damaged): resuming from its last "
+          f"intact copy ({INTACT_DIR}/{name})", file=sys.stderr, flush=True)
+    return True
+
+
+def saved_trials(study_dir: str) -> dict[str, SavedTrial]:
+    """trial id → :class:`SavedTrial` from the newest readable experiment state in ``study_dir``
+    (empty when Tune never wrote one)."""
+    fs, states = _experiment_states(study_dir)
+    data: dict[str, Any] = {}
+    for path in reversed(states):
+        try:
+            data = _read_state(fs, path)
+            break
+        except (ValueError, UnicodeDecodeError):
+            continue
     out: dict[str, SavedTrial] = {}
     for meta_json, run_json in data.get("trial_data", []):
         meta, runtime = json.loads(meta_json), json.loads(run_json)

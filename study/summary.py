@@ -54,10 +54,11 @@ class StudyOutcome:
     not_suggested: int = 0  # optuna/random: trials the searcher had not asked for yet
     extractors: list[str] = field(default_factory=list)  # resolved fid_extractor params
     reconciliation: dict[str, list[str]] = field(default_factory=dict)
+    stopped: str | None = None  # what stopped the study (its store gone, a full disk): one line
 
     @property
     def complete(self) -> bool:
-        return self.not_suggested == 0 and all(
+        return not self.stopped and self.not_suggested == 0 and all(
             t.status in ("finished", "stopped early", "diverged", "crashed") for t in self.trials)
 
     def counts(self) -> dict[str, int]:
@@ -67,12 +68,11 @@ class StudyOutcome:
 
 
 def clean_error(error: Any) -> str | None:
-    """First meaningful line of a trial's error, without terminal colour codes."""
-    if error is None:
-        return None
-    lines = [ANSI.sub("", ln).strip() for ln in str(error).splitlines()]
-    lines = [ln for ln in lines if ln]
-    return lines[0] if lines else type(error).__name__
+    """The cause's own line of a trial's error, without terminal colour codes (for Ray's task
+    errors, the exception line under its traceback: ``trainables.checkpoints.cause_line``)."""
+    from trainables.checkpoints import cause_line
+
+    return cause_line(error)
 
 
 def _name(cfg: dict[str, Any] | None, fallback: str) -> str:
@@ -121,6 +121,11 @@ def _member_summary(client, trial_config, raw, key, suffix, run, status, res) ->
     run_status = run.data.tags.get(STATUS_TAG) if run is not None else None
     if res.error is not None:
         summary.status, summary.error = "crashed", clean_error(res.error)
+        if run is not None and (run.info.status != "FAILED" or run_status != "crashed"):
+            # the trial died before its own handler could say so (parent and child agree)
+            client.set_tag(run.info.run_id, STATUS_TAG, "crashed")
+            client.set_tag(run.info.run_id, names.CRASH_REASON_TAG, summary.error[:5000])
+            client.set_terminated(run.info.run_id, "FAILED")
     elif status == "TERMINATED":
         diverged = run_status == "diverged" or (not suffix and metrics.get("diverged"))
         summary.status = "diverged" if diverged else "finished"
@@ -130,14 +135,15 @@ def _member_summary(client, trial_config, raw, key, suffix, run, status, res) ->
             client.set_tag(run.info.run_id, STATUS_TAG, "stopped_early")
             client.set_tag(run.info.run_id, names.STOPPED_STEP_TAG, metrics.get("step"))
             client.set_terminated(run.info.run_id, "FINISHED")
-    elif run is not None and run.data.metrics:
-        summary.status = "interrupted"
+    elif (run.data.metrics if run is not None
+          else status in ("RUNNING", "PAUSED") and client is None):
+        summary.status = "interrupted"  # (no client: the store is gone, Tune's state says so)
     fid = metrics.get(f"fid{suffix}")
     summary.fid = float(fid) if isinstance(fid, (int, float)) and math.isfinite(fid) else None
     summary.step = metrics.get("step")
     summary.modes = metrics.get(f"modes_covered{suffix}")
     summary.hq = metrics.get(f"hq_share{suffix}")
-    if summary.status == "interrupted":
+    if summary.status == "interrupted" and run is not None:
         summary.step = _last_step(client, run)
     if run is not None and run.info.status != "FINISHED" and summary.status in (
             "interrupted", "not started"):  # RUNNING, or FAILED by the stop itself
@@ -149,25 +155,30 @@ def _member_summary(client, trial_config, raw, key, suffix, run, status, res) ->
 
 
 def summarize(results, spec, tracking: StudyTracking, study_dir: str, t0: float,
-              interrupted_by: str | None = None) -> StudyOutcome:
+              interrupted_by: str | None = None, stopped: str | None = None,
+              offline: bool = False) -> StudyOutcome:
     """Summarise a returned ``Tuner.fit()`` (``results``; None when the driver was stopped before
-    Tune started) and write every trial's state to MLflow."""
+    Tune started) and write every trial's state to MLflow. ``stopped``: the line saying what
+    stopped the study (``study.store_watch``); ``offline``: the tracking store is gone, the table
+    comes from Tune's saved state alone and nothing is written to MLflow."""
     from trainables.ray_trainable import trial_config
 
     client = tracking.client()
-    runs = {r.data.tags.get(TRIAL_ID_TAG): r for r in child_runs(tracking)}
+    runs = {} if offline else {r.data.tags.get(TRIAL_ID_TAG): r
+                                  for r in child_runs(tracking)}
     # after a graceful stop Tune marks its in-memory trials TERMINATED; the state it saved for
     # the resume keeps the truth (RUNNING / PENDING for the ones that did not finish)
     saved = saved_trials(study_dir)
-    outcome = StudyOutcome(tracking, study_dir, interrupted_by=interrupted_by)
+    outcome = StudyOutcome(tracking, study_dir, interrupted_by=interrupted_by,
+                           stopped=stopped)
     trials = list(getattr(getattr(results, "_experiment_analysis", None), "trials", None) or [])
     seen_cfgs = set()
     for trial, res in zip(trials, results or []):
         status = saved[trial.trial_id].status if trial.trial_id in saved else trial.status
         for raw, key, suffix in _members(trial.config or {}, trial.trial_id):
             seen_cfgs.add(_canon(raw.get("trial") or {}))
-            outcome.trials.append(_member_summary(client, trial_config, raw, key, suffix,
-                                                  runs.get(key), status, res))
+            outcome.trials.append(_member_summary(None if offline else client, trial_config,
+                                                  raw, key, suffix, runs.get(key), status, res))
     if spec.search == "grid":
         from study.spec import check_study
 
@@ -184,7 +195,8 @@ def summarize(results, spec, tracking: StudyTracking, study_dir: str, t0: float,
     outcome.extractors = sorted({r.data.params["fid_extractor"] for r in runs.values()
                                  if "fid_extractor" in r.data.params})
     outcome.wall_s = time.time() - t0
-    _mark_parent(client, tracking, outcome)
+    if not offline:
+        _mark_parent(client, tracking, outcome)
     return outcome
 
 
@@ -235,6 +247,8 @@ def _mark_parent(client, tracking: StudyTracking, outcome: StudyOutcome) -> None
 
         print(f"lipstudy: warning: could not write the best trial / {TRIALS_TABLE} to the "
               f"study's parent run {pid}: {err}", file=sys.stderr)
+    if not outcome.interrupted_by and names.INTERRUPTED_BY_TAG in client.get_run(pid).data.tags:
+        client.delete_tag(pid, names.INTERRUPTED_BY_TAG)  # an earlier execution's signal
     if outcome.complete:
         client.set_tag(pid, STATUS_TAG, "finished")
         client.set_terminated(pid, "FINISHED")
@@ -357,7 +371,10 @@ def print_summary(outcome: StudyOutcome) -> None:
     extractor = ", ".join(outcome.extractors) or "none evaluated yet"
     print(f"{len(rows) + outcome.not_suggested} trials ({told}) in {outcome.wall_s / 60:.1f} min; "
           f"FID extractor: {extractor}")
-    if not outcome.complete:
+    if outcome.stopped:
+        print(f"The study STOPPED: {outcome.stopped}. Once that is mended, continue it "
+              f"with:\n    lipstudy resume {outcome.storage_path}")
+    elif not outcome.complete:
         why = f"stopped by {outcome.interrupted_by}" if outcome.interrupted_by else "incomplete"
         print(f"The study is INTERRUPTED ({why}). Continue it with:\n"
               f"    lipstudy resume {outcome.storage_path}")

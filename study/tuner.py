@@ -34,7 +34,8 @@ from study.cluster import prepare_cluster
 from study.spec import StudyError, StudySpec, check_study
 from study.schema import RUN_STAMP, study_dir_name
 from study.interrupt import StopSignals
-from study.recovery import reconcile_runs, record_reconciliation
+from study.recovery import reconcile_runs, record_reconciliation, set_aside_damaged_states
+from study.store_watch import StopOnFullDisk, StoreWatch, disk_full_line
 from study.summary import StudyOutcome, summarize
 from study.tracking import (StudyTracking, absolute_uri, default_tracking_uri, mark_crashed,
                             start_study_run)
@@ -243,7 +244,7 @@ def build_tuner(spec: StudySpec, tracking: StudyTracking, storage_path: str, *,
         storage_path=storage_path,
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.checkpoints_to_keep),
-        callbacks=[ProgressPrinter(n_trials(spec), iterations, quiet=quiet)],
+        callbacks=[ProgressPrinter(n_trials(spec), iterations, quiet=quiet), StopOnFullDisk()],
         verbose=0,
     )
     return tune.Tuner(make_trainable(spec, tracking), param_space=param_space(spec),
@@ -400,11 +401,14 @@ def _fit(make_tuner, spec: StudySpec, tracking: StudyTracking, study_dir: str, t
     started leaves no trials."""
     on_crash = on_crash or (lambda err: mark_crashed(tracking, err))
     results = None
+    watch = StoreWatch(tracking.tracking_uri, study_dir=study_dir)
     with StopSignals(on_signal) as stop:
         try:
             init_ray(address, verbose)
             stop.rearm()
-            results = make_tuner(spec).fit()
+            tuner = make_tuner(spec)
+            with watch:  # a store gone for good stops the study (study.store_watch)
+                results = _fit_stoppable(tuner)
         except KeyboardInterrupt:
             if not stop.interrupted:
                 raise
@@ -413,7 +417,19 @@ def _fit(make_tuner, spec: StudySpec, tracking: StudyTracking, study_dir: str, t
         except BaseException as err:
             on_crash(err)
             raise
-    return summarize(results, spec, tracking, study_dir, t0, interrupted_by=stop.name)
+    return summarize(results, spec, tracking, study_dir, t0, interrupted_by=stop.name,
+                     stopped=watch.lost or disk_full_line(), offline=watch.lost is not None)
+
+
+def _fit_stoppable(tuner):
+    """``tuner.fit()``; None when it failed after a full disk stopped the study (Tune's result
+    grid then reads the error files the full disk truncated)."""
+    try:
+        return tuner.fit()
+    except Exception:
+        if disk_full_line() is None:
+            raise
+        return None
 
 
 def record_code_version(client, parent_run_id: str, version: str) -> str | None:
@@ -463,6 +479,7 @@ def resume_study(study_dir: str, *, address: str | None = None, quiet: bool = Fa
     os.environ["MLFLOW_TRACKING_URI"] = tracking.tracking_uri
     client = tracking.client()
     before = client.get_run(tracking.parent_run_id)
+    set_aside_damaged_states(study_dir)  # a full disk or a kill truncated them: one line each
     rec = reconcile_runs(study_dir, tracking)
     resumed = int(client.get_run(tracking.parent_run_id).data.tags.get(names.RESUMED_TAG, 0)) + 1
     client.set_tag(tracking.parent_run_id, names.RESUMED_TAG, resumed)

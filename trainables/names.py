@@ -25,6 +25,7 @@ STOPPED_STEP_TAG = "lipstudy.stopped_step"  # ASHA stopped the trial at this ste
 SUPERSEDED_REASON_TAG = "lipstudy.superseded_reason"
 TRACKING_ERROR_TAG = "lipstudy.tracking_error"
 CRASH_REASON_TAG = "lipstudy.crash_reason"  # the cause's own line when a run ends crashed
+CHECKPOINT_FALLBACK_TAG = "lipstudy.checkpoint_fallback"  # damaged checkpoints skipped
 RESUMED_TAG = "lipstudy.resumed"          # how many times the study was resumed
 RESUMED_PARAMS_TAG = "lipstudy.resumed_params"  # child: params that differ on the latest attempt
 SEARCH_TAG = "lipstudy.search"

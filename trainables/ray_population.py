@@ -30,9 +30,10 @@ import torch
 
 from trainables.devices import apply_precision
 from trainables.population import train_population, unsupported_reason
+from trainables.checkpoints import CheckpointChain
 from trainables.ray_trainable import (
     MlflowCallbacks, TrialContext, _fault_injection, _pause_injection, _trial_id, crash_run,
-    finish_run, load_state, open_trial_run, trial_config, trial_device, trial_run_name,
+    finish_run, open_trial_run, restore_state, trial_config, trial_device, trial_run_name,
 )
 
 PACK_STATE_FILE = "pack_state.pt"
@@ -75,13 +76,8 @@ def run_pack(config: dict[str, Any], context: TrialContext) -> None:
         return run_trial({"trial": config["pack"][0]}, context)
     device = trial_device(cfgs[0]["device"])
     apply_precision(cfgs[0]["precision"], device)  # a pack shares it (not a member key)
-    state, run_ids = None, [None] * len(cfgs)
-    ckpt = tune.get_checkpoint()
-    if ckpt is not None:
-        with ckpt.as_directory() as d:
-            state = load_state(os.path.join(d, PACK_STATE_FILE))
-            with open(os.path.join(d, PACK_META_FILE)) as fh:
-                run_ids = json.load(fh)["mlflow_run_ids"]
+    chain = CheckpointChain.of_trial()  # the runs open first: a damaged checkpoint is their cause
+    run_ids = (chain.meta(PACK_META_FILE) or {}).get("mlflow_run_ids") or [None] * len(cfgs)
     trial_id = _trial_id()
     loggers, callbacks = [], []
     for i, (cfg, run_id) in enumerate(zip(cfgs, run_ids)):
@@ -102,11 +98,12 @@ def run_pack(config: dict[str, Any], context: TrialContext) -> None:
                         checkpoint=tune.Checkpoint.from_directory(tmp))
 
     try:
+        state = restore_state(chain, PACK_STATE_FILE, loggers)
         results = train_population(cfgs, callbacks, state=state, device=device,
                                    on_checkpoint=on_checkpoint)
-    except BaseException:
+    except BaseException as err:
         for lg in loggers:
-            crash_run(lg)
+            crash_run(lg, err)
         raise
     for lg, res in zip(loggers, results):
         finish_run(lg, res)  # the pack reports to Tune, not each member

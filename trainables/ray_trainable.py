@@ -29,7 +29,8 @@ from trainables.config import validate_trial
 from trainables.devices import apply_precision, require_usable_cuda
 from trainables.environment import environment_params
 from trainables.mlflow_logger import TRIAL_ID_TAG, MlflowTrialLogger, run_name
-from trainables.names import CODE_VERSION_TAG
+from trainables.checkpoints import CheckpointChain, cause_line
+from trainables.names import CHECKPOINT_FALLBACK_TAG, CODE_VERSION_TAG, CRASH_REASON_TAG
 from trainables.regularizers import REGULARIZERS
 from trainables.train import Callbacks, TrialResult, resolve_device, train
 
@@ -224,24 +225,18 @@ def _pause_injection(step: int) -> None:
 
 def run_trial(config: dict[str, Any], context: TrialContext) -> None:
     """Ray Tune function trainable (use with ``tune.with_parameters(run_trial, context=...)``)."""
-    from ray import tune
-
     cfg = trial_config(config)
     device = trial_device(cfg["device"])
     apply_precision(cfg["precision"], device)  # before the run records the flags
-    state, run_id = None, None
-    ckpt = tune.get_checkpoint()
-    if ckpt is not None:
-        with ckpt.as_directory() as d:
-            state = load_state(os.path.join(d, STATE_FILE))
-            with open(os.path.join(d, META_FILE)) as fh:
-                run_id = json.load(fh).get("mlflow_run_id")
+    chain = CheckpointChain.of_trial()  # the run opens first: a damaged checkpoint is its cause
+    run_id = (chain.meta(META_FILE) or {}).get("mlflow_run_id")
     logger, params = open_trial_run(cfg, device, context, _trial_id(), run_id)
     callbacks = _TuneCallbacks(logger, params)
     try:
+        state = restore_state(chain, STATE_FILE, [logger])
         result = train(cfg, callbacks, state=state, device=device)
-    except BaseException:
-        crash_run(logger)
+    except BaseException as err:
+        crash_run(logger, err)
         raise
     summary = finish_run(logger, result)
     if result.status == "diverged":
@@ -281,9 +276,25 @@ def open_trial_run(cfg: dict[str, Any], device: torch.device, context: TrialCont
     return logger, params
 
 
-def crash_run(logger: MlflowTrialLogger) -> None:
-    """End the run of a trial whose training raised: tagged crashed, FAILED."""
-    logger.set_tags({"lipstudy.status": "crashed"})
+def restore_state(chain: CheckpointChain, filename: str,
+                  loggers: list[MlflowTrialLogger]) -> dict[str, Any] | None:
+    """The state of the newest loadable checkpoint in ``chain`` (None: a fresh trial); when
+    older ones stood in for damaged newer ones, the runs say which (``CHECKPOINT_FALLBACK_TAG``)."""
+    state, used = chain.load(filename, load_state)
+    note = chain.fallback_note(used)
+    if note:
+        for logger in loggers:
+            logger.set_tags({CHECKPOINT_FALLBACK_TAG: note[:5000]})
+    return state
+
+
+def crash_run(logger: MlflowTrialLogger, err: BaseException | None = None) -> None:
+    """End the run of a trial whose training raised: tagged crashed with the cause's own line
+    (``CRASH_REASON_TAG``), FAILED."""
+    tags = {"lipstudy.status": "crashed"}
+    if err is not None:
+        tags[CRASH_REASON_TAG] = (cause_line(err) or type(err).__name__)[:5000]
+    logger.set_tags(tags)
     logger.finish("FAILED")
 
 
