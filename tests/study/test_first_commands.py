@@ -132,7 +132,7 @@ def test_error_cells_carry_no_terminal_colours():
     from study.summary import clean_error
 
     err = "\x1b[36mray::run_trial()\x1b[39m (pid=1, ip=127.0.0.1)\n  File x\nValueError: boom"
-    assert clean_error(err) == "ray::run_trial() (pid=1, ip=127.0.0.1)"
+    assert clean_error(err) == "ValueError: boom"  # the cause's own line, not Ray's wrapper
     assert clean_error(None) is None
 
 
