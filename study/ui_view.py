@@ -31,6 +31,7 @@ from trainables import names
 
 SHARED_VIEW_TAG = "mlflow.sharedViewState."  # MLflow UI: + share key -> the view's JSON
 NOTE_TAG = "mlflow.note.content"  # MLflow UI: an experiment's / run's Markdown description
+NOTE_PREFIX = "lipstudy study "  # how our descriptions begin (a person's own is never replaced)
 FIGURE_DIR = "figures"
 FID_VS_K_FIGURE = "fid_vs_k_sn.png"  # the first FID-vs-k_SN figure; further ones keep their name
 CURVES_FIGURE = "fid_curves.png"  # the first learning-curves figure
@@ -80,7 +81,7 @@ def description(study_name: str, experiment_id: str, parent_run_id: str,
     shown = " · ".join(f"[{text}]({artifact_link(experiment_id, parent_run_id, path)})"
                        for text, path in links)
     return (
-        f"lipstudy study \"{study_name}\": GAN trials of the Lipschitz study, one run per trial. "
+        f"{NOTE_PREFIX}\"{study_name}\": GAN trials of the Lipschitz study, one run per trial. "
         f"Figures: {shown}\n\n"
         f"The figures are the latest execution's (parent run `{parent_run_id}`), drawn when the "
         f"study or a resume ends. `lipstudy ui` prints a link that opens the trials as a table: "
@@ -90,11 +91,13 @@ def description(study_name: str, experiment_id: str, parent_run_id: str,
 def share_study_view(client, experiment_id: str, study_name: str, parent_run_id: str,
                      searched: bool = False) -> None:
     """Write the execution's shared view (key: the parent run id) and the experiment's
-    description on ``experiment_id``."""
+    description on ``experiment_id``; a description a person wrote is left as it is."""
     client.set_experiment_tag(experiment_id, SHARED_VIEW_TAG + parent_run_id,
                               json.dumps(view_state(parent_run_id)))
-    client.set_experiment_tag(experiment_id, NOTE_TAG,
-                              description(study_name, experiment_id, parent_run_id, searched))
+    note = client.get_experiment(experiment_id).tags.get(NOTE_TAG)
+    if note is None or note.startswith(NOTE_PREFIX):
+        client.set_experiment_tag(experiment_id, NOTE_TAG,
+                                  description(study_name, experiment_id, parent_run_id, searched))
 
 
 def view_link(url: str, experiment_id: str, share_key: str | None) -> str:

@@ -1,7 +1,9 @@
-"""``lipstudy ui`` on a study's store, checked as a person would: the MLflow UI on loopback, opened in
-headless Chromium, lists the trials with their ``fid`` and params (screenshot saved); the link it
-prints for the study opens the experiment on its runs (not MLflow 3's GenAI "Overview"), where the
-study's parent run shows its best FID and best trial.
+"""``lipstudy ui`` on a study's store, checked as a person would: the MLflow UI on loopback,
+opened in headless Chromium, lists the trials with their ``fid`` and params (screenshot saved).
+The study at a glance, with clicks counted: the link ``lipstudy ui`` prints opens the runs page
+(not MLflow 3's GenAI "Overview") on every trial of the study with its status, loss, regularizer,
+k_SN, α, FID and quality, equal to the runs' own values, without a click; the parent run's FID vs
+k_SN figure and the trials' FID curves open within ``CLICK_BUDGET`` clicks of it.
 
 The browser test needs Debian's ``chromium`` + ``chromium-driver`` and ``selenium`` (the ``test``
 extra); ``.ci/run`` installs the browser when it can. Without them it is skipped, saying why.

@@ -49,9 +49,15 @@ def test_each_execution_shares_a_view_of_its_trials_and_the_link_opens_the_newes
     assert (f"(#/experiments/{second.experiment_id}/runs/{second.parent_run_id}/artifactPath/"
             f"figures/fid_vs_k_sn.png?workflowType=machine_learning)") in note
     assert "Optuna history" not in note
+    client.set_experiment_tag(second.experiment_id, NOTE_TAG, "my own notes")
+    _start(uri, tmp_path)  # a third execution: its view, and the person's description stays
+    assert client.get_experiment(second.experiment_id).tags[NOTE_TAG] == "my own notes"
     (line,) = _experiment_links(uri, "http://127.0.0.1:5000")
+    (third,) = [r for r in client.search_runs([second.experiment_id],
+                                              "tags.`lipstudy.kind` = 'study'")
+                if r.info.run_id not in (first.parent_run_id, second.parent_run_id)]
     assert line == (f"  glance: http://127.0.0.1:5000/#/experiments/{second.experiment_id}/runs"
-                    f"?viewStateShareKey={second.parent_run_id}&workflowType=machine_learning")
+                    f"?viewStateShareKey={third.info.run_id}&workflowType=machine_learning")
 
 
 def _child(client, tracking, i: int, loss: str, k: float, alpha: float, fids: list[float]):
