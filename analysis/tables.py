@@ -87,6 +87,21 @@ def toy_table(frame: pd.DataFrame, q_broken: float = Q_LEARNED) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _measured(g: pd.DataFrame) -> str:
+    """What a capped cell hides: the median FID the runs measured (``fid``); without one, that
+    they diverged or the published bound (``fid_censor``: "did not reach FID < c")."""
+    def finite(col: str) -> pd.Series:
+        v = pd.to_numeric(g.get(col, pd.Series(dtype=float)), errors="coerce")
+        return v[np.isfinite(v)]
+
+    raw, censor = finite("fid"), finite("fid_censor")
+    if len(raw):
+        return f" (capped; measured {fmt(raw.median(), '.4g')})"
+    if g.get("diverged", pd.Series(dtype=bool)).astype(bool).any():
+        return " (capped; diverged)"
+    return f" (capped; reported ≥ {fmt(censor.min(), '.4g')})" if len(censor) else " (capped)"
+
+
 def fid_table(frame: pd.DataFrame, x: str, reference: pd.DataFrame | None, *, by: tuple[str, ...] = (),
               fid_cap: float = FID_CAP_INCEPTION, q_broken: float = Q_LEARNED) -> pd.DataFrame:
     """One row per (dataset, extractor, loss, *by, x): our median FID with a bootstrap 95 % CI
@@ -120,7 +135,7 @@ def fid_table(frame: pd.DataFrame, x: str, reference: pd.DataFrame | None, *, by
             "dataset": kd["dataset"], "loss": kd["loss"], **{k: kd[k] for k in by},
             x: kd[x],
             "FID ours (median)": fmt(g["fid_eff"].astype(float).median(), ".2f")
-            + (" (capped)" if g["broken"].any() else ""),
+            + (_measured(g) if g["broken"].any() else ""),
             "95% CI": "" if not np.isfinite(ci[0]) else f"[{ci[0]:.2f}, {ci[1]:.2f}]",
             "seeds": len(g), "broken": int(g["broken"].sum()),
             "quality (median)": fmt(q.median(), ".2f") if q.notna().any() else "—",

@@ -1,0 +1,33 @@
+"""A capped FID cell shows the measured value beside the cap: "282.08 (capped)" hid a measured
+1,732 (the default study's LS at k_SN 10), and a toy search's four "12.17 (capped)" rows hid 0.15,
+3.54, 5.00 and 12.17."""
+
+from __future__ import annotations
+
+from analysis import tables
+
+from .conftest import make_frame
+
+FLOOR, INIT = 2.0, 400.0
+
+
+def _frame(fids):
+    return make_frame([dict(dataset="mnist", loss="ls", k_sn=k, seed=0, fid=f,
+                            fid_extractor="inception", fid_floor=FLOOR, fid_init=INIT)
+                       for k, f in fids])
+
+
+def test_a_capped_cell_shows_the_measured_fid():
+    t = tables.fid_table(_frame([(1.0, 5.0), (10.0, 1732.0)]), "k_sn", None)
+    cells = dict(zip(t["k_sn"].astype(float), t["FID ours (median)"]))
+    cap = INIT ** 0.7 * FLOOR ** 0.3  # the FID at quality 0.3 on the runs' scale
+    assert cells[10.0] == f"{cap:.2f} (capped; measured 1732)"
+    assert cells[1.0] == "5.00"  # learned: no cap, nothing beside it
+
+
+def test_a_capped_cell_without_a_measurement_says_it_diverged():
+    f = _frame([(1.0, 5.0), (10.0, float("nan"))])
+    f.loc[f["k_sn"] == 10.0, "diverged"] = True
+    t = tables.fid_table(f, "k_sn", None)
+    (cell,) = t.loc[t["k_sn"].astype(float) == 10.0, "FID ours (median)"]
+    assert cell.endswith(" (capped; diverged)") and "nan" not in cell.lower()
