@@ -11,7 +11,8 @@
 * :func:`grad_norm_boxes` — ‖∇ₓf‖ at real and fake samples per method (GraN-GAN Fig. 3).
 
 Plotted FID is the median over seeds of the capped FID (``analysis.outcome``: broken/diverged
-runs sit at the cap); the bars span the seeds' min–max. Each function returns
+runs sit at the cap, labelled in grey with the FID they measured); the bars span the seeds'
+min–max. Each function returns
 ``[(name, Figure)]`` and never an empty figure: a figure with nothing to draw is left out, and
 the reason goes to ``skipped`` (a list the caller passes) for the report to print. :func:`save`
 writes them as PNG.
@@ -55,9 +56,24 @@ def fid_series(frame: pd.DataFrame, x: str, *, fid_cap: float = FID_CAP_INCEPTIO
     df = _prepared(frame, fid_cap, q_broken)
     df = df[df["fid_eff"].notna() & df[x].notna()] if x in df.columns else df.iloc[0:0]
     if df.empty:
-        return pd.DataFrame(columns=["dataset", "fid_extractor", "loss", x, "median", "min", "max", "n"])
-    g = df.groupby(["dataset", "fid_extractor", "loss", x])["fid_eff"]
-    return g.agg(median="median", min="min", max="max", n="size").reset_index()
+        return pd.DataFrame(columns=["dataset", "fid_extractor", "loss", x, "median", "min", "max", "n",
+                                     "measured", "capped"])
+    keys = ["dataset", "fid_extractor", "loss", x]
+    out = df.groupby(keys)["fid_eff"].agg(median="median", min="min", max="max", n="size")
+    # what a capped point hides: the median FID its runs measured (NaN: none measured)
+    fid = pd.to_numeric(df["fid"], errors="coerce") if "fid" in df else pd.Series(np.nan, df.index)
+    raw = df.assign(_raw=fid.where(df["broken"].astype(bool)))
+    out["measured"] = raw.groupby(keys)["_raw"].median()
+    out["capped"] = df.groupby(keys)["broken"].any().astype(bool)
+    return out.reset_index()
+
+
+def _annotate_measured(ax, x, y, measured) -> None:
+    """Write the measured FID beside each capped point (the cap alone reads as a flat line)."""
+    for xi, yi, m in zip(x, y, measured):
+        if np.isfinite(m):
+            ax.annotate(f"{m:.4g}", (xi, yi), textcoords="offset points", xytext=(3, 4),
+                        fontsize=6, color="dimgray")
 
 
 def _line_panel(ax, ours: pd.DataFrame, paper: pd.DataFrame | None, x: str):
@@ -65,12 +81,15 @@ def _line_panel(ax, ours: pd.DataFrame, paper: pd.DataFrame | None, x: str):
         s = ours[ours["loss"] == loss].sort_values(x)
         ax.plot(s[x], s["median"], "o-", color=_color(loss), label=f"{loss} (ours)")
         ax.vlines(s[x], s["min"], s["max"], color=_color(loss), alpha=0.4)
+        if "measured" in s:
+            capped = s[s["capped"].astype(bool)]
+            _annotate_measured(ax, capped[x], capped["median"], capped["measured"].astype(float))
     if paper is not None and len(paper):
         for loss in sorted(paper["loss"].unique(), key=lambda s: (LOSS_ORDER + [s]).index(s)):
             s = paper[paper["loss"] == loss].sort_values(x)
             ax.plot(s[x], s["median"], "s--", color=_color(loss), alpha=0.6, label=f"{loss} (paper)")
     ax.set_xscale("log")
-    ax.set_ylabel("FID (median over seeds, capped)")
+    ax.set_ylabel("FID (median over seeds, capped; grey: measured)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
 
@@ -120,9 +139,12 @@ def _scatter_panel(ax, df: pd.DataFrame, x: str, title: str, color_by_loss: bool
         if broken.any():
             ax.scatter(s.loc[broken, x], s.loc[broken, "fid_eff"], color=_color(loss), s=18,
                        marker="x", label=f"{loss} broken (at the cap)")
+            if "fid" in s:
+                _annotate_measured(ax, s.loc[broken, x], s.loc[broken, "fid_eff"],
+                                   pd.to_numeric(s.loc[broken, "fid"], errors="coerce"))
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_ylabel("FID (capped; × = broken)")
+    ax.set_ylabel("FID (capped; × = broken, grey: measured)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     ax.set_title(title, fontsize=9)

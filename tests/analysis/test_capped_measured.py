@@ -31,3 +31,17 @@ def test_a_capped_cell_without_a_measurement_says_it_diverged():
     t = tables.fid_table(f, "k_sn", None)
     (cell,) = t.loc[t["k_sn"].astype(float) == 10.0, "FID ours (median)"]
     assert cell.endswith(" (capped; diverged)") and "nan" not in cell.lower()
+
+
+def test_a_capped_point_in_the_figures_is_labelled_with_the_measured_fid():
+    from analysis import figures
+
+    grid = _frame([(1.0, 5.0), (10.0, 1732.0)])
+    (_, fig), = figures.fid_vs_k(grid)
+    labels = [t.get_text() for t in fig.axes[0].texts]
+    assert labels == ["1732"]  # only the capped point, with what its run measured
+    figures.plt.close(fig)
+    search = _frame([(k, f) for k, f in ((0.3, 5.0), (1.7, 900.0), (4.1, 1500.0), (9.2, 6.0))])
+    (_, fig), = figures.fid_vs_k(search)  # sampled k_SN: a scatter of the runs
+    assert sorted(t.get_text() for t in fig.axes[0].texts) == ["1500", "900"]
+    figures.plt.close(fig)
