@@ -161,3 +161,27 @@ def test_a_failure_after_the_parent_opens_ends_it_failed_with_the_cause(tmp_path
     assert parent.info.status == "FAILED"
     assert parent.data.tags["lipstudy.status"] == "crashed"
     assert "No space left on device" in parent.data.tags["lipstudy.crash_reason"]
+
+
+@pytest.mark.slow
+def test_a_failed_resume_leaves_a_finished_study_finished(tmp_path):
+    """A finished study whose Tuner state cannot be read back (``tuner.pkl`` truncated): the
+    resume fails, and the parent run stays FINISHED / finished (it was turned FAILED/crashed)."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'done.db'}"
+    study = _write_study(tmp_path, "finished-then-failed-resume")
+    proc = _cli(["run", str(study), "--tracking-uri", uri, "--storage-path",
+                 str(tmp_path / "res")], tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    study_dir = tmp_path / "res" / "finished-then-failed-resume"
+    pkl = study_dir / "tuner.pkl"
+    pkl.write_bytes(pkl.read_bytes()[:40])
+    proc = _cli(["resume", str(study_dir)], tmp_path)
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("finished-then-failed-resume")
+    [parent] = [r for r in client.search_runs([exp.experiment_id])
+                if "mlflow.parentRunId" not in r.data.tags]
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["lipstudy.status"] == "finished"
