@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from study.limits import StudyError
+from trainables.atomic import write_atomic
 
 STATE_FILE = "lipstudy_study.json"
 #: What a resume reads from the state file; a file without one of them is damaged.
@@ -36,19 +37,7 @@ def local_path(path: str) -> Path:
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write ``data`` as JSON to ``path`` through a temporary file in the same directory, flushed
     to disk and renamed over ``path``: readers see the old file or the new one, never a part."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=1)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    write_atomic(path, lambda fh: json.dump(data, fh, indent=1), binary=False)
 
 
 def write_state(study_dir: str, state: dict[str, Any]) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from trainables.atomic import write_atomic
 from trainables.extractors import (
     FeatureExtractor, built_extractor, get_extractor, images_to_features,
 )
@@ -84,19 +84,7 @@ def _load_cached(path: Path, meta: dict[str, str], dim: int) -> np.ndarray | Non
 def _atomic_save_npz(path: Path, **arrays: np.ndarray) -> None:
     """Write ``path`` via a temp file in the same directory + fsync + ``os.replace``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    write_atomic(path, lambda fh: np.savez(fh, **arrays))
 
 
 def reference_features(dataset_key: str, split: str, resolution: int, extractor_name: str, n: int,
