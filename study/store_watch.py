@@ -30,6 +30,8 @@ import time
 
 from ray.tune import Callback
 
+from trainables.tracking_retry import sqlite_identity
+
 #: The line of the full disk that stopped the study in this driver (``StopOnFullDisk``); Tune
 #: restores its callbacks from the experiment state, so the instance is not ours to hold.
 _FULL_DISK: list[str] = []
@@ -58,7 +60,7 @@ class StoreWatch:
         self.lost: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._inode: tuple[int, int] | None = None
+        self._inode: str | None = None
         self._down_since: float | None = None
         self.study_dir = study_dir
 
@@ -77,12 +79,12 @@ class StoreWatch:
 
     def _check_sqlite(self, path: str) -> str | None:
         try:
-            st = os.stat(path)
+            os.stat(path)
         except FileNotFoundError:
             return f"tracking store {self.uri}: the database file was deleted"
         except OSError as err:
             return f"tracking store {self.uri}: cannot be read ({err.strerror})"
-        inode = (st.st_dev, st.st_ino)
+        inode = sqlite_identity(self.uri)  # what the trials compare with (TrialContext)
         if self._inode is None:
             self._inode = inode
         elif inode != self._inode:

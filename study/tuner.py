@@ -109,8 +109,10 @@ def make_trainable(spec: StudySpec, tracking: StudyTracking):
 
     from trainables.ray_trainable import TrialContext, run_trial
 
+    from trainables.tracking_retry import sqlite_identity
+
     context = TrialContext(tracking.tracking_uri, tracking.experiment_id, tracking.parent_run_id,
-                           spec.name)
+                           spec.name, sqlite_identity(tracking.tracking_uri))
     if spec.population > 1 and (spec.search == "grid" or configs_per_pack(spec)):
         # one Tune trial = one pack (trainables.ray_population)
         from trainables.ray_population import run_pack

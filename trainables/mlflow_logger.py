@@ -71,7 +71,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from trainables.names import RESUMED_PARAMS_TAG
 from trainables.tracking_retry import (RetryPolicy, TrackingError, _OrderedWriter, _short,
-                                       is_transient)
+                                       is_transient, sqlite_identity)
 
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -118,8 +118,14 @@ class MlflowTrialLogger:
         synchronous: bool = True,
         retry: RetryPolicy | None = None,
         client: MlflowClient | None = None,
+        store_identity: str | None = None,
     ):
         self.client = client if client is not None else MlflowClient(tracking_uri)
+        self.tracking_uri = tracking_uri
+        # the SQLite store's file as the study started it (tracking_retry.sqlite_identity): while
+        # the file is gone or another, every error is waited on as transient - the driver's
+        # StoreWatch stops the study within seconds; no trial fails on a new, empty store
+        self.store_identity = store_identity
         self.synchronous = synchronous
         self.retry = retry or RetryPolicy.from_env()
         self.retries = 0  # transient errors retried so far (all operations)
@@ -166,7 +172,7 @@ class MlflowTrialLogger:
                 return fn(*args, **kwargs)
             except Exception as err:  # noqa: BLE001 - classified below
                 elapsed = time.monotonic() - start
-                transient = is_transient(err)
+                transient = is_transient(err) or self._store_moved()
                 wait = policy.delay(attempt - 1) if transient else 0.0
                 if (not transient or attempt >= policy.max_attempts
                         or elapsed + wait > policy.budget_s):
@@ -193,6 +199,11 @@ class MlflowTrialLogger:
                         got = None
                     if got is not None:
                         return got
+
+    def _store_moved(self) -> bool:
+        """Whether the SQLite store's file is no longer the one the study started with."""
+        return (self.store_identity is not None
+                and sqlite_identity(self.tracking_uri) != self.store_identity)
 
     def _fail_run(self, reason: str) -> None:
         """End the run FAILED with the reason as a tag (best effort: retried within a shorter

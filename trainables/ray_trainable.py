@@ -46,6 +46,9 @@ class TrialContext:
     experiment_id: str
     parent_run_id: str | None = None
     study_name: str = ""
+    #: the SQLite store's file identity when the driver built the trials
+    #: (``trainables.tracking_retry.sqlite_identity``; None for other stores)
+    store_identity: str | None = None
 
 
 def trial_device(requested: str) -> torch.device:
@@ -266,6 +269,7 @@ def open_trial_run(cfg: dict[str, Any], device: torch.device, context: TrialCont
         context.tracking_uri, context.experiment_id, name=trial_run_name(cfg),
         params=params, parent_run_id=context.parent_run_id, tags=tags, run_id=run_id,
         synchronous=False,  # metrics via an in-order writer thread; flushed at every checkpoint
+        store_identity=context.store_identity,
     )
     if logger.resumed:  # a continued run: trained by every version that touched it
         before = logger._call("get run", logger.client.get_run, logger.run_id).data.tags.get(

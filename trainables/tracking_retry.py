@@ -46,6 +46,21 @@ class RetryPolicy:
         return random.uniform(d / 2, d)
 
 
+def sqlite_identity(uri: str) -> str | None:
+    """``"<device>:<inode>"`` of a SQLite tracking store's file (``sqlite:///path``); ``"missing"``
+    when no file is there; None for other stores. A store deleted or replaced under a study (a new
+    file at the path: SQLite creates an empty one) has another identity than at the start."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    try:
+        st = os.stat(uri[len("sqlite:///"):])
+    except FileNotFoundError:
+        return "missing"
+    except OSError:
+        return None
+    return f"{st.st_dev}:{st.st_ino}"
+
+
 # MLflow error codes (mlflow.protos.databricks_pb2.ErrorCode names)
 _TRANSIENT_CODES = frozenset({
     "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "INTERNAL_ERROR", "RESOURCE_EXHAUSTED",

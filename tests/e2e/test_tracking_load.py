@@ -334,6 +334,37 @@ def test_a_permanent_error_is_not_retried_and_ends_the_run_failed(store):
     assert "INVALID_PARAMETER_VALUE" in run.data.tags[TRACKING_ERROR_TAG]
 
 
+def test_a_store_deleted_under_the_study_is_waited_on_not_failed(store, tmp_path):
+    """A SQLite store replaced by a new file (what SQLite makes at a deleted store's path) answers
+    with errors that look permanent ("run not found"): with the store's identity from the study's
+    start, the logger keeps retrying them (the driver's StoreWatch stops the study in seconds);
+    with the file back as it was, they are permanent again."""
+    from trainables.tracking_retry import sqlite_identity
+
+    uri = store[0]
+    path = Path(uri[len("sqlite:///"):])
+    logger, _ = make_logger(store, [], synchronous=True)
+    logger.store_identity = sqlite_identity(uri)
+    aside = tmp_path / "aside.db"
+    path.rename(aside)
+    path.write_bytes(b"")  # another file at the path
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
+
+    def not_found():  # what a new, empty store answers for the trial's run
+        raise MlflowException(f"Run '{logger.run_id}' not found",
+                              error_code=RESOURCE_DOES_NOT_EXIST)
+
+    t0 = time.monotonic()
+    with pytest.raises(TrackingError, match="gave up after"):
+        logger._call("log params", not_found, fail_run=False)
+    assert logger.retries >= 2 and time.monotonic() - t0 < 10
+    path.unlink()
+    aside.rename(path)
+    with pytest.raises(TrackingError, match="permanent error after 1 attempt"):
+        logger._call("log params", not_found, fail_run=False)
+
+
 def test_a_failed_run_creation_leaves_nothing_running(store):
     """The first create landed but its answer was lost, the look-ups for it failed and the later
     creates failed: the logger gives up, finds the run the first attempt made and ends it FAILED."""
@@ -353,11 +384,17 @@ def test_a_failed_run_creation_leaves_nothing_running(store):
 
 # -- the load: 32 trial loggers against a real server ----------------------------------------------
 
+def _head_commands() -> str:
+    """Everything the head runs: the MLflow server is a systemd unit written by its setup commands
+    and (re)started by its start commands."""
+    cfg = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    return " ".join(cfg["head_setup_commands"] + cfg["head_start_ray_commands"])
+
+
 def cluster_server_settings() -> dict[str, int]:
     """The pool sizing cluster.yaml gives the head's MLflow server (the test runs it as deployed,
     with 2 workers instead of the head's 4: this box has 2 cores)."""
-    cfg = yaml.safe_load((ROOT / "cluster.yaml").read_text())
-    cmds = " ".join(cfg["head_start_ray_commands"])
+    cmds = _head_commands()
     out = {}
     for key, env in (("pool_size", "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE"),
                      ("max_overflow", "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW")):
@@ -377,7 +414,7 @@ def test_cluster_sizes_the_tracking_server_for_its_trials():
         return anyio.to_thread.current_default_thread_limiter().total_tokens
 
     cfg = yaml.safe_load((ROOT / "cluster.yaml").read_text())
-    cmds = " ".join(cfg["head_start_ray_commands"])
+    cmds = _head_commands()
     setup = " ".join(cfg["head_setup_commands"])
     pool = cluster_server_settings()
     workers = int(re.search(r"mlflow server.*--workers (\d+)", cmds).group(1))
@@ -387,8 +424,10 @@ def test_cluster_sizes_the_tracking_server_for_its_trials():
     assert "psycopg2-binary" in setup and "apt-get install -y -q postgresql" in setup
     max_conn = int(re.search(r"max_connections = (\d+)", setup).group(1))
     assert max_conn >= workers * per_worker + 10
-    gpu = cfg["available_node_types"]["gpu_worker"]
-    assert gpu["max_workers"] * 4 == WRITERS  # 8 GPU workers x 4 trials: what the load test drives
+    spot = cfg["available_node_types"]["gpu_spot"]
+    assert spot["max_workers"] * 4 == WRITERS  # 8 spot GPU workers x 4 trials: what the load drives
+    # the whole fleet (spot + on-demand fallback) stays within what the server's pools accept
+    assert cfg["max_workers"] * 4 <= workers * per_worker
 
 
 WRITERS, BATCHES, METRICS = 32, 25, 50

@@ -68,7 +68,9 @@ def test_a_deleted_sqlite_store_stops_the_study_within_30s_with_one_line(tmp_pat
         assert rc == 1, text
         assert took < 30, (took, text)
         lines = [ln for ln in text.splitlines() if f"tracking store sqlite:///{db}" in ln]
-        assert len(lines) == 1 and "deleted" in lines[0], text
+        # deleted, or already replaced by the empty file SQLite makes at the path: the watch
+        # looks every 2 s, a trial's reconnect can come first
+        assert len(lines) == 1 and re.search(r"deleted|replaced", lines[0]), text
         assert re.search(r"2 trials \(.*interrupted", text), text  # the summary table
         assert "Traceback" not in text, text
     finally:
