@@ -312,6 +312,30 @@ def _experiment_links(uri: str, url: str, limit: int = 20) -> list[str]:
     return lines
 
 
+def _port_taken(port: int, host: str = "127.0.0.1") -> str | None:
+    """One line when ``host:port`` cannot be bound (another program listens there), else None.
+    The probe binds as uvicorn does (``SO_REUSEADDR``: a port in TIME_WAIT counts as free) and
+    names a port that is free now."""
+    import socket
+
+    def bind(p: int) -> int:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, p))
+            return sock.getsockname()[1]
+
+    try:
+        bind(port)
+        return None
+    except OSError as err:
+        reason = err.strerror or str(err)
+    try:
+        free = f" (for example --port {bind(0)}, free now)"
+    except OSError:
+        free = ""
+    return f"--port {port}: cannot serve on {host}:{port}: {reason}; choose another port{free}"
+
+
 def cmd_ui(store: str | None, port: int) -> int:
     """Run ``mlflow ui`` on the store (loopback only) and print its URL and a link per experiment
     that opens it on its runs; blocks until the server ends or a signal arrives.
@@ -320,7 +344,9 @@ def cmd_ui(store: str | None, port: int) -> int:
     ``lipstudy ui`` is forwarded to that whole group; what is still running after ``UI_GRACE_S``
     (or at a second signal) gets SIGKILL; the exit status is then 128 + the signal's number (143,
     130, 129). Should ``lipstudy ui`` itself die without a chance to clean up (SIGKILL), Linux
-    sends the server SIGTERM (``PR_SET_PDEATHSIG``), which ``mlflow ui`` forwards to uvicorn."""
+    sends the server SIGTERM (``PR_SET_PDEATHSIG``), which ``mlflow ui`` forwards to uvicorn.
+    A port another program holds is refused with one line before anything starts (exit 2); a
+    server that ends by itself is a failure (exit 2), never a silent 0."""
     import signal
     import subprocess
     import time
@@ -334,6 +360,9 @@ def cmd_ui(store: str | None, port: int) -> int:
         db = uri[len("sqlite:///"):]
         if not os.path.exists(db):
             return _fail(f"--store: no MLflow store at {db} (run a study first: lipstudy run)")
+    taken = _port_taken(port)
+    if taken:
+        return _fail(taken)
     # one worker and no job runner: ≈ 0.5 GiB instead of ≈ 2.5 GiB (docs/measurements.md); uvicorn gives
     # open connections at most 3 s once told to stop
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
@@ -371,7 +400,9 @@ def cmd_ui(store: str | None, port: int) -> int:
             signal.signal(s, handler)
     if received:
         return 128 + int(received[0])
-    return proc.returncode
+    # nobody asked it to stop: the server failed (a port taken in between, a broken store)
+    return _fail(f"the MLflow UI server stopped by itself (exit status {proc.returncode}); "
+                 f"{url} is not served by it")
 
 
 def main(argv: list[str] | None = None) -> int:
