@@ -128,12 +128,34 @@ def _client(tracking_uri: str | None):
     return MlflowClient(tracking_uri)
 
 
+def existing_store(tracking_uri: str | None = None) -> str:
+    """The tracking URI to read: ``tracking_uri``, else the one MLflow resolves
+    (``$MLFLOW_TRACKING_URI``, else its default ``sqlite:///mlflow.db`` in the working directory).
+    A local store (SQLite file, file store) that does not exist raises FileNotFoundError naming
+    where it was searched: opening it would create an empty one."""
+    import mlflow
+
+    uri = tracking_uri or mlflow.get_tracking_uri()
+    if uri.startswith("sqlite:///"):
+        path = Path(uri[len("sqlite:///"):])
+    elif uri.startswith("file:") or "://" not in uri:
+        path = Path(uri.removeprefix("file://").removeprefix("file:"))
+    else:
+        return uri  # a server: it says itself what it has
+    if not path.exists():
+        raise FileNotFoundError(f"no MLflow store at {path.resolve()} (searched {uri}): give "
+                                "--tracking-uri, or run where the study's mlflow.db is")
+    return uri
+
+
 def _experiments(client, names: Sequence[str]):
     exps = []
     for name in names:
         exp = client.get_experiment_by_name(name)
         if exp is None:
-            raise LookupError(f"no MLflow experiment named {name!r}")
+            have = sorted(e.name for e in client.search_experiments(max_results=1000))
+            raise LookupError(f"no MLflow experiment named {name!r} in {client.tracking_uri} "
+                              f"(it has: {', '.join(have) or 'none'})")
         exps.append(exp)
     return exps
 

@@ -411,6 +411,8 @@ def main(argv: list[str] | None = None) -> int:
     from analysis import load
 
     try:
+        if args.experiment:  # a store that is not there is never created
+            args.tracking_uri = load.existing_store(args.tracking_uri)
         frames = [load.load_runs(args.experiment, args.tracking_uri)] if args.experiment else []
         frames += [load.frame_from_csv(p) for p in args.csv]
         frame = load.concat(frames)
