@@ -66,6 +66,7 @@ class ClusterView:
     started_here: bool  # a local Ray this driver started: no autoscaler, live is everything
     declared: tuple[NodeType, ...] | None = None
     source: str | None = None
+    live: tuple[dict[str, float], ...] = ()  # each live node's total resources (Ray's names)
 
     @property
     def declared_gpus(self) -> float:
@@ -148,7 +149,8 @@ def read_cluster() -> ClusterView:
     live_gpus = sum(float(n.get("Resources", {}).get("GPU", 0)) for n in nodes)
     here = _started_here()
     declared, source = (None, None) if here else declared_node_types()
-    return ClusterView(len(nodes), live_gpus, here, declared, source)
+    live = tuple({k: float(v) for k, v in (n.get("Resources") or {}).items()} for n in nodes)
+    return ClusterView(len(nodes), live_gpus, here, declared, source, live)
 
 
 def shared_fs_default() -> bool:
@@ -200,12 +202,56 @@ def gpu_plan(spec: StudySpec, view: ClusterView) -> tuple[float, str | None]:
     return share, f"gpu: auto: {share:g} GPU per trial (GPUs: {where})"
 
 
+def trial_request(spec: StudySpec, gpu_share: float) -> dict[str, float]:
+    """What one trial asks Ray for, in Ray's resource names (``study.tuner.trial_resources``:
+    one bundle, so one node must hold all of it); amounts of 0 are no request."""
+    request = {"CPU": float(spec.resources.cpu), "GPU": float(gpu_share),
+               **{k: float(v) for k, v in spec.resources.custom.items()}}
+    return {k: v for k, v in request.items() if v > 0}
+
+
+def _holds(resources: dict[str, float], request: dict[str, float], cpu_unknown: bool) -> bool:
+    """Can a node with ``resources`` hold ``request``? A node type that does not state its CPUs
+    (the autoscaler reads them from the instance type) counts as holding any CPU request."""
+    return all(resources.get(k, 0.0) >= v or (k == "CPU" and cpu_unknown and k not in resources)
+               for k, v in request.items())
+
+
+def _amounts(resources: dict[str, float], keys) -> str:
+    return ", ".join(f"{resources.get(k, 0.0):g} {k}" for k in keys)
+
+
+def unmet_request(request: dict[str, float], view: ClusterView) -> str | None:
+    """One line when no node of the cluster can ever hold a trial's ``request`` (Tune would wait
+    for it forever, silently), else None: no live node holds it and no node type the autoscaler
+    may start does. Only decided where the cluster is known in full: a Ray this driver started
+    (live is everything) or an autoscaler whose node types were read; a joined cluster whose
+    autoscaler cannot be read may grow, and is not refused."""
+    if not view.live or not (view.started_here or view.declared is not None):
+        return None
+    if any(_holds(r, request, cpu_unknown=False) for r in view.live):
+        return None
+    types = [t for t in view.declared or () if t.max_workers > 0]
+    if any(_holds(t.resources, request, cpu_unknown=True) for t in types):
+        return None
+    keys = list(request)
+    best = max(view.live, key=lambda r: [min(r.get(k, 0.0) / v, 1.0) for k, v in request.items()])
+    where = ("a local Ray started for this study, no autoscaler" if view.started_here else
+             f"{view.live_nodes} live node(s); node types the autoscaler can start: "
+             + ("; ".join(f"{t.name} {_amounts(t.resources, keys)}" for t in types) or "none")
+             + f" ({view.source})")
+    return (f"resources: each trial asks for {_amounts(request, keys)} on one node, but no node "
+            f"of this cluster has that (the largest live one: {_amounts(best, keys)}; {where}): "
+            "lower resources.cpu / resources.gpu in the study file")
+
+
 def prepare_cluster(spec: StudySpec, storage: str, tracking_uri: str, *, address: str | None,
                     verbose: bool, shared_fs: bool | None = None,
                     population: int | None = None) -> StudySpec:
     """Start or join Ray and check the cluster before the parent run opens: refuse local storage
     and tracking on more than one node (one line each), resolve ``gpu: auto`` (printing what it
-    decided) and the population (``study.tuner.resolve_population``). Returns the spec as it will
+    decided) and the population (``study.tuner.resolve_population``), and refuse a per-trial
+    request no node can hold (:func:`unmet_request`). Returns the spec as it will
     run: its GPU share a number, its population resolved (``population``: a resume's recorded
     one)."""
     from study.tuner import init_ray, resolve_population
@@ -222,6 +268,9 @@ def prepare_cluster(spec: StudySpec, storage: str, tracking_uri: str, *, address
         raise ClusterError(problems)
     spec = resolve_population(spec, population, view.gpus)
     share, note = gpu_plan(spec, view)
+    unmet = unmet_request(trial_request(spec, share), view)
+    if unmet:  # Tune would wait for it forever
+        raise ClusterError([unmet])
     if note:
         print(note, flush=True)
     return spec.model_copy(update={"resources": spec.resources.model_copy(update={"gpu": share})})
