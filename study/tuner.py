@@ -34,6 +34,7 @@ from study.cluster import prepare_cluster
 from study.spec import StudyError, StudySpec, check_study
 from study.schema import RUN_STAMP, study_dir_name
 from study.interrupt import StopSignals
+from study.run_lock import locked, resume_lock_key
 from study.recovery import reconcile_runs, record_reconciliation, set_aside_damaged_states
 from study.store_watch import StopOnFullDisk, StoreWatch, disk_full_line
 from study.summary import StudyOutcome, summarize
@@ -344,6 +345,15 @@ def _storage_root(spec: StudySpec, storage_path: str | None) -> str:
     return root if is_remote(root) else str(Path(root.removeprefix("file://")).resolve())
 
 
+def _run_lock_key(spec: StudySpec, *_, storage_path: str | None = None, **__) -> tuple[str, str]:
+    """The lock a run takes (``study.run_lock``), after the checks that write nothing."""
+    check_study(spec)
+    storage = _storage_root(spec, storage_path)
+    check_storage(storage)
+    return storage, spec.name
+
+
+@locked(_run_lock_key)  # a second run of this study in this storage path: one line
 def run_study(spec: StudySpec, study_text: str, *, tracking_uri: str | None = None,
               storage_path: str | None = None, address: str | None = None,
               quiet: bool = False, verbose: bool = False, on_start=None,
@@ -451,6 +461,7 @@ def record_code_version(client, parent_run_id: str, version: str) -> str | None:
     return line
 
 
+@locked(resume_lock_key)  # the lock of the study's runs (study.run_lock)
 def resume_study(study_dir: str, *, address: str | None = None, quiet: bool = False,
                  verbose: bool = False, on_signal=None,
                  shared_fs: bool | None = None) -> StudyOutcome:
