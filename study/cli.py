@@ -39,6 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     res = sub.add_parser("resume", help="finish an interrupted study from its study directory")
     res.add_argument("study_dir", help="the 'Study directory' that `lipstudy run` printed")
     res.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS or local)")
+    res.add_argument("--trust", action="store_true", help="sign the study directory's pickled "
+                     "state with your key and resume (only for a directory whose contents you "
+                     "trust: resuming unpickles them, which can run code)")
     _add_shared_fs(res)
     res.add_argument("--verbose", action="store_true", help="also show Ray's, Optuna's and "
                      "MLflow's own messages")
@@ -181,7 +184,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
     print(f"lipstudy: resuming {args.study_dir} ...", flush=True)
     try:
         outcome = resume_study(args.study_dir, address=args.address, verbose=args.verbose,
-                               on_signal=_announce_signal, shared_fs=args.shared_fs)
+                               on_signal=_announce_signal, shared_fs=args.shared_fs,
+                               trust=args.trust)
     except StudyError as err:
         return _fail(str(err))
     rec = outcome.reconciliation

@@ -129,6 +129,8 @@ class StoreWatch:
 
     def __enter__(self) -> "StoreWatch":
         self.check()  # the SQLite file's identity at the start
+        if self.study_dir is not None:  # the Tuner is built: its tuner.pkl is signed now
+            keep_intact_states(self.study_dir, final=True)
         self._thread = threading.Thread(target=self._run, name="lipstudy-store-watch",
                                         daemon=True)
         self._thread.start()
@@ -138,31 +140,31 @@ class StoreWatch:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        if self.study_dir is not None:  # the fit is over (finished, stopped or failed)
+            keep_intact_states(self.study_dir, final=True)
 
 
 INTACT_DIR = "lipstudy_intact"  # in the study directory: the last readable experiment states
 
 
-def keep_intact_states(study_dir: str) -> None:
-    """Copy each of Tune's experiment states in ``study_dir`` that reads as whole JSON into
-    ``<study_dir>/lipstudy_intact/`` (atomically: ``study.statefile.write_json_atomic``), so a
-    state a full disk truncates later still has its last intact version
-    (``study.recovery.set_aside_damaged_states``). Local directories only; never raises."""
-    import json
-    from pathlib import Path
+def keep_intact_states(study_dir: str, final: bool = False) -> None:
+    """Keep an intact copy of each of Tune's periodically rewritten states in ``study_dir`` (an
+    experiment state only when it reads as whole JSON) in ``<study_dir>/lipstudy_intact/``, and
+    sign them and the other pickle-bearing files with the user's key (``study.trust.sign_study``),
+    so a state a full disk truncates or a kill leaves half-signed still has its last intact,
+    signed version (``study.recovery.set_aside_damaged_states``, ``study.trust.verify_study``).
+    Local directories only, except ``final`` (the Tuner built, its fit over): a remote one is
+    then signed too, without copies. Never raises."""
+    from study.limits import StudyError
+    from study.statefile import is_remote
+    from study.trust import sign_study
 
-    from study.statefile import is_remote, write_json_atomic
-
-    if is_remote(study_dir):
+    if is_remote(study_dir) and not final:
         return
-    base = Path(study_dir)
-    for path in base.glob("experiment_state-*.json"):
-        try:
-            data = json.loads(path.read_text())
-            (base / INTACT_DIR).mkdir(exist_ok=True)
-            write_json_atomic(base / INTACT_DIR / path.name, data)
-        except (OSError, ValueError):
-            continue  # being written, truncated, or no space: the previous copy stays
+    try:
+        sign_study(study_dir)
+    except (OSError, StudyError):
+        pass  # no space, or no key: the previous copies and signatures stay
 
 
 def disk_full_line() -> str | None:

@@ -464,7 +464,7 @@ def record_code_version(client, parent_run_id: str, version: str) -> str | None:
 @locked(resume_lock_key)  # the lock of the study's runs (study.run_lock)
 def resume_study(study_dir: str, *, address: str | None = None, quiet: bool = False,
                  verbose: bool = False, on_signal=None,
-                 shared_fs: bool | None = None) -> StudyOutcome:
+                 shared_fs: bool | None = None, trust: bool = False) -> StudyOutcome:
     """Finish an interrupted study: ``Tuner.restore`` with the same trainable context.
 
     Finished trials are not re-run; unfinished and errored ones continue from their last
@@ -474,13 +474,19 @@ def resume_study(study_dir: str, *, address: str | None = None, quiet: bool = Fa
     storage. A study stopped before Tune saved any state starts its Tuner afresh in the same
     directory and parent run. Safe to repeat on a finished or half-resumed study. The cluster
     is checked first, as for a new run (``study.cluster.prepare_cluster``), before the parent run
-    changes.
+    changes. Nothing pickled is read from a directory not signed with the user's key
+    (``study.trust``: one line, unless ``trust`` signs it first).
     """
     study_dir = study_dir if is_remote(study_dir) else str(Path(study_dir).resolve())
     state = read_state(study_dir)
     from study.spec import parse_study
 
     spec = parse_study(state["study_text"], f"{study_dir}/{STATE_FILE}")
+    from study.trust import trust_study, verify_study
+
+    if trust:  # --trust: the user vouches for the directory as it is
+        print(trust_study(study_dir), file=sys.stderr, flush=True)
+    verify_study(study_dir)  # before anything is unpickled or the parent run changes
     quiet_libraries(verbose)
     from ray import tune
 
