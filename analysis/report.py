@@ -393,7 +393,8 @@ def attach_to_parent(out_dir: str | Path, experiment: str, tracking_uri: str | N
 
 def main(argv: list[str] | None = None) -> int:
     """``lipstudy report``: load runs (MLflow and/or CSV), build the report, attach it. Exit 0/2."""
-    ap = argparse.ArgumentParser(prog="lipstudy report", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="lipstudy report",
+                                 description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--experiment", action="append", default=[], help="MLflow experiment (repeatable)")
     ap.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: MLflow's)")
     ap.add_argument("--csv", action="append", default=[], help="CSV of external results (repeatable)")

@@ -19,13 +19,18 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
+import textwrap
 
 DEFAULT_STUDY = "default"
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lipstudy", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="lipstudy", epilog="Each command's options: lipstudy COMMAND --help.",
+        description="Run, resume and check studies of Lipschitz regularization in GANs (Ray "
+        "Tune trials, MLflow runs), report on them and open them in the MLflow UI.")
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a study (default: the built-in default study)")
     run.add_argument("study", nargs="?", default=DEFAULT_STUDY, help="study YAML file or preset name")
@@ -74,6 +79,7 @@ def _fail(message: str) -> int:
 def cmd_validate(paths: list[str]) -> int:
     """Check every file given; one line each (ok, with what it runs and on which FID extractor, or
     the problem); exit 2 when any failed."""
+    from study.limits import plural
     from study.spec import StudyError, check_study, describe_fid, load_study
 
     failed = 0
@@ -86,8 +92,9 @@ def cmd_validate(paths: list[str]) -> int:
             print(f"lipstudy: error: {err}", file=sys.stderr)
             failed += 1
             continue
-        kind = "trials" if spec.search == "grid" else "representative configs checked"
-        print(f"{path}: ok ({spec.search}, {len(configs)} {kind}; {fid})")
+        kind = plural(len(configs), "trial" if spec.search == "grid" else "representative config")
+        checked = "" if spec.search == "grid" else " checked"
+        print(f"{path}: ok ({spec.search}, {kind}{checked}; {fid})")
         for note in _population_notes(spec):
             print(f"{path}: {note}")
     return 2 if failed else 0
@@ -115,11 +122,26 @@ def cmd_presets() -> int:
             spec = parse_study_unchecked(p.read_text())
             parts = str(err).split(": ")  # "<file>: <key>: <problem>[: <details>]"
             note = f"  [not runnable here: {parts[2] if len(parts) > 2 else parts[-1]}]"
-        first = (spec.description.strip().splitlines() or [""])[0] if spec else ""
-        if note and len(first) > 60:
-            first = first[:57].rstrip() + "..."
-        print(f"{p.stem:30s} {first}{note}")
+        first = _first_sentence(spec.description) if spec else ""
+        print(textwrap.fill(first, width=100, initial_indent=f"{p.stem:30s} ",
+                            subsequent_indent=" " * 31, break_on_hyphens=False) if first else p.stem)
+        if note:
+            print(" " * 31 + note.strip())
     return 0
+
+
+#: Abbreviations whose full stop ends no sentence.
+_ABBREVIATIONS = ("Eq", "Eqs", "Sec", "Fig", "App", "al", "cf", "vs", "e.g", "i.e", "etc")
+
+
+def _first_sentence(text: str) -> str:
+    """The first sentence of ``text`` (whitespace joined): up to the first ``.``, ``!`` or ``?``
+    that ends a word other than an abbreviation and is followed by a capital, a digit or the end."""
+    text = " ".join(text.split())
+    for m in re.finditer(r"[.!?](?=\s+[A-Z0-9\"'(]|$)", text):
+        if text[:m.start()].rsplit(" ", 1)[-1].lstrip("(\"'") not in _ABBREVIATIONS:
+            return text[:m.end()]
+    return text
 
 
 def _announce_signal(name: str) -> None:
@@ -166,11 +188,38 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _announce(study_dir: str) -> None:
+    from study.shell import lipstudy_command
+
     print(f"lipstudy: study directory {study_dir}\n"
-          f"          (if this driver dies: lipstudy resume {study_dir})", flush=True)
+          f"          (if this driver dies: {lipstudy_command('resume', study_dir)})", flush=True)
+
+
+def _not_a_study_dir(study_dir: str) -> str | None:
+    """The one line for a local directory without a study state file (answered before Ray,
+    torch or MLflow load), naming the study directories just below it when there are some (the
+    storage path given instead of a study's directory); None when the state file is there or the
+    path is remote (then the full reader decides)."""
+    from study.statefile import STATE_FILE, is_remote, local_path
+
+    if is_remote(study_dir):
+        return None
+    path = local_path(study_dir)
+    if (path / STATE_FILE).is_file():
+        return None
+    try:
+        below = sorted(str(p.parent) for p in path.glob(f"*/{STATE_FILE}"))
+    except OSError:
+        below = []
+    hint = (f"; did you mean {' or '.join(below[:3])}{' or ...' if len(below) > 3 else ''}?"
+            if below else "; give the directory `lipstudy run` printed as 'study directory'")
+    what = "no such directory" if not path.exists() else f"no {STATE_FILE}"
+    return f"{study_dir}: not a lipstudy study directory ({what}){hint}"
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
+    wrong = _not_a_study_dir(args.study_dir)
+    if wrong:
+        return _fail(wrong)
     from study.spec import StudyError
     from study.tuner import read_state
 

@@ -54,6 +54,34 @@ class StudyError(ValueError):
         super().__init__(_one_line(str(message)))
 
 
+def did_you_mean(word: object, choices) -> str:
+    """`` (did you mean 'x'?)`` naming the choice closest to a misspelt ``word`` (the same word
+    in another case first, then :func:`difflib.get_close_matches`), or "" when none is close."""
+    import difflib
+
+    if not isinstance(word, str):
+        return ""
+    choices = [c for c in choices if isinstance(c, str)]
+    by_case = {c.lower(): c for c in choices}
+    close = difflib.get_close_matches(word.lower(), list(by_case), n=1, cutoff=0.6)
+    return f" (did you mean {by_case[close[0]]!r}?)" if close else ""
+
+
+def plural(n: int, word: str) -> str:
+    """``1 trial``, ``2 trials``: a count and its noun (plural by an added s), thousands grouped."""
+    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
+
+
+def duration_text(seconds: float) -> str:
+    """A duration for a person: ``45s``, ``4m10s``, ``2h05m``."""
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
 _BOOL_HINT = ("a YAML boolean (the unquoted words yes/no/on/off/true/false are booleans; quote "
               "the word if you mean it)")
 

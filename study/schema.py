@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
                       field_validator, model_validator)
 
-from study.limits import _BOOL_HINT, MAX_INT, MAX_SEED, MAX_TRIALS, _bool_word
+from study.limits import _BOOL_HINT, MAX_INT, MAX_SEED, MAX_TRIALS, _bool_word, did_you_mean
 
 
 def _not_bool(value: Any) -> Any:
@@ -269,6 +269,14 @@ def _error_loc(e: dict) -> tuple:
     return loc
 
 
+def _known_keys(parts: tuple) -> list[str]:
+    """The keys the study file allows where the unknown key ``parts[-1]`` stands."""
+    model = {(): StudySpec, ("resources",): Resources, ("asha",): AshaConfig}.get(parts[:-1])
+    if model is None and len(parts) == 3 and parts[0] == "space":
+        model = SpaceEntry
+    return [f.alias or name for name, f in model.model_fields.items()] if model else []
+
+
 def _pydantic_message(err: ValidationError) -> str:
     errors = err.errors()
     first = _error_loc(errors[0])
@@ -288,7 +296,7 @@ def _pydantic_message(err: ValidationError) -> str:
     else:
         loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts).lstrip(".")
     if e["type"] == "extra_forbidden":
-        msg = "unknown key"
+        msg = "unknown key" + did_you_mean(parts[-1], _known_keys(tuple(parts)))
     elif isinstance(e.get("input"), bool) and "YAML boolean" not in msg:
         msg = f"{msg} (got {_bool_word(e['input'])}, {_BOOL_HINT})"
     return f"{loc}: {msg}" if loc else msg

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from study.recovery import child_runs, saved_trials
+from study.shell import lipstudy_command
 from study.tracking import StudyTracking
 from trainables import names
 from trainables.names import STATUS_TAG, TRIAL_ID_TAG
@@ -373,11 +374,11 @@ def print_summary(outcome: StudyOutcome) -> None:
           f"FID extractor: {extractor}")
     if outcome.stopped:
         print(f"The study STOPPED: {outcome.stopped}. Once that is mended, continue it "
-              f"with:\n    lipstudy resume {outcome.storage_path}")
+              f"with:\n    {lipstudy_command('resume', outcome.storage_path)}")
     elif not outcome.complete:
         why = f"stopped by {outcome.interrupted_by}" if outcome.interrupted_by else "incomplete"
         print(f"The study is INTERRUPTED ({why}). Continue it with:\n"
-              f"    lipstudy resume {outcome.storage_path}")
+              f"    {lipstudy_command('resume', outcome.storage_path)}")
     else:
         print(f"Study directory:  {outcome.storage_path}")
     _print_where(outcome)
@@ -396,6 +397,7 @@ def _print_where(outcome: StudyOutcome) -> None:
     uri = outcome.tracking.tracking_uri
     print(f"MLflow runs:      {uri} (experiment id {outcome.tracking.experiment_id})")
     if uri.startswith("sqlite:") or "://" not in uri:
-        print(f"Open them with:   lipstudy ui --store {uri}   (MLflow UI on 127.0.0.1:5000)")
+        print(f"Open them with:   {lipstudy_command('ui', '--store', uri)}   (MLflow UI on "
+              "127.0.0.1:5000)")
     else:
         print(f"Open them in the MLflow UI of {uri}")

@@ -6,7 +6,8 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from study.limits import _BOOL_HINT, MAX_TRIALS, StudyError, _bool_word, _check_size
+from study.limits import (_BOOL_HINT, MAX_TRIALS, StudyError, _bool_word, _check_size,
+                          did_you_mean, duration_text)
 from study.schema import SpaceEntry, StudySpec
 from trainables.config import ConfigError, all_keys, validate_trial
 
@@ -35,7 +36,7 @@ def check_study(spec: StudySpec) -> list[dict[str, Any]]:
     known = all_keys()
     for key in spec.fixed:
         if key not in known:
-            raise StudyError(f"fixed.{key}: unknown trial key")
+            raise StudyError(f"fixed.{key}: unknown trial key{did_you_mean(key, known)}")
     if "seed" in spec.fixed:
         raise StudyError("fixed.seed: use the study's `seeds` (replicates) instead")
     if spec.search == "grid":
@@ -45,7 +46,7 @@ def check_study(spec: StudySpec) -> list[dict[str, Any]]:
             for key, values in block.items():
                 where = f"grid[{i}].{key}" if isinstance(spec.grid, list) else f"grid.{key}"
                 if key not in known:
-                    raise StudyError(f"{where}: unknown trial key")
+                    raise StudyError(f"{where}: unknown trial key{did_you_mean(key, known)}")
                 if key == "seed":
                     raise StudyError(f"{where}: use the study's `seeds` (replicates) instead")
                 if not values:
@@ -63,7 +64,7 @@ def check_study(spec: StudySpec) -> list[dict[str, Any]]:
             raise StudyError(f"space: a {spec.search} study needs at least one searched key")
         for key, entry in spec.space.items():
             if key not in known:
-                raise StudyError(f"space.{key}: unknown trial key")
+                raise StudyError(f"space.{key}: unknown trial key{did_you_mean(key, known)}")
             if key in spec.fixed:
                 raise StudyError(f"space.{key}: also in fixed; a key is either searched or fixed")
             for cond in entry.when or {}:
@@ -83,6 +84,7 @@ def check_study(spec: StudySpec) -> list[dict[str, Any]]:
             if varied:
                 raise StudyError(f"{_where(spec, key)}: ASHA compares FID at the same iterations in "
                                  "every trial; fix iterations and eval_every")
+    _check_names(spec, blocks)
     seen_data: set[tuple] = set()
     for block, cfg in blocks:
         data_key = (cfg.get("dataset"), cfg.get("data_root"), cfg.get("resolution"), cfg.get("download"))
@@ -93,12 +95,52 @@ def check_study(spec: StudySpec) -> list[dict[str, Any]]:
         try:
             validate_trial(cfg, check_data=fresh)
         except ConfigError as err:
-            where = _where(spec, err.key, block)
-            raise StudyError(f"{where}: {err.problem}") from None
+            raise _study_error(spec, err, block) from None
         if fresh:
             seen_data.add(data_key)
     fid_plans(spec, configs)  # refuses reference sets too small for the extractor
     return configs
+
+
+def _check_names(spec: StudySpec, blocks: list[tuple[int | None, dict[str, Any]]]) -> None:
+    """Unknown names (dataset, arch, loss, regularizer, optimizer) before any cross-key check: a
+    misspelt name is what a user fixes first, and the cross-key checks (``arch: mlp`` is for the
+    2-D toys) assume known names. Values that are no string are left to ``validate_trial``."""
+    from trainables import data as data_lib
+    from trainables.losses import LOSSES
+    from trainables.models import ARCHS
+    from trainables.optim import OPTIMIZERS
+    from trainables.regularizers import REGULARIZERS
+
+    registries = {"dataset": data_lib.DATASETS, "arch": ARCHS, "loss": LOSSES,
+                  "regularizer": REGULARIZERS, "optimizer": OPTIMIZERS}
+    for block, cfg in blocks:
+        for key, known in registries.items():
+            value = cfg.get(key)
+            if not isinstance(value, str) or value in known and key != "dataset":
+                continue
+            if key != "dataset":
+                raise StudyError(f"{_where(spec, key, block)}: unknown {key} {value!r}"
+                                 f"{did_you_mean(value, known)}; known: {', '.join(sorted(known))}")
+            try:
+                data_lib.dataset_entry(value)
+            except data_lib.DatasetError as err:
+                unknown = f"unknown dataset {value!r}"
+                problem = str(err).replace(unknown, unknown + did_you_mean(value, known), 1)
+                raise StudyError(f"{_where(spec, key, block)}: {problem}") from None
+
+
+def _study_error(spec: StudySpec, err: ConfigError, block: int | None) -> StudyError:
+    """The study's one line for a trial's :class:`ConfigError`: where the bad value comes from, or,
+    for a key the study never sets, that the value is that key's default and how to change it."""
+    from trainables.config import BaseTrial
+
+    set_keys = set(spec.fixed).union(*spec.grid_blocks, spec.space)
+    field = BaseTrial.model_fields.get(err.key) if err.key else None
+    if field is None or err.key in set_keys or field.default is None:
+        return StudyError(f"{_where(spec, err.key, block)}: {err.problem}")
+    return StudyError(f"{err.key} (not set in this study, so the default {field.default}): "
+                      f"{err.problem}; set fixed.{err.key} to change it")
 
 
 def _refuse_yaml_bools(spec: StudySpec) -> None:
@@ -184,11 +226,53 @@ def fid_plans(spec: StudySpec, configs: list[dict[str, Any]]) -> list[str]:
                 f"with the {name!r} extractor ({dim}-d features, from fid_extractor: {setting}); "
                 f"a reference needs at least {dim} images (more images, or fid_extractor: domain "
                 "for Fashion-MNIST-like data)")
-        size = f"{n_ref:,}" if n_ref is not None else f"the full {split!r} split"
+        images = f"{n_ref:,} {split!r} images" if n_ref is not None else f"the full {split!r} split"
         plans[key] = (f"{dataset}: FID with {name!r} ({dim}-d"
-                      f"{', resolved from auto' if setting == 'auto' else ''}) against {size} "
-                      f"{split!r} images")
+                      f"{', resolved from auto' if setting == 'auto' else ''}) against {images}"
+                      + (_cpu_inception_time(cfg, n_ref, split)
+                         if name == "inception" and _trials_on_cpu(spec, cfg) else ""))
     return list(plans.values())
+
+
+#: Inception's speed on a CPU, in images per second per trial: measured ≈ 5 on the project's
+#: 2-core box (2.5 as loaded, 7 frozen for inference on an idle core; docs/measurements.md).
+INCEPTION_CPU_IMAGES_PER_S = 5.0
+#: A torchvision dataset's split whose size is not counted without loading it: at least this many.
+SPLIT_SIZE_AT_LEAST = {"test": 10_000, "train": 50_000}
+
+
+def _trials_on_cpu(spec: StudySpec, cfg: dict[str, Any]) -> bool:
+    """Whether the trials will run on a CPU: ``device: cpu``, no GPU share asked
+    (``resources.gpu: 0``), or ``gpu: auto`` on a machine where torch sees no CUDA device."""
+    device = cfg.get("device", "auto")
+    if device != "auto":
+        return device == "cpu"
+    if spec.resources.gpu != "auto":
+        return spec.resources.gpu == 0
+    import torch
+
+    return not torch.cuda.is_available()
+
+
+def _cpu_inception_time(cfg: dict[str, Any], n_ref: int | None, split: str) -> str:
+    """How long Inception takes on a CPU (``"; Inception on a CPU: ..."``): a trial embeds
+    ``fid_samples`` real images (``fid_floor``) and generated ones at step 0 (``fid_init``), every
+    ``eval_every`` steps and at the end, and with ``fid_final_samples`` set the final scale's three
+    sets (``trainables.evaluation``); the reference split is embedded once and cached."""
+    from trainables.config import BaseTrial
+
+    def get(key: str) -> int:
+        value = cfg.get(key, BaseTrial.model_fields[key].default)
+        return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+    evals = -(-get("iterations") // max(get("eval_every"), 1))
+    per_trial = get("fid_samples") * (2 + evals) + 3 * get("fid_final_samples")
+    n = n_ref if n_ref is not None else SPLIT_SIZE_AT_LEAST[split]
+    rate = INCEPTION_CPU_IMAGES_PER_S
+    return (f"; Inception on a CPU: ≈ {per_trial:,} images per trial ≈ "
+            f"{duration_text(per_trial / rate)} each, plus {'≥ ' if n_ref is None else ''}{n:,} "
+            f"reference images once ≈ {duration_text(n / rate)} (then cached), at ≈ {rate:g} "
+            "images/s")
 
 
 def describe_fid(spec: StudySpec, configs: list[dict[str, Any]]) -> str:

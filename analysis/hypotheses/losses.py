@@ -53,8 +53,9 @@ def h1(frame: pd.DataFrame, *, large_k: float = 5.0, sig: float = SIG, w_large: 
         if v is not None:
             return v
         return missing(f"need ≥ 2 losses in ≥ 2 complete blocks (dataset × k_SN ≥ {large_k} × seed), "
-                       f"or ≥ 2 runs of each of ≥ 2 losses for a rank test; have {len(losses)} losses "
-                       f"in {len(pivot)} blocks", run_ids=ids(df), n=len(df))
+                       f"or ≥ 2 runs of each of ≥ 2 losses for a rank test; have {len(losses)} "
+                       f"loss{'' if len(losses) == 1 else 'es'} in {len(pivot)} "
+                       f"block{'' if len(pivot) == 1 else 's'}", run_ids=ids(df), n=len(df))
     fr = stats.friedman(pivot.to_numpy(), losses)
     b, k = len(pivot), len(losses)
     p_min = friedman_p_min(pivot.to_numpy())

@@ -7,6 +7,7 @@ and the end table, without Ray."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -26,13 +27,12 @@ def write(tmp_path, text, name="study.yaml"):
 def test_presets_lists_every_preset_and_marks_absent_data(capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.cache/lipstudy/data: CelebA is absent
     assert main(["presets"]) == 0
-    out = capsys.readouterr().out.splitlines()
+    out = capsys.readouterr().out
     names = sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
-    assert [line.split()[0] for line in out] == names
-    celeba = [line for line in out if line.startswith("lipschitz-table2")]
-    assert "not runnable here: dataset 'celeba' not found" in celeba[0]
-    default = [line for line in out if line.startswith("default ")]
-    assert "not runnable" not in default[0]
+    assert [line.split()[0] for line in out.splitlines() if not line[:1].isspace()] == names
+    blocks = {b.split()[0]: b for b in re.split(r"\n(?=\S)", out.strip())}  # a preset's lines
+    assert "not runnable here: dataset 'celeba' not found" in blocks["lipschitz-table2"]
+    assert "not runnable" not in blocks["default"]
 
 
 def test_validate_checks_every_file_and_exits_2_if_any_fails(tmp_path, capsys):
@@ -46,7 +46,7 @@ def test_validate_checks_every_file_and_exits_2_if_any_fails(tmp_path, capsys):
     assert main(["validate", str(good), str(bad), str(good2)]) == 2
     cap = capsys.readouterr()
     assert f"{good}: ok (grid, 2 trials;" in cap.out
-    assert f"{good2}: ok (grid, 1 trials; fashion_mnist_mini: FID with 'domain' (128-d) " \
+    assert f"{good2}: ok (grid, 1 trial; fashion_mnist_mini: FID with 'domain' (128-d) " \
            "against 2,000 'test' images)" in cap.out
     assert cap.err.count("lipstudy: error:") == 1 and "bad.yaml: fixed.k_sn" in cap.err
 
