@@ -74,7 +74,7 @@ def step_quality(histories: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
     toy = ds.isin(list(scale.TOY_MODES))
     if toy.any():
         n_modes = ds.map(scale.TOY_MODES).astype(float)
-        tq = wide["modes_covered"] / n_modes * np.minimum(1.0, wide["hq_share"] / scale.HQ_REAL)
+        tq = scale.toy_quality(wide["modes_covered"], n_modes, wide["hq_share"])
         q = q.where(~toy, tq)
     wide["quality"] = q
     # the untrained generator's FID (logged once, fid_init) is the curve's step-0 point, quality 0

@@ -189,6 +189,7 @@ def report_section(doc, frame: pd.DataFrame, fig_dir: Path) -> None:
     """The report's "Optuna search" section (``analysis.report``'s document): per study, the
     objective and its direction, the best trial's parameters, the figures or one line each."""
     from analysis.figures import save
+    from trainables.toy_quality import describe_objective
 
     summaries = summaries_for(frame)
     if not summaries:
@@ -198,6 +199,7 @@ def report_section(doc, frame: pd.DataFrame, fig_dir: Path) -> None:
         doc.p(f"Optuna study `{s.study_name}` ({s.location}): objective `{s.objective}`, "
               f"{s.direction}d; figures by `optuna.visualization.matplotlib` from its completed "
               f"trials with a finite objective.")
+        doc.p(f"Objective: {describe_objective(s.objective)}.")
         if s.best:
             doc.table(best_table(s))
         for path in save([(f"{n}_{s.study_name}", f) for n, f in s.figures], fig_dir):

@@ -35,12 +35,14 @@ import math
 import numpy as np
 import pandas as pd
 
+# HQ_REAL (share of real toy samples within 3σ of their mode) and the toys' quality: one
+# definition, the one toy trials log and toy searches optimise (trainables.toy_quality)
+from trainables.toy_quality import HQ_REAL, toy_quality  # noqa: F401
+
 #: quality < Q_LEARNED is broken, ≥ is learned (module docstring; chosen a priori).
 Q_LEARNED = 0.3
 #: The paper's "FID ≥ 100 is broken" (Lipschitz paper Sec. 2.1), for Inception rows without a scale.
 FID_CAP_INCEPTION = 100.0
-#: Share of real toy samples within 3σ of their mode (2-D isotropic Gaussian: 1 − exp(−3²/2)).
-HQ_REAL = 1.0 - math.exp(-4.5)
 #: Number of modes of the 2-D toys (trainables.toys: ring8 = 8 Gaussians on a circle, grid25 = 5×5,
 #: roth7 = Roth et al.'s 7 Gaussians on the unit circle).
 TOY_MODES = {"ring8": 8, "grid25": 25, "roth7": 7}
@@ -172,7 +174,7 @@ def run_quality(frame: pd.DataFrame) -> pd.DataFrame:
         n_modes = ds.map(TOY_MODES).astype(float)
         modes = _num(frame, "modes_covered_final").fillna(_num(frame, "modes_covered"))
         hq = _num(frame, "hq_share_final").fillna(_num(frame, "hq_share"))
-        tq = (modes / n_modes) * np.minimum(1.0, hq / HQ_REAL)
+        tq = toy_quality(modes, n_modes, hq)
         use = toy & tq.notna()
         out.loc[use, "quality"] = tq[use]
         out.loc[toy, "scale_modes"] = modes[toy]

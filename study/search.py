@@ -13,6 +13,11 @@
   pack of ``⌊P / n_seeds⌋`` configurations asked from the same persistent Optuna study, each run
   with every seed in that pack; each configuration's Optuna trial is told the mean final FID of its
   seeds (inf when any diverged), as ``Repeater`` tells a one-config study.
+* ``objective``: what a search optimises. Image datasets: the final ``fid``, minimised. 2-D toys:
+  ``toy_quality`` (``trainables.toy_quality``: modes covered × high-quality share, in [0, 1]),
+  maximised — the toys' data-space Fréchet distance compares two moments only and ranks a
+  generator with 2 of 8 modes and no sample near a mode best. The parent run says which
+  (tag ``lipstudy.objective``); a diverged trial reports the objective's worst value.
 """
 
 from __future__ import annotations
@@ -27,6 +32,49 @@ from study.spec import StudySpec
 
 JOURNAL_FILE = "optuna.journal"
 METRIC, MODE = "fid", "min"
+#: The parent-run tag naming the objective a search optimised (``objective_text``).
+OBJECTIVE_TAG = "lipstudy.objective"
+
+
+def study_datasets(spec: StudySpec) -> list[str]:
+    """The datasets a study's trials use: the searched choices, else the fixed (or default) one."""
+    from trainables.config import BaseTrial
+
+    entry = spec.space.get("dataset")
+    if entry is not None and entry.choice is not None:
+        return [str(d) for d in entry.choice]
+    return [str(spec.fixed.get("dataset", BaseTrial.model_fields["dataset"].default))]
+
+
+def objective(spec: StudySpec) -> tuple[str, str]:
+    """(metric, mode) a study's searcher and scheduler optimise: ``toy_quality``/max when every
+    dataset of the study is a 2-D toy, else ``fid``/min (see the module docstring)."""
+    from trainables.data import is_toy
+    from trainables.toy_quality import TOY_QUALITY
+
+    if all(is_toy(d) for d in study_datasets(spec)):
+        return TOY_QUALITY, "max"
+    return METRIC, MODE
+
+
+def objective_text(spec: StudySpec) -> str:
+    """One line naming what a search optimises (the parent run's ``lipstudy.objective`` tag)."""
+    from trainables.toy_quality import describe_objective
+
+    return describe_objective(objective(spec)[0])
+
+
+def name_metric(study, metric: str) -> None:
+    """Record the objective's name in the Optuna study (what ``analysis.optuna_figures`` and
+    optuna-dashboard label the value with), once."""
+    import warnings
+
+    from optuna.exceptions import ExperimentalWarning
+
+    if study.metric_names != [metric]:
+        with warnings.catch_warnings():  # set_metric_names is marked experimental
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            study.set_metric_names([metric])
 
 
 class DefineByRun:
@@ -118,6 +166,10 @@ class PersistentOptunaSearch(_persistent_optuna_search()):
     FAIL (stale asks; Tune suggests new ones in their place).
     """
 
+    def _setup_study(self, mode) -> None:
+        super()._setup_study(mode)
+        name_metric(self._ot_study, self._metric)
+
     def _finished_in_storage(self, trial_id: str) -> bool:
         ot_trial = self._ot_trials.get(trial_id)
         if ot_trial is None:
@@ -189,9 +241,10 @@ class PackedOptunaSearch(_searcher_base()):
       spread over the space; the papers' defaults (``points_to_evaluate``, enqueued once in the
       storage) are asked first.
     * ``on_trial_result`` keeps the pack's last report and records each configuration's
-      intermediate value (mean ``fid_m<i>`` of its seeds at ``step``) for optuna-dashboard;
-      ``on_trial_complete`` tells each configuration's Optuna trial the mean final FID of its
-      seeds, inf when any of them diverged (``diverged_m<i>``, or the whole pack's ``diverged``),
+      intermediate value (mean ``<metric>_m<i>`` of its seeds at ``step``, the metric being the
+      study's ``objective``) for optuna-dashboard; ``on_trial_complete`` tells each
+      configuration's Optuna trial the mean final value of its seeds, the objective's worst
+      value when any of them diverged (``diverged_m<i>``, or the whole pack's ``diverged``),
       as Tune's ``Repeater`` does for one-config trials. A pack that errored → FAIL. A trial the
       storage already holds as finished is never told again (a resumed study re-runs packs whose
       results were told after Tune's last experiment checkpoint).
@@ -205,7 +258,8 @@ class PackedOptunaSearch(_searcher_base()):
     CKPT_FILE_TMPL = "searcher-state-{}.pkl"
 
     def __init__(self, spec: StudySpec, storage_loc: str, study_name: str):
-        super().__init__(metric=METRIC, mode=MODE)
+        metric, mode = objective(spec)
+        super().__init__(metric=metric, mode=mode)
         self._space = DefineByRun(spec)
         self._fixed = dict(spec.fixed)
         self._seeds = list(spec.seed_list)
@@ -247,7 +301,9 @@ class PackedOptunaSearch(_searcher_base()):
 
             self._ot_study = optuna.create_study(
                 storage=open_storage(self._location), sampler=self._sampler,
-                study_name=self._study_name, direction="minimize", load_if_exists=True)
+                study_name=self._study_name, load_if_exists=True,
+                direction="maximize" if self._mode == "max" else "minimize")
+            name_metric(self._ot_study, self._metric)
         return self._ot_study
 
     def save(self, checkpoint_path: str) -> None:
@@ -277,7 +333,7 @@ class PackedOptunaSearch(_searcher_base()):
     # --- Tune's searcher interface ---------------------------------------------------------
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
-        return True  # the space is the study's (define-by-run); metric/mode are fid/min
+        return True  # the space is the study's (define-by-run); metric/mode its objective()
 
     def suggest(self, trial_id: str):
         if trial_id in self._configs:
@@ -298,21 +354,27 @@ class PackedOptunaSearch(_searcher_base()):
         return self._configs[trial_id]
 
     def config_value(self, result: dict[str, Any], j: int) -> float | None:
-        """Configuration j's value in a pack report: the mean FID of its seeds' members, inf when
-        any diverged, None when a member has no FID in the report (nothing to tell)."""
+        """Configuration j's value in a pack report: the mean objective (``<metric>_m<i>``) of its
+        seeds' members, a diverged member counting as the objective's worst value (inf for FID,
+        so the mean is inf; 0 for toy quality), as ``Repeater`` averages one-config trials'
+        reports; None when a member has no value in the report (nothing to tell)."""
+        from trainables.toy_quality import TOY_QUALITY_WORST
+
         n = len(self._seeds)
+        worst = math.inf if self._mode == "min" else TOY_QUALITY_WORST
         if result.get("diverged") == 1:  # every member of the pack diverged
-            return math.inf
-        fids = []
+            return worst
+        values = []
         for i in range(j * n, (j + 1) * n):
             if result.get(f"diverged_m{i}") == 1:
-                return math.inf
-            fid = result.get(f"fid_m{i}")
-            if not isinstance(fid, (int, float)):
+                values.append(worst)
+                continue
+            value = result.get(f"{self._metric}_m{i}")
+            if not isinstance(value, (int, float)):
                 return None
-            fids.append(float(fid))
-        value = sum(fids) / n
-        return value if math.isfinite(value) else math.inf
+            values.append(float(value))
+        value = sum(values) / n
+        return value if math.isfinite(value) else worst
 
     def _running(self, storage_id: int) -> bool:
         return not self.study._storage.get_trial(storage_id).state.is_finished()
@@ -321,7 +383,7 @@ class PackedOptunaSearch(_searcher_base()):
         if trial_id not in self._packs or trial_id in self._done:
             return
         self._last[trial_id] = {k: v for k, v in result.items()
-                                if k == "step" or k.startswith(("fid_m", "diverged"))}
+                                if k == "step" or k.startswith((f"{self._metric}_m", "diverged"))}
         step = result.get("step")
         if step is None:
             return
@@ -359,13 +421,15 @@ def build_searcher(spec: StudySpec, storage_loc: str, study_name: str):
         return PackedOptunaSearch(spec, storage_loc, study_name)
 
     # metric/mode on the searcher itself: Repeater does not forward them from TuneConfig
+    metric, mode = objective(spec)
     searcher = PersistentOptunaSearch(
-        DefineByRun(spec), metric=METRIC, mode=MODE, sampler=make_sampler(spec),
+        DefineByRun(spec), metric=metric, mode=mode, sampler=make_sampler(spec),
         points_to_evaluate=[dict(p) for p in spec.points_to_evaluate] or None,
         storage=open_storage(storage_loc), study_name=study_name,
     )
     if len(spec.seed_list) > 1:
-        # Repeater tells Optuna the mean FID of the replicates (inf if any diverged: worst)
+        # Repeater tells Optuna the mean objective of the replicates (a diverged one reports the
+        # objective's worst value: trainables.toy_quality.diverged_values)
         searcher = Repeater(searcher, repeat=len(spec.seed_list), set_index=True)
     return searcher
 

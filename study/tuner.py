@@ -28,7 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from study.search import (METRIC, MODE, DefineByRun, build_searcher,  # noqa: F401
+from study.search import (METRIC, MODE, OBJECTIVE_TAG, DefineByRun, build_searcher,  # noqa: F401
+                          objective, objective_text,
                           configs_per_pack, fixed_regularizer, storage_location)
 from study.cluster import prepare_cluster
 from study.spec import StudyError, StudySpec, check_study
@@ -231,8 +232,9 @@ def build_tuner(spec: StudySpec, tracking: StudyTracking, storage_path: str, *,
                       reduction_factor=spec.asha.reduction_factor)
         if spec.scheduler == "asha" else FIFOScheduler()
     )
+    metric, mode = objective(spec)  # fid/min; toy_quality/max on the 2-D toys (study.search)
     tune_config = tune.TuneConfig(
-        metric=METRIC, mode=MODE, search_alg=search_alg, scheduler=scheduler,
+        metric=metric, mode=mode, search_alg=search_alg, scheduler=scheduler,
         num_samples=num_samples, max_concurrent_trials=spec.max_concurrent,
         trial_name_creator=_trial_name,
         trial_dirname_creator=_trial_dirname,
@@ -381,7 +383,8 @@ def run_study(spec: StudySpec, study_text: str, *, tracking_uri: str | None = No
     tracking = start_study_run(uri, spec.name, study_text, hypotheses=spec.hypotheses,
                                tags={**provenance.current().tags(), names.SEARCH_TAG: spec.search,
                                      names.STUDY_DIR_TAG: study_dir,
-                                     **({names.OPTUNA_STORAGE_TAG: optuna_loc}
+                                     **({names.OPTUNA_STORAGE_TAG: optuna_loc,
+                                         OBJECTIVE_TAG: objective_text(spec)}
                                         if optuna_loc else {})})
     try:
         write_state(study_dir, {

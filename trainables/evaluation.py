@@ -24,7 +24,8 @@ what real data and an untrained generator score at the same N, extractor, split 
   :meth:`GANTrial.initial_generator`) is evaluated on the final z. Logged with the final metrics.
 
 Nothing here is extractor-specific (domain or Inception alike). The 2-D toys get no scale: they are
-judged by ``modes_covered`` / ``hq_share``.
+judged by ``modes_covered`` / ``hq_share`` and their combination ``toy_quality`` (Srivastava et
+al.'s mixture-of-Gaussians measures, as in Roth et al. App. 7.3; :mod:`trainables.toy_quality`).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from trainables import streams
 from trainables.lipschitz_bound import certified_lipschitz
 from trainables.models import eval_mode
 from trainables.streams import EVAL_Z, FINAL_Z, GRID_Z
+from trainables.toy_quality import TOY_QUALITY, TOY_QUALITY_WORST, toy_quality
 
 #: Cap on the reference set used for FID statistics (the paper-scale convention is 50k).
 FID_REF_MAX = 50_000
@@ -57,6 +59,8 @@ def resolved_extractor(cfg: dict[str, Any]) -> str:
     return fid_lib.resolve_extractor(cfg["fid_extractor"], n_ref)
 
 
+#: Evaluation metrics that the final evaluation logs as ``<key>_final``.
+_FINAL_KEYS = ("fid", "kid", "modes_covered", "hq_share", TOY_QUALITY)
 #: Samples in the fixed-z grid logged at every evaluation.
 GRID_SAMPLES = 64
 #: How many of the final evaluation's samples are handed to ``Callbacks.on_final``.
@@ -120,7 +124,7 @@ class Evaluator:
                 res, images = self._evaluate_images(G, gen, n, inf, keep_images)
         if final:
             res = {("fid_final_samples" if k == "fid_samples" else
-                    f"{k}_final" if k in ("fid", "kid", "modes_covered", "hq_share") else k): v
+                    f"{k}_final" if k in _FINAL_KEYS else k): v
                    for k, v in res.items()}
             res["fid_final_samples"] = float(n)
         if keep_images:
@@ -164,12 +168,14 @@ class Evaluator:
 
     def _evaluate_toy(self, G, gen: torch.Generator, n: int) -> dict[str, float]:
         """2-D toys: data-space Fréchet distance, modes covered, share of high-quality samples
-        (within 3σ of a mode), on ``n`` samples."""
+        (within 3σ of a mode) and their combination ``toy_quality`` (``trainables.toy_quality``:
+        the objective a toy search optimises), on ``n`` samples."""
         from trainables.fid import fid_from_stats
 
         x = self.generate(G, n, gen).cpu().double()
         if not torch.isfinite(x).all():
-            return {"fid": math.nan, "modes_covered": 0.0, "hq_share": 0.0}
+            return {"fid": math.nan, "modes_covered": 0.0, "hq_share": 0.0,
+                    TOY_QUALITY: TOY_QUALITY_WORST}
         ref = data_lib.sample_toy(self.cfg["dataset"], n, torch.Generator().manual_seed(12345)).double()
         fd = fid_from_stats(x.mean(0).numpy(), np.cov(x.numpy(), rowvar=False),
                             ref.mean(0).numpy(), np.cov(ref.numpy(), rowvar=False))
@@ -177,9 +183,9 @@ class Evaluator:
         dist = torch.cdist(x, modes)
         near, which = dist.min(dim=1)
         hq = near <= 3 * data_lib.toy_std(self.cfg["dataset"])
-        covered = torch.unique(which[hq]).numel()
-        return {"fid": float(fd), "modes_covered": float(covered),
-                "hq_share": float(hq.double().mean())}
+        covered, share = torch.unique(which[hq]).numel(), float(hq.double().mean())
+        return {"fid": float(fd), "modes_covered": float(covered), "hq_share": share,
+                TOY_QUALITY: float(toy_quality(covered, len(modes), share))}
 
     def floor(self, n: int) -> float | None:
         """``fid_floor`` at N = ``n`` (see :func:`trainables.fid.fid_floor`); None, with a warning,
@@ -240,7 +246,7 @@ def final_evaluation(trial, ev: dict[str, Any]) -> dict[str, Any]:
         out = trial.evaluate(final=True, keep_images=keep)
     else:
         out = {f"{k}_final": v for k, v in ev.items()
-               if k in ("fid", "kid", "modes_covered", "hq_share")}
+               if k in _FINAL_KEYS}
         out["fid_final_samples"] = float(n_final)
         if keep:  # the first `keep` samples of the evaluation just made (same z, same chunks)
             gen, chunk, parts, done = trial.evaluator.z_stream(EVAL_Z), min(250, n_final), [], 0

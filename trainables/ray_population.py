@@ -108,7 +108,10 @@ def run_pack(config: dict[str, Any], context: TrialContext) -> None:
     for lg, res in zip(loggers, results):
         finish_run(lg, res)  # the pack reports to Tune, not each member
     if all(r.status == "diverged" for r in results):
-        tune.report({"fid": math.inf, "diverged": 1.0, "step": max(r.step for r in results)})
+        from trainables.toy_quality import diverged_values  # the objectives' worst values
+
+        tune.report({**diverged_values(cfgs[0]["dataset"]), "diverged": 1.0,
+                     "step": max(r.step for r in results)})
 
 
 def pack_report(step: int, latest: list[dict[str, float]], results: list) -> dict[str, float]:
@@ -118,5 +121,19 @@ def pack_report(step: int, latest: list[dict[str, float]], results: list) -> dic
     # searcher of a packed Optuna/random study tells such a member inf, study.search)
     dead = {f"diverged_m{i}": 0.0 if i in live else 1.0 for i in range(len(latest))}
     best = min((fids[f"fid_m{i}"] for i in live), default=math.inf)
+    toy = toy_objective(latest, live)  # the toys' objective, per member and the pack's best
     return {"fid": best, "step": step, "diverged": 0.0 if live else 1.0,
-            "pack_live": float(len(live)), **fids, **dead}
+            "pack_live": float(len(live)), **fids, **dead, **toy}
+
+
+def toy_objective(latest: list[dict[str, float]], live: list[int]) -> dict[str, float]:
+    """A toy pack's ``toy_quality_m<i>`` (a member's latest, its worst value 0 until it has one)
+    and ``toy_quality``: the best live member's, 0 when none lives; empty for image packs."""
+    from trainables.toy_quality import TOY_QUALITY, TOY_QUALITY_WORST
+
+    if not any(TOY_QUALITY in m for m in latest):
+        return {}
+    per = {f"{TOY_QUALITY}_m{i}": float(m.get(TOY_QUALITY, TOY_QUALITY_WORST))
+           for i, m in enumerate(latest)}
+    best = max((per[f"{TOY_QUALITY}_m{i}"] for i in live), default=TOY_QUALITY_WORST)
+    return {TOY_QUALITY: best, **per}

@@ -245,7 +245,10 @@ def run_trial(config: dict[str, Any], context: TrialContext) -> None:
     if result.status == "diverged":
         from ray import tune
 
-        tune.report({"fid": math.inf, "diverged": 1.0, "step": result.step, **summary})
+        from trainables.toy_quality import diverged_values  # the objectives' worst values
+
+        tune.report({**diverged_values(cfg["dataset"]), "diverged": 1.0, "step": result.step,
+                     **summary})
 
 
 def open_trial_run(cfg: dict[str, Any], device: torch.device, context: TrialContext,

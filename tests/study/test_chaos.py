@@ -288,7 +288,9 @@ def assert_journal_agrees(study: Study) -> None:
             math.isclose(float(r.data.params[k]), v, rel_tol=1e-9) if isinstance(v, float)
             else r.data.params[k] == str(v) for k, v in t.params.items())]
         assert len(match) == seeds, (t.params, [r.info.run_name for r in finished])
-        fids = [client.get_metric_history(r.info.run_id, "fid") for r in match]
+        # the study's objective (study.search.objective): toy_quality on the toys, else fid
+        metric = ot.metric_names[0] if ot.metric_names else "fid"
+        fids = [client.get_metric_history(r.info.run_id, metric) for r in match]
         mean_fid = sum(max(h, key=lambda m: m.step).value for h in fids) / seeds
         assert math.isclose(t.value, mean_fid, rel_tol=1e-6), (t.params, t.value, mean_fid)
 
