@@ -2,12 +2,15 @@
 
 States: ``finished``, ``stopped early`` (by the ASHA scheduler: a full, FINISHED run that ends
 before ``iterations``), ``diverged`` (NaN/inf: recorded, the study goes on), ``crashed`` (the trial
-raised after its retries), ``interrupted`` (stopped by a signal at step N; ``lipstudy resume``
-continues it from its last checkpoint), ``not started``. A trial is named by its own
-configuration (``ns-sn-k1-a1-s0``); one Tune never created is still listed, from the study's grid.
+raised after its retries, or once on an error a retry would meet again:
+``trainables.ray_trainable.end_attempt``), ``interrupted`` (stopped by a signal at step N;
+``lipstudy resume`` continues it from its last checkpoint), ``not started``. A trial is named by
+its own configuration (``ns-sn-k1-a1-s0``); one Tune never created is still listed, from the
+study's grid.
 
 The MLflow side: a child run left RUNNING by an interrupted trial becomes KILLED with
-``lipstudy.status = interrupted`` and ``lipstudy.interrupted_step``; the parent run gets
+``lipstudy.status = interrupted`` and ``lipstudy.interrupted_step`` (the trial itself ends its run
+so when Tune stops it; the table shows the values the run last logged); the parent run gets
 ``lipstudy.status`` (finished / interrupted), the number of trials per state, and is FINISHED or
 KILLED accordingly (a resume sets it RUNNING again).
 """
@@ -96,6 +99,17 @@ def _last_step(client, run) -> int | None:
     return None
 
 
+def _last_logged(summary: TrialSummary, metrics: dict[str, float]) -> None:
+    """An interrupted trial's FID / modes / hq as its MLflow run last logged them (MLflow's
+    latest value of each metric), which may be past Tune's last report: the trial logs an
+    evaluation before it reports it with its checkpoint."""
+    fid = metrics.get("fid")
+    if isinstance(fid, (int, float)) and math.isfinite(fid):
+        summary.fid = float(fid)
+    summary.modes = metrics.get("modes_covered", summary.modes)
+    summary.hq = metrics.get("hq_share", summary.hq)
+
+
 def _canon(cfg: dict[str, Any]) -> str:
     return json.dumps(cfg, sort_keys=True, default=str)
 
@@ -127,6 +141,11 @@ def _member_summary(client, trial_config, raw, key, suffix, run, status, res) ->
             client.set_tag(run.info.run_id, STATUS_TAG, "crashed")
             client.set_tag(run.info.run_id, names.CRASH_REASON_TAG, summary.error[:5000])
             client.set_terminated(run.info.run_id, "FAILED")
+    elif status == "TERMINATED" and run_status == "crashed" and run.info.status == "FAILED":
+        # a deterministic error (trainables.ray_trainable.end_attempt): the trial ended its run
+        # with the cause and returned, so that Tune would not retry it in vain
+        summary.status = "crashed"
+        summary.error = run.data.tags.get(names.CRASH_REASON_TAG) or "crashed"
     elif status == "TERMINATED":
         diverged = run_status == "diverged" or (not suffix and metrics.get("diverged"))
         summary.status = "diverged" if diverged else "finished"
@@ -146,6 +165,7 @@ def _member_summary(client, trial_config, raw, key, suffix, run, status, res) ->
     summary.hq = metrics.get(f"hq_share{suffix}")
     if summary.status == "interrupted" and run is not None:
         summary.step = _last_step(client, run)
+        _last_logged(summary, run.data.metrics)
     if run is not None and run.info.status != "FINISHED" and summary.status in (
             "interrupted", "not started"):  # RUNNING, or FAILED by the stop itself
         client.set_tag(run.info.run_id, STATUS_TAG, "interrupted")

@@ -32,8 +32,9 @@ from trainables.devices import apply_precision
 from trainables.population import train_population, unsupported_reason
 from trainables.checkpoints import CheckpointChain
 from trainables.ray_trainable import (
-    MlflowCallbacks, TrialContext, _fault_injection, _pause_injection, _trial_id, crash_run,
-    finish_run, open_trial_run, restore_state, trial_config, trial_device, trial_run_name,
+    MlflowCallbacks, TrialContext, _fault_injection, _pause_injection, _trial_id, end_attempt,
+    finish_run, open_trial_run, report_crashed, restore_state, trial_config, trial_device,
+    trial_run_name,
 )
 
 PACK_STATE_FILE = "pack_state.pt"
@@ -102,8 +103,8 @@ def run_pack(config: dict[str, Any], context: TrialContext) -> None:
         results = train_population(cfgs, callbacks, state=state, device=device,
                                    on_checkpoint=on_checkpoint)
     except BaseException as err:
-        for lg in loggers:
-            crash_run(lg, err)
+        if end_attempt(loggers, err):  # deterministic: every member's run says why
+            return report_crashed(cfgs[0]["dataset"], len(cfgs))
         raise
     for lg, res in zip(loggers, results):
         finish_run(lg, res)  # the pack reports to Tune, not each member

@@ -239,7 +239,8 @@ def run_trial(config: dict[str, Any], context: TrialContext) -> None:
         state = restore_state(chain, STATE_FILE, [logger])
         result = train(cfg, callbacks, state=state, device=device)
     except BaseException as err:
-        crash_run(logger, err)
+        if end_attempt([logger], err):
+            return report_crashed(cfg["dataset"])  # deterministic: a retry meets it again
         raise
     summary = finish_run(logger, result)
     if result.status == "diverged":
@@ -295,12 +296,72 @@ def restore_state(chain: CheckpointChain, filename: str,
     return state
 
 
+def is_deterministic(err: BaseException) -> bool:
+    """Does a retry of the same trial meet ``err`` again? Data that cannot be served (missing or
+    unreadable files, a download that failed from every mirror), a config error, feature-extractor
+    weights that are not there. A crashed worker, a full disk or a tracking outage are not: Tune
+    retries those (``FailureConfig``)."""
+    from urllib.error import URLError
+
+    from trainables.config import ConfigError
+    from trainables.extractors import ExtractorUnavailableError
+    from trainables.imagesets import DatasetError
+
+    if isinstance(err, (ConfigError, DatasetError, ExtractorUnavailableError, FileNotFoundError,
+                        NotADirectoryError, URLError)):
+        return True  # ConfigError / DatasetError are ValueErrors: before the generic check
+    return isinstance(err, RuntimeError) and str(err).startswith("Error downloading ")
+
+
+def error_line(err: BaseException) -> str:
+    """The cause's own line (``checkpoints.cause_line``); for a message whose first line only
+    introduces the details (torchvision's ``Error downloading <file>:`` then what each mirror
+    answered) the last detail is appended: ``... <file>: <urlopen error ... not known>``."""
+    line = cause_line(err) or type(err).__name__
+    lines = [ln.strip() for ln in str(err).strip().splitlines() if ln.strip()]
+    if len(lines) > 1 and line.endswith(":"):
+        line = f"{line} {lines[-1]}"
+    return line
+
+
+def end_attempt(loggers: list[MlflowTrialLogger], err: BaseException) -> bool:
+    """End the runs of a trial attempt that raised ``err``; True when the trainable must return
+    instead of raising (Tune would retry it in vain: :func:`is_deterministic`).
+
+    Tune's stop (a graceful stop of the study on SIGINT/SIGTERM, a scheduler's stop) raises
+    ``SystemExit`` out of ``tune.report``; a signal to the worker raises ``KeyboardInterrupt``:
+    those runs end KILLED with ``lipstudy.status = interrupted`` (what the study's summary writes
+    for them, with the step), never crashed. Anything else ends FAILED, crashed, with its cause."""
+    if isinstance(err, (SystemExit, KeyboardInterrupt)):
+        for logger in loggers:
+            logger.set_tags({"lipstudy.status": "interrupted"})
+            logger.finish("KILLED")
+        return False
+    for logger in loggers:
+        crash_run(logger, err)
+    return is_deterministic(err)
+
+
+def report_crashed(dataset: str, members: int = 0) -> None:
+    """Tell Tune that a trial ended on a deterministic error (:func:`end_attempt`) without
+    raising: the objectives' worst values (as for a diverged trial; a pack's members all dead),
+    ``crashed = 1``. The trial then ends TERMINATED, and the study's summary reads its run."""
+    from ray import tune
+
+    from trainables.toy_quality import diverged_values
+
+    pack = {k: v for i in range(members)
+            for k, v in ((f"fid_m{i}", math.inf), (f"diverged_m{i}", 1.0))}
+    tune.report({**diverged_values(dataset), "diverged": 0.0, "crashed": 1.0, "step": 0,
+                 **pack})
+
+
 def crash_run(logger: MlflowTrialLogger, err: BaseException | None = None) -> None:
     """End the run of a trial whose training raised: tagged crashed with the cause's own line
-    (``CRASH_REASON_TAG``), FAILED."""
+    (``CRASH_REASON_TAG``: :func:`error_line`), FAILED."""
     tags = {"lipstudy.status": "crashed"}
     if err is not None:
-        tags[CRASH_REASON_TAG] = (cause_line(err) or type(err).__name__)[:5000]
+        tags[CRASH_REASON_TAG] = error_line(err)[:5000]
     logger.set_tags(tags)
     logger.finish("FAILED")
 
