@@ -21,6 +21,7 @@ MLflow) the command imported.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -65,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.repeats):
             for name, cmd in cmds.items():
                 times[name].append(run_once(cmd, cwd)[0])
-    print(f"lipstudy first answers, wall seconds over {args.repeats} runs (python {sys.version.split()[0]})")
+    print(f"lipstudy first answers, wall seconds over {args.repeats} runs "
+          f"(python {sys.version.split()[0]}, load average {os.getloadavg()[0]:.1f})")
     print(f"{'command':24s} {'median':>7s} {'min':>7s} {'max':>7s}  exit  heavy imports")
     for name, ts in times.items():
         print(f"{name:24s} {statistics.median(ts):7.2f} {min(ts):7.2f} {max(ts):7.2f}  "

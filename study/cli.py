@@ -124,7 +124,8 @@ def cmd_presets() -> int:
             note = f"  [not runnable here: {parts[2] if len(parts) > 2 else parts[-1]}]"
         first = _first_sentence(spec.description) if spec else ""
         print(textwrap.fill(first, width=100, initial_indent=f"{p.stem:30s} ",
-                            subsequent_indent=" " * 31, break_on_hyphens=False) if first else p.stem)
+                            subsequent_indent=" " * 31, break_on_hyphens=False)
+              if first else p.stem)
         if note:
             print(" " * 31 + note.strip())
     return 0

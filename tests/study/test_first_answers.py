@@ -11,7 +11,6 @@ import re
 import subprocess
 import sys
 import textwrap
-import tomllib
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -36,7 +35,8 @@ def error_of(tmp_path, text) -> str:
 
 
 @pytest.mark.parametrize("text, where, suggestion", [
-    ("name: t\nfixed: {dataset: ring8, arch: mlp, iteration: 10}\n", "fixed.iteration", "iterations"),
+    ("name: t\nfixed: {dataset: ring8, arch: mlp, iteration: 1}\n", "fixed.iteration",
+     "iterations"),
     ("name: t\nfixed: {dataset: ring8, arch: mlp}\ngrid: {k_SN: [1.0]}\n", "grid.k_SN", "k_sn"),
     ("name: t\nseed: 3\n", "seed", "seeds"),
     ("name: t\nresources: {gpus: 0}\n", "resources.gpus", "gpu"),
@@ -142,6 +142,7 @@ def test_the_end_of_a_study_prints_the_ui_command_that_runs(monkeypatch, capsys,
 
 
 def _modules_after(args: list[str], cwd: Path) -> tuple[int, str, list[str]]:
+    """Run ``lipstudy ARGS`` in a fresh interpreter: exit status, stderr, heavy packages loaded."""
     code = ("import sys, json\nfrom study.cli import main\n"
             f"rc = main({args!r})\n"
             "heavy = sorted(m for m in ('ray', 'torch', 'mlflow') if m in sys.modules)\n"
@@ -159,13 +160,6 @@ def test_resume_of_a_wrong_directory_answers_without_ray_torch_or_mlflow(tmp_pat
     assert rc == 2 and heavy == [], (rc, heavy, err)
     assert err.count("lipstudy: error:") == 1 and "not a lipstudy study directory" in err, err
     assert f"did you mean {tmp_path / 'default'}" in err, err
-
-
-def test_validate_and_presets_load_neither_ray_nor_mlflow(tmp_path):
-    rc, err, heavy = _modules_after(["validate", "default"], tmp_path)
-    assert rc == 0 and "ray" not in heavy and "mlflow" not in heavy, (heavy, err)
-    rc, err, heavy = _modules_after(["presets"], tmp_path)
-    assert rc == 0 and "ray" not in heavy and "mlflow" not in heavy, (heavy, err)
 
 
 def test_progress_lines_carry_an_eta():
@@ -205,6 +199,7 @@ def test_a_progress_line_ends_with_its_eta(capsys):
 
 
 def test_pyproject_license_is_an_spdx_string():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     project = tomllib.loads((REPO / "pyproject.toml").read_text())
     assert project["project"]["license"] == "MIT"
     requires = " ".join(project["build-system"]["requires"])
