@@ -13,7 +13,7 @@ import pytest
 
 from tests.study._procs import family, kill_pids, lipstudy, processes_naming, ray_tmpdir, wait_for
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
 
 STUDY = """
 name: lock-toy
@@ -25,6 +25,8 @@ resources: {cpu: 1, gpu: 0}
 """
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_a_second_run_of_the_same_study_is_refused(tmp_path):
     (tmp_path / "study.yaml").write_text(STUDY)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -75,3 +77,24 @@ def test_a_second_run_of_the_same_study_is_refused(tmp_path):
                if r.data.tags.get("lipstudy.kind") == "study"]
     assert len(parents) == 1, [r.info.run_name for r in parents]
     assert [d.name for d in (tmp_path / "results").iterdir() if d.is_dir()] == ["lock-toy"]
+
+
+@pytest.mark.timeout(30)
+def test_the_lock_refuses_a_second_holder_and_leaves_no_directory(tmp_path):
+    """In one process (a second open file of the lock): refused with one line naming the holder;
+    the storage directories the lock created are gone afterwards unless something was written."""
+    from study.limits import StudyError
+    from study.run_lock import study_lock
+
+    storage = tmp_path / "a" / "results"
+    with study_lock(str(storage), "toy"):
+        with pytest.raises(StudyError, match=r"'toy' is already running .*pid \d+") as err:
+            with study_lock(str(storage), "toy"):
+                pass
+        assert "\n" not in str(err.value)
+        with study_lock(str(storage), "other"):  # another study in the same storage: free
+            pass
+    assert not (tmp_path / "a").exists()
+    with study_lock(str(storage), "toy"):
+        (storage / "toy").mkdir()  # the study directory: the storage stays
+    assert [p.name for p in storage.iterdir()] == ["toy"]
