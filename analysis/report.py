@@ -344,6 +344,8 @@ def build(frame: pd.DataFrame, out_dir: str | Path, *, histories: pd.DataFrame |
           f"are not outcomes.")
     if versions_note(frame):
         doc.p(versions_note(frame))
+    if tables.repeats_note(frame):
+        doc.p(tables.repeats_note(frame))
 
     def add_figs(items, caption):
         for path in figs.save(items, fig_dir):

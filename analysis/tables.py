@@ -102,11 +102,60 @@ def _measured(g: pd.DataFrame) -> str:
     return f" (capped; reported ≥ {fmt(censor.min(), '.4g')})" if len(censor) else " (capped)"
 
 
+def per_seed(g: pd.DataFrame) -> pd.DataFrame:
+    """One row per distinct seed of a cell's runs: the median capped FID and quality of the runs
+    of that seed, broken when most of them are. Runs of the same configuration and seed (a study
+    run twice) are one replicate run twice, never two seeds."""
+    seed = g["seed"] if "seed" in g else pd.Series(0, index=g.index)
+    return (g.assign(seed=seed, broken=g["broken"].astype(float))
+            .groupby("seed")[["fid_eff", "quality", "broken"]].median()
+            .assign(broken=lambda d: d["broken"] >= 0.5))
+
+
+def seeds_cell(g: pd.DataFrame) -> int | str:
+    """The distinct seeds behind a cell; with repeated seeds, also the runs and which seed ran
+    how often ("1 (2 runs: seed 0 ×2)")."""
+    seed = g["seed"] if "seed" in g else pd.Series(0, index=g.index)
+    counts = seed.value_counts().sort_index()
+    if len(g) == len(counts):
+        return len(counts)
+    twice = ", ".join(f"seed {s} ×{n}" for s, n in counts.items() if n > 1)
+    return f"{len(counts)} ({len(g)} runs: {twice})"
+
+
+def repeats_note(frame: pd.DataFrame) -> str:
+    """One line naming the configurations that ran more than once with the same seed (re-runs,
+    not replicates: counted once), or "" when none did."""
+    from analysis.outcome import config_columns, config_key
+
+    df = usable(frame) if len(frame) and "status" in frame else frame
+    if df.empty or "seed" not in df:
+        return ""
+    if "origin" in df:
+        df = df[df["origin"].astype(str) == "run"]
+    key = config_key(df).map(repr) + "|" + df["seed"].astype(str)
+    counts = key.value_counts()
+    rep = counts[counts > 1]
+    if rep.empty:
+        return ""
+    cols = [c for c in config_columns(df) if c != "origin" and df[c].nunique(dropna=False) > 1]
+    parts = []
+    for k, n in rep.items():
+        row = df[key == k].iloc[0]
+        what = ", ".join(f"{c}={fmt(row[c]) if isinstance(row[c], float) else row[c]}" for c in cols)
+        parts.append(f"{what or 'the configuration'} seed {row['seed']} ×{n}")
+    n_cfg = len(rep)
+    return (f"{n_cfg} configuration{'s' if n_cfg > 1 else ''} ran more than once with the same seed "
+            f"(a study run again): {'; '.join(parts[:12])}{' …' if len(parts) > 12 else ''}. "
+            "Such runs are one replicate, not several: tables count distinct seeds and take "
+            "the median of a seed's runs.")
+
+
 def fid_table(frame: pd.DataFrame, x: str, reference: pd.DataFrame | None, *, by: tuple[str, ...] = (),
               fid_cap: float = FID_CAP_INCEPTION, q_broken: float = Q_LEARNED) -> pd.DataFrame:
     """One row per (dataset, extractor, loss, *by, x): our median FID with a bootstrap 95 % CI
-    over seeds, seeds, broken count, median quality, extractor and N — and the paper's FID for the
-    same cell."""
+    over distinct seeds (:func:`per_seed`: a seed run twice counts once), seeds, broken count (of
+    seeds), median quality, extractor and N — and the paper's FID for the same cell."""
     df = with_outcome(frame, fid_cap, q_broken)
     df = df[df["fid_eff"].notna()] if "fid_eff" in df else df
     if df.empty or x not in df.columns:
@@ -117,7 +166,8 @@ def fid_table(frame: pd.DataFrame, x: str, reference: pd.DataFrame | None, *, by
     rows = []
     for key, g in df.groupby(keys, dropna=False):
         kd = dict(zip(keys, key))
-        ci = bootstrap_ci(g["fid_eff"].astype(float).to_numpy()) if len(g) >= 2 else (math.nan, math.nan)
+        s = per_seed(g)
+        ci = bootstrap_ci(s["fid_eff"].astype(float).to_numpy()) if len(s) >= 2 else (math.nan, math.nan)
         n_samples = sorted({int(v) for v in g.get("fid_samples", pd.Series(dtype=float)).dropna()})
         paper = ""
         if reference is not None and len(reference) and kd["fid_extractor"] == "inception":
@@ -130,14 +180,14 @@ def fid_table(frame: pd.DataFrame, x: str, reference: pd.DataFrame | None, *, by
                     r = r.iloc[0:0]
             if len(r):
                 paper = "; ".join(f"{v:.2f} ({s})" for v, s in zip(r["fid"], r["source"]))
-        q = g["quality"].astype(float)
+        q = s["quality"].astype(float)
         rows.append({
             "dataset": kd["dataset"], "loss": kd["loss"], **{k: kd[k] for k in by},
             x: kd[x],
-            "FID ours (median)": fmt(g["fid_eff"].astype(float).median(), ".2f")
+            "FID ours (median)": fmt(s["fid_eff"].astype(float).median(), ".2f")
             + (_measured(g) if g["broken"].any() else ""),
             "95% CI": "" if not np.isfinite(ci[0]) else f"[{ci[0]:.2f}, {ci[1]:.2f}]",
-            "seeds": len(g), "broken": int(g["broken"].sum()),
+            "seeds": seeds_cell(g), "broken": int(s["broken"].sum()),
             "quality (median)": fmt(q.median(), ".2f") if q.notna().any() else "—",
             "extractor": kd["fid_extractor"],
             "N": ",".join(str(n) for n in n_samples) or "?",
