@@ -155,14 +155,38 @@ def _scale_section(doc: _Doc, frame: pd.DataFrame, fid_cap: float, q_broken: flo
     doc.p(f"How the threshold maps onto the paper's \"Inception FID ≥ {fid_cap:g} is broken\" "
           f"(chosen from this table before any of our runs logged a quality; every published "
           f"number is an estimate with its source):")
-    doc.table(scale.mapping_table(q_broken, fid_cap))
+    doc.table(scale.mapping_table(q_broken, fid_cap, frame))
 
 
-def _verdict_section(doc: _Doc, verdicts):
+def split_verdicts(verdicts, designed: list[str] | None):
+    """(shown in full, one line each): with the hypotheses a study was designed for (``designed``,
+    registered names), those in full and first, every other one line; without them (frames from
+    CSV files, studies that named none), every hypothesis in full."""
+    if not designed:
+        return list(verdicts), []
+    order = {n: i for i, n in enumerate(designed)}
+    full = sorted((v for v in verdicts if v.name in order), key=lambda v: order[v.name])
+    return full, [v for v in verdicts if v.name not in order]
+
+
+def _not_covered_line(v) -> str:
+    if not v.n:
+        return f"Not covered by this study: `{v.name}` ({v.missing or 'no runs'})."
+    return (f"Not covered by this study's design: `{v.name}` — {v.verdict} on n = {v.n} "
+            f"(see \"Hypotheses in detail\").")
+
+
+def _verdict_section(doc: _Doc, verdicts, designed: list[str] | None = None):
+    full, brief = split_verdicts(verdicts, designed)
     doc.h(2, "Verdicts")
-    doc.table(tables.verdict_table(verdicts))
+    if designed:
+        doc.p(f"This study was designed for: {', '.join(designed)} (its study file's "
+              f"`hypotheses`); their verdicts come first, every other hypothesis is one line.")
+    doc.table(tables.verdict_table(full))
+    for v in brief:
+        doc.p(_not_covered_line(v))
     doc.h(2, "Each claim: the paper's words, the paper's data, our runs")
-    for v in verdicts:
+    for v in full:
         doc.h(3, f"{v.name}: {v.agreement or v.verdict}")
         doc.p(f"**Claim.** {v.quote or v.claim + ' (' + v.source + ')'}")
         doc.p(f"**The paper's data.** {v.paper_data or '—'}")
@@ -312,6 +336,7 @@ def ref_tables() -> pd.DataFrame:
 
 def build(frame: pd.DataFrame, out_dir: str | Path, *, histories: pd.DataFrame | None = None,
           reference: pd.DataFrame | None | str = "auto", hypotheses: list[str] | None = None,
+          designed_for: list[str] | None = None,
           overrides: dict[str, dict[str, Any]] | None = None, title: str = "lipstudy report",
           fid_cap: float = FID_CAP_INCEPTION, q_broken: float = Q_LEARNED,
           max_sample_configs: int = 64) -> Path:
@@ -322,6 +347,9 @@ def build(frame: pd.DataFrame, out_dir: str | Path, *, histories: pd.DataFrame |
     ``histories``: ``load.load_histories`` output (``HISTORY_METRICS``) for the learning curves,
     the Ω-interval and gradient-norm figures and the per-iteration Theorem 1 test. Sample grids
     are downloaded from the tracking store of runs loaded from MLflow (column ``tracking_uri``).
+    ``designed_for``: the hypotheses (names or groups) the study was designed for (its parent
+    run's ``lipstudy.hypotheses``; ``hypotheses`` when given): they come first, in full; every
+    other hypothesis is one line ("not covered by this study").
     """
     out_dir = Path(out_dir)
     fig_dir = out_dir / "figures"
@@ -330,6 +358,7 @@ def build(frame: pd.DataFrame, out_dir: str | Path, *, histories: pd.DataFrame |
         reference = ref_tables()
     runs_frame(frame, fid_cap, q_broken).to_csv(out_dir / "runs.csv", index=False)
     verdicts = hyp.evaluate(frame, hypotheses, overrides, histories=histories)
+    designed = hyp.resolve(hypotheses or designed_for) if (hypotheses or designed_for) else None
     claims.annotate(verdicts, reference if reference is not None else ref_tables())
     for v in verdicts:
         if v.n:   # a test without data has no power to state
@@ -352,7 +381,7 @@ def build(frame: pd.DataFrame, out_dir: str | Path, *, histories: pd.DataFrame |
             doc.img(path, f"figures/{path.name}", f"{caption}: {path.stem}")
 
     _scale_section(doc, frame, fid_cap, q_broken)
-    _verdict_section(doc, verdicts)
+    _verdict_section(doc, verdicts, designed)
     _samples_section(doc, frame, out_dir, max_sample_configs)
     _curves_section(doc, frame, histories, fig_dir, q_broken)
     from analysis.optuna_figures import report_section as optuna_section
@@ -366,7 +395,8 @@ def build(frame: pd.DataFrame, out_dir: str | Path, *, histories: pd.DataFrame |
         doc.table(bad[cols].head(50))
     _fid_sections(doc, frame, reference, add_figs, fid_cap, q_broken)
     _domain_section(doc, frame, histories, reference, add_figs)
-    _details_section(doc, verdicts)
+    full, brief = split_verdicts(verdicts, designed)
+    _details_section(doc, full + [v for v in brief if v.n])
 
     md = out_dir / "report.md"
     md.write_text(doc.markdown(), encoding="utf-8")
@@ -391,6 +421,24 @@ def attach_to_parent(out_dir: str | Path, experiment: str, tracking_uri: str | N
         parent_run_id = str(parents["run_id"].iloc[0])
     MlflowClient(tracking_uri).log_artifacts(parent_run_id, str(out_dir), artifact_path)
     return parent_run_id
+
+
+def designed_hypotheses(experiments: list[str], tracking_uri: str | None = None) -> list[str]:
+    """The hypotheses the experiments' studies were designed for: the newest parent run's
+    ``lipstudy.hypotheses`` tag of each (the study file's ``hypotheses``), as registered names,
+    in the files' order; names no longer registered are skipped."""
+    from analysis.load import load_parents
+
+    out: list[str] = []
+    for exp in experiments:
+        parents = load_parents(exp, tracking_uri)
+        tag = str(parents["hypotheses"].iloc[0] or "") if len(parents) else ""
+        for name in filter(None, (n.strip() for n in tag.split(","))):
+            try:
+                out.extend(h for h in hyp.resolve([name]) if h not in out)
+            except KeyError:
+                continue
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -426,7 +474,8 @@ def main(argv: list[str] | None = None) -> int:
         names = [h for h in args.hypotheses.split(",")] if args.hypotheses else None
         if names:
             hyp.resolve(names)
-        md = build(frame, args.out, histories=hist, hypotheses=names,
+        designed = designed_hypotheses(args.experiment, args.tracking_uri) if args.experiment else []
+        md = build(frame, args.out, histories=hist, hypotheses=names, designed_for=designed or None,
                    reference=None if args.no_reference else "auto",
                    title=f"lipstudy report — {', '.join(args.experiment or args.csv)}")
     except (LookupError, FileNotFoundError, ValueError) as err:

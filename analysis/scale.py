@@ -102,8 +102,16 @@ def fid_at_quality(q: float, floor, init):
     return float(out) if out.ndim == 0 else out
 
 
-def mapping_table(q: float = Q_LEARNED, fid_cap: float = FID_CAP_INCEPTION) -> pd.DataFrame:
-    """How the threshold maps onto the paper's "Inception FID ≥ 100 is broken" per dataset."""
+def mapping_table(q: float = Q_LEARNED, fid_cap: float = FID_CAP_INCEPTION,
+                  frame: pd.DataFrame | None = None) -> pd.DataFrame:
+    """How the threshold maps onto the paper's "Inception FID ≥ 100 is broken" per dataset. With
+    ``frame``: a measured row of a dataset and extractor that the frame's own runs use at another
+    N is left out (FID is biased by N; those runs' own scale, at their N, is in the scale table)."""
+    own: dict[tuple, set] = {}
+    if frame is not None and len(frame) and {"dataset", "fid_extractor", "fid_samples"} <= set(frame):
+        mine = frame[frame["origin"] == "run"] if "origin" in frame else frame
+        for (ds, ext), g in mine.groupby(["dataset", "fid_extractor"]):
+            own[(ds, ext)] = {int(n) for n in pd.to_numeric(g["fid_samples"], errors="coerce").dropna()}
     rows = []
     for ds, s in PUBLISHED.items():
         rows.append({"dataset": ds, "extractor": "inception", "N": "10k", "floor": s["floor"],
@@ -113,6 +121,8 @@ def mapping_table(q: float = Q_LEARNED, fid_cap: float = FID_CAP_INCEPTION) -> p
                      "source": f"floor ({s['floor_n']}): {s['floor_source']}; untrained: "
                                f"{s['untrained_source']}"})
     for ds, s in MEASURED.items():
+        if own.get((ds, s["extractor"])) and s["n"] not in own[(ds, s["extractor"])]:
+            continue
         rows.append({"dataset": ds, "extractor": s["extractor"], "N": str(s["n"]), "floor": s["floor"],
                      "untrained": s["untrained"],
                      f"quality at FID {fid_cap:g}": round(quality_of(fid_cap, s["floor"], s["untrained"]), 3),

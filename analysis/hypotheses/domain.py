@@ -186,8 +186,9 @@ def omega_bound(frame: pd.DataFrame, *, tol: float = 0.01, min_runs: int = 3,
               effect_name="median Π σ / K_certified", n=int(tested.sum() + pub_ok.sum()),
               run_ids=ids(used if len(used) else df), details="; ".join(parts) + ".")
     verdict = bound_rule(ratio[tested].to_numpy(), int(pub_ok.sum()), tol, min_runs)
-    if verdict == "contradicted":
-        kw["run_ids"] = ids(df[viol])
+    if verdict == "contradicted":  # n and the runs listed stay the tested ones; name the violators
+        kw["details"] += (f" Beyond the certified bound ({int(viol.sum())} of n = {kw['n']}): "
+                          + ", ".join(f"`{r}`" for r in ids(df[viol])) + ".")
     if verdict != "inconclusive":
         return _v(verdict, **kw)
     if (ours & ~tested).any():

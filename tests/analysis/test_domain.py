@@ -49,7 +49,7 @@ def test_exceeding_the_papers_k_is_a_gap_not_a_contradiction():
 def test_wider_than_the_certified_bound_contradicts():
     f = _runs(lipschitz_certified=1.1, omega_real_min=-0.6 * BOUND, omega_real_max=0.6 * BOUND)
     v = H.HYPOTHESES["domain-omega-bound"](f)
-    assert v.verdict == "contradicted" and len(v.run_ids) == 3
+    assert v.verdict == "contradicted" and v.n == len(v.run_ids) == 3
     assert math.isclose(v.statistic, 1.2 / 1.1)
 
 

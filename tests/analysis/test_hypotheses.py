@@ -152,7 +152,9 @@ def test_omega_bound():
     rows.append(dict(k_sn=1.0, seed=9, omega_bound=64.0, lipschitz_k=1.0, lipschitz_certified=1.0,
                      omega_real_min=-50, omega_real_max=50, omega_fake_min=-1, omega_fake_max=1))
     v = verdict("domain-omega-bound", make_frame(rows))
-    assert v.verdict == "contradicted" and len(v.run_ids) == 1
+    # n and the listed runs agree (all 4 tested); the one beyond the bound is named
+    assert v.verdict == "contradicted" and v.n == len(v.run_ids) == 4
+    assert f"Beyond the certified bound (1 of n = 4): `{v.run_ids[-1]}`." in v.details
     assert verdict("domain-omega-bound", make_frame(rows[:1])).verdict == "inconclusive"
     # a soft penalty (gp) logs the K it aims at, but Theorem 1 does not bind it: never a violation
     gp_wide = dict(rows[-1], regularizer="gp", k_gp=1.0, seed=10)
