@@ -35,6 +35,30 @@ def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
+def _refusal(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """``lipstudy <args>`` in this process, for commands that must refuse before any work starts
+    (no Ray, no run): what they print and return, without a fresh interpreter's imports. An
+    exception escaping ``main`` fails the test as a traceback would."""
+    import contextlib
+    import io
+
+    from study.cli import main
+
+    out, err, env, here = io.StringIO(), io.StringIO(), dict(os.environ), os.getcwd()
+    try:
+        os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                rc = main(args)
+            except SystemExit as stop:
+                rc = stop.code if isinstance(stop.code, int) else 1
+    finally:
+        os.chdir(here)
+        os.environ.clear()
+        os.environ.update(env)
+    return subprocess.CompletedProcess(args, rc, out.getvalue(), err.getvalue())
+
+
 def _one_line(proc: subprocess.CompletedProcess, *words: str) -> str:
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr
@@ -55,12 +79,12 @@ def test_a_name_too_long_for_its_study_directory_fails_validate(tmp_path):
     """300 characters (``OSError [Errno 36]`` at the first mkdir before) and 240, whose directory
     ``<name>-YYYYmmdd-HHMMSS`` of a second execution would be 256 bytes; 239 passes."""
     for n in (300, 240):
-        proc = _cli(["validate", str(_write_study(tmp_path, "a" * n))], tmp_path)
+        proc = _refusal(["validate", str(_write_study(tmp_path, "a" * n))], tmp_path)
         _one_line(proc, "name:", "255", "239")
-        proc = _cli(["run", str(_write_study(tmp_path, "a" * n)), "--tracking-uri",
+        proc = _refusal(["run", str(_write_study(tmp_path, "a" * n)), "--tracking-uri",
                      f"sqlite:///{tmp_path / 'x.db'}"], tmp_path)
         _one_line(proc, "name:")
-    assert _cli(["validate", str(_write_study(tmp_path, "a" * 239))], tmp_path).returncode == 0
+    assert _refusal(["validate", str(_write_study(tmp_path, "a" * 239))], tmp_path).returncode == 0
     assert not (tmp_path / "x.db").exists()
 
 
@@ -68,8 +92,9 @@ def test_storage_path_that_is_a_file_is_refused_before_anything_opens(tmp_path):
     afile = tmp_path / "not-a-dir"
     afile.write_text("x")
     for storage in (afile, afile / "below"):
-        proc = _cli(["run", str(_write_study(tmp_path)), "--tracking-uri",
-                     f"sqlite:///{tmp_path / 'x.db'}", "--storage-path", str(storage)], tmp_path)
+        proc = _refusal(["run", str(_write_study(tmp_path)), "--tracking-uri",
+                         f"sqlite:///{tmp_path / 'x.db'}", "--storage-path", str(storage)],
+                        tmp_path)
         _one_line(proc, "storage path", "not a directory")
     assert not (tmp_path / "x.db").exists()
 
@@ -96,9 +121,9 @@ def readonly_dir(tmp_path):
 
 
 def test_storage_path_on_a_read_only_file_system_is_refused(tmp_path, readonly_dir):
-    proc = _cli(["run", str(_write_study(tmp_path)), "--tracking-uri",
-                 f"sqlite:///{tmp_path / 'x.db'}", "--storage-path", str(readonly_dir / "res")],
-                tmp_path)
+    proc = _refusal(["run", str(_write_study(tmp_path)), "--tracking-uri",
+                     f"sqlite:///{tmp_path / 'x.db'}", "--storage-path", str(readonly_dir / "res")],
+                    tmp_path)
     _one_line(proc, "storage path", "not writable")
     assert not (tmp_path / "x.db").exists()
 
@@ -109,7 +134,7 @@ def test_a_damaged_state_file_is_one_line_on_resume(tmp_path, content):
     study_dir = tmp_path / "results" / "s"
     study_dir.mkdir(parents=True)
     (study_dir / "lipstudy_study.json").write_bytes(content.encode("latin-1"))
-    proc = _cli(["resume", str(study_dir)], tmp_path)
+    proc = _refusal(["resume", str(study_dir)], tmp_path)
     _one_line(proc, "lipstudy_study.json: damaged")
 
 
