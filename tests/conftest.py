@@ -31,9 +31,12 @@ def _no_network(monkeypatch):
 
 
 def pytest_configure(config):
-    """Reference-statistics cache in a fresh temporary directory (never the user's ~/.cache);
-    set before any Ray worker starts so trials inherit it."""
+    """Reference-statistics cache and study-signing key in fresh temporary directories (never the
+    user's ~/.cache or ~/.config); set before any Ray worker starts so trials inherit them."""
     import os
     import tempfile
 
     os.environ.setdefault("LIPSTUDY_CACHE", tempfile.mkdtemp(prefix="lipstudy-test-cache-"))
+    # the study-signing key (study.trust) of a test session: never the user's ~/.config/lipstudy
+    keys = tempfile.mkdtemp(prefix="lipstudy-test-key-")
+    os.environ.setdefault("LIPSTUDY_SIGNING_KEY_FILE", os.path.join(keys, "signing.key"))
