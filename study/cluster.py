@@ -27,7 +27,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from study.limits import _one_line
+from study.limits import one_line
 from study.spec import StudyError, StudySpec
 
 AUTO_GPU_SHARE = 0.25  # one-config trials per GPU under gpu: auto: four share one GPU
@@ -41,7 +41,7 @@ class ClusterError(StudyError):
     the CLI prints each as its own ``lipstudy: error:`` line)."""
 
     def __init__(self, problems: list[str]):
-        self.problems = [_one_line(p) for p in problems]
+        self.problems = [one_line(p) for p in problems]
         ValueError.__init__(self, "\n".join(self.problems))
 
 
@@ -202,6 +202,16 @@ def gpu_plan(spec: StudySpec, view: ClusterView) -> tuple[float, str | None]:
     return share, f"gpu: auto: {share:g} GPU per trial (GPUs: {where})"
 
 
+def gpu_share(spec: StudySpec) -> float:
+    """The GPU share per trial (:func:`gpu_plan`). A study that went through
+    ``study.placement.prepare_cluster`` carries its share as a number; ``auto`` is resolved here
+    from the cluster (live GPUs and the GPUs its autoscaler can start). The trial itself uses
+    CUDA only where Ray gave it a GPU and CUDA exists (``trial_device``)."""
+    if spec.resources.gpu != "auto":
+        return float(spec.resources.gpu)
+    return gpu_plan(spec, read_cluster())[0]
+
+
 def trial_request(spec: StudySpec, gpu_share: float) -> dict[str, float]:
     """What one trial asks Ray for, in Ray's resource names (``study.tuner.trial_resources``:
     one bundle, so one node must hold all of it); amounts of 0 are no request."""
@@ -243,34 +253,3 @@ def unmet_request(request: dict[str, float], view: ClusterView) -> str | None:
     return (f"resources: each trial asks for {_amounts(request, keys)} on one node, but no node "
             f"of this cluster has that (the largest live one: {_amounts(best, keys)}; {where}): "
             "lower resources.cpu / resources.gpu in the study file")
-
-
-def prepare_cluster(spec: StudySpec, storage: str, tracking_uri: str, *, address: str | None,
-                    verbose: bool, shared_fs: bool | None = None,
-                    population: int | None = None) -> StudySpec:
-    """Start or join Ray and check the cluster before the parent run opens: refuse local storage
-    and tracking on more than one node (one line each), resolve ``gpu: auto`` (printing what it
-    decided) and the population (``study.tuner.resolve_population``), and refuse a per-trial
-    request no node can hold (:func:`unmet_request`). Returns the spec as it will
-    run: its GPU share a number, its population resolved (``population``: a resume's recorded
-    one)."""
-    from study.tuner import init_ray, resolve_population
-
-    init_ray(address, verbose)
-    view = read_cluster()
-    shared = shared_fs_default() if shared_fs is None else shared_fs
-    problems = multi_node_problems(view, storage, tracking_uri, shared)
-    try:
-        gpu_plan(spec, view)
-    except StudyError as err:
-        problems.append(str(err))
-    if problems:
-        raise ClusterError(problems)
-    spec = resolve_population(spec, population, view.gpus)
-    share, note = gpu_plan(spec, view)
-    unmet = unmet_request(trial_request(spec, share), view)
-    if unmet:  # Tune would wait for it forever
-        raise ClusterError([unmet])
-    if note:
-        print(note, flush=True)
-    return spec.model_copy(update={"resources": spec.resources.model_copy(update={"gpu": share})})

@@ -10,7 +10,7 @@ measured on (``gpu_model`` in the file): they count only when the cluster's mode
 type the autoscaler may start) and the same. Then a
 config of a measured shape costs ``iterations × ms`` scaled by the model's FLOP ratio of its own
 step to the benchmark's (other regularizers, ``n_dis``), plus FID as below. ``gpu: auto``
-studies pack their configs by the best P (``study.tuner.auto_population``). No GPU has been lent
+studies pack their configs by the best P (``study.placement.auto_population``). No GPU has been lent
 to this project yet, so no figures file is committed and every estimate in the presets' headers
 is the model.
 

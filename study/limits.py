@@ -4,10 +4,7 @@ checked against MAX_TRIALS before anything is expanded."""
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from study.schema import StudySpec
+from typing import Any, Protocol
 
 
 #: Limits on what a study file may ask for. Each one turns a typo or a hostile file into one
@@ -39,7 +36,7 @@ MAX_SEED = 2**32 - 1
 MAX_MESSAGE = 2_000
 
 
-def _one_line(message: str) -> str:
+def one_line(message: str) -> str:
     """``message`` as one printable line: line breaks and other control characters escaped (a
     quoted YAML key may hold ``\\n``), cut to MAX_MESSAGE characters."""
     out = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
@@ -51,7 +48,7 @@ class StudyError(ValueError):
     """A study file is wrong; ``str(err)`` is one line naming where and what."""
 
     def __init__(self, message: object = ""):
-        super().__init__(_one_line(str(message)))
+        super().__init__(one_line(str(message)))
 
 
 def did_you_mean(word: object, choices) -> str:
@@ -82,15 +79,30 @@ def duration_text(seconds: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
-_BOOL_HINT = ("a YAML boolean (the unquoted words yes/no/on/off/true/false are booleans; quote "
-              "the word if you mean it)")
+BOOL_HINT = ("a YAML boolean (the unquoted words yes/no/on/off/true/false are booleans; quote "
+             "the word if you mean it)")
 
 
-def _bool_word(value: bool) -> str:
+def bool_word(value: bool) -> str:
+    """``true`` / ``false``: a YAML boolean as the study file spelt it (in :data:`BOOL_HINT`)."""
     return "true" if value else "false"
 
 
-def _check_size(spec: StudySpec) -> None:
+class StudyShape(Protocol):
+    """What :func:`check_size` reads of a study (``study.schema.StudySpec`` has all of it)."""
+
+    search: str
+    num_samples: int
+    grid: Any
+
+    @property
+    def n_seeds(self) -> int: ...
+
+    @property
+    def grid_blocks(self) -> list[dict[str, list[Any]]]: ...
+
+
+def check_size(spec: StudyShape) -> None:
     """Refuse a study of more than MAX_TRIALS trials, counted from the list lengths before
     anything is expanded (a grid of 1e12 points is refused in microseconds)."""
     seeds = spec.n_seeds
@@ -114,3 +126,7 @@ def _check_size(spec: StudySpec) -> None:
                              f"configurations{trials}; {cap}")
     if total > MAX_TRIALS:
         raise StudyError(f"grid: its {len(spec.grid_blocks)} blocks make {total:,} trials; {cap}")
+
+
+# the names study/validation.py imports until it takes the public ones above
+_BOOL_HINT, _bool_word, _check_size = BOOL_HINT, bool_word, check_size

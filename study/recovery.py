@@ -1,9 +1,9 @@
 """What a study directory says about its trials, and how a resume reconciles MLflow with it.
 
 Ray Tune's experiment state (``experiment_state-*.json`` in the study directory, written at most
-every second, see ``study.tuner.init_ray``) is the list of trials a ``Tuner.restore`` brings back:
-their real trial ids (``a0626_00000`` for a grid, ``4f1c2a9e`` for a searcher), statuses and
-configs. Each MLflow child run carries its Ray trial id in the tag ``lipstudy.trial_id``, so runs
+every second, see ``study.ray_runtime.init_ray``) is the list of trials a ``Tuner.restore``
+brings back: their real trial ids (``a0626_00000`` for a grid, ``4f1c2a9e`` for a searcher),
+statuses and configs. Each MLflow child run carries its Ray trial id in the tag ``lipstudy.trial_id``, so runs
 and trials are matched by that id and never by parsing directory names.
 
 On resume, for every child run of the study that is not FINISHED:
@@ -25,6 +25,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+from study.limits import StudyError
+from study.statefile import INTACT_DIR, fs_and_path
 from study.tracking import StudyTracking
 
 from trainables.names import (PARENT_TAG, STATUS_TAG, SUPERSEDED_REASON_TAG, TRIAL_ID_TAG,
@@ -56,17 +58,11 @@ class Reconciliation:
                 "deleted": self.deleted, "restored": self.restored}
 
 
-def _fs(study_dir: str):
-    from study.tuner import _fs_and_path
-
-    return _fs_and_path(study_dir)
-
-
 def _experiment_states(study_dir: str) -> tuple[Any, list[str]]:
     """(filesystem, Tune's experiment state files in ``study_dir``, oldest first)."""
     import pyarrow.fs
 
-    fs, base = _fs(study_dir)
+    fs, base = fs_and_path(study_dir)
     states = sorted(i.path for i in fs.get_file_info(pyarrow.fs.FileSelector(base))
                     if i.base_name.startswith("experiment_state") and i.base_name.endswith(".json"))
     return fs, states
@@ -86,8 +82,6 @@ def set_aside_damaged_states(study_dir: str) -> list[str]:
     name), the newest one replaced by its last intact copy when the driver kept one
     (``study.store_watch.keep_intact_states``); returns the damaged names. When none intact is
     left, raises a ``StudyError`` line: restarting the Tuner would run finished trials again."""
-    from study.limits import StudyError
-
     fs, states = _experiment_states(study_dir)
     damaged: list[tuple[str, str]] = []
     for path in states:
@@ -112,8 +106,6 @@ def set_aside_damaged_states(study_dir: str) -> list[str]:
 def _restore_intact(fs, path: str) -> bool:
     """Put the last intact copy of the experiment state ``path`` (``study.store_watch``
     .keep_intact_states) back beside it, the damaged one set aside; whether there was one."""
-    from study.store_watch import INTACT_DIR
-
     directory, name = path.rsplit("/", 1)
     copy = f"{directory}/{INTACT_DIR}/{name}"
     try:

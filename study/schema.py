@@ -9,13 +9,13 @@ from typing import Annotated, Any, Literal
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
                       field_validator, model_validator)
 
-from study.limits import _BOOL_HINT, MAX_INT, MAX_SEED, MAX_TRIALS, _bool_word, did_you_mean
+from study.limits import BOOL_HINT, MAX_INT, MAX_SEED, MAX_TRIALS, bool_word, did_you_mean
 
 
 def _not_bool(value: Any) -> Any:
     """Refuse a YAML boolean where a number is expected (pydantic would read true as 1)."""
     if isinstance(value, bool):
-        raise ValueError(f"got {_bool_word(value)}, {_BOOL_HINT}; a number is expected here")
+        raise ValueError(f"got {bool_word(value)}, {BOOL_HINT}; a number is expected here")
     return value
 
 
@@ -298,5 +298,5 @@ def _pydantic_message(err: ValidationError) -> str:
     if e["type"] == "extra_forbidden":
         msg = "unknown key" + did_you_mean(parts[-1], _known_keys(tuple(parts)))
     elif isinstance(e.get("input"), bool) and "YAML boolean" not in msg:
-        msg = f"{msg} (got {_bool_word(e['input'])}, {_BOOL_HINT})"
+        msg = f"{msg} (got {bool_word(e['input'])}, {BOOL_HINT})"
     return f"{loc}: {msg}" if loc else msg

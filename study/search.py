@@ -32,8 +32,6 @@ from study.spec import StudySpec
 
 JOURNAL_FILE = "optuna.journal"
 METRIC, MODE = "fid", "min"
-#: The parent-run tag naming the objective a search optimised (``objective_text``).
-OBJECTIVE_TAG = "lipstudy.objective"
 
 
 def study_datasets(spec: StudySpec) -> list[str]:

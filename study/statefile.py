@@ -21,6 +21,9 @@ from study.limits import StudyError
 from trainables.atomic import write_atomic
 
 STATE_FILE = "lipstudy_study.json"
+#: In the study directory: the last readable copies of Tune's experiment states
+#: (``study.store_watch.keep_intact_states``).
+INTACT_DIR = "lipstudy_intact"
 #: What a resume reads from the state file; a file without one of them is damaged.
 REQUIRED_KEYS = ("study_text", "tracking_uri", "experiment_id", "parent_run_id", "storage_path",
                  "run_name")
@@ -34,6 +37,15 @@ def local_path(path: str) -> Path:
     return Path(path.removeprefix("file://")).resolve()
 
 
+def fs_and_path(path: str):
+    """A pyarrow filesystem and path for a local directory or a storage URI (s3://, gs://)."""
+    import pyarrow.fs
+
+    if is_remote(path):
+        return pyarrow.fs.FileSystem.from_uri(path)
+    return pyarrow.fs.LocalFileSystem(), str(local_path(path))
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write ``data`` as JSON to ``path`` through a temporary file in the same directory, flushed
     to disk and renamed over ``path``: readers see the old file or the new one, never a part."""
@@ -43,9 +55,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
 def write_state(study_dir: str, state: dict[str, Any]) -> None:
     """Write the study's state file (atomically where the storage is a local file system)."""
     if is_remote(study_dir):
-        from study.tuner import _fs_and_path
-
-        fs, path = _fs_and_path(study_dir)
+        fs, path = fs_and_path(study_dir)
         fs.create_dir(path, recursive=True)
         with fs.open_output_stream(f"{path}/{STATE_FILE}") as fh:
             fh.write(json.dumps(state, indent=1).encode())
@@ -58,9 +68,7 @@ def write_state(study_dir: str, state: dict[str, Any]) -> None:
 def read_state(study_dir: str) -> dict[str, Any]:
     """The study's state; a :class:`StudyError` line when there is none or it is damaged
     (truncated, empty, not JSON, keys missing)."""
-    from study.tuner import _fs_and_path
-
-    fs, path = _fs_and_path(study_dir)
+    fs, path = fs_and_path(study_dir)
     where = f"{study_dir.rstrip('/')}/{STATE_FILE}"
     try:
         with fs.open_input_stream(f"{path}/{STATE_FILE}") as fh:

@@ -144,9 +144,6 @@ class StoreWatch:
             keep_intact_states(self.study_dir, final=True)
 
 
-INTACT_DIR = "lipstudy_intact"  # in the study directory: the last readable experiment states
-
-
 def keep_intact_states(study_dir: str, final: bool = False) -> None:
     """Keep an intact copy of each of Tune's periodically rewritten states in ``study_dir`` (an
     experiment state only when it reads as whole JSON) in ``<study_dir>/lipstudy_intact/``, and

@@ -28,7 +28,8 @@ from study.recovery import child_runs, saved_trials
 from study.shell import lipstudy_command
 from study.tracking import StudyTracking
 from trainables import names
-from trainables.names import STATUS_TAG, TRIAL_ID_TAG
+from trainables.names import (BEST_FID_EXTRACTOR_TAG, BEST_FID_METRIC, BEST_KEY_PREFIX,
+                              BEST_RUN_TAG, BEST_TRIAL_TAG, STATUS_TAG, TRIAL_ID_TAG)
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 STATES = ("finished", "stopped early", "diverged", "crashed", "interrupted", "not started")
@@ -209,7 +210,7 @@ def summarize(results, spec, tracking: StudyTracking, study_dir: str, t0: float,
                     name=_name({"trial": cfg}, "?"), config=cfg, status="not started",
                     fid=None, step=None))
     else:
-        from study.tuner import n_runs
+        from study.packs import n_runs
 
         # in runs (configurations x seeds): a pack of a searched study holds several
         outcome.not_suggested = max(0, n_runs(spec) - len(outcome.trials))
@@ -222,9 +223,6 @@ def summarize(results, spec, tracking: StudyTracking, study_dir: str, t0: float,
 
 
 TRIALS_TABLE = "trials.json"  # the parent run's table of trials (an MLflow table artifact)
-BEST_TAG = "lipstudy.best_trial"
-BEST_RUN_TAG = "lipstudy.best_run_id"
-BEST_KEY_PREFIX = "lipstudy.best."  # + each trial key the study varies, for the best trial
 BEST_STATES = ("finished", "stopped early")  # a best FID is a whole run's, not a partial one's
 
 
@@ -306,12 +304,13 @@ def _write_best(client, pid: str, trials: list[TrialSummary], extractors: dict[s
     for (dataset, extractor), members in sorted(groups.items()):
         best = min(members, key=lambda t: t.fid)
         suffix = "" if len(groups) == 1 else "_" + _metric_key(f"{dataset}_{extractor}")
-        client.log_metric(pid, f"best_fid{suffix}", float(best.fid), timestamp=now, step=0)
-        wanted[f"{BEST_TAG}{suffix}"] = best.name
+        client.log_metric(pid, f"{BEST_FID_METRIC}{suffix}", float(best.fid), timestamp=now,
+                          step=0)
+        wanted[f"{BEST_TRIAL_TAG}{suffix}"] = best.name
         wanted[f"{BEST_RUN_TAG}{suffix}"] = best.run_id or ""
         if len(groups) == 1:
             if extractor:
-                wanted["lipstudy.best_fid_extractor"] = extractor
+                wanted[BEST_FID_EXTRACTOR_TAG] = extractor
             for k in varied:
                 if k in best.config:
                     wanted[f"{BEST_KEY_PREFIX}{k}"] = str(best.config[k])
@@ -319,8 +318,8 @@ def _write_best(client, pid: str, trials: list[TrialSummary], extractors: dict[s
         if tags.get(key) != value:
             client.set_tag(pid, key, value)
     for key in tags:  # what an earlier execution's best said and this one's does not
-        if key not in wanted and (key.startswith((BEST_TAG, BEST_RUN_TAG, BEST_KEY_PREFIX))
-                                  or key == "lipstudy.best_fid_extractor"):
+        if key not in wanted and (key.startswith((BEST_TRIAL_TAG, BEST_RUN_TAG, BEST_KEY_PREFIX))
+                                  or key == BEST_FID_EXTRACTOR_TAG):
             client.delete_tag(pid, key)
 
 
@@ -405,8 +404,8 @@ def print_summary(outcome: StudyOutcome) -> None:
 
 
 def _print_where(outcome: StudyOutcome) -> None:
-    from study.tuner import read_state
-    from study.spec import StudyError
+    from study.limits import StudyError
+    from study.statefile import read_state
 
     try:
         optuna_loc = read_state(outcome.storage_path).get("optuna_storage")

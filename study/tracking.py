@@ -134,11 +134,11 @@ def start_study_run(
 
 def mark_crashed(tracking: StudyTracking, err: BaseException) -> None:
     """End the parent run FAILED, ``lipstudy.status = crashed``, with the cause's line in
-    ``lipstudy.crash_reason`` (``study.summary.clean_error``)."""
-    from study.summary import clean_error
+    ``lipstudy.crash_reason`` (``trainables.checkpoints.cause_line``)."""
+    from trainables.checkpoints import cause_line
 
     client = tracking.client()
-    reason = clean_error(f"{type(err).__name__}: {err}") or type(err).__name__
+    reason = cause_line(f"{type(err).__name__}: {err}") or type(err).__name__
     client.set_tag(tracking.parent_run_id, names.CRASH_REASON_TAG, reason[:5000])
     client.set_tag(tracking.parent_run_id, names.STATUS_TAG, "crashed")
     client.set_terminated(tracking.parent_run_id, "FAILED")

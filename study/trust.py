@@ -41,7 +41,7 @@ import sys
 from pathlib import Path
 
 from study.limits import StudyError
-from study.store_watch import INTACT_DIR
+from study.statefile import INTACT_DIR, fs_and_path
 
 KEY_ENV = "LIPSTUDY_SIGNING_KEY_FILE"
 DEFAULT_KEY = Path("~/.config/lipstudy/signing.key")
@@ -99,9 +99,7 @@ class _Dir:
     """The study directory through pyarrow (a local path or a storage URI)."""
 
     def __init__(self, study_dir: str):
-        from study.tuner import _fs_and_path
-
-        self.fs, self.base = _fs_and_path(study_dir)
+        self.fs, self.base = fs_and_path(study_dir)
 
     def names(self, sub: str = "") -> list[str]:
         import pyarrow.fs

@@ -16,11 +16,14 @@ study file → (validated here, before Ray starts) → ``tune.Tuner`` over
   journal and ``lipstudy_study.json`` (the study file, the MLflow experiment / parent run ids and
   the Optuna storage), which is what ``lipstudy resume <study dir>`` needs to re-wrap the trainable
   with the same context and call ``Tuner.restore``.
+
+Beside this module: how configurations become trials (``study.packs``), the GPU share and
+population a study runs with (``study.placement``), Ray start-up (``study.ray_runtime``) and the
+state file (``study.statefile``).
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import sys
@@ -28,10 +31,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from study.search import (METRIC, MODE, OBJECTIVE_TAG, DefineByRun, build_searcher,  # noqa: F401
-                          objective, objective_text,
-                          configs_per_pack, fixed_regularizer, storage_location)
-from study.cluster import prepare_cluster
+from study import ray_runtime
+from study.cluster import gpu_share
+from study.search import (METRIC, MODE, DefineByRun, build_searcher,  # noqa: F401
+                          objective, objective_text, configs_per_pack, storage_location)
+from study.packs import n_runs, n_trials, population_notes, study_packs  # noqa: F401
+from study.placement import prepare_cluster
 from study.spec import StudyError, StudySpec, check_study
 from study.schema import RUN_STAMP, study_dir_name
 from study.interrupt import StopSignals
@@ -41,67 +46,13 @@ from study.store_watch import StopOnFullDisk, StoreWatch, disk_full_line
 from study.summary import StudyOutcome, summarize
 from study.tracking import (StudyTracking, absolute_uri, default_tracking_uri, mark_crashed,
                             start_study_run)
-from study.statefile import (STATE_FILE, check_storage, is_remote, read_state,  # noqa: F401
-                             write_state)
+from study.statefile import (STATE_FILE, check_storage, fs_and_path, is_remote,  # noqa: F401
+                             read_state, write_state)
 from trainables import names, provenance
 
 
-def _gpu_share(spec: StudySpec) -> float:
-    """The GPU share per trial (``study.cluster.gpu_plan``). A study that went through
-    ``study.cluster.prepare_cluster`` carries its share as a number; ``auto`` is resolved here
-    from the cluster (live GPUs and the GPUs its autoscaler can start). The trial itself uses
-    CUDA only where Ray gave it a GPU and CUDA exists (``trial_device``)."""
-    if spec.resources.gpu != "auto":
-        return float(spec.resources.gpu)
-    from study.cluster import gpu_plan, read_cluster
-
-    return gpu_plan(spec, read_cluster())[0]
-
-
-def auto_population(spec: StudySpec, cluster_gpus: float, figures: dict[str, Any] | None) -> int:
-    """The population a study runs with: its own ``population`` when set, else, for ``gpu: auto``
-    on a cluster with GPUs, the best P ``bench/gpu_throughput.py`` measured (``study.cost``
-    figures; 1 without them)."""
-    if spec.resources.gpu != "auto" or "population" in spec.model_fields_set or cluster_gpus <= 0:
-        return spec.population
-    from study.cost import best_population
-
-    return best_population(figures)
-
-
-def resolve_population(spec: StudySpec, population: int | None = None,
-                       gpus: float | None = None) -> StudySpec:
-    """``spec`` with its effective population (after ``ray.init``): ``population`` when given (a
-    resume keeps the first run's), else :func:`auto_population` for ``gpus`` (the GPUs the
-    cluster has or can start, ``study.cluster.ClusterView.gpus``; default: read the cluster). A P
-    the study cannot take (a searched study's rules, ``study.schema``) keeps the study's own, with
-    one line saying why."""
-    if population is None:
-        from study.cost import load_figures
-
-        if gpus is None:
-            from study.cluster import read_cluster
-
-            gpus = read_cluster().gpus
-        population = auto_population(spec, gpus, load_figures())
-    if population == spec.population:
-        return spec
-    from pydantic import ValidationError
-
-    try:
-        new = StudySpec.model_validate({**spec.model_dump(exclude_unset=True),
-                                        "population": population})
-    except ValidationError as err:
-        print(f"gpu: auto: population {population} (benchmark's best) does not fit this study "
-              f"({err.errors()[0]['msg']}); running population {spec.population}", flush=True)
-        return spec
-    print(f"gpu: auto: population {population} per trial (bench/gpu_throughput.py's best on this "
-          "GPU shape; set population to choose)", flush=True)
-    return new
-
-
 def trial_resources(spec: StudySpec) -> dict[str, float]:
-    return {"cpu": spec.resources.cpu, "gpu": _gpu_share(spec), **spec.resources.custom}
+    return {"cpu": spec.resources.cpu, "gpu": gpu_share(spec), **spec.resources.custom}
 
 
 def make_trainable(spec: StudySpec, tracking: StudyTracking):
@@ -135,58 +86,6 @@ def param_space(spec: StudySpec) -> dict[str, Any]:
     if configs_per_pack(spec):
         return {}  # PackedOptunaSearch suggests the whole pack: {"pack": [member configs]}
     return {"trial": dict(spec.fixed), "__seeds__": spec.seed_list}
-
-
-def study_packs(spec: StudySpec) -> list[list[dict[str, Any]]]:
-    """A grid study's configs packed into population trials (``population.pack_configs``: at
-    most ``spec.population`` members sharing shape keys; regularizers the population cannot
-    batch run one config per trial)."""
-    from trainables.config import validate_trial
-    from trainables.population import pack_configs
-
-    configs = check_study(spec)
-    full = [validate_trial(c, check_data=False) for c in configs]
-    return [[configs[i] for i in p] for p in pack_configs(full, spec.population)]
-
-
-def population_notes(spec: StudySpec) -> list[str]:
-    """One line per kind of config that runs alone although ``population`` > 1; for a searched
-    study that packs, one line on what a pack holds."""
-    if spec.population <= 1:
-        return []
-    from trainables.population import unsupported_reason
-
-    if spec.search != "grid":
-        k = configs_per_pack(spec)
-        if not k:
-            return [unsupported_reason({"regularizer": fixed_regularizer(spec)})]
-        n = spec.n_seeds
-        return [f"population {spec.population}: each pack asks {k} configuration(s) x {n} "
-                f"seed(s) = {k * n} members; {spec.num_samples} configurations in "
-                f"{n_trials(spec)} pack(s)"]
-    from trainables.config import validate_trial
-
-    reasons = {unsupported_reason(validate_trial(c, check_data=False)) for c in check_study(spec)}
-    return sorted(r for r in reasons if r)
-
-
-def n_trials(spec: StudySpec) -> int:
-    """Tune trials of the study (a pack is one)."""
-    if spec.search == "grid":
-        if spec.population > 1:
-            return len(study_packs(spec))
-        return len(check_study(spec))
-    k = configs_per_pack(spec)
-    if k:
-        return math.ceil(spec.num_samples / k)
-    return spec.num_samples * len(spec.seed_list)
-
-
-def n_runs(spec: StudySpec) -> int:
-    """MLflow child runs of the study: configurations x seeds (a pack member is one)."""
-    if spec.search == "grid":
-        return len(check_study(spec))
-    return spec.num_samples * len(spec.seed_list)
 
 
 def _trial_name(trial) -> str:
@@ -264,82 +163,15 @@ def _join(storage_path: str, name: str) -> str:
     return f"{storage_path.rstrip('/')}/{name}"
 
 
-def _fs_and_path(path: str):
-    """A pyarrow filesystem and path for a local directory or a storage URI (s3://, gs://)."""
-    import pyarrow.fs
-
-    if is_remote(path):
-        return pyarrow.fs.FileSystem.from_uri(path)
-    return pyarrow.fs.LocalFileSystem(), str(Path(path.removeprefix("file://")).resolve())
-
-
 def study_run_name(spec: StudySpec, storage_path: str) -> str:
     """The study's name, or ``<name>-<timestamp>`` when a study directory of that name exists
     (a new execution never writes into an earlier one; ``lipstudy resume`` continues one)."""
-    fs, base = _fs_and_path(storage_path)
+    fs, base = fs_and_path(storage_path)
     import pyarrow.fs
 
     if fs.get_file_info(f"{base}/{spec.name}").type == pyarrow.fs.FileType.NotFound:
         return spec.name
     return study_dir_name(spec.name, time.strftime(RUN_STAMP))
-
-
-def init_ray(address: str | None = None, verbose: bool = False) -> None:
-    """Join ``address`` / ``$RAY_ADDRESS`` when given, else start a new local Ray (no dashboard).
-    Ray's own console output (token-auth notice, Tune's boxes and TensorBoard hint, its resume
-    hint) is silenced unless ``verbose``: the study prints its own progress and next steps."""
-    import ray
-
-    # Tune's experiment state (which trials exist / finished) is written every "auto" period
-    # (≥ 10 s); a driver killed in between resumes from a stale view and leaves orphan trials.
-    # The state of a study is small: write it at most every second.
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    quiet_libraries(verbose)
-    if ray.is_initialized():
-        return
-    address = address or os.environ.get("RAY_ADDRESS")
-    level = logging.INFO if verbose else logging.ERROR
-    # Workers import trainables/ from the installed package; keep their logs out of the console
-    # (errors are reported per trial by the progress printer and kept in the trial directories).
-    if address:
-        ray.init(address=address, log_to_driver=False, logging_level=level)
-    else:
-        # "local": always a fresh local Ray, never silently attach to another Ray on this machine
-        ray.init(address="local", include_dashboard=False, log_to_driver=False,
-                 logging_level=level)
-
-
-def _stale_checkpoint_noise(record: logging.LogRecord) -> bool:
-    """Drop Tune's ERROR when a restored trial's checkpoint manager deletes a checkpoint that is
-    already gone (removed before the driver died; the trial goes on): noise, not a failure."""
-    exc = record.exc_info[1] if record.exc_info else None
-    return not (isinstance(exc, FileNotFoundError) and "checkpoint_" in str(exc)
-                and "Error handling checkpoint" in record.getMessage())
-
-
-def quiet_libraries(verbose: bool = False) -> None:
-    """Ray's, Optuna's and MLflow's notices are not for our users unless ``--verbose``."""
-    if verbose:
-        return
-    import warnings
-
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter honours verbose=0
-    for name in ("ray", "ray.tune", "ray.train", "ray.air"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    logging.getLogger("ray.tune.tune").setLevel(logging.CRITICAL)  # "Trials did not complete"
-    logging.getLogger("ray.tune.execution.tune_controller").addFilter(_stale_checkpoint_noise)
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*ExperimentalWarning.*")
-    try:
-        from optuna.exceptions import ExperimentalWarning
-
-        warnings.filterwarnings("ignore", category=ExperimentalWarning)
-        import optuna
-
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-    except ImportError:  # pragma: no cover - optuna is a dependency
-        pass
 
 
 def _storage_root(spec: StudySpec, storage_path: str | None) -> str:
@@ -360,7 +192,7 @@ def run_study(spec: StudySpec, study_text: str, *, tracking_uri: str | None = No
               storage_path: str | None = None, address: str | None = None,
               quiet: bool = False, verbose: bool = False, on_start=None,
               on_signal=None, shared_fs: bool | None = None) -> StudyOutcome:
-    """Validate, check the cluster (``study.cluster.prepare_cluster``), set up MLflow in the
+    """Validate, check the cluster (``study.placement.prepare_cluster``), set up MLflow in the
     driver, run the Tuner, and summarise every trial. ``shared_fs``: every node sees this
     machine's files at the same paths (default: ``$LIPSTUDY_SHARED_FS``); without it, a local
     storage path or tracking store on a cluster of more than one node is refused before anything
@@ -379,12 +211,12 @@ def run_study(spec: StudySpec, study_text: str, *, tracking_uri: str | None = No
     run_name = study_run_name(spec, storage)
     study_dir = _join(storage, run_name)
     optuna_loc = storage_location(spec, study_dir) if spec.search != "grid" else None
-    quiet_libraries(verbose)
+    ray_runtime.quiet_libraries(verbose)
     tracking = start_study_run(uri, spec.name, study_text, hypotheses=spec.hypotheses,
                                tags={**provenance.current().tags(), names.SEARCH_TAG: spec.search,
                                      names.STUDY_DIR_TAG: study_dir,
                                      **({names.OPTUNA_STORAGE_TAG: optuna_loc,
-                                         OBJECTIVE_TAG: objective_text(spec)}
+                                         names.OBJECTIVE_TAG: objective_text(spec)}
                                         if optuna_loc else {})})
     try:
         write_state(study_dir, {
@@ -411,7 +243,7 @@ def run_study(spec: StudySpec, study_text: str, *, tracking_uri: str | None = No
 def _fit(make_tuner, spec: StudySpec, tracking: StudyTracking, study_dir: str, t0: float,
          address: str | None, verbose: bool, on_signal, on_crash=None) -> StudyOutcome:
     """Run ``make_tuner(spec).fit()`` under the stop-signal handlers (Ray is up and ``spec``
-    resolved: ``study.cluster.prepare_cluster``), summarise. A crash of the driver marks the
+    resolved: ``study.placement.prepare_cluster``), summarise. A crash of the driver marks the
     parent run FAILED (``on_crash(err)``, default :func:`mark_crashed`); a signal before Tune
     started leaves no trials."""
     on_crash = on_crash or (lambda err: mark_crashed(tracking, err))
@@ -419,7 +251,7 @@ def _fit(make_tuner, spec: StudySpec, tracking: StudyTracking, study_dir: str, t
     watch = StoreWatch(tracking.tracking_uri, study_dir=study_dir)
     with StopSignals(on_signal) as stop:
         try:
-            init_ray(address, verbose)
+            ray_runtime.init_ray(address, verbose)
             stop.rearm()
             tuner = make_tuner(spec)
             with watch:  # a store gone for good stops the study (study.store_watch)
@@ -476,7 +308,7 @@ def resume_study(study_dir: str, *, address: str | None = None, quiet: bool = Fa
     Repeater) comes back from Tune's experiment checkpoint, its Optuna study from the persisted
     storage. A study stopped before Tune saved any state starts its Tuner afresh in the same
     directory and parent run. Safe to repeat on a finished or half-resumed study. The cluster
-    is checked first, as for a new run (``study.cluster.prepare_cluster``), before the parent run
+    is checked first, as for a new run (``study.placement.prepare_cluster``), before the parent run
     changes. Nothing pickled is read from a directory not signed with the user's key
     (``study.trust``: one line, unless ``trust`` signs it first).
     """
@@ -490,7 +322,7 @@ def resume_study(study_dir: str, *, address: str | None = None, quiet: bool = Fa
     if trust:  # --trust: the user vouches for the directory as it is
         print(trust_study(study_dir), file=sys.stderr, flush=True)
     verify_study(study_dir)  # before anything is unpickled or the parent run changes
-    quiet_libraries(verbose)
+    ray_runtime.quiet_libraries(verbose)
     from ray import tune
 
     t0 = time.time()

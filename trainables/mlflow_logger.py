@@ -67,22 +67,14 @@ from typing import Any, Callable, TypeVar
 import torch
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from trainables.names import RESUMED_PARAMS_TAG
-from trainables.tracking_retry import (RetryPolicy, TrackingError, _OrderedWriter, _short,
-                                       is_transient, sqlite_identity)
+from trainables.names import (CREATE_TOKEN_TAG, PARENT_TAG, RESUMED_PARAMS_TAG, STATUS_TAG,
+                              TRACKING_ERROR_TAG, TRIAL_ID_TAG)
+from trainables.tracking_retry import (OrderedWriter, RetryPolicy, TrackingError, is_transient,
+                                       short_error, sqlite_identity)
 
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-#: Tag naming the Ray trial a run belongs to (stable across Ray's retries of that trial).
-TRIAL_ID_TAG = "lipstudy.trial_id"
-#: Random tag set at run creation, so a retried ``create_run`` finds a run an earlier attempt made.
-CREATE_TOKEN_TAG = "lipstudy.create_token"
-#: Tag saying which tracking write the logger gave up on, and why.
-TRACKING_ERROR_TAG = "lipstudy.tracking_error"
-STATUS_TAG = "lipstudy.status"
 
 #: MLflow accepts at most 100 params per log_batch call.
 _PARAM_BATCH = 100
@@ -131,7 +123,7 @@ class MlflowTrialLogger:
         self.retries = 0  # transient errors retried so far (all operations)
         self.failed: TrackingError | None = None  # set once the logger gave up on a write
         self._lock = threading.Lock()
-        self._queue: _OrderedWriter | None = None
+        self._queue: OrderedWriter | None = None
         self._last_step: dict[str, int] = {}
         self.resumed = False
         self.run_id: str | None = None
@@ -149,7 +141,7 @@ class MlflowTrialLogger:
             return
         all_tags = dict(tags or {})
         if parent_run_id:
-            all_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
+            all_tags[PARENT_TAG] = parent_run_id
         self.run_id = self._create_run(experiment_id, name, all_tags)
         self.log_params(params)
 
@@ -177,7 +169,7 @@ class MlflowTrialLogger:
                 if (not transient or attempt >= policy.max_attempts
                         or elapsed + wait > policy.budget_s):
                     why = (f"{'permanent error' if not transient else 'gave up'} after "
-                           f"{attempt} attempt(s) in {elapsed:.1f}s: {_short(err)}")
+                           f"{attempt} attempt(s) in {elapsed:.1f}s: {short_error(err)}")
                     error = TrackingError(f"MLflow {what} failed ({why})", f"{what}: {why}")
                     _log.error("run %s: %s", self.run_id, error)
                     if fail_run:
@@ -188,14 +180,14 @@ class MlflowTrialLogger:
                     self.retries += 1
                 (_log.warning if attempt >= 3 else _log.info)(
                     "run %s: MLflow %s: transient error (attempt %d, retry in %.1fs): %s",
-                    self.run_id, what, attempt, wait, _short(err))
+                    self.run_id, what, attempt, wait, short_error(err))
                 time.sleep(wait)
                 if recover is not None:
                     try:
                         got = recover()
                     except Exception as rerr:  # noqa: BLE001 - could not look: just retry
                         _log.warning("run %s: MLflow %s: recovery failed: %s", self.run_id,
-                                     what, _short(rerr))
+                                     what, short_error(rerr))
                         got = None
                     if got is not None:
                         return got
@@ -282,7 +274,7 @@ class MlflowTrialLogger:
             "find the trial's run", self.client.search_runs,
             [experiment_id],
             filter_string=(f"tags.`{TRIAL_ID_TAG}` = '{trial_id}' and "
-                           f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}'"),
+                           f"tags.`{PARENT_TAG}` = '{parent_run_id}'"),
             max_results=2,
         )
         return runs[0].info.run_id if runs else None
@@ -344,9 +336,9 @@ class MlflowTrialLogger:
         self._call(f"log metrics of step {batch[0].step}", self.client.log_batch, self.run_id,
                    metrics=batch)
 
-    def _writer(self) -> _OrderedWriter:
+    def _writer(self) -> OrderedWriter:
         if self._queue is None:
-            self._queue = _OrderedWriter(self._write_metrics, self.run_id)
+            self._queue = OrderedWriter(self._write_metrics, self.run_id)
         self._queue.check()
         return self._queue
 

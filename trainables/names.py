@@ -23,7 +23,8 @@ INTERRUPTED_STEP_TAG = "lipstudy.interrupted_step"
 INTERRUPTED_BY_TAG = "lipstudy.interrupted_by"
 STOPPED_STEP_TAG = "lipstudy.stopped_step"  # ASHA stopped the trial at this step
 SUPERSEDED_REASON_TAG = "lipstudy.superseded_reason"
-TRACKING_ERROR_TAG = "lipstudy.tracking_error"
+TRACKING_ERROR_TAG = "lipstudy.tracking_error"  # which tracking write a trial gave up on, why
+CREATE_TOKEN_TAG = "lipstudy.create_token"  # random, per create_run: a retried create finds its run
 CRASH_REASON_TAG = "lipstudy.crash_reason"  # the cause's own line when a run ends crashed
 CHECKPOINT_FALLBACK_TAG = "lipstudy.checkpoint_fallback"  # damaged checkpoints skipped
 RESUMED_TAG = "lipstudy.resumed"          # how many times the study was resumed
@@ -46,6 +47,13 @@ TRIALS_TAG = "lipstudy.trials"
 ERRORED_TRIALS_TAG = "lipstudy.errored_trials"
 PACK_SIZE_TAG = "lipstudy.pack_size"
 PACK_MEMBER_TAG = "lipstudy.pack_member"
+OBJECTIVE_TAG = "lipstudy.objective"      # parent of a searched study: the objective optimised
+# parent run: the best finished trial (study.summary); "<tag>_<dataset>_<extractor>" per group
+# when a study holds several datasets or feature extractors
+BEST_TRIAL_TAG = "lipstudy.best_trial"    # its run name
+BEST_RUN_TAG = "lipstudy.best_run_id"
+BEST_FID_EXTRACTOR_TAG = "lipstudy.best_fid_extractor"
+BEST_KEY_PREFIX = "lipstudy.best."        # + each trial key the study varies
 
 #: ``lipstudy.status`` of a child run. "crashed" is written by the trial itself; "interrupted",
 #: "superseded" and "stopped_early" by the driver (``study.summary`` / ``study.recovery``).

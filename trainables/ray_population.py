@@ -31,9 +31,10 @@ import torch
 from trainables.devices import apply_precision
 from trainables.population import train_population, unsupported_reason
 from trainables.checkpoints import CheckpointChain
+from trainables.names import PACK_MEMBER_TAG, PACK_SIZE_TAG
 from trainables.ray_trainable import (
-    MlflowCallbacks, TrialContext, _fault_injection, _pause_injection, _trial_id, end_attempt,
-    finish_run, open_trial_run, report_crashed, restore_state, trial_config, trial_device,
+    MlflowCallbacks, TrialContext, current_trial_id, end_attempt, fault_injection, finish_run,
+    open_trial_run, pause_injection, report_crashed, restore_state, trial_config, trial_device,
     trial_run_name,
 )
 
@@ -59,8 +60,8 @@ class _MemberCallbacks(MlflowCallbacks):
 
     def on_stats(self, step, metrics):
         super().on_stats(step, metrics)
-        _fault_injection(step)
-        _pause_injection(step)
+        fault_injection(step)
+        pause_injection(step)
 
     def on_checkpoint(self, step, state, metrics):
         self.logger.flush()
@@ -79,12 +80,12 @@ def run_pack(config: dict[str, Any], context: TrialContext) -> None:
     apply_precision(cfgs[0]["precision"], device)  # a pack shares it (not a member key)
     chain = CheckpointChain.of_trial()  # the runs open first: a damaged checkpoint is their cause
     run_ids = (chain.meta(PACK_META_FILE) or {}).get("mlflow_run_ids") or [None] * len(cfgs)
-    trial_id = _trial_id()
+    trial_id = current_trial_id()
     loggers, callbacks = [], []
     for i, (cfg, run_id) in enumerate(zip(cfgs, run_ids)):
         logger, params = open_trial_run(
             cfg, device, context, f"{trial_id}/m{i}", run_id,
-            {"lipstudy.pack_member": str(i), "lipstudy.pack_size": str(len(cfgs))})
+            {PACK_MEMBER_TAG: str(i), PACK_SIZE_TAG: str(len(cfgs))})
         loggers.append(logger)
         callbacks.append(_MemberCallbacks(logger, params))
 

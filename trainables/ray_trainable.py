@@ -28,9 +28,11 @@ from trainables import provenance
 from trainables.config import validate_trial
 from trainables.devices import apply_precision, require_usable_cuda
 from trainables.environment import environment_params
-from trainables.mlflow_logger import TRIAL_ID_TAG, MlflowTrialLogger, run_name
+from trainables.mlflow_logger import MlflowTrialLogger, run_name
 from trainables.checkpoints import CheckpointChain, cause_line
-from trainables.names import CHECKPOINT_FALLBACK_TAG, CODE_VERSION_TAG, CRASH_REASON_TAG
+from trainables.names import (CHECKPOINT_FALLBACK_TAG, CODE_VERSION_TAG, CRASH_REASON_TAG,
+                              DIVERGED_REASON_TAG, DIVERGED_STEP_TAG, STATUS_TAG, STUDY_TAG,
+                              TRIAL_ID_TAG)
 from trainables.regularizers import REGULARIZERS
 from trainables.train import Callbacks, TrialResult, resolve_device, train
 
@@ -164,8 +166,8 @@ class MlflowCallbacks(Callbacks):
 class _TuneCallbacks(MlflowCallbacks):
     def on_stats(self, step, metrics):
         super().on_stats(step, metrics)
-        _fault_injection(step)
-        _pause_injection(step)
+        fault_injection(step)
+        pause_injection(step)
 
     def on_checkpoint(self, step, state, metrics):
         from ray import tune
@@ -192,7 +194,7 @@ def _hook_arg(env: str, step: int) -> str | None:
     return arg if at and arg and step == int(at) else None
 
 
-def _fault_injection(step: int) -> None:
+def fault_injection(step: int) -> None:
     path = _hook_arg(FAULT_ENV, step)
     if path is None:
         return
@@ -212,7 +214,7 @@ PAUSE_ENV = "LIPSTUDY_TEST_PAUSE_AT_STEP"
 PAUSE_S = 120.0
 
 
-def _pause_injection(step: int) -> None:
+def pause_injection(step: int) -> None:
     directory = _hook_arg(PAUSE_ENV, step)
     if directory is None:
         return
@@ -233,7 +235,7 @@ def run_trial(config: dict[str, Any], context: TrialContext) -> None:
     apply_precision(cfg["precision"], device)  # before the run records the flags
     chain = CheckpointChain.of_trial()  # the run opens first: a damaged checkpoint is its cause
     run_id = (chain.meta(META_FILE) or {}).get("mlflow_run_id")
-    logger, params = open_trial_run(cfg, device, context, _trial_id(), run_id)
+    logger, params = open_trial_run(cfg, device, context, current_trial_id(), run_id)
     callbacks = _TuneCallbacks(logger, params)
     try:
         state = restore_state(chain, STATE_FILE, [logger])
@@ -267,7 +269,7 @@ def open_trial_run(cfg: dict[str, Any], device: torch.device, context: TrialCont
                   "fid_ref_split": cfg["fid_ref_split"]}
     params = {**cfg, **fid_params, "device": device.type, **environment_params(device)}
     code = provenance.current().tags()  # the code this process imported (trainables.provenance)
-    tags = {"lipstudy.study": context.study_name, TRIAL_ID_TAG: trial_tag, **code,
+    tags = {STUDY_TAG: context.study_name, TRIAL_ID_TAG: trial_tag, **code,
             **(extra_tags or {})}
     logger = MlflowTrialLogger(
         context.tracking_uri, context.experiment_id, name=trial_run_name(cfg),
@@ -334,7 +336,7 @@ def end_attempt(loggers: list[MlflowTrialLogger], err: BaseException) -> bool:
     for them, with the step), never crashed. Anything else ends FAILED, crashed, with its cause."""
     if isinstance(err, (SystemExit, KeyboardInterrupt)):
         for logger in loggers:
-            logger.set_tags({"lipstudy.status": "interrupted"})
+            logger.set_tags({STATUS_TAG: "interrupted"})
             logger.finish("KILLED")
         return False
     for logger in loggers:
@@ -359,7 +361,7 @@ def report_crashed(dataset: str, members: int = 0) -> None:
 def crash_run(logger: MlflowTrialLogger, err: BaseException | None = None) -> None:
     """End the run of a trial whose training raised: tagged crashed with the cause's own line
     (``CRASH_REASON_TAG``: :func:`error_line`), FAILED."""
-    tags = {"lipstudy.status": "crashed"}
+    tags = {STATUS_TAG: "crashed"}
     if err is not None:
         tags[CRASH_REASON_TAG] = error_line(err)[:5000]
     logger.set_tags(tags)
@@ -374,17 +376,18 @@ def finish_run(logger: MlflowTrialLogger, result: TrialResult) -> dict[str, floa
                "step_time_mean_ms": float(np.mean(times) * 1e3)}
     logger.log_metrics(result.step, summary)
     if result.status == "diverged":
-        logger.set_tags({"lipstudy.status": "diverged", "lipstudy.diverged_step": result.step,
-                         "lipstudy.diverged_reason": result.reason})
+        logger.set_tags({STATUS_TAG: "diverged", DIVERGED_STEP_TAG: result.step,
+                         DIVERGED_REASON_TAG: result.reason})
         # the metric diverged = 1 was logged by train()'s on_stats marker: not again
     else:
-        logger.set_tags({"lipstudy.status": "finished"})
+        logger.set_tags({STATUS_TAG: "finished"})
         logger.log_metrics(result.step, {"diverged": 0.0})
     logger.finish("FINISHED")
     return summary
 
 
-def _trial_id() -> str:
+def current_trial_id() -> str:
+    """The Ray trial id of the running trial ("" outside a Tune session)."""
     try:
         from ray import tune
 

@@ -128,7 +128,7 @@ def is_transient(err: BaseException) -> bool:
     return False
 
 
-class _OrderedWriter:
+class OrderedWriter:
     """One daemon thread writing queued metric batches, strictly in order.
 
     In order matters: a crash loses only a tail of steps, which the resumed trial re-logs (its
@@ -188,7 +188,8 @@ class _OrderedWriter:
         self.thread.join(timeout=60)
 
 
-def _short(err: BaseException, limit: int = 600) -> str:
+def short_error(err: BaseException, limit: int = 600) -> str:
+    """``Type CODE: message`` of a tracking error, cut to ``limit`` characters (for logs/tags)."""
     code = getattr(err, "error_code", None)
     text = f"{type(err).__name__}{f' {code}' if code else ''}: {err}"
     return text if len(text) <= limit else text[: limit - 3] + "..."

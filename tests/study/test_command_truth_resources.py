@@ -61,9 +61,10 @@ def test_an_autoscaler_that_can_start_a_fitting_node_is_not_refused():
 def test_run_refuses_before_the_parent_run_opens(tmp_path, monkeypatch, capsys):
     """``lipstudy run`` of a GPU study on a GPU-less local Ray: exit 2, one line, no store."""
     import study.tuner
+    from study import placement, ray_runtime
     from study.cli import main
 
-    monkeypatch.setattr(study.tuner, "init_ray", lambda *a, **k: None)
+    monkeypatch.setattr(ray_runtime, "init_ray", lambda *a, **k: None)
     monkeypatch.setattr(cluster, "read_cluster", lambda: _local(LAPTOP))
 
     def parent_opened(*a, **k):
@@ -78,5 +79,5 @@ def test_run_refuses_before_the_parent_run_opens(tmp_path, monkeypatch, capsys):
     assert rc == 2 and len(err) == 1 and "1 GPU" in err[0], err
     assert not (tmp_path / "m.db").exists() and not (tmp_path / "results").exists()
     with pytest.raises(ClusterError):
-        cluster.prepare_cluster(_spec("{cpu: 3, gpu: 0}"), str(tmp_path), "sqlite:///x.db",
-                                address=None, verbose=False)
+        placement.prepare_cluster(_spec("{cpu: 3, gpu: 0}"), str(tmp_path), "sqlite:///x.db",
+                                  address=None, verbose=False)

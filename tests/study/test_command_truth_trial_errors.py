@@ -51,7 +51,7 @@ def trial(monkeypatch):
     monkeypatch.setattr(ray_trainable, "train", train)
     monkeypatch.setattr(ray_trainable, "open_trial_run", lambda *a, **k: (state.logger, {}))
     monkeypatch.setattr(CheckpointChain, "of_trial", classmethod(lambda cls: cls([])))
-    monkeypatch.setattr(ray_trainable, "_trial_id", lambda: "t1")
+    monkeypatch.setattr(ray_trainable, "current_trial_id", lambda: "t1")
     monkeypatch.setattr(ray_trainable, "report_crashed",  # tune.report needs a Tune session
                         lambda dataset, members=0: state.reported.append(dataset))
     state.run = lambda: ray_trainable.run_trial({"trial": dict(TOY)}, None)

@@ -16,7 +16,7 @@ import torch
 
 from study import cost
 from study.spec import parse_study
-from study.tuner import auto_population, resolve_population
+from study.placement import auto_population, resolve_population
 from trainables.config import validate_trial
 
 ROOT = Path(__file__).resolve().parents[2]
