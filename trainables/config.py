@@ -23,6 +23,7 @@ from trainables.losses import LOSSES
 from trainables.models import ARCHS, arch_resolution
 from trainables.optim import OPTIMIZERS
 from trainables.regularizers import REGULARIZERS
+from trainables.step_modes import step_mode_problem
 
 
 class ConfigError(ValueError):
@@ -84,7 +85,8 @@ class BaseTrial(BaseModel):
     # how the training step executes (same arithmetic, docs/design.md "Throughput"): "eager"
     # checks divergence on the host every step; "sync_free" flags it on the device, read at stats
     # steps; "compiled" (torch.compile) and "cuda_graph" (captured step, CUDA only) also capture
-    # the step; "auto" picks per device (trainables.train.resolve_step_mode)
+    # the step; "auto" picks per device (trainables.train.resolve_step_mode); trainables.step_modes
+    # holds what each mode refuses
     step_mode: Literal["auto", "eager", "sync_free", "compiled", "cuda_graph"] = "auto"
     # float32 numerics of matmuls and convolutions, an execution key like device and step_mode
     # (trainables.devices): "fp32" full float32 (the papers'), "tf32" TF32 tensor cores on CUDA
@@ -208,8 +210,6 @@ def validate_trial(raw: dict[str, Any], *, check_data: bool = True) -> dict[str,
 
     out = base.model_dump()
     _check_shapes(out)
-    from trainables.train import step_mode_problem  # lazy: train imports this module
-
     problem = step_mode_problem(out)
     if problem:
         raise ConfigError("step_mode", problem)

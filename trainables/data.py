@@ -32,6 +32,10 @@ One registered :class:`DatasetEntry` per dataset (:data:`DATASETS`) holds its ch
 resolutions and its ``check`` / ``load`` / ``reference_size`` functions; the files behind them are
 read by :mod:`trainables.data_sources`, the tensors served by :mod:`trainables.imagesets`. The 2-D
 toys (``ring8``, ``grid25``) are registered here too and live in :mod:`trainables.toys`.
+
+Importing this module imports no torch: the registry, the names and :func:`check_dataset` (what a
+config check needs) are plain Python; loading images, drawing toy samples and the image-set
+classes (:data:`_IMAGESET_NAMES`, served from :mod:`trainables.imagesets` on first use) import it.
 """
 
 from __future__ import annotations
@@ -39,19 +43,35 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from trainables import data_sources as _src
+from trainables import toys as _toys
+from trainables.data_errors import DatasetError
 from trainables.data_sources import (  # noqa: F401 - public names of this module
     CELEBA_CROP, EMBEDDED_DIR, EMBEDDED_NPZ, FOLDER_PREFIX, default_data_root,
 )
-from trainables.imagesets import (  # noqa: F401 - public names of this module
-    DatasetError, ImageSet, LazyImageSet, TensorImageSet, to_uint8, to_unit_range,
-)
 from trainables.registry import claim
-from trainables.toys import TOY_DATASETS, sample_toy, toy_modes, toy_std
+from trainables.toys import TOY_DATASETS
+
+if TYPE_CHECKING:
+    import torch
+
+    from trainables.imagesets import ImageSet
+
+#: Names of this module served by :mod:`trainables.imagesets` (torch), imported on first use so
+#: that the registry, the names and :func:`check_dataset` import no torch.
+_IMAGESET_NAMES = ("ImageSet", "LazyImageSet", "TensorImageSet", "to_uint8", "to_unit_range")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _IMAGESET_NAMES:
+        from trainables import imagesets
+
+        return getattr(imagesets, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "DATASETS",
@@ -62,6 +82,8 @@ __all__ = [
     "DatasetEntry",
     "DatasetError",
     "ImageSet",
+    "LazyImageSet",
+    "TensorImageSet",
     "channels",
     "check_dataset",
     "dataset_entry",
@@ -218,6 +240,26 @@ def _resolution(name: str, resolution: object) -> int:
     return int(resolution)
 
 
+def _toy(name: str) -> str:
+    dataset_entry(name)  # an unknown name gets the registry's message; the toys refuse the others
+    return name
+
+
+def toy_modes(name: str) -> torch.Tensor:
+    """:func:`trainables.toys.toy_modes` of a registered toy."""
+    return _toys.toy_modes(_toy(name))
+
+
+def toy_std(name: str) -> float:
+    """:func:`trainables.toys.toy_std` of a registered toy."""
+    return _toys.toy_std(_toy(name))
+
+
+def sample_toy(name: str, n: int, generator: torch.Generator) -> torch.Tensor:
+    """:func:`trainables.toys.sample_toy` of a registered toy."""
+    return _toys.sample_toy(_toy(name), n, generator)
+
+
 def _split(split: str) -> str:
     if split not in _SPLITS:
         raise DatasetError(f"split must be one of {_SPLITS}, got {split!r}")
@@ -287,5 +329,7 @@ def labels_of(name: str, root: Root = None, split: str = "train") -> torch.Tenso
     if dataset_entry(name).name != "fashion_mnist_mini":
         raise DatasetError(f"labels_of() is only available for 'fashion_mnist_mini', not {name!r}")
     check_dataset(name, root, None)
+    import torch
+
     _, labels = _src.embedded_arrays(_split(split))
     return torch.from_numpy(np.ascontiguousarray(labels, dtype=np.uint8))

@@ -15,28 +15,30 @@ resolution, download)`` returns an :class:`~trainables.imagesets.ImageSet`, and 
 CelebA and image folders are decoded once per split, crop and resolution into a memory-mapped
 uint8 cache (:mod:`trainables.image_cache`), then served like the in-memory sets (decoded per
 batch only when no cache folder can hold the split).
+
+The ``check_*`` functions and the paths import no torch, so a config is checked without it; torch,
+torchvision, PIL and the tensor image sets are imported by the functions that read images.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import pickle
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from PIL import Image
-from torchvision.datasets import CIFAR10, MNIST, CelebA, FashionMNIST
-from torchvision.datasets.mnist import read_image_file
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms import functional as TF
 
+from trainables.data_errors import DatasetError
 from trainables.idx import read_idx
-from trainables.image_cache import cached_images, file_lock, fingerprint
-from trainables.imagesets import (
-    DatasetError, ImageSet, ItemSource, LazyImageSet, TensorImageSet, resize_uint8,
-)
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+    from trainables.imagesets import ImageSet, ItemSource
 
 __all__ = [
     "CELEBA_CROP",
@@ -92,6 +94,8 @@ def _root(root: str | os.PathLike | None) -> Path:
 
 def download_lock(root: Path):
     """The exclusive lock held while torchvision downloads into ``root`` (module docstring)."""
+    from trainables.image_cache import file_lock
+
     return file_lock(Path(root) / ".lipstudy-download.lock", f"downloading into {root}")
 
 
@@ -126,9 +130,17 @@ def embedded_reference_size(name: str, root: str | os.PathLike | None, split: st
 
 def load_embedded(name: str, root: str | os.PathLike | None, split: str, resolution: int,
                   download: bool) -> ImageSet:
+    import torch
+
     images, _ = embedded_arrays(split)
-    return TensorImageSet(resize_uint8(torch.from_numpy(images).unsqueeze(1), resolution), name,
-                          split)
+    return _resized_set(torch.from_numpy(images).unsqueeze(1), resolution, name, split)
+
+
+def _resized_set(x: torch.Tensor, resolution: int, name: str, split: str) -> ImageSet:
+    """uint8 N×C×H×W images resized (once, at load time) to ``resolution``, held in memory."""
+    from trainables.imagesets import TensorImageSet, resize_uint8
+
+    return TensorImageSet(resize_uint8(x, resolution), name, split)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -186,6 +198,10 @@ def check_idx(name: str, root: str | os.PathLike | None, download: bool) -> str:
 def _read_idx_images(kind: str, root: str | os.PathLike | None, split: str,
                      download: bool) -> torch.Tensor:
     """uint8 N×28×28 from the IDX files (torchvision's reader for plain files, gzip for .gz)."""
+    import torch
+    from torchvision.datasets import MNIST, FashionMNIST
+    from torchvision.datasets.mnist import read_image_file
+
     folder, msg = _find_idx_dir(kind, root)
     if folder is None and download:  # torchvision fetches + extracts into root/<Class>/raw
         cls = MNIST if kind == "mnist" else FashionMNIST
@@ -211,7 +227,7 @@ def _read_idx_images(kind: str, root: str | os.PathLike | None, split: str,
 def load_idx(name: str, root: str | os.PathLike | None, split: str, resolution: int,
              download: bool) -> ImageSet:
     x = _read_idx_images(name, root, split, download).unsqueeze(1)
-    return TensorImageSet(resize_uint8(x, resolution), name, split)
+    return _resized_set(x, resolution, name, split)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -242,17 +258,22 @@ def check_cifar(name: str, root: str | os.PathLike | None, download: bool) -> st
     return "" if download else _check_cifar(_root(root))
 
 
-class _CIFAR10(CIFAR10):
+@functools.cache
+def _cifar10_class() -> type:
     """torchvision's CIFAR-10 reader (python pickle batches), checking presence instead of md5."""
+    from torchvision.datasets import CIFAR10
 
-    def _check_integrity(self) -> bool:
-        base = Path(self.root) / self.base_folder
-        return all((base / f).is_file() for f, _ in self.train_list + self.test_list)
+    class _CIFAR10(CIFAR10):
+        def _check_integrity(self) -> bool:
+            base = Path(self.root) / self.base_folder
+            return all((base / f).is_file() for f, _ in self.train_list + self.test_list)
 
-    def _load_meta(self) -> None:
-        with open(Path(self.root) / self.base_folder / self.meta["filename"], "rb") as fh:
-            self.classes = pickle.load(fh, encoding="latin1")[self.meta["key"]]
-        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+        def _load_meta(self) -> None:
+            with open(Path(self.root) / self.base_folder / self.meta["filename"], "rb") as fh:
+                self.classes = pickle.load(fh, encoding="latin1")[self.meta["key"]]
+            self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+
+    return _CIFAR10
 
 
 def load_cifar(name: str, root: str | os.PathLike | None, split: str, resolution: int,
@@ -260,12 +281,14 @@ def load_cifar(name: str, root: str | os.PathLike | None, split: str, resolution
     r = _root(root)
     try:
         with _download_guard(r, download):
-            ds = _CIFAR10(str(r), train=(split == "train"), download=download)
+            ds = _cifar10_class()(str(r), train=(split == "train"), download=download)
     except (pickle.UnpicklingError, KeyError, ValueError, EOFError) as exc:
         raise DatasetError(f"dataset 'cifar10': cannot read the batches in {r / _CIFAR_DIR}: "
                            f"{exc!r}") from exc
+    import torch
+
     x = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2)  # N×3×32×32
-    return TensorImageSet(resize_uint8(x, resolution), name, split)
+    return _resized_set(x, resolution, name, split)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -280,6 +303,9 @@ class _PILTransform:
         self.resolution, self.crop = resolution, crop
 
     def __call__(self, img: Image.Image) -> torch.Tensor:
+        from torchvision.transforms import InterpolationMode
+        from torchvision.transforms import functional as TF
+
         img = img.convert("RGB")
         side = self.crop if self.crop is not None else min(img.size)
         img = TF.center_crop(img, [side, side])
@@ -330,16 +356,22 @@ def check_celeba(name: str, root: str | os.PathLike | None, download: bool) -> s
     return _check_celeba(_root(root), download)
 
 
-class _CelebA(CelebA):
+@functools.cache
+def _celeba_class() -> type:
     """torchvision's CelebA reader, checking presence instead of md5 of the list files."""
+    from torchvision.datasets import CelebA
 
-    def _check_integrity(self) -> bool:
-        base = Path(self.root) / self.base_folder
-        return (base / _CELEBA_IMG_DIR).is_dir() and all((base / f).is_file() for f in _CELEBA_FILES)
+    class _CelebA(CelebA):
+        def _check_integrity(self) -> bool:
+            base = Path(self.root) / self.base_folder
+            return ((base / _CELEBA_IMG_DIR).is_dir()
+                    and all((base / f).is_file() for f in _CELEBA_FILES))
+
+    return _CelebA
 
 
 class _CelebAItems:
-    def __init__(self, ds: CelebA) -> None:
+    def __init__(self, ds) -> None:  # a torchvision CelebA
         self.ds = ds
 
     def __len__(self) -> int:
@@ -353,6 +385,11 @@ def _cached_set(items: ItemSource, name: str, kind: str, split: str, resolution:
                 crop: int | None, base: Path, names: list[str], near: Path) -> ImageSet:
     """The split ``items`` (decoding the files ``base/name``) through the decode-once cache;
     decoded per batch when no cache folder can hold it."""
+    import torch
+
+    from trainables.image_cache import cached_images, fingerprint
+    from trainables.imagesets import LazyImageSet, TensorImageSet
+
     key = f"{kind}-{split}-crop{crop or 'short'}-{resolution}"
     fp = fingerprint(base, names, extra=key)
     arr = cached_images(items, key, (3, resolution, resolution), near, base, fp,
@@ -368,7 +405,7 @@ def celeba_items(root: str | os.PathLike | None, split: str, resolution: int,
     its file names in ``img_align_celeba/``."""
     r = _root(root)
     with _download_guard(r, download):
-        ds = _CelebA(str(r), split=split, target_type=[], download=download,
+        ds = _celeba_class()(str(r), split=split, target_type=[], download=download,
                      transform=_PILTransform(resolution, CELEBA_CROP))
     if len(ds) == 0:
         raise DatasetError(f"dataset 'celeba' has no images in split {split!r} "
@@ -425,6 +462,8 @@ class _FileItems:
         return len(self.files)
 
     def __getitem__(self, i: int) -> torch.Tensor:
+        from PIL import Image
+
         with Image.open(self.files[i]) as img:
             return self.transform(img)
 

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from trainables.data_errors import DatasetError
+
 __all__ = [
     "DEVICE_SHARE",
     "DatasetError",
@@ -30,10 +32,6 @@ __all__ = [
     "to_uint8",
     "to_unit_range",
 ]
-
-
-class DatasetError(ValueError):
-    """A dataset name, location, split or resolution that cannot be served (one clear message)."""
 
 
 # ----------------------------------------------------------------------------------------------

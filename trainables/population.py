@@ -126,8 +126,11 @@ from trainables.evaluation import final_evaluation, initial_scale
 from trainables.packing import (MEMBER_KEYS, POPULATION_REGULARIZERS, pack_configs,
                                 pack_signature, unsupported_reason)
 from trainables.stats import member_stats, spectral_norms
+from trainables.step_modes import (  # noqa: F401 - STEP_MODES re-exported
+    CAPTURED_MODES, STEP_MODES, capture_refusal, cuda_graph_device_problem,
+)
 from trainables.toys import toy_modes, toy_std
-from trainables.train import Callbacks, GANTrial, TrialResult, resolve_device
+from trainables.train import Callbacks, GANTrial, TrialResult, resolve_device, resolve_step_mode
 
 __all__ = [
     "MEMBER_KEYS",
@@ -143,35 +146,24 @@ __all__ = [
 
 # -------------------------------------------------------------------------------------- step modes
 
-#: How a pack's step can execute (trial key ``step_mode``; "auto" resolves to one of these).
-STEP_MODES: tuple[str, ...] = ("eager", "sync_free", "compiled", "cuda_graph")
-#: Modes whose step is traced / captured: every per-step value lives in device tensors.
-CAPTURED_MODES: frozenset[str] = frozenset({"compiled", "cuda_graph"})
 #: torch.compile backend of the ``compiled`` step ("aot_eager" traces the same graph and runs it
 #: with eager kernels: bit-identical to the eager step, what a test uses to check the trace).
 COMPILE_BACKEND = "inductor"
 
 
 def step_mode_refusal(mode: str, regularizer: str, device: torch.device) -> str | None:
-    """Why a pack of ``regularizer`` on ``device`` cannot run ``mode`` (None when it can)."""
-    if mode not in STEP_MODES:
-        return f"unknown step_mode {mode!r}; expected auto or one of {', '.join(STEP_MODES)}"
+    """Why a pack of ``regularizer`` on ``device`` cannot run ``mode`` (None when it can): the
+    packed rows of :data:`trainables.step_modes.CAPTURE`, and ``cuda_graph`` needs CUDA."""
     if mode == "cuda_graph" and device.type != "cuda":
-        return (f"step_mode 'cuda_graph' captures the step with torch.cuda.graphs and needs a "
-                f"CUDA device; this pack runs on {device.type} (use compiled, sync_free or eager)")
-    if mode == "compiled" and regularizer == "gp":
-        return ("step_mode 'compiled' cannot capture regularizer 'gp': its penalty is a double "
-                "backward (autograd.grad with create_graph=True), which torch.compile "
-                f"(AOTAutograd, torch {torch.__version__.split('+')[0]}) does not support; "
-                "use sync_free or eager (or cuda_graph on CUDA)")
-    return None
+        return cuda_graph_device_problem(device.type, "this pack")
+    return capture_refusal(mode, regularizer, packed=True)
 
 
 def resolve_pack_step_mode(cfg: dict[str, Any], device: torch.device) -> str:
     """The pack's step mode from its (shared) ``step_mode`` key. An explicit mode the pack
     cannot run is refused (``ValueError`` with :func:`step_mode_refusal`'s reason); ``auto`` is
-    what ``trainables.train.resolve_step_mode`` picks for the device (``sync_free`` where that
-    function is absent), or ``sync_free`` when the pack cannot run that pick."""
+    what ``trainables.train.resolve_step_mode`` picks for the device, or ``sync_free`` when the
+    pack cannot run that pick."""
     mode = cfg.get("step_mode", "auto")
     if mode != "auto":
         if mode == "cuda_graph" and device.type != "cuda" and cfg.get("device") != "cpu":
@@ -184,10 +176,6 @@ def resolve_pack_step_mode(cfg: dict[str, Any], device: torch.device) -> str:
         if why:
             raise ValueError(f"population: {why}")
         return mode
-    try:
-        from trainables.train import resolve_step_mode
-    except ImportError:  # not there yet: the pack's step was sync-free before step_mode
-        return "sync_free"
     mode = resolve_step_mode(cfg, device)
     if step_mode_refusal(mode, cfg["regularizer"], device):
         return "sync_free"

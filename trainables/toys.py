@@ -9,16 +9,20 @@ by π/4 about (1, −1, 0)/√2, translated by (1, 1, 1)/√3) so that the data 
 support; ``roth7`` keeps the 2-D plane (the toys here are 2-D), i.e. the mixture before that
 rigid embedding. Metrics count a mode as covered and a sample as "high quality" when it lies within
 3 std of a mode (:func:`toy_modes`, :func:`toy_std`). Registered as datasets (channels = the data
-dimension, 2; no resolution) in :data:`trainables.data.DATASETS`.
+dimension, 2; no resolution) in :data:`trainables.data.DATASETS`, whose functions of the same
+names give an unknown name the registry's message. Importing this module imports no torch (the
+names are checked in a config without it); the functions that make tensors import it.
 """
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-import torch
+from trainables.data_errors import DatasetError
 
-from trainables.imagesets import DatasetError
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["TOY_DATASETS", "sample_toy", "toy_modes", "toy_std"]
 
@@ -29,9 +33,6 @@ _TOY_STD = {"ring8": 0.02, "grid25": 0.05, "roth7": 0.01}
 
 def _toy_name(name: str) -> str:
     if name not in TOY_DATASETS:
-        from trainables.data import dataset_entry  # (data imports this module)
-
-        dataset_entry(name)  # unknown names get the standard message
         raise DatasetError(f"dataset {name!r} is not a 2-D toy (toys: {', '.join(TOY_DATASETS)})")
     return name
 
@@ -39,6 +40,8 @@ def _toy_name(name: str) -> str:
 def toy_modes(name: str) -> torch.Tensor:
     """Mode centres, float32 M×2: ring8 — 8 points at radius 2, angles 2πk/8; roth7 — 7 points at
     radius 1, angles 2πk/7; grid25 — {−4,−2,0,2,4}²."""
+    import torch
+
     ring = {"ring8": (8, 2.0), "roth7": (7, 1.0)}.get(_toy_name(name))
     if ring is not None:
         n, radius = ring
@@ -56,6 +59,8 @@ def toy_std(name: str) -> float:
 
 def sample_toy(name: str, n: int, generator: torch.Generator) -> torch.Tensor:
     """``n`` samples (float32 n×2, on ``generator``'s device) from the equal-weight mixture."""
+    import torch
+
     modes = toy_modes(name).to(generator.device)
     which = torch.randint(modes.shape[0], (n,), generator=generator, device=generator.device)
     noise = torch.randn((n, 2), generator=generator, device=generator.device)

@@ -66,6 +66,9 @@ from trainables.models import build_discriminator, build_generator, d_weight_lay
 from trainables.optim import build_optimizer
 from trainables.regularizers import get_regularizer
 from trainables.stats import theorem1_bound, trial_stats
+from trainables.step_modes import (  # noqa: F401 - STEP_MODES, step_mode_problem re-exported
+    STEP_MODES, captured_regularizers, step_mode_problem,
+)
 
 
 class Callbacks:
@@ -109,65 +112,9 @@ class TrialResult:
 
 # ----------------------------------------------------------------------------------- step modes
 
-#: What ``step_mode`` resolves to (``auto`` picks one of these: :func:`resolve_step_mode`).
-STEP_MODES: tuple[str, ...] = ("eager", "sync_free", "compiled", "cuda_graph")
-#: Regularizers whose D step ``compiled`` and ``cuda_graph`` capture: a plain forward / backward /
-#: optimizer update (``clip`` adds an in-place clamp after it).
-CAPTURE_REGULARIZERS: frozenset[str] = frozenset({"none", "sn", "clip"})
-#: Why the other regularizers' D step is not captured, per mode.
-_NOT_CAPTURED: dict[str, dict[str, str]] = {
-    "compiled": {
-        "gp": "its penalty is a double backward (autograd.grad with create_graph=True), which "
-              "torch.compile's AOTAutograd does not support (pytorch/pytorch#91469)",
-        "r1": "its penalty is a double backward (autograd.grad with create_graph=True), which "
-              "torch.compile's AOTAutograd does not support (pytorch/pytorch#91469)",
-        "js": "its penalty is a double backward (autograd.grad with create_graph=True), which "
-              "torch.compile's AOTAutograd does not support (pytorch/pytorch#91469)",
-        "gran": "its D is a double backward (the input gradient with create_graph=True inside "
-                "the forward), which torch.compile's AOTAutograd does not support "
-                "(pytorch/pytorch#91469)",
-        "alr": "its power iteration calls torch.autograd.grad inside the step, which dynamo does "
-               "not trace (graph breaks cut the penalty into about ten graphs, torch 2.14)",
-    },
-    "cuda_graph": {
-        "gp": "its interpolation weights are drawn from torch's global RNG inside the step; the "
-              "single-trial graph fills only the real batch and z from the trial's generators",
-        "r1": "its double backward is not part of the captured single-trial step",
-        "js": "its weight γ changes every step as a Python number, which a captured graph would "
-              "freeze at the capture step",
-        "gran": "its D is a double backward, not part of the captured single-trial step",
-        "alr": "it draws its directions and ε from torch's global RNG inside the step and runs "
-               "a power iteration; the graph fills only the real batch and z",
-    },
-}
-
-
-def step_mode_problem(cfg: dict[str, Any]) -> str | None:
-    """Why a trial config cannot run its ``step_mode`` (None when it can), from the config alone.
-
-    * ``cuda_graph`` with ``device: cpu`` (torch.cuda.graphs needs CUDA). With ``device: auto`` or
-      ``cuda`` the device is only known at run time: :func:`resolve_step_mode` falls back to
-      ``sync_free`` there, with a warning, when no GPU is present.
-    * ``compiled`` / ``cuda_graph`` with a regularizer outside :data:`CAPTURE_REGULARIZERS`
-      (the reason is in the message).
-
-    ``validate_trial`` should raise it as ``ConfigError("step_mode", …)``; :func:`check_step_mode`
-    does exactly that and :func:`train` calls it before building anything."""
-    mode = cfg.get("step_mode", "auto")
-    if mode in ("auto", "eager", "sync_free"):
-        return None
-    if mode not in STEP_MODES:
-        return f"unknown step_mode {mode!r}; expected auto or one of {', '.join(STEP_MODES)}"
-    if mode == "cuda_graph" and str(cfg.get("device", "auto")) == "cpu":
-        return ("'cuda_graph' captures the step with torch.cuda.graphs and needs a CUDA device, "
-                "but device is 'cpu'; use sync_free or compiled on CPU")
-    reg = cfg.get("regularizer", "sn")
-    if reg not in CAPTURE_REGULARIZERS:
-        why = _NOT_CAPTURED[mode].get(reg, "its D step is not captured")
-        ok = ", ".join(sorted(CAPTURE_REGULARIZERS))
-        return f"{mode!r} captures the step for regularizers {ok} only, not {reg!r}: {why}; " \
-               "use sync_free"
-    return None
+#: Regularizers whose single-trial D step ``compiled`` and ``cuda_graph`` capture (from
+#: :data:`trainables.step_modes.CAPTURE`).
+CAPTURE_REGULARIZERS: frozenset[str] = captured_regularizers("compiled", packed=False)
 
 
 def check_step_mode(cfg: dict[str, Any]) -> None:

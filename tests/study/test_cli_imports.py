@@ -1,0 +1,32 @@
+"""The first answers import only what they use: ``lipstudy validate <study>`` and ``lipstudy
+presets`` check configs, data and plans without torchvision, Ray, MLflow or the training module
+(their import time is most of a first answer's wall time; ``bench/cli_latency.py`` measures it)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+#: Packages a first answer must not import (torch itself is still imported by the registries of
+#: losses, regularizers and models that the trial config validates against).
+NOT_IMPORTED = ("torchvision", "ray", "mlflow", "trainables.train", "trainables.population")
+
+_SCRIPT = f"""
+import contextlib, io, sys
+from study.cli import main
+for cmd in (["validate", "default"], ["presets"]):
+    with contextlib.redirect_stdout(io.StringIO()):
+        rc = main(cmd)
+    loaded = [m for m in {NOT_IMPORTED!r} if m in sys.modules]
+    print(" ".join(cmd), rc, ",".join(loaded) or "-")
+"""
+
+
+def test_validate_and_presets_leave_the_heavy_packages_unimported(tmp_path):
+    out = subprocess.run([sys.executable, "-c", _SCRIPT], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=300, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin",
+                                                      "HOME": str(tmp_path)})
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.splitlines() == ["validate default 0 -", "presets 0 -"], out.stdout
