@@ -392,6 +392,10 @@ class MlflowTrialLogger:
         self._log_bytes(json.dumps(data, indent=2, sort_keys=True, default=str).encode(),
                         artifact_file)
 
+    def run_tags(self) -> dict[str, str]:
+        """The tags this run holds in the store now (read with the logger's retries)."""
+        return dict(self._call("get run", self.client.get_run, self.run_id).data.tags)
+
     def metric_history(self, key: str) -> list[tuple[int, float]]:
         """[(step, value)] of one metric of this run, by step (after flushing queued metrics)."""
         self.flush()

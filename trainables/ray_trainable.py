@@ -278,8 +278,7 @@ def open_trial_run(cfg: dict[str, Any], device: torch.device, context: TrialCont
         store_identity=context.store_identity,
     )
     if logger.resumed:  # a continued run: trained by every version that touched it
-        before = logger._call("get run", logger.client.get_run, logger.run_id).data.tags.get(
-            CODE_VERSION_TAG)
+        before = logger.run_tags().get(CODE_VERSION_TAG)
         code[CODE_VERSION_TAG] = provenance.merged_version(before, code[CODE_VERSION_TAG])
         logger.set_tags(code)
         logger.log_params(params)  # this attempt's device and environment: changes are tagged
