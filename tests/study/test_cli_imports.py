@@ -4,6 +4,7 @@ presets`` check configs, data and plans without torchvision, Ray, MLflow or the 
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,8 +26,8 @@ for cmd in (["validate", "default"], ["presets"]):
 
 
 def test_validate_and_presets_leave_the_heavy_packages_unimported(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), HOME=str(tmp_path))
     out = subprocess.run([sys.executable, "-c", _SCRIPT], cwd=tmp_path, capture_output=True,
-                         text=True, timeout=300, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin",
-                                                      "HOME": str(tmp_path)})
+                         text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.splitlines() == ["validate default 0 -", "presets 0 -"], out.stdout
