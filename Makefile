@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.lipstudy-installed
 
-.PHONY: study test venv clean-results
+.PHONY: study test test-scenarios test-all venv clean-results
 
 venv: $(STAMP)
 
@@ -18,7 +18,15 @@ $(STAMP): pyproject.toml
 study: $(STAMP)
 	$(VENV)/bin/lipstudy run
 
+# `make test`: every test but the whole-study recovery scenarios (signals, outages, full disks,
+# servers, clusters: a minute or more each); `make test-scenarios`: those; CI runs both.
 test: $(STAMP)
+	$(PY) -m pytest -m "not scenario" $(PYTEST_ARGS)
+
+test-scenarios: $(STAMP)
+	$(PY) -m pytest -m scenario $(PYTEST_ARGS)
+
+test-all: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean-results:

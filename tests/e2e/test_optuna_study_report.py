@@ -21,6 +21,7 @@ OPTUNA_FIGURES = ("optuna_history", "optuna_importances", "optuna_slice", "optun
 
 
 @pytest.mark.slow
+@pytest.mark.scenario
 def test_lipstudy_report_on_an_optuna_study_has_optunas_figures(tmp_path, ray_local,  # noqa: F811
                                                                  monkeypatch, capsys):
     from mlflow.tracking import MlflowClient

@@ -493,6 +493,7 @@ def _run_load(db_uri: str, workdir: Path, *, restart: bool):
 
 @pytest.mark.slow
 @pytest.mark.timeout(400)
+@pytest.mark.scenario
 def test_32_trial_loggers_lose_nothing_on_sqlite_through_a_server_restart(tmp_path, monkeypatch):
     # MLflow's HTTP client would hide most of the restart behind its own retries (7, minutes of
     # backoff): with them off, every refused/reset request reaches the logger's retries
@@ -504,6 +505,7 @@ def test_32_trial_loggers_lose_nothing_on_sqlite_through_a_server_restart(tmp_pa
 
 @pytest.mark.slow
 @pytest.mark.timeout(400)
+@pytest.mark.scenario
 def test_32_trial_loggers_lose_nothing_on_postgresql(postgres_backend, tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_POOL_MAXSIZE", str(WRITERS + 8))
     _run_load(postgres_backend, tmp_path, restart=False)

@@ -43,6 +43,7 @@ def _start_server(root, port):
         start_new_session=True)
 
 
+@pytest.mark.scenario
 def test_a_45s_server_outage_mid_study_loses_nothing(tmp_path):
     root = tmp_path / "server"
     root.mkdir()

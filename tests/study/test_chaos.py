@@ -335,6 +335,7 @@ def make_study(tmp_path):
 
 # --- scenarios ---------------------------------------------------------------------------------
 
+@pytest.mark.scenario
 def test_grid_toy_sigint_before_checkpoint_then_sigkill_during_resume(make_study):
     study = make_study("grid-toy", pause_step=10)  # first evaluation/checkpoint at 20
     rc, text = study.run(moment=study.paused, sig=signal.SIGINT)
@@ -352,6 +353,7 @@ def test_grid_toy_sigint_before_checkpoint_then_sigkill_during_resume(make_study
     finish_and_check(study, 4, 60)
 
 
+@pytest.mark.scenario
 def test_grid_image_sigint_during_evaluation(make_study):
     study = make_study("grid-image", pause_step=8)  # after the first evaluation (4), inside the 2nd
     rc, text = study.run(moment=study.paused, sig=signal.SIGINT)
@@ -360,6 +362,7 @@ def test_grid_image_sigint_during_evaluation(make_study):
     finish_and_check(study, 6, 12, compare=2)
 
 
+@pytest.mark.scenario
 def test_random_toy_sigkill_between_trials(make_study):
     study = make_study("random-toy")
     rc, text = study.run(moment=_after_finished, sig=signal.SIGKILL)
@@ -375,6 +378,7 @@ def test_random_toy_sigkill_between_trials(make_study):
     finish_and_check(study, 3, 60, optuna=True, done_before=done)
 
 
+@pytest.mark.scenario
 def test_optuna_image_sigkill_during_evaluation_and_during_resume(make_study):
     study = make_study("optuna-image", pause_step=8)
     rc, text = study.run(moment=study.paused, sig=signal.SIGKILL)
@@ -392,6 +396,7 @@ def test_optuna_image_sigkill_during_evaluation_and_during_resume(make_study):
     assert ot.trials[0].params == {"loss": "ns", "k_sn": 1.0}, ot.trials[0].params
 
 
+@pytest.mark.scenario
 def test_optuna_toy_seeds_sigterm_before_checkpoint(make_study):
     study = make_study("optuna-toy-seeds", pause_step=10)
     rc, text = study.run(moment=study.paused, sig=signal.SIGTERM)
@@ -400,6 +405,7 @@ def test_optuna_toy_seeds_sigterm_before_checkpoint(make_study):
     finish_and_check(study, 4, 60, optuna=True)
 
 
+@pytest.mark.scenario
 def test_asha_grid_with_seeds_sigint_during_evaluation(make_study):
     study = make_study("asha-toy-seeds", pause_step=40)
     rc, text = study.run(moment=study.paused, sig=signal.SIGINT)
@@ -407,6 +413,7 @@ def test_asha_grid_with_seeds_sigint_during_evaluation(make_study):
     finish_and_check(study, 6, 60)
 
 
+@pytest.mark.scenario
 def test_population_packs_sigkill_mid_pack_then_resume(make_study):
     """Population packs (issue #12): members carry ``<trial id>/m<i>``; a resume continues every
     member's own run (batched members are not bit-equal to one-config trials, so their values are

@@ -71,6 +71,7 @@ ONE_TRIAL = """
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
+@pytest.mark.scenario
 def test_a_damaged_newest_checkpoint_resumes_from_the_previous_one(tmp_path):
     """Stopped at step 50 (checkpoints at 20 and 40), the newest checkpoint truncated as a
     SIGTERM during its save leaves it: the resume continues from step 20's, the run says so and
@@ -102,6 +103,7 @@ def test_a_damaged_newest_checkpoint_resumes_from_the_previous_one(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
+@pytest.mark.scenario
 def test_no_loadable_checkpoint_is_recorded_on_the_run_and_in_the_table(tmp_path):
     """Every kept checkpoint damaged: the child run (opened before the load) ends FAILED,
     crashed, with the cause; the end table shows that line; parent and child agree."""

@@ -63,6 +63,7 @@ def small_fs(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
+@pytest.mark.scenario
 def test_enospc_stops_the_study_with_one_line_and_resume_finishes_every_trial(tmp_path,
                                                                              small_fs):
     study = Study(tmp_path, "grid-toy", pause_step=None)

@@ -59,6 +59,7 @@ def test_a_mode_that_raises_is_a_note_and_the_run_ends_with_ratio(bench, monkeyp
 
 
 @pytest.mark.slow
+@pytest.mark.scenario
 def test_cpu_smoke_with_a_forced_failure_completes(tmp_path):
     """The command line: --fail-mode makes every row of a mode raise; both configs (the CelebA
     one on a synthetic JPEG folder through the folder: dataset) still run, ``ratio:`` is last,

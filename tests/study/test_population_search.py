@@ -319,6 +319,7 @@ PACKED_CHAOS = """
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
+@pytest.mark.scenario
 def test_a_packed_optuna_study_sigkilled_mid_pack_resumes_without_losing_or_retelling(
         tmp_path, monkeypatch):
     """3 configurations x 2 seeds in packs of 2 configurations (2 Tune trials); the driver is

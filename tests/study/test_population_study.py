@@ -64,6 +64,7 @@ def _last(client, run, key):
     return max(hist, key=lambda m: m.step)
 
 
+@pytest.mark.scenario
 def test_population_4_equals_population_1(tmp_path, ray_local, monkeypatch):
     monkeypatch.chdir(tmp_path)
     c1, solo = _study(tmp_path, 1)

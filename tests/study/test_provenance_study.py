@@ -62,6 +62,7 @@ def _lipstudy(src: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=400)
 
 
+@pytest.mark.scenario
 def test_source_edited_between_trials_two_versions_refused_and_resume_says_so(tmp_path, capsys):
     src = tmp_path / "src"
     for pkg in provenance.PACKAGES:

@@ -189,6 +189,7 @@ def test_a_failure_after_the_parent_opens_ends_it_failed_with_the_cause(tmp_path
 
 
 @pytest.mark.slow
+@pytest.mark.scenario
 def test_a_failed_resume_leaves_a_finished_study_finished(tmp_path):
     """A finished study whose Tuner state cannot be read back (``tuner.pkl`` truncated): the
     resume fails, and the parent run stays FINISHED / finished (it was turned FAILED/crashed)."""

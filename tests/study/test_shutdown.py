@@ -87,6 +87,7 @@ def _stopped(port: int, started: set[int]) -> bool:
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP],
                          ids=["SIGTERM", "SIGINT", "SIGHUP"])
+@pytest.mark.scenario
 def test_a_signal_to_lipstudy_ui_stops_its_server(store, tmp_path, sig):
     port = free_port()
     with open(tmp_path / "ui.log", "wb") as log:

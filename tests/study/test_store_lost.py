@@ -48,6 +48,7 @@ def test_the_watch_gives_a_server_the_retry_bound(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
+@pytest.mark.scenario
 def test_a_deleted_sqlite_store_stops_the_study_within_30s_with_one_line(tmp_path):
     study = Study(tmp_path, "grid-toy", pause_step=None)
     study.file.write_text(textwrap.dedent(LONG_TOY))

@@ -37,6 +37,7 @@ def ray_with_fault(tmp_path_factory):
         os.environ[FAULT_ENV] = old
 
 
+@pytest.mark.scenario
 def test_killed_trial_continues_the_same_run_without_duplicate_steps(tmp_path, ray_with_fault,
                                                                     monkeypatch):
     from mlflow.tracking import MlflowClient
@@ -100,6 +101,7 @@ def test_killed_trial_continues_the_same_run_without_duplicate_steps(tmp_path, r
     assert math.isfinite(run.data.metrics["fid_final"])
 
 
+@pytest.mark.scenario
 def test_killed_pack_is_retried_and_every_member_continues_its_run(tmp_path, ray_with_fault,
                                                                    monkeypatch):
     """Issue #12 "Resume and retry tests for packs": a population trial (3 members: losses × k_SN)
