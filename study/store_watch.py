@@ -131,6 +131,7 @@ class StoreWatch:
         self.check()  # the SQLite file's identity at the start
         if self.study_dir is not None:  # the Tuner is built: its tuner.pkl is signed now
             keep_intact_states(self.study_dir, final=True)
+            _SIGNING.update(dir=self.study_dir, stamp=None)
         self._thread = threading.Thread(target=self._run, name="lipstudy-store-watch",
                                         daemon=True)
         self._thread.start()
@@ -140,8 +141,45 @@ class StoreWatch:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        _SIGNING.clear()
         if self.study_dir is not None:  # the fit is over (finished, stopped or failed)
             keep_intact_states(self.study_dir, final=True)
+
+
+#: The study directory this driver runs (set while a StoreWatch is entered): where
+#: :class:`SignStates` signs; ``stamp`` is what its files were when last signed.
+_SIGNING: dict = {}
+_SIGN_LOCK = threading.Lock()  # the watch thread and Tune's loop sign one at a time
+
+
+def _state_stamp(study_dir: str) -> tuple:
+    """Name, size and mtime of each top-level file of a local study directory."""
+    try:
+        with os.scandir(study_dir) as entries:
+            return tuple(sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns)
+                                for e in entries if e.is_file()))
+    except OSError:
+        return ()
+
+
+class SignStates(Callback):
+    """Signs Tune's state files right after Tune writes them. ``TuneController.step`` saves the
+    experiment and searcher states (``checkpoint()``) just before its callbacks'
+    ``on_step_end``, so the newest state a kill leaves behind is already signed and a resume
+    continues from it. The watch thread's signing every ``interval_s`` alone lags up to that
+    long: a resume after a SIGKILL would then start from the older signed copy and re-run
+    the trials finished since."""
+
+    def on_step_end(self, iteration, trials, **info):
+        from study.statefile import is_remote
+
+        study_dir = _SIGNING.get("dir")
+        if study_dir is None or is_remote(study_dir):
+            return
+        stamp = _state_stamp(study_dir)
+        if stamp != _SIGNING.get("stamp"):
+            keep_intact_states(study_dir)
+            _SIGNING["stamp"] = stamp
 
 
 def keep_intact_states(study_dir: str, final: bool = False) -> None:
@@ -159,7 +197,8 @@ def keep_intact_states(study_dir: str, final: bool = False) -> None:
     if is_remote(study_dir) and not final:
         return
     try:
-        sign_study(study_dir)
+        with _SIGN_LOCK:
+            sign_study(study_dir)
     except (OSError, StudyError):
         pass  # no space, or no key: the previous copies and signatures stay
 

@@ -42,7 +42,7 @@ from study.schema import RUN_STAMP, study_dir_name
 from study.interrupt import StopSignals
 from study.run_lock import locked, resume_lock_key
 from study.recovery import reconcile_runs, record_reconciliation, set_aside_damaged_states
-from study.store_watch import StopOnFullDisk, StoreWatch, disk_full_line
+from study.store_watch import SignStates, StopOnFullDisk, StoreWatch, disk_full_line
 from study.summary import StudyOutcome, summarize
 from study.tracking import (StudyTracking, absolute_uri, default_tracking_uri, mark_crashed,
                             start_study_run)
@@ -148,7 +148,8 @@ def build_tuner(spec: StudySpec, tracking: StudyTracking, storage_path: str, *,
         storage_path=storage_path,
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.checkpoints_to_keep),
-        callbacks=[ProgressPrinter(n_trials(spec), iterations, quiet=quiet), StopOnFullDisk()],
+        callbacks=[ProgressPrinter(n_trials(spec), iterations, quiet=quiet), StopOnFullDisk(),
+                   SignStates()],
         verbose=0,
     )
     return tune.Tuner(make_trainable(spec, tracking), param_space=param_space(spec),
