@@ -36,7 +36,22 @@ def pytest_configure(config):
     import os
     import tempfile
 
-    os.environ.setdefault("LIPSTUDY_CACHE", tempfile.mkdtemp(prefix="lipstudy-test-cache-"))
+    if "LIPSTUDY_CACHE" not in os.environ:
+        os.environ["LIPSTUDY_CACHE"] = tempfile.mkdtemp(prefix="lipstudy-test-cache-")
+        _MADE.append(os.environ["LIPSTUDY_CACHE"])
     # the study-signing key (study.trust) of a test session: never the user's ~/.config/lipstudy
-    keys = tempfile.mkdtemp(prefix="lipstudy-test-key-")
-    os.environ.setdefault("LIPSTUDY_SIGNING_KEY_FILE", os.path.join(keys, "signing.key"))
+    if "LIPSTUDY_SIGNING_KEY_FILE" not in os.environ:
+        keys = tempfile.mkdtemp(prefix="lipstudy-test-key-")
+        _MADE.append(keys)
+        os.environ["LIPSTUDY_SIGNING_KEY_FILE"] = os.path.join(keys, "signing.key")
+
+
+_MADE: list[str] = []
+
+
+def pytest_unconfigure(config):
+    """Remove the session's temporary cache and key directories (a session left ≈ 25 MB each)."""
+    import shutil
+
+    for path in _MADE:
+        shutil.rmtree(path, ignore_errors=True)
