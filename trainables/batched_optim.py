@@ -25,12 +25,15 @@ from typing import Any, Sequence
 import torch
 
 
-def _per_member(values: Sequence[float], device: torch.device):
+def per_member(values: Sequence[float], device: torch.device):
     """A Python scalar when all members agree (torch's own arithmetic), else a (P,) float32."""
     vals = [float(v) for v in values]
     if len(set(vals)) == 1:
         return vals[0]
     return torch.tensor(vals, dtype=torch.float32, device=device)
+
+
+_per_member = per_member  # the name trainables.population imports
 
 
 def _bcast(v, like: torch.Tensor):
@@ -54,7 +57,7 @@ class StackedOptimizer:
         self.updates_per_step = updates_per_step
         self.P = len(cfgs)
         self.lr_values = [float(c[lr_key]) for c in cfgs]
-        self.lr = _per_member(self.lr_values, device)
+        self.lr = per_member(self.lr_values, device)
         self.eps = _per_member([c["eps"] for c in cfgs], device)
         self._eps_b = self._lists(self.eps)
         if name == "rmsprop":

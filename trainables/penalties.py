@@ -5,21 +5,89 @@ others, in :mod:`trainables.regularizers` (its docstring has the conventions the
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Sequence
 
 import pydantic
 import torch
 from torch import nn
 
+from trainables.batched_optim import per_member
 from trainables.regularizer_base import (
-    Regularizer, RegularizerParams, check_pair, f32, has_bn, output_and_input_grad,
+    PackForm, Regularizer, RegularizerParams, check_pair, f32, has_bn, output_and_input_grad,
     pair_output_and_input_grad, per_sample_norm, per_sample_sq, positive_finite,
 )
 
-__all__ = ["AdversarialLipschitz", "GradientPenalty", "JSRegularizer", "R1Penalty"]
+__all__ = ["AdversarialLipschitz", "GradientPenalty", "GradientPenaltyPack", "JSRegularizer",
+           "R1Penalty"]
 
 
 # ------------------------------------------------------------------------------------------- gp
+
+
+def _zero_centred(flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """k_GP = 0 (Eq. 18 zero-centred): ‖∇f‖² per sample as a sum of squares over the last axis
+    (no square root, whose gradient is undefined at 0; (‖∇f‖ − 0)₊² is the same), and ‖∇f‖."""
+    sq = flat.pow(2).sum(dim=-1)
+    return sq, sq.detach().sqrt()
+
+
+def _deviation(flat: torch.Tensor, k, one_sided: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(‖∇f‖ − k_GP)² per sample over the last axis (Eq. 18; one-sided: (‖∇f‖ − k_GP)₊², the LP
+    penalty), and ‖∇f‖. ``k`` a number, or a tensor broadcasting against the norms."""
+    n = torch.linalg.vector_norm(flat, dim=-1)
+    dev = n - k
+    if one_sided:
+        dev = torch.relu(dev)
+    return dev * dev, n.detach()
+
+
+def _norm_stash(mean: torch.Tensor, mx: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The gradient penalty's diagnostics: mean and max ‖∇f(x̂)‖ of the last D step."""
+    return {"gp_grad_norm_mean": mean, "gp_grad_norm_max": mx}
+
+
+class GradientPenaltyPack(PackForm):
+    """Eq. 18 for a pack: member i's λ_i·mean_b((‖∇f_i(x̂_ib)‖ − k_i)²) on the batched D, with
+    the members' own λ and k_GP (k_GP = 0 members by the sum of squares, as
+    :meth:`GradientPenalty.penalty_at`); ``gp_mode`` is shared. x̂ = u·real + (1 − u)·fake with
+    the step's drawn u (member i's draws are those its own trial takes from the global RNG), and
+    the input gradient is double backprop through the batched D (Σ over all members' outputs:
+    members are independent). Each member's penalty, norms and gradients are those of its own
+    trial, op for op."""
+
+    draws_u = True
+
+    def __init__(self, members: Sequence["GradientPenalty"], device: torch.device):
+        super().__init__(members, device)
+        rp = [m.params for m in members]
+        modes = {r.gp_mode for r in rp}
+        if len(modes) != 1:
+            raise ValueError(f"gp: a pack's members share gp_mode, got {sorted(modes)}")
+        self.one_sided = rp[0].gp_mode == "one-sided"
+        self.gp_lambda = per_member([r.gp_lambda for r in rp], device)
+        zero = [r.k_gp == 0 for r in rp]
+        self.zero = torch.tensor(zero, device=device)[:, None] if any(zero) else None
+        k = per_member([float(r.k_gp) for r in rp], device) if not all(zero) else None
+        self.k = k[:, None] if isinstance(k, torch.Tensor) else k
+
+    def penalty(self, D, real: torch.Tensor, fake: torch.Tensor,
+                u: torch.Tensor | None) -> torch.Tensor:
+        """(P,) penalties; real, fake (P, B, …), u (P, B, 1, …, 1)."""
+        x_hat = (u * real.detach() + (1 - u) * fake.detach()).requires_grad_(True)
+        (grad,) = torch.autograd.grad(D(x_hat).sum(), x_hat, create_graph=True)
+        flat = f32(grad).flatten(2)
+        parts = []
+        if self.zero is not None:
+            parts.append(_zero_centred(flat))
+        if self.k is not None:
+            parts.append(_deviation(flat, self.k, self.one_sided))
+        if len(parts) == 1:
+            per_sample, norms = parts[0]
+        else:  # row i from the member's own formula
+            per_sample = torch.where(self.zero, parts[0][0], parts[1][0])
+            norms = torch.where(self.zero, parts[0][1], parts[1][1])
+        self.stash = _norm_stash(norms.mean(dim=1), norms.max(dim=1).values)
+        return self.gp_lambda * per_sample.mean(dim=1)
 
 
 class GradientPenalty(Regularizer):
@@ -42,6 +110,7 @@ class GradientPenalty(Regularizer):
     """
 
     k_key = "k_gp"
+    Pack = GradientPenaltyPack
 
     class Params(RegularizerParams):
         k_gp: float = pydantic.Field(
@@ -65,24 +134,17 @@ class GradientPenalty(Regularizer):
         """(penalty, ‖∇f(x̂)‖ per sample) at given points; the penalty is differentiable in D."""
         p = self.params
         _, grad = output_and_input_grad(D, x_hat)
+        flat = f32(grad).flatten(1)
         if p.k_gp == 0:
-            sq = per_sample_sq(grad)
-            norms = sq.detach().sqrt()
-            per_sample = sq  # (‖∇f‖ − 0)² and (‖∇f‖ − 0)₊² alike
+            per_sample, norms = _zero_centred(flat)
         else:
-            n = per_sample_norm(grad)
-            norms = n.detach()
-            dev = n - p.k_gp
-            if p.gp_mode == "one-sided":
-                dev = torch.relu(dev)
-            per_sample = dev * dev
+            per_sample, norms = _deviation(flat, p.k_gp, p.gp_mode == "one-sided")
         return p.gp_lambda * per_sample.mean(), norms
 
     def penalty(self, D, real, fake, *, step, total_steps):
         pen, norms = self.penalty_at(D, self.interpolates(real, fake))
-        self._stash = {"gp_grad_norm_mean": norms.mean(), "gp_grad_norm_max": norms.max()}
+        self._stash = _norm_stash(norms.mean(), norms.max())
         return pen, {}
-
 
 
 # ------------------------------------------------------------------------------------------- r1

@@ -9,7 +9,7 @@ backprop, per-sample norms in float32) of the gradient penalties.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Sequence
 
 import pydantic
 import torch
@@ -19,6 +19,7 @@ from trainables.registry import claim
 
 __all__ = [
     "REGULARIZERS",
+    "PackForm",
     "Regularizer",
     "RegularizerParams",
     "check_pair",
@@ -43,11 +44,42 @@ class RegularizerParams(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
 
 
+class PackForm:
+    """A regularizer's batched form for a pack of P members (``trainables.population``), built by
+    :meth:`Regularizer.pack` from the members' own regularizers (their ``params`` may differ).
+
+    ``penalty(D, real, fake, u)`` is the D-step penalty of every member at once on the batched D
+    (inputs member-major, (P, B, …); ``u`` the per-sample uniform draws of the step when
+    :attr:`draws_u`, else None): a (P,) tensor, or None for a regularizer without a penalty
+    term. It leaves the detached (P,) diagnostics of the step in :attr:`stash` (metric name →
+    tensor); :meth:`member_stash` is member i's share, the stash its own trial would hold."""
+
+    #: Whether the pack's D step draws per-sample uniform weights (shape (B, 1, …, 1) per member,
+    #: from the member's stand-in for torch's global RNG) and passes them to ``penalty``.
+    draws_u: ClassVar[bool] = False
+
+    def __init__(self, members: Sequence["Regularizer"], device: torch.device):
+        self.members = list(members)
+        self.device = device
+        self.stash: dict[str, torch.Tensor] = {}
+
+    def penalty(self, D, real: torch.Tensor, fake: torch.Tensor,
+                u: torch.Tensor | None) -> torch.Tensor | None:
+        return None
+
+    def member_stash(self, i: int) -> dict[str, torch.Tensor]:
+        """Member i's diagnostics of the last D step (what its own ``penalty`` stashes)."""
+        return {k: v[i] for k, v in self.stash.items()}
+
+
 class Regularizer:
     """Base class: a regularizer that does nothing. Subclass, set ``Params``, register."""
 
     name: ClassVar[str] = ""
     Params: ClassVar[type[pydantic.BaseModel]] = RegularizerParams
+    #: The batched form of a pack (:class:`PackForm` or a subclass), or None when the
+    #: regularizer runs one config per trial (:attr:`packs` is derived from it).
+    Pack: ClassVar[type[PackForm] | None] = None
     #: The key of ``Params`` holding the Lipschitz target K (``lipschitz_k`` reads it; run names
     #: show it), or None for a regularizer without one.
     k_key: ClassVar[str | None] = None
@@ -63,6 +95,20 @@ class Regularizer:
         #: Detached diagnostics of the last D step (tensors: no device sync in ``penalty``),
         #: turned into floats by ``metrics``.
         self._stash: dict[str, torch.Tensor] = {}
+
+    @classmethod
+    def packs(cls) -> bool:
+        """Whether a population pack can batch this regularizer (it has a :attr:`Pack` form)."""
+        return cls.Pack is not None
+
+    @classmethod
+    def pack(cls, members: Sequence["Regularizer"], device: torch.device) -> PackForm:
+        """The batched form for a pack of ``members`` (each one an instance of this class)."""
+        if cls.Pack is None:
+            raise ValueError(f"regularizer {cls.name!r} runs one config per trial (no pack form)")
+        if any(type(m) is not cls for m in members):
+            raise TypeError(f"{cls.__name__}.pack: every member must be a {cls.__name__}")
+        return cls.Pack(members, device)
 
     @classmethod
     def param_names(cls) -> tuple[str, ...]:
