@@ -29,12 +29,9 @@ Off CPU (CUDA) nothing is checked: batched forms and grouped convolutions throug
 cuDNN batched kernels are not bitwise with single ones anyway); the pack-vs-trial tolerances are
 the contract there (not run on a GPU yet).
 
-Spectral norm is ``torch.nn.utils.parametrizations.spectral_norm`` followed by the k_SN scaling:
-one power iteration per train-mode forward (u ← normalize(W v), v ← normalize(Wᵀ u), in place,
-no grad), σ = vdot(u, W v) with u, v constants, W̄ = (W/σ)·k (the product skipped when every k is
-1: ×1.0 is exact), with the backward autograd computes for those ops written out
-(:class:`_SpectralNorm`, two passes over W fewer). The forward on a detached W (the G step's D)
-runs without autograd.
+A parametrized weight (spectral norm) is computed by the batched form its last parametrization
+provides (``batched(layers, prefix, device)``: ``trainables.spectral_norm.BatchedSpectralNorm``,
+built on the member ops below), so this module knows no regularizer.
 
 The linear layer is :class:`_Linear`, whose backward hands back ∂L/∂W contiguous (Gᵀ·h, the
 orientation of ``F.linear``'s backward) where autograd's backward of a batched ``baddbmm`` gives
@@ -42,7 +39,6 @@ a transposed view that every later elementwise op on it (the optimizer) pays ~7�
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any, Callable, Sequence
 
 import torch
@@ -185,28 +181,33 @@ def member_apply(key: str, z: torch.Tensor) -> torch.Tensor:
     return _pick(f"fn:{key}", z)
 
 
+def member_sum(z: torch.Tensor) -> torch.Tensor:
+    """(P,) per member ``z[i].sum()``, bit for bit (the batched reduction where it matches)."""
+    return _pick(f"sum_member:{z.dim()}", z)
+
+
 def member_mean(z: torch.Tensor) -> torch.Tensor:
     """(P,) per member ``z[i].mean()`` (a loss term's mean over the member's batch), bit for bit
     the one-config trial's ``.mean()`` (the batched reduction where it matches, else a loop)."""
     return _pick(f"mean_member:{z.dim()}", z)
 
 
-def _mv(wm: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+def member_mv(wm: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Per member ``torch.mv(W, x)``: (P, m, n) · (P, n) → (P, m)."""
     return _pick("mv", wm, x)
 
 
-def _mtv(wm: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def member_mtv(wm: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Per member ``torch.mv(W.H, y)``: (P, m, n) · (P, m) → (P, n)."""
     return _pick("mtv", wm, y)
 
 
-def _normalize(x: torch.Tensor, eps: float) -> torch.Tensor:
+def member_normalize(x: torch.Tensor, eps: float) -> torch.Tensor:
     """Per member ``F.normalize(x, dim=0, eps=eps)`` (SN's power iteration), x: (P, n)."""
     return _pick(f"normalize:{eps!r}", x)
 
 
-def _vdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def member_vdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Per member ``torch.vdot(a, b)``: on CPU a loop (no batched form reproduces its BLAS
     dot); elsewhere (not bitwise anyway; a loop would be P kernel launches) one batched sum."""
     if a.device.type != "cpu":
@@ -222,46 +223,6 @@ def _linear_fwd(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> tor
         if _bitwise(op, xs):
             return _ops(op)[0](*xs)
     return _members(F.linear, xs)
-
-
-class _SpectralNorm(torch.autograd.Function):
-    """W̄ = (W / σ)·k per member, σ = ``torch.vdot(u, torch.mv(W, v))`` with u, v constants:
-    torch's spectral norm (after its power iteration) then the k_SN parametrization, the
-    product skipped when k is 1.0 (exact). Forward by :func:`_mv` / :func:`_vdot`, backward as
-    autograd differentiates those ops in the one-config trial, in their order:
-    ∂(W/σ) = ∂W̄·k; ∂σ = −Σ ∂(W/σ)·((W/σ)/σ) (the forward's W/σ reused: the same bits; the sum
-    negated instead of every term: IEEE sums are sign-symmetric); ∂W = ∂(W/σ)/σ + (∂σ·u) ⊗ v
-    (mv's outer product, exact products, added in place as autograd adds it). Two passes over W
-    fewer than autograd's chain, and no autograd node per member."""
-
-    @staticmethod
-    def forward(ctx, w, u, v, k):
-        P = w.shape[0]
-        wm = w.reshape(P, w.shape[1], -1)  # dim 0 of each member's weight (Linear / Conv2d)
-        sigma = _vdot(u, _mv(wm, v))
-        sb = sigma.reshape((P,) + (1,) * (w.dim() - 1))
-        wn = w / sb
-        kt = k if isinstance(k, torch.Tensor) else None
-        ctx.save_for_backward(wn, sb, u, v, kt)
-        ctx.k = k if kt is None else None
-        if kt is not None:
-            return wn * kt.reshape(sb.shape)
-        return wn if k == 1.0 else wn * k
-
-    @staticmethod
-    def backward(ctx, g):
-        wn, sb, u, v, kt = ctx.saved_tensors
-        P = wn.shape[0]
-        if kt is not None:
-            gn = g * kt.reshape(sb.shape)
-        else:
-            gn = g if ctx.k == 1.0 else g * ctx.k
-        gw = gn / sb
-        gs = -_pick(f"sum_member:{wn.dim()}", gn * (wn / sb))
-        gx = gs.unsqueeze(1) * u  # vdot's backward
-        # mv's outer product, added as autograd adds it (not addcmul_: its kernel fuses a*b+c)
-        gw.view(P, gw.shape[1], -1).add_(gx.unsqueeze(2) * v.unsqueeze(1))
-        return gw, None, None, None
 
 
 class _Linear(torch.autograd.Function):
@@ -321,15 +282,12 @@ class BatchedNet:
                 from torch.nn.utils import parametrize
 
                 if parametrize.is_parametrized(mod, "weight"):
-                    plist = mod.parametrizations.weight
-                    info["sn"] = True
-                    info["w"] = pre + "parametrizations.weight.original"
-                    info["u"] = pre + "parametrizations.weight.0._u"
-                    info["v"] = pre + "parametrizations.weight.0._v"
-                    info["sn_eps"] = plist[0].eps
-                    ks = [float(m.net[i].parametrizations.weight[1].k) for m in members]
-                    info["k"] = ks[0] if len(set(ks)) == 1 else torch.tensor(
-                        ks, device=device, dtype=torch.float32)
+                    batched = getattr(mod.parametrizations.weight[-1], "batched", None)
+                    if batched is None:
+                        raise TypeError(f"population: {pre}weight's parametrization has no "
+                                        "batched form")
+                    info["sn"] = batched([m.net[i] for m in members], pre, device)
+                    info["w"] = info["sn"].w
                 else:
                     info["w"] = pre + "weight"
                 info["b"] = pre + "bias" if (pre + "bias") in self.params else None
@@ -351,25 +309,14 @@ class BatchedNet:
 
     # -- parameters ---------------------------------------------------------------------------
     def weight(self, info: dict[str, Any], training: bool, detach: bool) -> torch.Tensor:
-        """The weight the layer's forward uses: W, or SN's k·W/σ(W) after one power iteration in
-        train mode (``torch.nn.utils.parametrizations.spectral_norm`` then the k_SN product, op
-        for op, batched over members; see the module docstring)."""
+        """The weight the layer's forward uses: W, or its parametrization's batched form (SN's
+        k·W/σ(W) after one power iteration in train mode: ``trainables.spectral_norm``)."""
         w = self.params[info["w"]]
         if detach:
             w = w.detach()
         if not info.get("sn"):
             return w
-        with torch.no_grad() if detach else contextlib.nullcontext():
-            P = self.P
-            wm = w.reshape(P, w.shape[1], -1)  # dim 0 of each member's weight (Linear / Conv2d)
-            u, v = self.buffers[info["u"]], self.buffers[info["v"]]
-            if training:
-                with torch.no_grad():
-                    wd = wm.detach()
-                    u.copy_(_normalize(_mv(wd, v), info["sn_eps"]))
-                    v.copy_(_normalize(_mtv(wd, u), info["sn_eps"]))
-            # u, v as they are now: the next forward updates the buffers in place
-            return _SpectralNorm.apply(w, u.clone(), v.clone(), info["k"])
+        return info["sn"].weight(w, self.buffers, training, detach)
 
     # -- forward --------------------------------------------------------------------------------
     def __call__(self, x: torch.Tensor, *, training: bool = True, detach: bool = False

@@ -46,21 +46,15 @@ Usage::
 
 from __future__ import annotations
 
-import math
-
-import pydantic
 import torch
 from torch import nn
-from torch.nn.utils import parametrize
-from torch.nn.utils.parametrizations import spectral_norm
 
-from trainables.models import d_weight_layers
 from trainables.penalties import AdversarialLipschitz, GradientPenalty, JSRegularizer, R1Penalty
 from trainables.regularizer_base import (  # noqa: F401 - the interface is importable from here
-    REGULARIZERS, Regularizer, RegularizerParams, f32, get_regularizer, has_bn, per_sample_norm,
+    REGULARIZERS, PackForm, Regularizer, RegularizerParams, f32, get_regularizer, has_bn, per_sample_norm,
     positive_finite, register_regularizer, regularizer_keys, to_floats,
 )
-from trainables.stats import spectral_norms
+from trainables.spectral_norm import _Scale, SpectralNorm, sn_layers  # noqa: F401
 
 __all__ = [
     "REGULARIZERS",
@@ -87,130 +81,7 @@ __all__ = [
 class NoRegularizer(Regularizer):
     """No Lipschitz regularization."""
 
-
-# ------------------------------------------------------------------------------------------- sn
-
-
-class _Scale(nn.Module):
-    """Parametrization W ↦ k·W, chained after torch's spectral norm: W̄ = k·W/σ(W) (Eq. 1).
-
-    ``k`` is a plain attribute, not a buffer: it is configuration, so it stays out of the
-    state dict and loading a state saved at another k keeps this module's k.
-    """
-
-    def __init__(self, k: float):
-        super().__init__()
-        self.k = float(k)
-
-    def forward(self, w: torch.Tensor) -> torch.Tensor:
-        return w * self.k
-
-    def right_inverse(self, w: torch.Tensor) -> torch.Tensor:
-        return w / self.k
-
-    def extra_repr(self) -> str:
-        return f"k={self.k:g}"
-
-
-def sn_layers(D: nn.Module) -> list[nn.Module]:
-    """D's weight layers that carry the SN parametrization, in forward order."""
-    out = []
-    for m in d_weight_layers(D):
-        if parametrize.is_parametrized(m, "weight") and any(
-            type(p).__name__ == "_SpectralNorm" for p in m.parametrizations.weight
-        ):
-            out.append(m)
-    return out
-
-
-def _effective_weight(m: nn.Module) -> torch.Tensor:
-    """The weight the layer's forward uses (k·W/σ̂(W)), without advancing the power iteration.
-
-    In train mode, evaluating torch's spectral-norm parametrization runs a power-iteration step
-    and updates u, v in place; for a read-only diagnostic we evaluate it in eval mode (the stored
-    u, v give σ̂ = uᵀ W v) and restore the modes afterwards.
-    """
-    plist = m.parametrizations.weight
-    modes = [p.training for p in plist]
-    try:
-        for p in plist:
-            p.train(False)
-        with torch.no_grad():
-            return m.weight.detach().clone()
-    finally:
-        for p, mode in zip(plist, modes):
-            p.train(mode)
-
-
-class SpectralNorm(Regularizer):
-    """Spectral normalization scaled by k_SN (Eq. 1): W̄ = k_SN · W / σ(W) on every D layer.
-
-    Built on ``torch.nn.utils.parametrizations.spectral_norm`` (σ estimated by one power
-    iteration per forward in train mode, as Miyato et al.; u, v frozen in eval mode) followed by a
-    second registered parametrization multiplying by k_SN. The trainable parameter is the
-    unnormalized W (``parametrizations.weight.original``).
-
-    σ is that of the weight reshaped to a matrix (out_channels, in_channels·kh·kw), which is what
-    torch (and Miyato et al.) normalize — not the operator norm of the convolution. So
-    K ≈ k_SN^n (n = number of SN layers; Eq. 3 writes (k_SN)^{N+1}) is the paper's approximation,
-    not a certified bound. With bias-free layers and LeakyReLU the scaling itself is exact:
-    D at k_SN equals k_SN^n · D at 1 (Eq. 3), and for a linear loss every gradient carries k_SN^n.
-
-    Refuses a D with BatchNorm (d_norm="bn" is Appendix C's GP discriminator): BN undoes the
-    per-layer scale and breaks Eq. 3.
-    """
-
-    k_key = "k_sn"
-
-    class Params(RegularizerParams):
-        k_sn: float = pydantic.Field(
-            1.0, gt=0, allow_inf_nan=False, description="k_SN of Eq. 1; K ≈ k_SN^n"
-        )
-
-    def apply(self, D: nn.Module) -> nn.Module:
-        if has_bn(D):
-            raise ValueError(
-                "regularizer 'sn' cannot be combined with d_norm='bn' (BatchNorm in D breaks "
-                "K ≈ k_sn^n; Appendix C uses BN only with the gradient penalty)"
-            )
-        layers = d_weight_layers(D)
-        if not layers:
-            raise ValueError("regularizer 'sn': D has no conv/linear layers")
-        if sn_layers(D) or any(parametrize.is_parametrized(m, "weight") for m in layers):
-            raise ValueError("regularizer 'sn': D is already parametrized (applied twice?)")
-        for m in layers:
-            spectral_norm(m, name="weight", n_power_iterations=1)
-            parametrize.register_parametrization(m, "weight", _Scale(self.params.k_sn))
-        return D
-
-    def n_layers(self, D: nn.Module) -> int:
-        """n: the number of SN layers (D's weight layers, whether or not SN is applied yet)."""
-        return len(sn_layers(D)) or len(d_weight_layers(D))
-
-    def lipschitz_k(self, D: nn.Module) -> float:
-        try:
-            return self.params.k_sn ** self.n_layers(D)
-        except OverflowError:
-            return math.inf
-
-    def metrics(self, D: nn.Module) -> dict[str, float]:
-        """sn_sigma_<i>: σ(W̄) of layer i, computed exactly (SVD of the reshaped effective weight,
-        with σ̂ from the stored u, v; ``trainables.stats.spectral_norms``, as a pack computes
-        them for all its members at once); sn_sigma_product: their product (≈ k_SN^n once the
-        power iteration has converged); sn_k_product: k_SN^n, the target. One device sync."""
-        sigmas = spectral_norms([_effective_weight(m)[None] for m in sn_layers(D)])
-        return self.sigma_metrics(sigmas[0].tolist(), D)
-
-    def sigma_metrics(self, sigmas: list[float], D: nn.Module) -> dict[str, float]:
-        """:meth:`metrics` from the layers' σ(W̄) (measured already)."""
-        out: dict[str, float] = {}
-        log_prod = 0.0
-        for i, s in enumerate(sigmas):
-            out[f"sn_sigma_{i}"] = s
-            log_prod += math.log(s) if s > 0 else -math.inf
-        out["sn_sigma_product"] = math.exp(log_prod) if log_prod < 709 else math.inf
-        out["sn_k_product"] = self.lipschitz_k(D)
-        return out
+    Pack = PackForm
 
 
 # ----------------------------------------------------------------------------------------- gran
