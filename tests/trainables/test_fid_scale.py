@@ -17,7 +17,7 @@ from trainables import extractors, fid_cache
 from trainables import fid as fid_lib
 from trainables.config import validate_trial
 from trainables.evaluation import fid_quality
-from trainables import train as train_mod
+from trainables import loop as loop_mod
 from trainables.train import Callbacks, GANTrial, train
 
 
@@ -184,7 +184,7 @@ def test_resume_keeps_fid_init_without_recomputing(monkeypatch):
     full, _ = run(cfg)
     state = _roundtrip(full.states[3])
     assert state["fid_scale"] == full.stats[0]
-    monkeypatch.setattr(train_mod, "initial_scale",
+    monkeypatch.setattr(loop_mod, "initial_scale",
                         lambda trial: pytest.fail("fid_init recomputed on resume"))
     monkeypatch.setattr(evaluation.Evaluator, "floor",
                         lambda self, n: pytest.fail("fid_floor recomputed on resume"))

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
-from trainables import train as train_mod
+from trainables import trial_capture as train_mod
 from trainables.config import ConfigError, validate_trial
 from trainables.train import (CAPTURE_REGULARIZERS, Callbacks, GANTrial, check_step_mode,
                               resolve_step_mode, step_mode_problem, train)
