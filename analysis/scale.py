@@ -43,9 +43,9 @@ from trainables.toy_quality import HQ_REAL, toy_quality  # noqa: F401
 Q_LEARNED = 0.3
 #: The paper's "FID ≥ 100 is broken" (Lipschitz paper Sec. 2.1), for Inception rows without a scale.
 FID_CAP_INCEPTION = 100.0
-#: Number of modes of the 2-D toys (trainables.toys: ring8 = 8 Gaussians on a circle, grid25 = 5×5,
-#: roth7 = Roth et al.'s 7 Gaussians on the unit circle).
-TOY_MODES = {"ring8": 8, "grid25": 25, "roth7": 7}
+#: Number of modes of the toys (trainables.toys: ring8 = 8 Gaussians on a circle, grid25 = 5×5,
+#: roth7 = Roth et al.'s 7 Gaussians on the unit circle, roth7_3d = the same embedded in 3-D).
+TOY_MODES = {"ring8": 8, "grid25": 25, "roth7": 7, "roth7_3d": 7}
 
 #: Published/estimated Inception scale per dataset (pool3, 2,048-d). Every number is an ESTIMATE:
 #: no internet and no Inception run on these datasets here, so none was measured by us.

@@ -54,7 +54,7 @@ from trainables.data_sources import (  # noqa: F401 - public names of this modul
     CELEBA_CROP, EMBEDDED_DIR, EMBEDDED_NPZ, FOLDER_PREFIX, default_data_root,
 )
 from trainables.registry import claim
-from trainables.toys import TOY_DATASETS
+from trainables.toys import TOY_DATASETS, toy_dim
 
 if TYPE_CHECKING:
     import torch
@@ -161,7 +161,7 @@ for _entry in (
     DatasetEntry("celeba", 3, 64, CELEBA_CROP, _src.check_celeba, _src.load_celeba),
     DatasetEntry(FOLDER_PREFIX, 3, 64, 1024, _src.check_folder, _src.load_folder,
                  _src.folder_reference_size, prefix=True),
-    *(DatasetEntry(toy, 2, toy=True) for toy in TOY_DATASETS),
+    *(DatasetEntry(toy, toy_dim(toy), toy=True) for toy in TOY_DATASETS),
 ):
     register_dataset(_entry)
 del _entry

@@ -102,7 +102,11 @@ class Evaluator:
         with eval_mode(G):
             x = self.generate(G, GRID_SAMPLES, self.z_stream(GRID_Z)).cpu()
         if self.toy:
-            return _scatter_grid(x, data_lib.toy_modes(self.cfg["dataset"]))
+            from trainables.toys import toy_plane_coords  # 3-D toys: seen in the mixture's plane
+
+            ds = self.cfg["dataset"]
+            modes = data_lib.toy_modes(ds)
+            return _scatter_grid(toy_plane_coords(ds, x), toy_plane_coords(ds, modes))
         return make_grid(x, nrow=8, normalize=True, value_range=(-1, 1), padding=2)
 
     def evaluate(self, G: torch.nn.Module, final: bool = False, keep_images: int = 0,

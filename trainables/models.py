@@ -23,7 +23,8 @@ Architectures (``ARCHS``):
     Table (a) prints the last D layer as "4×4, stride=2, conv 1"; on a 4×4 map with padding 0
     stride 1 and stride 2 give the same single output, so we use stride 1 as table (b) does.
 
-``mlp``  2-D toys (ring8, grid25; not in the paper)::
+``mlp``  the toys (ring8, grid25, roth7 in 2-D; roth7_3d in 3-D; not in the paper; channels =
+the data dimension)::
 
     G: z (z_dim) → 128 ReLU → 128 ReLU → channels (linear output, no tanh)
     D: channels → 128 lReLU(0.2) → 128 lReLU(0.2) → 1
@@ -181,7 +182,7 @@ def build_generator(arch: str, *, z_dim: int = 100, channels: int, width: float 
     """The generator of Appendix B (table (b) for dcgan32, table (a) for dcgan64) or the toy MLP.
 
     ``channels``: image channels (1 MNIST, 3 CIFAR10/CelebA) or, for ``mlp``, the data dimension
-    (2 for the 2-D toys).
+    (2 for the 2-D toys, 3 for roth7_3d: ``trainables.toys.toy_dim``).
     """
     _check_arch(arch)
     _check_common(channels, width)

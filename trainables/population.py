@@ -129,7 +129,7 @@ from trainables.stats import member_stats, spectral_norms
 from trainables.step_modes import (  # noqa: F401 - STEP_MODES re-exported
     CAPTURED_MODES, STEP_MODES, capture_refusal, cuda_graph_device_problem,
 )
-from trainables.toys import toy_modes, toy_std
+from trainables.toys import toy_draw, toy_modes
 from trainables.train import Callbacks, GANTrial, TrialResult, resolve_device, resolve_step_mode
 
 __all__ = [
@@ -371,7 +371,7 @@ class Population:
         self.sample_shape = tuple(m0.sample_shape)
         if self.toy:
             self.modes = toy_modes(cfg0["dataset"])
-            self.toy_std = toy_std(cfg0["dataset"])
+            self.toy_draw = toy_draw(cfg0["dataset"])
         # device-side divergence flags: step of the first non-finite loss (-1: none) and values
         self.div_step = torch.full((self.P,), -1, dtype=torch.long, device=self.device)
         self.div_vals = torch.zeros(self.P, 3, device=self.device)
@@ -422,8 +422,8 @@ class Population:
                 torch.randn((B, self.z_dim), generator=m.noise_gen, out=z[j, i])
                 if u is not None:
                     torch.rand(u.shape[2:], generator=self.rngs[i], out=u[j, i])
-        if self.toy:  # data_lib.sample_toy: modes[which] + std·noise
-            drawn = self.modes[which] + self.toy_std * noise
+        if self.toy:  # data_lib.sample_toy's arithmetic: modes[which] + std·(in-plane noise)
+            drawn = self.toy_draw(which, noise)
         else:
             data = self.members[0].data
             drawn = data.batch(idx.reshape(-1).to(data.device, non_blocking=True)).reshape(

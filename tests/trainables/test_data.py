@@ -134,7 +134,7 @@ def write_celeba(root: Path, n: int = 6) -> None:
 def test_names_and_static_facts():
     assert set(D.IMAGE_DATASETS) == {"fashion_mnist_mini", "mnist", "fashion_mnist", "cifar10",
                                      "celeba"}
-    assert D.TOY_DATASETS == ("ring8", "grid25", "roth7")
+    assert D.TOY_DATASETS == ("ring8", "grid25", "roth7", "roth7_3d")
     for name in ("mnist", "fashion_mnist", "fashion_mnist_mini", "cifar10"):
         assert D.native_resolution(name) == 32  # Appendix B
     assert D.native_resolution("celeba") == 64
@@ -465,7 +465,7 @@ def test_toys(name, n_modes, std):
 
 
 def test_toy_errors():
-    with pytest.raises(D.DatasetError, match="not a 2-D toy"):
+    with pytest.raises(D.DatasetError, match="not a toy"):
         D.toy_modes("mnist")
     with pytest.raises(D.DatasetError, match="unknown dataset"):
         D.sample_toy("ring9", 3, torch.Generator())

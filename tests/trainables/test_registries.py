@@ -71,6 +71,7 @@ def test_every_dataset_is_one_entry():
         "folder:": (3, 64, 1024, True, False),
         "ring8": (2, None, None, False, True),
         "roth7": (2, None, None, False, True),
+        "roth7_3d": (3, None, None, False, True),
         "grid25": (2, None, None, False, True),
     }
     for e in D.DATASETS.values():
