@@ -24,6 +24,8 @@ from typing import Any, Sequence
 
 import torch
 
+from trainables.params import optimizer_defaults
+
 
 def per_member(values: Sequence[float], device: torch.device):
     """A Python scalar when all members agree (torch's own arithmetic), else a (P,) float32."""
@@ -31,9 +33,6 @@ def per_member(values: Sequence[float], device: torch.device):
     if len(set(vals)) == 1:
         return vals[0]
     return torch.tensor(vals, dtype=torch.float32, device=device)
-
-
-_per_member = per_member  # the name trainables.population imports
 
 
 def _bcast(v, like: torch.Tensor):
@@ -58,22 +57,22 @@ class StackedOptimizer:
         self.P = len(cfgs)
         self.lr_values = [float(c[lr_key]) for c in cfgs]
         self.lr = per_member(self.lr_values, device)
-        self.eps = _per_member([c["eps"] for c in cfgs], device)
+        self.eps = per_member([c["eps"] for c in cfgs], device)
         self._eps_b = self._lists(self.eps)
+        keys = [{**optimizer_defaults(name), **c} for c in cfgs]  # the declared defaults filled
         if name == "rmsprop":
-            rho = [float(c.get("rmsprop_decay", 0.99)) for c in cfgs]
-            self.rho = _per_member(rho, device)
+            rho = [float(c["rmsprop_decay"]) for c in keys]
+            self.rho = per_member(rho, device)
             self._rho_b = self._lists(self.rho)
-            self._w_b = self._lists(_per_member([1 - r for r in rho], device))
-            self._neg_lr_b = self._lists(_per_member([-lr for lr in self.lr_values], device))
+            self._w_b = self._lists(per_member([1 - r for r in rho], device))
+            self._neg_lr_b = self._lists(per_member([-lr for lr in self.lr_values], device))
             self.state = [{"square_avg": torch.zeros_like(p)} for p in self.params]
         elif name == "adam":
-            self.betas = ([float(c.get("beta1", 0.5)) for c in cfgs],
-                          [float(c.get("beta2", 0.999)) for c in cfgs])
+            self.betas = ([float(c["beta1"]) for c in keys], [float(c["beta2"]) for c in keys])
             b1s, b2s = self.betas
-            self._w1_b = self._lists(_per_member([1 - b for b in b1s], device))
-            self._b2_b = self._lists(_per_member(b2s, device))
-            self._w2_b = self._lists(_per_member([1 - b for b in b2s], device))
+            self._w1_b = self._lists(per_member([1 - b for b in b1s], device))
+            self._b2_b = self._lists(per_member(b2s, device))
+            self._w2_b = self._lists(per_member([1 - b for b in b2s], device))
             self.state = [{"exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
                           for p in self.params]
             if capturable:  # row j: the iteration's j-th update; written by prepare()

@@ -1,9 +1,10 @@
 """The trial configuration: one flat, validated mapping whose keys are also the MLflow param names.
 
 The base keys below are shared by every trial (docs/design.md, "The trial"); the keys of a regularizer
-live on its registered entry (``trainables.regularizers``, its ``Params`` model), the keys of an
-optimizer on ``OPTIMIZER_KEYS``. A key that does not belong to the chosen regularizer or optimizer is
-an error, not silently ignored. Defaults are the paper's setup (Appendix B): RMSprop, lr 5e-5,
+and of an optimizer live on its declared ``Params`` model (``trainables.params``, which imports no
+torch: neither does this module). A key that does not belong to the chosen regularizer or optimizer
+is an error, not silently ignored. Keys marked ``member_field`` may differ between the members of a
+population pack. Defaults are the paper's setup (Appendix B): RMSprop, lr 5e-5,
 batch 64, n_dis 1, 1e5 iterations, z ∈ R^100.
 
 ``validate_trial(raw)`` returns the complete config (defaults filled in, only the keys that apply)
@@ -18,11 +19,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from trainables import data as data_lib
-from trainables.devices import PRECISIONS
-from trainables.losses import LOSSES
-from trainables.models import ARCHS, arch_resolution
-from trainables.optim import OPTIMIZERS
-from trainables.regularizers import REGULARIZERS
+from trainables import names
+from trainables.params import (ARCH_RESOLUTION, LOSS_NAMES, OPTIMIZER_PARAMS, PRECISIONS,
+                               REGULARIZER_PARAMS, member_field, optimizer_defaults)
 from trainables.step_modes import step_mode_problem
 
 
@@ -34,11 +33,9 @@ class ConfigError(ValueError):
         super().__init__(f"{key}: {problem}" if key else problem)
 
 
-#: Keys that belong to one optimizer only (name → {key: default}).
-OPTIMIZER_KEYS: dict[str, dict[str, float]] = {
-    "rmsprop": {"rmsprop_decay": 0.99},
-    "adam": {"beta1": 0.5, "beta2": 0.999},
-}
+#: Keys that belong to one optimizer only (name → {key: default}), from its declared Params.
+OPTIMIZER_KEYS: dict[str, dict[str, float]] = {name: optimizer_defaults(name)
+                                               for name in OPTIMIZER_PARAMS}
 
 
 class BaseTrial(BaseModel):
@@ -58,20 +55,20 @@ class BaseTrial(BaseModel):
     d_norm: Literal["none", "bn"] = "none"
     z_dim: int = Field(100, gt=0)
     # loss
-    loss: str = "ns"
-    alpha: float = Field(1.0, gt=0)
+    loss: str = member_field("ns")
+    alpha: float = member_field(1.0, gt=0)
     # regularizer (its own keys are validated against its registered Params)
     regularizer: str = "sn"
     # optimizer
     optimizer: str = "rmsprop"
-    lr_d: float = Field(5e-5, gt=0)
-    lr_g: float = Field(5e-5, gt=0)
-    eps: float = Field(1e-8, ge=0)
+    lr_d: float = member_field(5e-5, gt=0)
+    lr_g: float = member_field(5e-5, gt=0)
+    eps: float = member_field(1e-8, ge=0)
     n_dis: int = Field(1, ge=1)
     # run
     iterations: int = Field(100_000, ge=1)
     batch_size: int = Field(64, ge=2)
-    seed: int = Field(0, ge=0)
+    seed: int = member_field(0, ge=0)
     stats_every: int = Field(100, ge=1)
     eval_every: int = Field(10_000, ge=1)
     fid_samples: int = Field(5_000, ge=2)
@@ -95,8 +92,8 @@ class BaseTrial(BaseModel):
     @field_validator("loss", "regularizer", "optimizer", "arch")
     @classmethod
     def _registered(cls, v: str, info) -> str:
-        known = {"loss": LOSSES, "regularizer": REGULARIZERS, "optimizer": OPTIMIZERS,
-                 "arch": ARCHS}[info.field_name]
+        known = {"loss": LOSS_NAMES, "regularizer": REGULARIZER_PARAMS,
+                 "optimizer": OPTIMIZER_PARAMS, "arch": ARCH_RESOLUTION}[info.field_name]
         if v not in known:
             raise ValueError(f"unknown {info.field_name} {v!r}; known: {', '.join(sorted(known))}")
         return v
@@ -127,23 +124,19 @@ class BaseTrial(BaseModel):
 BASE_KEYS: frozenset[str] = frozenset(BaseTrial.model_fields)
 
 
-def regularizer_keys() -> dict[str, str]:
-    """Map every regularizer-specific key to the regularizer it belongs to."""
-    owner: dict[str, str] = {}
-    for name, cls in REGULARIZERS.items():
-        for key in cls.Params.model_fields:
-            owner[key] = name
-    return owner
+def regularizer_of_key() -> dict[str, str]:
+    """Every regularizer-specific key → the regularizer it belongs to."""
+    return {key: name for name, cls in REGULARIZER_PARAMS.items() for key in cls.model_fields}
 
 
-def optimizer_keys() -> dict[str, str]:
-    """Map every optimizer-specific key to the optimizer it belongs to."""
-    return {key: name for name, keys in OPTIMIZER_KEYS.items() for key in keys}
+def optimizer_of_key() -> dict[str, str]:
+    """Every optimizer-specific key → the optimizer it belongs to."""
+    return {key: name for name, cls in OPTIMIZER_PARAMS.items() for key in cls.model_fields}
 
 
 def all_keys() -> frozenset[str]:
     """Every key a trial may carry (for any choice of regularizer/optimizer)."""
-    return BASE_KEYS | frozenset(regularizer_keys()) | frozenset(optimizer_keys())
+    return BASE_KEYS | frozenset(regularizer_of_key()) | frozenset(optimizer_of_key())
 
 
 def _first_error(err: ValidationError, prefix: str = "") -> ConfigError:
@@ -169,45 +162,13 @@ def validate_trial(raw: dict[str, Any], *, check_data: bool = True) -> dict[str,
     if not isinstance(raw, dict):
         raise ConfigError(None, f"a trial config must be a mapping, got {type(raw).__name__}")
     raw = dict(raw)
-    reg_owner, opt_owner = regularizer_keys(), optimizer_keys()
-    unknown = [k for k in raw if k not in BASE_KEYS and k not in reg_owner and k not in opt_owner]
-    if unknown:
-        known = ", ".join(sorted(all_keys()))
-        raise ConfigError(unknown[0], f"unknown key (known keys: {known})")
-
-    base_raw = {k: v for k, v in raw.items() if k in BASE_KEYS}
-    try:
-        base = BaseTrial(**base_raw)
-    except ValidationError as err:
-        raise _first_error(err) from None
-
-    for key in raw:
-        if key in reg_owner and key not in REGULARIZERS[base.regularizer].Params.model_fields:
-            raise ConfigError(
-                key,
-                f"belongs to regularizer {reg_owner[key]!r}, but the trial's regularizer is "
-                f"{base.regularizer!r}",
-            )
-        if key in opt_owner and key not in OPTIMIZER_KEYS[base.optimizer]:
-            raise ConfigError(
-                key,
-                f"belongs to optimizer {opt_owner[key]!r}, but the trial's optimizer is "
-                f"{base.optimizer!r}",
-            )
-
-    reg_cls = REGULARIZERS[base.regularizer]
-    try:
-        reg_params = reg_cls.Params(**{k: v for k, v in raw.items() if k in reg_cls.Params.model_fields})
-    except ValidationError as err:
-        raise _first_error(err) from None
-    opt_params = dict(OPTIMIZER_KEYS[base.optimizer])
-    for key in opt_params:
-        if key in raw:
-            value = raw[key]
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not (0 <= value < 1):
-                raise ConfigError(key, f"must be a number in [0, 1) (got {value!r})")
-            opt_params[key] = float(value)
-
+    base = _base(raw)
+    reg_model = REGULARIZER_PARAMS[base.regularizer]
+    opt_model = OPTIMIZER_PARAMS[base.optimizer]
+    _refuse_foreign_keys(raw, ((names.REGULARIZER, base.regularizer, reg_model,
+                                regularizer_of_key()),
+                               (names.OPTIMIZER, base.optimizer, opt_model, optimizer_of_key())))
+    reg_params, opt_params = _validated(raw, reg_model), _validated(raw, opt_model)
     out = base.model_dump()
     _check_shapes(out)
     problem = step_mode_problem(out)
@@ -220,9 +181,40 @@ def validate_trial(raw: dict[str, Any], *, check_data: bool = True) -> dict[str,
             )
         except data_lib.DatasetError as err:
             raise ConfigError("dataset", str(err)) from None
-    out.update(reg_params.model_dump())
+    out.update(reg_params)
     out.update(opt_params)
     return out
+
+
+def _base(raw: dict[str, Any]) -> BaseTrial:
+    """The base keys of ``raw`` validated; an unknown key (of no model) refused first."""
+    owners = regularizer_of_key() | optimizer_of_key()
+    unknown = [k for k in raw if k not in BASE_KEYS and k not in owners]
+    if unknown:
+        known = ", ".join(sorted(all_keys()))
+        raise ConfigError(unknown[0], f"unknown key (known keys: {known})")
+    try:
+        return BaseTrial(**{k: v for k, v in raw.items() if k in BASE_KEYS})
+    except ValidationError as err:
+        raise _first_error(err) from None
+
+
+def _refuse_foreign_keys(raw: dict[str, Any], choices) -> None:
+    """A key of a regularizer / optimizer other than the chosen one is refused, naming whose it
+    is. ``choices``: (kind, chosen name, its Params model, key → owner) per kind."""
+    for key in raw:
+        for kind, chosen, model, owner in choices:
+            if key in owner and key not in model.model_fields:
+                raise ConfigError(key, f"belongs to {kind} {owner[key]!r}, but the trial's {kind} "
+                                       f"is {chosen!r}")
+
+
+def _validated(raw: dict[str, Any], model: type[BaseModel]) -> dict[str, Any]:
+    """``model``'s keys of ``raw`` validated, defaults filled."""
+    try:
+        return model(**{k: v for k, v in raw.items() if k in model.model_fields}).model_dump()
+    except ValidationError as err:
+        raise _first_error(err) from None
 
 
 def _check_shapes(cfg: dict[str, Any]) -> None:
@@ -237,7 +229,7 @@ def _check_shapes(cfg: dict[str, Any]) -> None:
             native = data_lib.native_resolution(cfg["dataset"])
         except data_lib.DatasetError as err:
             raise ConfigError("dataset", str(err)) from None
-        made = arch_resolution(cfg["arch"])
+        made = ARCH_RESOLUTION[cfg["arch"]]
         if cfg["resolution"] is None:
             cfg["resolution"] = made if made is not None else native
         if made is not None and cfg["resolution"] != made:

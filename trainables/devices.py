@@ -24,14 +24,10 @@ import os
 
 import torch
 
+from trainables.params import PRECISIONS  # the precision key's values, declared there
+
 __all__ = ["PRECISIONS", "CudaUnusableError", "apply_precision", "cuda_problem",
            "nvidia_driver_present", "require_usable_cuda", "resolve_device"]
-
-#: The values of the ``precision`` trial key and what each means.
-PRECISIONS: dict[str, str] = {
-    "fp32": "full float32, TF32 off: the papers' numerics",
-    "tf32": "TF32 tensor cores for float32 matmuls and cuDNN convolutions, Ampere or newer",
-}
 
 
 class CudaUnusableError(RuntimeError):

@@ -33,7 +33,8 @@ Like compare_gan's loss library every loss has the same signature and is selecte
     log_d = loss.d_real_centered(f_real).mean() + loss.d_fake_centered(f_fake).mean()  # log this
     loss_g = loss.g(f_fake).mean()
 
-Adding a loss is one ``@register_loss`` class listing its three :class:`Term` s (plus its test).
+Adding a loss is one ``@register_loss`` class listing its three :class:`Term` s, its name in
+``trainables.params.LOSS_NAMES`` (validation imports no torch), plus its test.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from trainables.params import LOSS_NAMES
 from trainables.registry import claim
 
 __all__ = [
@@ -315,12 +317,15 @@ def _check_alpha(alpha: float) -> float:
 
 
 def register_loss(name: str) -> Callable[[type[DomainScaledLoss]], type[DomainScaledLoss]]:
-    """Class decorator adding a :class:`DomainScaledLoss` subclass to :data:`LOSSES` as ``name``."""
+    """Class decorator adding a :class:`DomainScaledLoss` subclass to :data:`LOSSES` as ``name``,
+    one of the names declared in ``trainables.params.LOSS_NAMES`` (what a study validates)."""
 
     def deco(cls: type[DomainScaledLoss]) -> type[DomainScaledLoss]:
         claim(LOSSES, "loss", name)
         if not (isinstance(cls, type) and issubclass(cls, DomainScaledLoss)):
             raise TypeError(f"@register_loss({name!r}) needs a DomainScaledLoss subclass")
+        if name not in LOSS_NAMES:
+            raise ValueError(f"loss {name!r} is not declared in trainables.params.LOSS_NAMES")
         for attr in ("real_term", "fake_term", "gen_term"):
             if not isinstance(getattr(cls, attr, None), Term):
                 raise TypeError(f"loss {name!r}: class attribute {attr} must be a Term")

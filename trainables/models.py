@@ -61,6 +61,8 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from trainables.params import ARCH_RESOLUTION
+
 __all__ = [
     "ARCHS",
     "D_NORMS",
@@ -73,10 +75,9 @@ __all__ = [
     "eval_mode",
 ]
 
-ARCHS: tuple[str, ...] = ("dcgan32", "dcgan64", "mlp")
+ARCHS: tuple[str, ...] = tuple(ARCH_RESOLUTION)  # declared with their resolutions there
 D_NORMS: tuple[str, ...] = ("none", "bn")
 
-_RESOLUTION = {"dcgan32": 32, "dcgan64": 64, "mlp": None}
 # Hidden channel counts exactly as the tables list them (top to bottom).
 _G_CHANNELS = {"dcgan32": (256, 128, 64), "dcgan64": (512, 256, 128, 64)}
 _D_CHANNELS = {"dcgan32": (64, 128, 256), "dcgan64": (64, 128, 256, 512)}
@@ -93,7 +94,7 @@ def _check_arch(arch: str) -> None:
 def arch_resolution(arch: str) -> int | None:
     """Image side length the arch makes and takes (32, 64), or None for the mlp (2-D points)."""
     _check_arch(arch)
-    return _RESOLUTION[arch]
+    return ARCH_RESOLUTION[arch]
 
 
 def _scaled(c: int, width: float) -> int:
@@ -132,7 +133,7 @@ class Generator(nn.Module):
         self.z_dim = z_dim
         self.channels = channels
         self.width = width
-        self.resolution = _RESOLUTION[arch]
+        self.resolution = ARCH_RESOLUTION[arch]
         self.net = net
 
     @property
@@ -166,7 +167,7 @@ class Discriminator(nn.Module):
         self.width = width
         self.d_bias = d_bias
         self.d_norm = d_norm
-        self.resolution = _RESOLUTION[arch]
+        self.resolution = ARCH_RESOLUTION[arch]
         self.net = net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

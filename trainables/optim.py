@@ -26,9 +26,13 @@ from typing import Any
 
 import torch
 
+from trainables import names
+from trainables.params import OPTIMIZER_PARAMS, optimizer_defaults
+
 __all__ = ["OPTIMIZERS", "build_optimizer"]
 
-OPTIMIZERS: tuple[str, ...] = ("rmsprop", "adam")
+OPTIMIZERS: tuple[str, ...] = tuple(OPTIMIZER_PARAMS)
+_RMSPROP, _ADAM = optimizer_defaults("rmsprop"), optimizer_defaults("adam")
 
 
 def _check(name: str, value: float, *, positive: bool, below_one: bool = False) -> None:
@@ -48,12 +52,13 @@ def build_optimizer(
     *,
     lr: float,
     eps: float,
-    beta1: float = 0.5,
-    beta2: float = 0.999,
-    rmsprop_decay: float = 0.99,
+    beta1: float = _ADAM[names.BETA1],
+    beta2: float = _ADAM[names.BETA2],
+    rmsprop_decay: float = _RMSPROP[names.RMSPROP_DECAY],
 ) -> torch.optim.Optimizer:
     """``rmsprop``: torch RMSprop(lr, alpha=rmsprop_decay, eps) — no momentum, not centered.
-    ``adam``: torch Adam(lr, betas=(beta1, beta2), eps). ε is torch's (outside the root; see the
+    ``adam``: torch Adam(lr, betas=(beta1, beta2), eps). The defaults are the declared ones
+    (``trainables.params``). ε is torch's (outside the root; see the
     module docstring). Build it *after* the regularizer's ``apply`` (SN re-homes the weights).
     """
     if name not in OPTIMIZERS:

@@ -6,14 +6,18 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
-#: Regularizers a population trial can batch; the others run one config per trial.
-POPULATION_REGULARIZERS: tuple[str, ...] = ("none", "sn", "gp")
+from trainables.config import BaseTrial
+from trainables.params import OPTIMIZER_PARAMS, REGULARIZER_PARAMS, member_keys
 
-#: Trial keys in which members of one pack may differ (everything else is a shape key, equal).
-MEMBER_KEYS: frozenset[str] = frozenset({
-    "loss", "alpha", "k_sn", "k_gp", "gp_lambda", "eps", "lr_d", "lr_g", "beta1", "beta2",
-    "rmsprop_decay", "seed",
-})
+#: Regularizers a population trial can batch (declared ``packs``); the others run one config
+#: per trial.
+POPULATION_REGULARIZERS: tuple[str, ...] = tuple(
+    name for name, params in REGULARIZER_PARAMS.items() if params.packs)
+
+#: Trial keys in which members of one pack may differ (the fields marked ``member_field``;
+#: every other key is a shape key, equal across the pack).
+MEMBER_KEYS: frozenset[str] = member_keys(BaseTrial).union(
+    *(member_keys(m) for m in (*REGULARIZER_PARAMS.values(), *OPTIMIZER_PARAMS.values())))
 
 
 def unsupported_reason(cfg: dict[str, Any]) -> str | None:

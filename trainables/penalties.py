@@ -5,16 +5,16 @@ others, in :mod:`trainables.regularizers` (its docstring has the conventions the
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from typing import Sequence
 
-import pydantic
 import torch
 from torch import nn
 
 from trainables.batched_optim import per_member
+from trainables.params import ALRParams, GPParams, JSParams, R1Params
 from trainables.regularizer_base import (
-    PackForm, Regularizer, RegularizerParams, check_pair, f32, has_bn, output_and_input_grad,
-    pair_output_and_input_grad, per_sample_norm, per_sample_sq, positive_finite,
+    PackForm, Regularizer, check_pair, f32, has_bn, output_and_input_grad,
+    pair_output_and_input_grad, per_sample_norm, per_sample_sq,
 )
 
 __all__ = ["AdversarialLipschitz", "GradientPenalty", "GradientPenaltyPack", "JSRegularizer",
@@ -109,18 +109,8 @@ class GradientPenalty(Regularizer):
     ``_max``, ‖∇f‖ at the last D step's interpolates.
     """
 
-    k_key = "k_gp"
+    Params = GPParams
     Pack = GradientPenaltyPack
-
-    class Params(RegularizerParams):
-        k_gp: float = pydantic.Field(
-            1.0, ge=0, allow_inf_nan=False,
-            description="target gradient norm k_GP of Eq. 18 (0 = zero-centred)",
-        )
-        gp_lambda: float = positive_finite(default=10.0, description="λ of Eq. 18")
-        gp_mode: Literal["two-sided", "one-sided"] = pydantic.Field(
-            "two-sided", description="one-sided penalizes only ‖∇f‖ > k_GP (LP)"
-        )
 
     def interpolates(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         """x̂ = u·real + (1 − u)·fake with u = torch.rand(B, 1, …, 1) drawn from the global RNG on
@@ -160,8 +150,7 @@ class R1Penalty(Regularizer):
     Metric: ``r1_grad_norm_mean``, mean ‖∇f‖ at the last D step's real batch.
     """
 
-    class Params(RegularizerParams):
-        r1_gamma: float = positive_finite(default=10.0, description="γ of γ/2·E‖∇f(x_real)‖²")
+    Params = R1Params
 
     def penalty(self, D, real, fake, *, step, total_steps):
         _, grad = output_and_input_grad(D, real)
@@ -192,23 +181,7 @@ class AdversarialLipschitz(Regularizer):
     into ``alr_violations_real`` / ``_fake``; ``alr_ratio_mean`` / ``_max``.
     """
 
-    k_key = "alr_k"
-
-    class Params(RegularizerParams):
-        alr_k: float = positive_finite(default=1.0, description="target Lipschitz constant K")
-        alr_lambda: float = positive_finite(default=100.0, description="λ of Eq. 17")
-        alr_xi: float = positive_finite(default=10.0, description="ξ of the power iteration")
-        alr_eps_min: float = positive_finite(default=0.1, description="low end of P_ε = U[min, max]")
-        alr_eps_max: float = positive_finite(default=10.0, description="high end of P_ε")
-        alr_iters: int = pydantic.Field(1, ge=1, le=100, description="power iterations k")
-
-        @pydantic.field_validator("alr_eps_max")
-        @classmethod
-        def _eps_order(cls, v: float, info: pydantic.ValidationInfo) -> float:
-            lo = info.data.get("alr_eps_min")
-            if lo is not None and v < lo:
-                raise ValueError(f"must be >= alr_eps_min ({lo})")
-            return v
+    Params = ALRParams
 
     @staticmethod
     def _unit(t: torch.Tensor, fallback: torch.Tensor | None = None) -> torch.Tensor:
@@ -290,12 +263,7 @@ class JSRegularizer(Regularizer):
     penalty. Metrics: ``js_gamma`` (this step's γ), ``js_omega`` (Ω_JS at the last D step).
     """
 
-    class Params(RegularizerParams):
-        js_gamma0: float = positive_finite(default=2.0, description="γ0 of Algorithm 1")
-        js_decay: float = pydantic.Field(
-            0.01, gt=0, le=1, allow_inf_nan=False,
-            description="annealing rate α of Algorithm 1: γ = γ0·α^(t/T); 1 = no annealing",
-        )
+    Params = JSParams
 
     def gamma(self, step: int, total_steps: int) -> float:
         """γ at the trainer's 0-based ``step`` (Algorithm 1's t = step + 1) of ``total_steps``."""

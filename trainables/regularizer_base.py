@@ -3,7 +3,7 @@
 :class:`Regularizer` (hooks ``apply``, ``penalty``, ``after_d_step``, ``lipschitz_k``, ``metrics``;
 see :mod:`trainables.regularizers`, where the regularizers are registered), its keys' base
 :class:`RegularizerParams`, the registry :data:`REGULARIZERS` with :func:`register_regularizer`,
-:func:`get_regularizer`, :func:`regularizer_keys`; then the input-gradient helpers (double
+:func:`get_regularizer`, :func:`keys_by_regularizer`; then the input-gradient helpers (double
 backprop, per-sample norms in float32) of the gradient penalties.
 """
 
@@ -15,6 +15,9 @@ import pydantic
 import torch
 from torch import nn
 
+from trainables.params import (  # noqa: F401 - importable from here
+    REGULARIZER_PARAMS, RegularizerParams, keys_by_regularizer, positive_finite,
+)
 from trainables.registry import claim
 
 __all__ = [
@@ -31,17 +34,10 @@ __all__ = [
     "per_sample_norm",
     "per_sample_sq",
     "positive_finite",
+    "keys_by_regularizer",
     "register_regularizer",
-    "regularizer_keys",
     "to_floats",
 ]
-
-
-class RegularizerParams(pydantic.BaseModel):
-    """Base of every regularizer's ``Params``: frozen, and a key that does not belong to the
-    regularizer is an error (``extra="forbid"``). Subclass it and declare the keys as fields."""
-
-    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
 
 
 class PackForm:
@@ -81,7 +77,7 @@ class Regularizer:
     #: regularizer runs one config per trial (:attr:`packs` is derived from it).
     Pack: ClassVar[type[PackForm] | None] = None
     #: The key of ``Params`` holding the Lipschitz target K (``lipschitz_k`` reads it; run names
-    #: show it), or None for a regularizer without one.
+    #: show it), or None: taken from the declared ``Params`` when the class is registered.
     k_key: ClassVar[str | None] = None
 
     def __init__(self, params: pydantic.BaseModel | None = None):
@@ -143,7 +139,10 @@ REGULARIZERS: dict[str, type[Regularizer]] = {}
 
 
 def register_regularizer(name: str):
-    """Class decorator: register a :class:`Regularizer` subclass under ``name`` (sets ``cls.name``)."""
+    """Class decorator: register a :class:`Regularizer` subclass under ``name`` (sets ``cls.name``)
+    against its declaration in ``trainables.params``: ``cls.Params`` must be the ``Params``
+    declared as ``name`` there, and the class has a ``Pack`` form exactly when that declares
+    ``packs``. ``cls.k_key`` is the declared one."""
 
     def deco(cls: type[Regularizer]) -> type[Regularizer]:
         if not (isinstance(cls, type) and issubclass(cls, Regularizer)):
@@ -153,9 +152,20 @@ def register_regularizer(name: str):
             raise TypeError(f"{cls.__name__}.Params must be a pydantic BaseModel subclass")
         if cls.Params.model_config.get("extra") != "forbid":
             raise TypeError(f"{cls.__name__}.Params must set model_config extra='forbid'")
-        if cls.k_key is not None and cls.k_key not in cls.Params.model_fields:
-            raise TypeError(f"{cls.__name__}.k_key {cls.k_key!r} is not one of its Params keys")
-        cls.name = name
+        k_key = cls.k_key or getattr(cls.Params, "k_key", None)
+        if k_key is not None and k_key not in cls.Params.model_fields:
+            raise TypeError(f"{cls.__name__}.k_key {k_key!r} is not one of its Params keys")
+        declared = REGULARIZER_PARAMS.get(name)
+        if cls.Params is not declared:
+            raise TypeError(f"{cls.__name__}.Params must be the Params declared as {name!r} in "
+                            "trainables.params (declare_regularizer)")
+        if declared.packs != cls.packs():
+            raise TypeError(f"{cls.__name__}: Params.packs is {declared.packs} but the class "
+                            f"{'has' if cls.packs() else 'has no'} Pack form")
+        if cls.k_key not in (None, declared.k_key):
+            raise TypeError(f"{cls.__name__}.k_key {cls.k_key!r} is not the declared "
+                            f"{declared.k_key!r}")
+        cls.name, cls.k_key = name, declared.k_key
         REGULARIZERS[name] = cls
         return cls
 
@@ -175,11 +185,6 @@ def get_regularizer(name: str, **params: Any) -> Regularizer:
             f"unknown regularizer {name!r}; expected one of {', '.join(REGULARIZERS)}"
         ) from None
     return cls(cls.Params(**params))
-
-
-def regularizer_keys() -> dict[str, tuple[str, ...]]:
-    """Regularizer name → the config keys that belong to it (for config validation)."""
-    return {name: cls.param_names() for name, cls in REGULARIZERS.items()}
 
 
 # -------------------------------------------------------------------------------------- helpers
@@ -242,7 +247,3 @@ def to_floats(stash: dict[str, torch.Tensor]) -> dict[str, float]:
     keys = list(stash)
     vals = torch.stack([stash[k].detach().double().reshape(()) for k in keys]).cpu().tolist()
     return dict(zip(keys, vals))
-
-
-def positive_finite(**kw):
-    return pydantic.Field(gt=0, allow_inf_nan=False, **kw)

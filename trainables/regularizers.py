@@ -49,10 +49,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from trainables.params import ClipParams, GraNParams, NoParams
 from trainables.penalties import AdversarialLipschitz, GradientPenalty, JSRegularizer, R1Penalty
 from trainables.regularizer_base import (  # noqa: F401 - the interface is importable from here
     REGULARIZERS, PackForm, Regularizer, RegularizerParams, f32, get_regularizer, has_bn, per_sample_norm,
-    positive_finite, register_regularizer, regularizer_keys, to_floats,
+    keys_by_regularizer, positive_finite, register_regularizer, to_floats,
 )
 from trainables.spectral_norm import _Scale, SpectralNorm, sn_layers  # noqa: F401
 
@@ -70,7 +71,7 @@ __all__ = [
     "WeightClipping",
     "get_regularizer",
     "register_regularizer",
-    "regularizer_keys",
+    "keys_by_regularizer",
     "sn_layers",
 ]
 
@@ -81,6 +82,7 @@ __all__ = [
 class NoRegularizer(Regularizer):
     """No Lipschitz regularization."""
 
+    Params = NoParams
     Pack = PackForm
 
 
@@ -145,11 +147,7 @@ class GradientNormalized(Regularizer):
     (1, ε_Adam/K) (Eq. 21).
     """
 
-    k_key = "gran_k"
-
-    class Params(RegularizerParams):
-        gran_k: float = positive_finite(default=1.0, description="K = 1/τ of Eq. 20")
-        gran_eps: float = positive_finite(default=1e-8, description="ε of Eq. 16")
+    Params = GraNParams
 
     def apply(self, D: nn.Module) -> nn.Module:
         if isinstance(D, GraNDiscriminator):
@@ -184,8 +182,7 @@ class WeightClipping(Regularizer):
     scale/shift included, as in the WGAN reference code. Default c = 0.01 (WGAN's).
     No target K (``lipschitz_k`` None: c bounds K only through the architecture)."""
 
-    class Params(RegularizerParams):
-        clip_c: float = positive_finite(default=0.01, description="clipping box [−c, c]")
+    Params = ClipParams
 
     def apply(self, D: nn.Module) -> nn.Module:
         self.after_d_step(D)
@@ -209,9 +206,8 @@ class WeightClipping(Regularizer):
 # ------------------------------------------------------------------------------------- registry
 
 
-# One table, in the order the registry lists them (error messages, regularizer_keys()).
-for _name, _cls in (("none", NoRegularizer), ("sn", SpectralNorm), ("gp", GradientPenalty),
-                    ("r1", R1Penalty), ("gran", GradientNormalized), ("alr", AdversarialLipschitz),
-                    ("js", JSRegularizer), ("clip", WeightClipping)):
-    register_regularizer(_name)(_cls)
-del _name, _cls
+# Registered against their declared Params (trainables.params: the names, in its order).
+for _cls in (NoRegularizer, SpectralNorm, GradientPenalty, R1Penalty, GradientNormalized,
+             AdversarialLipschitz, JSRegularizer, WeightClipping):
+    register_regularizer(_cls.Params.name)(_cls)
+del _cls

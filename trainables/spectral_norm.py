@@ -19,7 +19,6 @@ import contextlib
 import math
 from typing import Sequence
 
-import pydantic
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
@@ -27,7 +26,8 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from trainables.batched_net import member_mtv, member_mv, member_normalize, member_sum, member_vdot
 from trainables.models import d_weight_layers
-from trainables.regularizer_base import PackForm, Regularizer, RegularizerParams, has_bn
+from trainables.params import SNParams
+from trainables.regularizer_base import PackForm, Regularizer, has_bn
 from trainables.stats import spectral_norms
 
 __all__ = ["BatchedSpectralNorm", "SpectralNorm", "sn_layers"]
@@ -107,13 +107,8 @@ class SpectralNorm(Regularizer):
     per-layer scale and breaks Eq. 3.
     """
 
-    k_key = "k_sn"
+    Params = SNParams
     Pack = PackForm  # no penalty term: the batched D normalizes (BatchedSpectralNorm)
-
-    class Params(RegularizerParams):
-        k_sn: float = pydantic.Field(
-            1.0, gt=0, allow_inf_nan=False, description="k_SN of Eq. 1; K ≈ k_SN^n"
-        )
 
     def apply(self, D: nn.Module) -> nn.Module:
         if has_bn(D):

@@ -8,9 +8,9 @@ trial (``trainables.train``) and a pack of members (``trainables.population``, w
 every random number itself from per-member generators and so captures the gradient penalty).
 
 :data:`CAPTURE` is the one table of those rules, keyed by ``(mode, regularizer, packed)``:
-``None`` where the mode captures the regularizer's D step, else the reason it cannot. A
-combination absent from the table is refused too (a new regularizer is captured only once it is
-listed). The functions here only return problems (a line naming the mode, the regularizer and the
+``None`` where the mode captures the regularizer's D step, else the reason it cannot, gathered
+from the regularizers' declarations (``trainables.params``, ``capture``). A combination absent
+from the table is refused too (a new regularizer is captured only once it declares it). The functions here only return problems (a line naming the mode, the regularizer and the
 reason, or None); the callers raise (``trainables.config.validate_trial`` a ``ConfigError``, the
 pack a ``ValueError``). Importing this module imports no torch.
 """
@@ -18,6 +18,8 @@ pack a ``ValueError``). Importing this module imports no torch.
 from __future__ import annotations
 
 from typing import Any
+
+from trainables.params import CAPTURED_MODES, REGULARIZER_PARAMS, STEP_MODES
 
 __all__ = [
     "CAPTURE",
@@ -30,44 +32,15 @@ __all__ = [
     "unknown_mode_problem",
 ]
 
-#: What ``step_mode`` resolves to (``auto`` picks one of these per device).
-STEP_MODES: tuple[str, ...] = ("eager", "sync_free", "compiled", "cuda_graph")
-#: Modes whose step is traced / captured: every per-step value lives in device tensors.
-CAPTURED_MODES: frozenset[str] = frozenset({"compiled", "cuda_graph"})
-
-_DOUBLE_BACKWARD = ("its penalty is a double backward (autograd.grad with create_graph=True), "
-                    "which torch.compile's AOTAutograd does not support (pytorch/pytorch#91469)")
-
 #: (mode, regularizer, packed) → None when the mode captures that regularizer's D step, else why
-#: not. Single trials capture a plain forward / backward / optimizer update (``clip`` adds an
-#: in-place clamp after it); a pack also captures ``gp`` in a CUDA graph (its interpolation
-#: weights come from the members' own generators inside the step).
+#: not: each regularizer's declared ``capture`` (``trainables.params``). Single trials capture a
+#: plain forward / backward / optimizer update (``clip`` adds an in-place clamp after it); a
+#: pack also captures ``gp`` in a CUDA graph (its interpolation weights come from the members'
+#: own generators, filled outside the graph).
 CAPTURE: dict[tuple[str, str, bool], str | None] = {
-    **{(mode, reg, False): None for mode in CAPTURED_MODES for reg in ("none", "sn", "clip")},
-    ("compiled", "gp", False): _DOUBLE_BACKWARD,
-    ("compiled", "r1", False): _DOUBLE_BACKWARD,
-    ("compiled", "js", False): _DOUBLE_BACKWARD,
-    ("compiled", "gran", False): (
-        "its D is a double backward (the input gradient with create_graph=True inside the "
-        "forward), which torch.compile's AOTAutograd does not support (pytorch/pytorch#91469)"),
-    ("compiled", "alr", False): (
-        "its power iteration calls torch.autograd.grad inside the step, which dynamo does not "
-        "trace (graph breaks cut the penalty into about ten graphs)"),
-    ("cuda_graph", "gp", False): (
-        "its interpolation weights are drawn from torch's global RNG inside the step; the "
-        "single-trial graph fills only the real batch and z from the trial's generators"),
-    ("cuda_graph", "r1", False): "its double backward is not part of the captured single-trial step",
-    ("cuda_graph", "js", False): (
-        "its weight γ changes every step as a Python number, which a captured graph would "
-        "freeze at the capture step"),
-    ("cuda_graph", "gran", False): "its D is a double backward, not part of the captured "
-                                   "single-trial step",
-    ("cuda_graph", "alr", False): (
-        "it draws its directions and ε from torch's global RNG inside the step and runs a power "
-        "iteration; the graph fills only the real batch and z"),
-    **{(mode, reg, True): None for mode in CAPTURED_MODES for reg in ("none", "sn")},
-    ("cuda_graph", "gp", True): None,
-    ("compiled", "gp", True): _DOUBLE_BACKWARD,
+    (mode, name, packed): why
+    for name, params in REGULARIZER_PARAMS.items()
+    for (mode, packed), why in params.capture.items()
 }
 
 

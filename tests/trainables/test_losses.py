@@ -161,7 +161,13 @@ def test_bad_alpha_raises(alpha):
         get_loss("ns", alpha=alpha)
 
 
-def test_register_new_loss_is_one_entry():
+def test_register_new_loss_is_one_entry(monkeypatch):
+    import trainables.losses as losses
+
+    with pytest.raises(ValueError, match="not declared"):  # its name is declared first
+        register_loss("_test_linear")(DomainScaledLoss)
+    monkeypatch.setattr(losses, "LOSS_NAMES", (*losses.LOSS_NAMES, "_test_linear"))
+
     @register_loss("_test_linear")
     class _TestLoss(DomainScaledLoss):
         real_term = Linear(2.0)

@@ -23,7 +23,7 @@ from trainables.regularizers import (
     REGULARIZERS,
     GraNDiscriminator,
     get_regularizer,
-    regularizer_keys,
+    keys_by_regularizer,
 )
 from trainables.stats import input_grad_norms
 
@@ -63,7 +63,7 @@ def _batch(b=8, d=12, seed=1, shape=None):
 
 
 def test_every_paper_regularizer_is_registered_with_the_design_keys():
-    assert regularizer_keys() == {
+    assert keys_by_regularizer() == {
         "none": (),
         "sn": ("k_sn",),
         "gp": ("k_gp", "gp_lambda", "gp_mode"),

@@ -13,10 +13,11 @@ from trainables.regularizers import (
     REGULARIZERS,
     Regularizer,
     get_regularizer,
+    keys_by_regularizer,
     register_regularizer,
-    regularizer_keys,
     sn_layers,
 )
+from trainables.params import REGULARIZER_PARAMS, RegularizerParams, declare_regularizer
 
 N_LAYERS = {"dcgan32": 4, "dcgan64": 5, "mlp": 3}
 
@@ -51,8 +52,8 @@ def _sn_pair(arch: str, k: float, *, width: float = 1.0, d_bias: bool = False):
 def test_registry_has_none_and_sn():
     assert {"none", "sn"} <= set(REGULARIZERS)
     assert REGULARIZERS["sn"].name == "sn"
-    assert regularizer_keys()["sn"] == ("k_sn",)
-    assert regularizer_keys()["none"] == ()
+    assert keys_by_regularizer()["sn"] == ("k_sn",)
+    assert keys_by_regularizer()["none"] == ()
     assert get_regularizer("sn").params.k_sn == 1.0
 
 
@@ -78,11 +79,11 @@ def test_unknown_regularizer_named_in_error():
 
 
 def test_register_custom_and_duplicate():
-    class P(pydantic.BaseModel):
-        model_config = pydantic.ConfigDict(extra="forbid")
-        c: float = 0.01
-
     try:
+
+        @declare_regularizer("_test_clip")
+        class P(RegularizerParams):
+            c: float = 0.01
 
         @register_regularizer("_test_clip")
         class Clip(Regularizer):
@@ -101,6 +102,7 @@ def test_register_custom_and_duplicate():
             register_regularizer("_test_clip")(Clip)
     finally:
         REGULARIZERS.pop("_test_clip", None)
+        REGULARIZER_PARAMS.pop("_test_clip", None)
 
     class Loose(pydantic.BaseModel):
         x: float = 1.0
@@ -112,6 +114,52 @@ def test_register_custom_and_duplicate():
             Params = Loose
 
     assert "_test_loose" not in REGULARIZERS
+
+
+def test_a_regularizer_is_registered_against_its_declaration():
+    """The torch class of a name must carry the Params declared for it (trainables.params), and
+    have a Pack form exactly when the declaration says it packs; nothing is registered otherwise."""
+
+    class Undeclared(RegularizerParams):
+        c: float = 1.0
+
+    with pytest.raises(TypeError, match="declared as '_test_undeclared'"):
+
+        @register_regularizer("_test_undeclared")
+        class U(Regularizer):
+            Params = Undeclared
+
+    with pytest.raises(TypeError, match="declared as '_test_other'"):  # gp's Params
+        register_regularizer("_test_other")(type("O", (Regularizer,), {"Params": REGULARIZERS[
+            "gp"].Params}))
+    try:
+
+        @declare_regularizer("_test_packs")
+        class Packs(RegularizerParams):
+            packs = True
+
+        with pytest.raises(TypeError, match="Params.packs is True but the class has no Pack"):
+            register_regularizer("_test_packs")(type("NP", (Regularizer,), {"Params": Packs}))
+    finally:
+        REGULARIZER_PARAMS.pop("_test_packs", None)
+    assert not {"_test_undeclared", "_test_other", "_test_packs"} & set(REGULARIZERS)
+
+
+def test_the_torch_registry_agrees_with_the_declarations():
+    """One name list: every declared regularizer has its torch class with the declared Params,
+    k_key and packing, and every torch class is declared (the registries of losses and
+    optimizers likewise)."""
+    from trainables.losses import LOSSES
+    from trainables.optim import OPTIMIZERS
+    from trainables.params import LOSS_NAMES, OPTIMIZER_PARAMS
+
+    assert list(REGULARIZERS) == list(REGULARIZER_PARAMS)
+    for name, cls in REGULARIZERS.items():
+        declared = REGULARIZER_PARAMS[name]
+        assert cls.Params is declared and cls.name == name
+        assert cls.k_key == declared.k_key and cls.packs() == declared.packs
+    assert list(LOSSES) == list(LOSS_NAMES)
+    assert OPTIMIZERS == tuple(OPTIMIZER_PARAMS)
 
 
 def test_none_is_identity():

@@ -64,8 +64,23 @@ def _imported(module: str) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("module,never", [("config", "trainables.train"),
+@pytest.mark.parametrize("module,never", [("config", "trainables.train"), ("config", "torch"),
                                           ("toys", "trainables.data"),
-                                          ("step_modes", "trainables"), ("step_modes", "torch")])
+                                          ("step_modes", "torch"), ("params", "torch")])
 def test_no_import_back_up(module, never):
     assert not {n for n in _imported(module) if n == never or n.startswith(never + ".")}
+
+
+@pytest.mark.parametrize("module,leaves", [
+    ("step_modes", {"trainables.params"}),
+    ("params", {"trainables.names", "trainables.registry"}),
+])
+def test_the_table_and_the_declarations_import_only_torch_free_leaves(module, leaves):
+    """The step-mode table reads the regularizers' declarations, which import only the names and
+    the registry rule: nothing that imports torch."""
+    tree = ast.parse((PKG / f"{module}.py").read_text())
+    used = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+            and node.module and node.module.startswith("trainables")}
+    used |= {f"trainables.{a.name}" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+             and node.module == "trainables" for a in node.names}
+    assert used - {"trainables"} <= leaves
