@@ -233,7 +233,7 @@ class PackedOptunaSearch(_searcher_base()):
 
     * ``suggest`` asks the persistent Optuna study ``k = ⌊P / n_seeds⌋`` times (fewer for the last
       pack, so that ``num_samples`` configurations are asked in all) and returns
-      ``{"pack": [member configs]}`` for ``trainables.ray_population.run_pack``: configuration j
+      ``{"pack": [member configs]}`` for ``trainables.ray_trainable.run_pack``: configuration j
       with seed s is member ``j·n_seeds + s`` (``spec.fixed`` + the asked params + ``seed``).
       TPE runs with ``constant_liar`` (``make_sampler``): the pack's asks, all pending together,
       spread over the space; the papers' defaults (``points_to_evaluate``, enqueued once in the

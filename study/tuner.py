@@ -67,8 +67,8 @@ def make_trainable(spec: StudySpec, tracking: StudyTracking):
     context = TrialContext(tracking.tracking_uri, tracking.experiment_id, tracking.parent_run_id,
                            spec.name, sqlite_identity(tracking.tracking_uri))
     if spec.population > 1 and (spec.search == "grid" or configs_per_pack(spec)):
-        # one Tune trial = one pack (trainables.ray_population)
-        from trainables.ray_population import run_pack
+        # one Tune trial = one pack (trainables.ray_trainable.run_pack)
+        from trainables.ray_trainable import run_pack
 
         trainable = tune.with_parameters(run_pack, context=context)
         return tune.with_resources(trainable, trial_resources(spec))
@@ -94,7 +94,7 @@ def _trial_name(trial) -> str:
     if not trial.config:  # a trial whose config is not resolved yet: never a default's name
         return str(trial.trial_id)
     if "pack" in trial.config:
-        from trainables.ray_population import pack_run_name
+        from trainables.ray_trainable import pack_run_name
 
         try:
             return pack_run_name(trial.config)

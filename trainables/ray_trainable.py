@@ -1,56 +1,55 @@
-"""The thin Ray Tune wrapper around ``trainables.train.train``.
+"""The Ray Tune trainable: one Tune trial runs one trial config (:func:`run_trial`) or a pack of
+them (:func:`run_pack`), through the same attempt.
 
-Per trial it (1) completes and checks the config, (2) picks the device Ray gave it (a GPU id with no
-CUDA behind it falls back to CPU), (3) opens or continues the trial's MLflow child run, (4) runs the
-plain train function with callbacks that log to MLflow and report to Tune, with a checkpoint (the
-full ``GANTrial`` state plus the MLflow run id) at every FID evaluation. A retried or resumed trial
-restores from that checkpoint and continues the same MLflow run.
+Per attempt it (1) completes and checks the configs, (2) picks the device Ray gave it (a GPU id
+with no CUDA behind it falls back to CPU), (3) opens or continues every member's MLflow child run
+(``trainables.trial_runs``), (4) runs the training loop (``trainables.train.train`` for one
+config, ``trainables.population.train_population`` for a pack) with callbacks that log to MLflow,
+and at every FID evaluation saves a checkpoint and reports to Tune. A retried or resumed trial
+restores from the newest loadable checkpoint and continues the same MLflow runs, no step twice.
 
-What Tune sees: one report per FID evaluation (same iterations in every trial, so ASHA compares like
-with like) with ``fid``, ``kid``, ``step`` and the latest domain statistics; a diverged trial ends
-with ``diverged = 1`` and ``fid = inf`` so searchers rank it worst, never as missing.
+Checkpoint files: a one-config trial keeps its ``GANTrial`` state in :data:`STATE_FILE` and its
+run id in :data:`META_FILE`; a pack keeps the pack state (every member's state, statuses, latest
+metrics) in :data:`PACK_STATE_FILE` and the members' run ids in :data:`PACK_META_FILE`.
+
+What Tune sees: one report per FID evaluation (same iterations in every trial, so ASHA compares
+like with like). A one-config trial reports ``fid``, ``kid``, ``step`` and the latest domain
+statistics; a diverged trial ends with ``diverged = 1`` and the objectives' worst values so
+searchers rank it worst, never as missing. A pack reports ``fid`` = the best (lowest) FID among
+its live members, ``fid_m<i>`` and ``diverged_m<i>`` per member, ``step`` and ``diverged`` = 1
+only when every member diverged (:func:`pack_report`); ASHA therefore stops a pack when even its
+best member is in the bottom fraction at a rung, and a stopped pack ends all its members
+FINISHED. A pack member's run carries the Ray trial id as ``<trial id>/m<i>`` and its place in
+the pack (``PACK_MEMBER_TAG``, ``PACK_SIZE_TAG``).
 """
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
 import tempfile
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 
-from trainables import provenance
+from trainables.checkpoints import CheckpointChain
 from trainables.config import validate_trial
 from trainables.devices import apply_precision, require_usable_cuda
-from trainables.environment import environment_params
-from trainables.mlflow_logger import MlflowTrialLogger, run_name
-from trainables.checkpoints import CheckpointChain, cause_line
-from trainables.names import (CHECKPOINT_FALLBACK_TAG, CODE_VERSION_TAG, CRASH_REASON_TAG,
-                              DIVERGED_REASON_TAG, DIVERGED_STEP_TAG, STATUS_TAG, STUDY_TAG,
-                              TRIAL_ID_TAG)
-from trainables.regularizers import REGULARIZERS
-from trainables.train import Callbacks, TrialResult, resolve_device, train
+from trainables.names import CHECKPOINT_FALLBACK_TAG, PACK_MEMBER_TAG, PACK_SIZE_TAG
+from trainables.packing import unsupported_reason
+from trainables.population import train_population
+from trainables.train import resolve_device, train
+from trainables.trial_runs import (  # noqa: F401 - crash_run, error_line, ... re-exported
+    MlflowCallbacks, TrialContext, crash_run, end_attempt, error_line, finish_run,
+    is_deterministic, open_trial_run, trial_run_name,
+)
+from trainables.mlflow_logger import MlflowTrialLogger
 
 STATE_FILE = "trial_state.pt"
 META_FILE = "trial_meta.json"
-
-
-@dataclass(frozen=True)
-class TrialContext:
-    """Study-level facts every trial needs but that are not trial keys."""
-
-    tracking_uri: str
-    experiment_id: str
-    parent_run_id: str | None = None
-    study_name: str = ""
-    #: the SQLite store's file identity when the driver built the trials
-    #: (``trainables.tracking_retry.sqlite_identity``; None for other stores)
-    store_identity: str | None = None
+PACK_STATE_FILE = "pack_state.pt"
+PACK_META_FILE = "pack_meta.json"
 
 
 def trial_device(requested: str) -> torch.device:
@@ -81,13 +80,6 @@ def load_state(path: str) -> dict[str, Any]:
     return torch.load(path, weights_only=True, map_location="cpu")
 
 
-def trial_run_name(cfg: dict[str, Any]) -> str:
-    """The MLflow run name of a validated trial config, e.g. ``ns-sn-k1-a1-s0``: its K is the
-    value of the regularizer's declared ``k_key`` (none for a regularizer without a K)."""
-    k_key = REGULARIZERS[cfg["regularizer"]].k_key
-    return run_name(cfg, (k_key,) if k_key else ())
-
-
 def trial_config(config: dict[str, Any]) -> dict[str, Any]:
     """The trial keys of a Tune config, completed by validation.
 
@@ -102,84 +94,30 @@ def trial_config(config: dict[str, Any]) -> dict[str, Any]:
     return validate_trial(raw, check_data=False)
 
 
-class MlflowCallbacks(Callbacks):
-    """Logs one trial to its MLflow run (no Ray needed): params, metrics per measured step,
-    a sample grid at every FID evaluation, the final samples, the Ω-interval plot at the end.
+def pack_member_configs(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """The validated trial configs of a pack trial's Tune config (``config["pack"]``, packed by
+    the study with ``trainables.packing.pack_configs``)."""
+    return [trial_config({"trial": m}) for m in config["pack"]]
 
-    Artifacts of a run::
 
-        config.json                    the validated trial config (+ resolved FID settings)
-        samples/step_<step>.png        fixed-z 8×8 grid at every FID evaluation
-        final/samples.png              the first 100 samples of the final FID evaluation
-        final/samples.npz              up to 1,000 of them, uint8 N×C×H×W ("samples")
-        plots/omega_intervals.png      Ω real/fake intervals, Ω∪ and Theorem 1's bound over steps
-    """
-
-    def __init__(self, logger: MlflowTrialLogger, config: dict[str, Any] | None = None):
-        self.logger = logger
-        self.config = config
-        self.bound: float | None = None
-
-    def on_start(self, params):
-        self.bound = params.get("omega_bound")
-        self.logger.log_params(params)
-        if self.config is not None and not self.logger.resumed:
-            self.logger.log_dict(self.config, "config.json")
-
-    def on_stats(self, step, metrics):
-        self.logger.log_metrics(step, metrics)
-
-    def on_eval(self, step, metrics, grid):
-        self.logger.log_metrics(step, metrics)
-        self.logger.log_image(grid, f"samples/step_{step:07d}.png")
-
-    def on_final(self, step, metrics, samples):
-        self.logger.log_metrics(step, metrics)
-        if samples is not None and len(samples):
-            from torchvision.utils import make_grid
-
-            grid = make_grid(samples[:100].float() / 255.0, nrow=10, padding=2)
-            self.logger.log_image(grid, "final/samples.png")
-            buf = io.BytesIO()
-            np.savez_compressed(buf, samples=samples.numpy())
-            self.logger._log_bytes(buf.getvalue(), "final/samples.npz")
-
-    def on_end(self, result):
-        self.log_omega_plot()
-
-    def log_omega_plot(self) -> None:
-        """Fig. 1a of the trial from the run's own metric history (so a resumed trial's plot
-        covers the whole run, not just the last attempt)."""
-        from trainables.plots import omega_interval_figure
-
-        keys = ("omega_real_min", "omega_real_max", "omega_fake_min", "omega_fake_max",
-                "omega_union_min", "omega_union_max")
-        history = {k: self.logger.metric_history(k) for k in keys}
-        if not history["omega_real_min"]:
-            return
-        name = self.config and trial_run_name(self.config)
-        fig = omega_interval_figure(history, bound=self.bound,
-                                    title=f"Ω over training — {name}" if name else "")
-        self.logger.log_figure(fig, "plots/omega_intervals.png")
+def pack_run_name(config: dict[str, Any]) -> str:
+    cfgs = pack_member_configs(config)
+    return f"pack{len(cfgs)}-{trial_run_name(cfgs[0])}"
 
 
 class _TuneCallbacks(MlflowCallbacks):
+    """A member's MLflow logging inside Tune: the test hooks (:data:`FAULT_ENV`,
+    :data:`PAUSE_ENV`) fire after its statistics are logged (a pack killed at step s has logged
+    s for its first members only: the awkward moment a retry must mend); at a checkpoint its
+    metrics are flushed (the attempt's checkpoint hook saves and reports)."""
+
     def on_stats(self, step, metrics):
         super().on_stats(step, metrics)
         fault_injection(step)
         pause_injection(step)
 
     def on_checkpoint(self, step, state, metrics):
-        from ray import tune
-
-        self.logger.flush()  # everything up to the checkpoint is stored before Tune records it
-        with tempfile.TemporaryDirectory() as tmp:
-            torch.save(state, os.path.join(tmp, STATE_FILE))
-            with open(os.path.join(tmp, META_FILE), "w") as fh:
-                json.dump({"mlflow_run_id": self.logger.run_id, "step": step}, fh)
-            report = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-            report.update(step=step, diverged=0.0)
-            tune.report(report, checkpoint=tune.Checkpoint.from_directory(tmp))
+        self.logger.flush()
 
 
 #: Test hook: ``"<step>:<path>"`` — the first trial process that reaches ``step`` (after logging
@@ -229,60 +167,96 @@ def pause_injection(step: int) -> None:
 
 
 def run_trial(config: dict[str, Any], context: TrialContext) -> None:
-    """Ray Tune function trainable (use with ``tune.with_parameters(run_trial, context=...)``)."""
-    cfg = trial_config(config)
-    device = trial_device(cfg["device"])
-    apply_precision(cfg["precision"], device)  # before the run records the flags
-    chain = CheckpointChain.of_trial()  # the run opens first: a damaged checkpoint is its cause
-    run_id = (chain.meta(META_FILE) or {}).get("mlflow_run_id")
-    logger, params = open_trial_run(cfg, device, context, current_trial_id(), run_id)
-    callbacks = _TuneCallbacks(logger, params)
-    try:
-        state = restore_state(chain, STATE_FILE, [logger])
-        result = train(cfg, callbacks, state=state, device=device)
-    except BaseException as err:
-        if end_attempt([logger], err):
-            return report_crashed(cfg["dataset"])  # deterministic: a retry meets it again
-        raise
-    summary = finish_run(logger, result)
-    if result.status == "diverged":
-        from ray import tune
+    """Ray Tune function trainable of one config (``tune.with_parameters(run_trial,
+    context=...)``)."""
+    _attempt([trial_config(config)], context, packed=False)
 
+
+def run_pack(config: dict[str, Any], context: TrialContext) -> None:
+    """Ray Tune function trainable of a pack (``tune.with_parameters(run_pack, context=...)``);
+    a pack of one config that cannot be packed runs as a one-config trial."""
+    cfgs = pack_member_configs(config)
+    if len(cfgs) == 1 and unsupported_reason(cfgs[0]):
+        return run_trial({"trial": config["pack"][0]}, context)
+    _attempt(cfgs, context, packed=True)
+
+
+def _attempt(cfgs: list[dict[str, Any]], context: TrialContext, packed: bool) -> None:
+    """One attempt of a Tune trial: its members' runs opened (or continued), the newest loadable
+    checkpoint restored, the loop run to its end; then the runs end by what happened."""
+    from ray import tune
+
+    device = trial_device(cfgs[0]["device"])
+    apply_precision(cfgs[0]["precision"], device)  # before the runs record the flags
+    chain = CheckpointChain.of_trial()  # the runs open first: a damaged checkpoint is their cause
+    loggers, callbacks = _open_runs(cfgs, device, context, chain.meta(_meta_file(packed)), packed)
+
+    def on_checkpoint(step: int, pack_state: dict[str, Any], latest: list[dict]) -> None:
+        for lg in loggers:  # everything up to the checkpoint is stored before Tune records it
+            lg.flush()
+        with tempfile.TemporaryDirectory() as tmp:
+            _save_checkpoint(tmp, step, pack_state, [lg.run_id for lg in loggers], packed)
+            tune.report(pack_report(step, latest, pack_state["results"]) if packed
+                        else trial_report(step, latest[0]),
+                        checkpoint=tune.Checkpoint.from_directory(tmp))
+
+    try:
+        state = restore_state(chain, PACK_STATE_FILE if packed else STATE_FILE, loggers)
+        if packed:
+            results = train_population(cfgs, callbacks, state=state, device=device,
+                                       on_checkpoint=on_checkpoint)
+        else:
+            results = [train(cfgs[0], callbacks[0], state=state, device=device,
+                             on_checkpoint=on_checkpoint)]
+    except BaseException as err:
+        if end_attempt(loggers, err):  # deterministic: every member's run says why
+            return report_crashed(cfgs[0]["dataset"], len(cfgs) if packed else 0)
+        raise
+    summaries = [finish_run(lg, res) for lg, res in zip(loggers, results)]
+    if all(r.status == "diverged" for r in results):
         from trainables.toy_quality import diverged_values  # the objectives' worst values
 
-        tune.report({**diverged_values(cfg["dataset"]), "diverged": 1.0, "step": result.step,
-                     **summary})
+        tune.report({**diverged_values(cfgs[0]["dataset"]), "diverged": 1.0,
+                     "step": max(r.step for r in results),
+                     **({} if packed else summaries[0])})
 
 
-def open_trial_run(cfg: dict[str, Any], device: torch.device, context: TrialContext,
-                   trial_tag: str, run_id: str | None,
-                   extra_tags: dict[str, str] | None = None) -> tuple[MlflowTrialLogger, dict]:
-    """Open (``run_id`` None) or continue a trial's MLflow child run; returns (logger, params):
-    the params are the trial config plus the resolved FID setting, the device and what the run
-    executes on (``trainables.environment.environment_params``: versions, device model, the
-    precision flags as applied), logged when the run is created."""
-    from trainables.evaluation import resolved_extractor
+def _meta_file(packed: bool) -> str:
+    return PACK_META_FILE if packed else META_FILE
 
-    extractor = "data-space" if cfg["arch"] == "mlp" else resolved_extractor(cfg)
-    fid_params = {"fid_extractor": extractor, "fid_samples": cfg["fid_samples"],
-                  "fid_final_samples": cfg.get("fid_final_samples") or cfg["fid_samples"],
-                  "fid_ref_split": cfg["fid_ref_split"]}
-    params = {**cfg, **fid_params, "device": device.type, **environment_params(device)}
-    code = provenance.current().tags()  # the code this process imported (trainables.provenance)
-    tags = {STUDY_TAG: context.study_name, TRIAL_ID_TAG: trial_tag, **code,
-            **(extra_tags or {})}
-    logger = MlflowTrialLogger(
-        context.tracking_uri, context.experiment_id, name=trial_run_name(cfg),
-        params=params, parent_run_id=context.parent_run_id, tags=tags, run_id=run_id,
-        synchronous=False,  # metrics via an in-order writer thread; flushed at every checkpoint
-        store_identity=context.store_identity,
-    )
-    if logger.resumed:  # a continued run: trained by every version that touched it
-        before = logger.run_tags().get(CODE_VERSION_TAG)
-        code[CODE_VERSION_TAG] = provenance.merged_version(before, code[CODE_VERSION_TAG])
-        logger.set_tags(code)
-        logger.log_params(params)  # this attempt's device and environment: changes are tagged
-    return logger, params
+
+def _open_runs(cfgs: list[dict[str, Any]], device: torch.device, context: TrialContext,
+               meta: dict[str, Any] | None, packed: bool
+               ) -> tuple[list[MlflowTrialLogger], list[_TuneCallbacks]]:
+    """Every member's run, continued when the checkpoint's meta file names it, and its
+    callbacks. A pack member's run is tagged with its place in the pack."""
+    meta = meta or {}
+    run_ids = (meta.get("mlflow_run_ids") if packed else [meta.get("mlflow_run_id")]) \
+        or [None] * len(cfgs)
+    trial_id = current_trial_id()
+    loggers, callbacks = [], []
+    for i, (cfg, run_id) in enumerate(zip(cfgs, run_ids)):
+        if packed:
+            tag, extra = f"{trial_id}/m{i}", {PACK_MEMBER_TAG: str(i), PACK_SIZE_TAG: str(len(cfgs))}
+        else:
+            tag, extra = trial_id, None
+        logger, params = open_trial_run(cfg, device, context, tag, run_id, extra)
+        loggers.append(logger)
+        callbacks.append(_TuneCallbacks(logger, params))
+    return loggers, callbacks
+
+
+def _save_checkpoint(directory: str, step: int, pack_state: dict[str, Any],
+                     run_ids: list[str], packed: bool) -> None:
+    """The checkpoint files: a pack's whole state, or the one member's ``GANTrial`` state, and
+    the run ids."""
+    if packed:
+        state, meta = pack_state, {"mlflow_run_ids": run_ids, "step": step}
+    else:
+        state, meta = pack_state["members"][0], {"mlflow_run_id": run_ids[0], "step": step}
+    torch.save(state, os.path.join(directory, PACK_STATE_FILE if packed else STATE_FILE))
+    with open(os.path.join(directory, _meta_file(packed)), "w") as fh:
+        json.dump(meta, fh)
 
 
 def restore_state(chain: CheckpointChain, filename: str,
@@ -297,54 +271,8 @@ def restore_state(chain: CheckpointChain, filename: str,
     return state
 
 
-def is_deterministic(err: BaseException) -> bool:
-    """Does a retry of the same trial meet ``err`` again? Data that cannot be served (missing or
-    unreadable files, a download that failed from every mirror), a config error, feature-extractor
-    weights that are not there. A crashed worker, a full disk or a tracking outage are not: Tune
-    retries those (``FailureConfig``)."""
-    from urllib.error import URLError
-
-    from trainables.config import ConfigError
-    from trainables.extractors import ExtractorUnavailableError
-    from trainables.imagesets import DatasetError
-
-    if isinstance(err, (ConfigError, DatasetError, ExtractorUnavailableError, FileNotFoundError,
-                        NotADirectoryError, URLError)):
-        return True  # ConfigError / DatasetError are ValueErrors: before the generic check
-    return isinstance(err, RuntimeError) and str(err).startswith("Error downloading ")
-
-
-def error_line(err: BaseException) -> str:
-    """The cause's own line (``checkpoints.cause_line``); for a message whose first line only
-    introduces the details (torchvision's ``Error downloading <file>:`` then what each mirror
-    answered) the last detail is appended: ``... <file>: <urlopen error ... not known>``."""
-    line = cause_line(err) or type(err).__name__
-    lines = [ln.strip() for ln in str(err).strip().splitlines() if ln.strip()]
-    if len(lines) > 1 and line.endswith(":"):
-        line = f"{line} {lines[-1]}"
-    return line
-
-
-def end_attempt(loggers: list[MlflowTrialLogger], err: BaseException) -> bool:
-    """End the runs of a trial attempt that raised ``err``; True when the trainable must return
-    instead of raising (Tune would retry it in vain: :func:`is_deterministic`).
-
-    Tune's stop (a graceful stop of the study on SIGINT/SIGTERM, a scheduler's stop) raises
-    ``SystemExit`` out of ``tune.report``; a signal to the worker raises ``KeyboardInterrupt``:
-    those runs end KILLED with ``lipstudy.status = interrupted`` (what the study's summary writes
-    for them, with the step), never crashed. Anything else ends FAILED, crashed, with its cause."""
-    if isinstance(err, (SystemExit, KeyboardInterrupt)):
-        for logger in loggers:
-            logger.set_tags({STATUS_TAG: "interrupted"})
-            logger.finish("KILLED")
-        return False
-    for logger in loggers:
-        crash_run(logger, err)
-    return is_deterministic(err)
-
-
 def report_crashed(dataset: str, members: int = 0) -> None:
-    """Tell Tune that a trial ended on a deterministic error (:func:`end_attempt`) without
+    """Tell Tune that a trial ended on a deterministic error (``end_attempt``) without
     raising: the objectives' worst values (as for a diverged trial; a pack's members all dead),
     ``crashed = 1``. The trial then ends TERMINATED, and the study's summary reads its run."""
     from ray import tune
@@ -357,32 +285,36 @@ def report_crashed(dataset: str, members: int = 0) -> None:
                  **pack})
 
 
-def crash_run(logger: MlflowTrialLogger, err: BaseException | None = None) -> None:
-    """End the run of a trial whose training raised: tagged crashed with the cause's own line
-    (``CRASH_REASON_TAG``: :func:`error_line`), FAILED."""
-    tags = {STATUS_TAG: "crashed"}
-    if err is not None:
-        tags[CRASH_REASON_TAG] = error_line(err)[:5000]
-    logger.set_tags(tags)
-    logger.finish("FAILED")
+def trial_report(step: int, latest: dict[str, float]) -> dict[str, float]:
+    """A one-config trial's report at an evaluation: its latest metrics, ``step``, not diverged."""
+    report = {k: v for k, v in latest.items() if isinstance(v, (int, float))}
+    report.update(step=step, diverged=0.0)
+    return report
 
 
-def finish_run(logger: MlflowTrialLogger, result: TrialResult) -> dict[str, float]:
-    """Log the step-time summary and the ending (tags, ``diverged``), end the run FINISHED;
-    returns the summary."""
-    times = np.asarray(result.step_times) if result.step_times else np.asarray([math.nan])
-    summary = {"step_time_median_ms": float(np.median(times) * 1e3),
-               "step_time_mean_ms": float(np.mean(times) * 1e3)}
-    logger.log_metrics(result.step, summary)
-    if result.status == "diverged":
-        logger.set_tags({STATUS_TAG: "diverged", DIVERGED_STEP_TAG: result.step,
-                         DIVERGED_REASON_TAG: result.reason})
-        # the metric diverged = 1 was logged by train()'s on_stats marker: not again
-    else:
-        logger.set_tags({STATUS_TAG: "finished"})
-        logger.log_metrics(result.step, {"diverged": 0.0})
-    logger.finish("FINISHED")
-    return summary
+def pack_report(step: int, latest: list[dict[str, float]], results: list) -> dict[str, float]:
+    live = [i for i, r in enumerate(results) if r is None or r["status"] != "diverged"]
+    fids = {f"fid_m{i}": float(latest[i].get("fid", math.inf)) for i in range(len(latest))}
+    # a diverged member's fid_m<i> is its last finite FID; diverged_m<i> says it diverged (the
+    # searcher of a packed Optuna/random study tells such a member inf, study.search)
+    dead = {f"diverged_m{i}": 0.0 if i in live else 1.0 for i in range(len(latest))}
+    best = min((fids[f"fid_m{i}"] for i in live), default=math.inf)
+    toy = toy_objective(latest, live)  # the toys' objective, per member and the pack's best
+    return {"fid": best, "step": step, "diverged": 0.0 if live else 1.0,
+            "pack_live": float(len(live)), **fids, **dead, **toy}
+
+
+def toy_objective(latest: list[dict[str, float]], live: list[int]) -> dict[str, float]:
+    """A toy pack's ``toy_quality_m<i>`` (a member's latest, its worst value 0 until it has one)
+    and ``toy_quality``: the best live member's, 0 when none lives; empty for image packs."""
+    from trainables.toy_quality import TOY_QUALITY, TOY_QUALITY_WORST
+
+    if not any(TOY_QUALITY in m for m in latest):
+        return {}
+    per = {f"{TOY_QUALITY}_m{i}": float(m.get(TOY_QUALITY, TOY_QUALITY_WORST))
+           for i, m in enumerate(latest)}
+    best = max((per[f"{TOY_QUALITY}_m{i}"] for i in live), default=TOY_QUALITY_WORST)
+    return {TOY_QUALITY: best, **per}
 
 
 def current_trial_id() -> str:

@@ -69,9 +69,8 @@ def check_step_mode(cfg: dict[str, Any]) -> None:
 def resolve_step_mode(cfg: dict[str, Any], device: torch.device | str) -> str:
     """The step mode a trial runs on ``device``: one of :data:`STEP_MODES`.
 
-    ``auto`` is ``sync_free`` on CPU and, for now, on CUDA too: no GPU has measured ``compiled``
-    or ``cuda_graph`` faster than ``sync_free`` yet (``bench/gpu_throughput.py`` measures them;
-    switch CUDA's ``auto`` to the captured mode once its results file shows it faster).
+    ``auto`` is ``sync_free`` on every device: a captured mode becomes CUDA's ``auto`` only
+    where ``bench/gpu_throughput.py``'s results show it faster (docs/measurements.md).
     ``auto`` never refuses a config. An explicit mode the config cannot run raises
     ``ConfigError`` (:func:`check_step_mode`), except ``cuda_graph`` on a device that turned out
     not to be CUDA (``device: auto`` / ``cuda`` without a GPU), which warns once and runs

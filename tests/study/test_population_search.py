@@ -4,7 +4,7 @@
 ⌊P / n_seeds⌋ times (TPE with ``constant_liar``), runs each asked configuration with every seed in
 that pack, and tells each configuration's Optuna trial the mean FID of its seeds (inf when one
 diverged), once. The unit tests drive it with a fake stream of pack reports (the keys
-``trainables.ray_population.pack_report`` writes); the last test runs a small real study.
+``trainables.ray_trainable.pack_report`` writes); the last test runs a small real study.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def _trials(loc):
 
 
 def _report(step, fids, diverged=()):
-    """A pack report as ``trainables.ray_population.pack_report`` makes it."""
+    """A pack report as ``trainables.ray_trainable.pack_report`` makes it."""
     out = {"step": step, "training_iteration": step // 6, "diverged": 0.0,
            "fid": min(f for i, f in enumerate(fids) if i not in diverged)}
     for i, f in enumerate(fids):
@@ -214,7 +214,7 @@ def test_a_regularizer_the_population_cannot_batch_runs_one_config_per_trial(tmp
 
 
 def test_pack_report_flags_each_diverged_member():
-    from trainables.ray_population import pack_report
+    from trainables.ray_trainable import pack_report
 
     latest = [{"fid": 10.0}, {"fid": 12.0, "diverged": 1.0}, {}]
     results = [None, {"status": "diverged", "step": 4, "reason": "nan"}, None]

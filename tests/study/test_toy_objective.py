@@ -96,7 +96,7 @@ def test_a_toy_optuna_searcher_is_told_toy_quality_not_the_frechet_distance(tmp_
 
 
 def test_a_packed_toy_search_tells_each_configuration_its_mean_toy_quality(tmp_path):
-    from trainables.ray_population import pack_report
+    from trainables.ray_trainable import pack_report
 
     spec = _spec(population=4, seeds=2)
     loc = str(tmp_path / "optuna.journal")

@@ -20,7 +20,7 @@ import torch
 from mlflow.tracking import MlflowClient
 from ray import tune
 
-from trainables import ray_population, ray_trainable, streams
+from trainables import ray_trainable, streams
 from trainables.config import validate_trial
 from trainables.ray_trainable import TrialContext
 from trainables.train import Callbacks, GANTrial, train
@@ -106,15 +106,15 @@ def test_a_gpu_workers_trial_checkpoint_resumes(tmp_path, monkeypatch, context):
 def test_a_gpu_workers_pack_checkpoint_resumes(tmp_path, monkeypatch, context):
     config = {"pack": [toy_raw(seed=0), toy_raw(seed=1, loss="wgan")]}
     full = _fake_tune(monkeypatch, tmp_path, "full")
-    ray_population.run_pack(config, context)
+    ray_trainable.run_pack(config, context)
     assert sorted(full) == [STOP, 8]
 
     retried = _fake_tune(monkeypatch, tmp_path, "retry", resume_from=full[STOP])
-    _on_a_gpu_worker(monkeypatch, ray_population, "train_population")
-    ray_population.run_pack(config, context)
+    _on_a_gpu_worker(monkeypatch, ray_trainable, "train_population")
+    ray_trainable.run_pack(config, context)
     assert sorted(retried) == [8]
-    want = ray_trainable.load_state(str(full[8] / ray_population.PACK_STATE_FILE))
-    got = ray_trainable.load_state(str(retried[8] / ray_population.PACK_STATE_FILE))
+    want = ray_trainable.load_state(str(full[8] / ray_trainable.PACK_STATE_FILE))
+    got = ray_trainable.load_state(str(retried[8] / ray_trainable.PACK_STATE_FILE))
     for a, b in zip(want["members"], got["members"], strict=True):
         assert _same(_params(a), _params(b))
         assert torch.equal(a["torch_rng"], b["torch_rng"])

@@ -205,6 +205,29 @@ def _save(state, _dir=[]):
     return path
 
 
+def test_a_stopped_pack_ends_its_diverged_member_as_train_does():
+    """``should_stop`` between stats steps (sync_free: flags unread since step 0): the member
+    whose losses went non-finite at step 1 ends diverged there, with the reason and records its
+    one-config trial has when stopped the same way; the other ends finished at the stop."""
+    base = dict(TOY, regularizer="none", iterations=30, stats_every=10, eval_every=15,
+                fid_samples=200)
+    cfgs = [_cfg(base, loss="wgan", seed=0), _cfg(base, loss="exp", alpha=1e11, seed=1)]
+
+    def stop_after(n):
+        calls = []
+        return lambda: calls.append(1) or len(calls) >= n
+
+    members = [Rec() for _ in cfgs]
+    results = train_population(cfgs, members, should_stop=stop_after(5))
+    solo = Rec()
+    alone = train(cfgs[1], solo, should_stop=stop_after(5))
+    assert (alone.status, alone.step) == ("diverged", 1)
+    assert (results[1].status, results[1].step, results[1].reason) == \
+        (alone.status, alone.step, alone.reason)
+    assert members[1].stats == solo.stats and results[1].step_times == []
+    assert (results[0].status, results[0].step) == ("finished", 5)
+
+
 def test_packing_groups_by_shape_keys_and_refuses_other_regularizers():
     base = dict(TOY, regularizer="sn", iterations=20, stats_every=10, eval_every=20)
     cfgs = ([_cfg(base, loss=l, k_sn=k) for l in ("ns", "wgan") for k in (1.0, 2.0, 5.0)]
@@ -364,10 +387,10 @@ def test_eager_and_sync_free_packs_are_the_same_step():
         assert x.stats == y.stats and x.evals == y.evals
         assert (x.end.status, x.end.step, x.end.reason) == (y.end.status, y.end.step, y.end.reason)
     assert a[1].end.status == "diverged"
-    # eager stops timing a diverged member at its divergence (as train(): no time for the step
-    # that diverged), sync_free at the stats step that reads the flag (steps 1-9 timed)
+    # both stop timing a diverged member at its divergence, as train() does (no time for the
+    # step that diverged), although sync_free reads the flag only at the stats step
     assert a[1].end.step == 1 and a[1].end.step_times == []
-    assert len(b[1].end.step_times) == 9
+    assert b[1].end.step_times == []
 
 
 @pytest.mark.parametrize("regularizer, optimizer", [("sn", "rmsprop"), ("gp", "adam")])
