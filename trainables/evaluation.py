@@ -5,7 +5,7 @@ FID (Heusel et al. 2017) is computed by :mod:`trainables.fid` (clean-fid protoco
 ``fid_samples`` generated images against the reference split, always from the same seeded z, so
 successive evaluations differ only by G.
 
-**The FID scale** (docs/design.md "The FID scale of every run", issue #10): an FID means nothing without
+**The FID scale** (docs/design.md "The FID scale of every run"): an FID means nothing without
 what real data and an untrained generator score at the same N, extractor, split and resolution.
 
 * ``fid_floor`` — FID of N real training images against the reference split (:func:`fid.fid_floor`:
