@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import shutil
 import signal
@@ -132,9 +133,10 @@ class Study:
         self.n = 0
 
     def drive(self, args: list[str], moment=None, sig: int | None = None,
-              timeout: float = 300) -> tuple[int, str]:
-        """Run ``lipstudy *args``; when ``moment(log_text)`` holds, send ``sig``; wait for the
-        driver to end (SIGKILL: at once), then end everything it started. (returncode, log)."""
+              timeout: float = 300, group: bool = False) -> tuple[int, str]:
+        """Run ``lipstudy *args``; when ``moment(log_text)`` holds, send ``sig`` (``group``: to
+        the driver's whole process group, as a terminal's Ctrl-C does); wait for the driver to
+        end (SIGKILL: at once), then end everything it started. (returncode, log)."""
         self.n += 1
         log = self.tmp / f"driver{self.n}.log"
         proc = lipstudy(args, cwd=self.tmp, env_extra=self.env, log=log)
@@ -146,7 +148,10 @@ class Study:
             wait_for(watch, timeout, None, f"the moment to stop {args[0]}")
             if proc.poll() is None and sig is not None:
                 started.update(family(proc.pid))
-                proc.send_signal(sig)
+                if group:  # the driver leads its own session: its group id is its pid
+                    os.killpg(proc.pid, sig)
+                else:
+                    proc.send_signal(sig)
             wait_for(lambda: (started.update(family(proc.pid)), proc.poll() is not None)[1],
                      timeout, None, f"{args[0]} to end")
         finally:
