@@ -336,36 +336,6 @@ def stop_process_group(proc, sig: int, grace: float = UI_GRACE_S, hurry=None) ->
     proc.wait()
 
 
-def _experiment_links(uri: str, url: str, limit: int = 20) -> list[str]:
-    """``name: link`` for each experiment of the store (newest first, the empty ``Default`` left
-    out), each link opening the experiment on its runs: a study's experiment in the shared view of
-    its newest execution (``study.ui_view``: the trials with status, params and FID as columns).
-
-    MLflow 3.17's UI opens ``#/experiments/<id>`` on its GenAI "Overview" unless the page is in its
-    "Model training" mode: the URL's ``workflowType=machine_learning``, else the browser's saved
-    choice (``localStorage['mlflow.workflowType']``, GenAI until the user flips the switch). The
-    experiment tag ``mlflow.experimentKind`` (``study.tracking``) does not decide it in this
-    version's UI (measured with Chromium; the tag is what other versions read)."""
-    try:
-        from mlflow.entities import ViewType
-        from mlflow.tracking import MlflowClient
-
-        client = MlflowClient(uri)
-        exps = client.search_experiments(view_type=ViewType.ACTIVE_ONLY, max_results=1000,
-                                         order_by=["last_update_time DESC"])
-        exps = [e for e in exps if not (e.experiment_id == "0" and not client.search_runs(
-            ["0"], max_results=1))]
-        from study.ui_view import latest_share_key, view_link
-
-        lines = [f"  {e.name}: {view_link(url, e.experiment_id, latest_share_key(client, e))}"
-                 for e in exps[:limit]]
-    except Exception:  # noqa: BLE001 - the links are a convenience; the server says what is wrong
-        return []
-    if len(exps) > limit:
-        lines.append(f"  ... and {len(exps) - limit} more experiment(s): {url}/#/experiments")
-    return lines
-
-
 def _port_taken(port: int, host: str = "127.0.0.1") -> str | None:
     """One line when ``host:port`` cannot be bound (another program listens there), else None.
     The probe binds as uvicorn does (``SO_REUSEADDR``: a port in TIME_WAIT counts as free) and
@@ -390,6 +360,15 @@ def _port_taken(port: int, host: str = "127.0.0.1") -> str | None:
     return f"--port {port}: cannot serve on {host}:{port}: {reason}; choose another port{free}"
 
 
+def _ui_store(store: str | None) -> str:
+    """The tracking URI ``lipstudy ui`` serves: ``--store`` (a path or a URI; a ``.db`` path is
+    a SQLite store), else the default one."""
+    from study.tracking import absolute_uri, default_tracking_uri
+
+    uri = absolute_uri(store) if store else default_tracking_uri()
+    return f"sqlite:///{uri}" if uri.endswith(".db") and "://" not in uri else uri
+
+
 def cmd_ui(store: str | None, port: int) -> int:
     """Run ``mlflow ui`` on the store (loopback only) and print its URL and a link per experiment
     that opens it on its runs; blocks until the server ends or a signal arrives.
@@ -405,36 +384,23 @@ def cmd_ui(store: str | None, port: int) -> int:
     import subprocess
     import time
 
-    from study.tracking import absolute_uri, default_tracking_uri
+    from study.ui_view import experiment_links, server_command
 
-    uri = absolute_uri(store) if store else default_tracking_uri()
-    if uri.endswith(".db") and "://" not in uri:
-        uri = f"sqlite:///{uri}"
-    if uri.startswith("sqlite:///"):
-        db = uri[len("sqlite:///"):]
-        if not os.path.exists(db):
-            return _fail(f"--store: no MLflow store at {db} (run a study first: lipstudy run)")
+    uri = _ui_store(store)
+    db = uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else None
+    if db is not None and not os.path.exists(db):
+        return _fail(f"--store: no MLflow store at {db} (run a study first: lipstudy run)")
     taken = _port_taken(port)
     if taken:
         return _fail(taken)
-    # one worker and no job runner: ≈ 0.5 GiB instead of ≈ 2.5 GiB (docs/measurements.md); uvicorn gives
-    # open connections at most 3 s once told to stop
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
-           "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-           "--uvicorn-opts", "--timeout-graceful-shutdown 3"]
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    cmd, env = server_command(uri, port)
     url = f"http://127.0.0.1:{port}"
-    links = _experiment_links(uri, url)
+    links = experiment_links(uri, url)
     received: list[int] = []
-    signums = [getattr(signal, name) for name in STOP_SIGNALS if hasattr(signal, name)]
     previous = {}
-
-    def on_signal(signum, frame) -> None:
-        received.append(signum)
-
-    try:
-        # handlers first: a signal from here on is never lost and never kills us half-way
-        previous = {s: signal.signal(s, on_signal) for s in signums}
+    try:  # handlers first: a signal from here on is never lost and never kills us half-way
+        previous = {s: signal.signal(s, lambda signum, frame: received.append(signum))
+                    for s in (getattr(signal, n) for n in STOP_SIGNALS if hasattr(signal, n))}
     except ValueError:  # not the main thread: Ctrl-C handling stays Python's own
         pass
     try:

@@ -13,13 +13,27 @@ What MLflow 3.17's UI offers, read from its server bundle (``mlflow/server/js/bu
   run's artifact directly.
 * **Logged figures and tables** on a run (``MlflowClient.log_figure`` / ``log_table``) are shown
   in its Artifacts tab.
+* **Charts.** A shared view also carries the runs page's chart view (``compareRunCharts`` /
+  ``compareRunSections``; the page's "Chart" switch, or ``compareRunsMode=CHART`` in the URL,
+  shows it). A section marked ``isReordered`` keeps its charts in the given order; the UI appends
+  a chart for every other metric after them. The scatter chart has linear axes only (its Plotly
+  layout is fixed); a line chart's y axis may be ``scaleType: log``.
+* **Run colours.** The run tag ``mlflow.runColor`` (a hex colour, what the UI's colour picker
+  writes) colours a run in every chart.
+* **A run page's chart tab** ("Model metrics") is laid out from the run's metric names alone, in
+  the browser's local storage thereafter: metrics with a ``/`` form sections placed before
+  "Model metrics", the rest in code-unit order (``crashed``, ``diverged``, ``fd_lipschitz_*``
+  sort before ``fid``). No tag or URL chooses it; the FID curves are therefore the chart view's
+  second chart, beside the logged figure.
 
 So every study execution writes, on its experiment: a shared view whose key is the parent run's
 id, listing the parent's trials (``tags.mlflow.parentRunId``, the children as flat rows, best FID
-first) with their status, loss, regularizer, k_SN, α, FID and quality as columns; and a
+first) with their status, loss, regularizer, k_SN, α, FID and quality as columns, and whose chart
+view opens on FID against k_SN (a point per trial) and the trials' FID curves (log FID); and a
 description linking the parent run's figures (FID against k_SN coloured by loss on log axes, the
 trials' FID curves), drawn by :mod:`analysis.figures` / :mod:`analysis.curves` at the study's end
-and at the end of every resume (:func:`log_study_figures`).
+and at the end of every resume (:func:`log_study_figures`), when each trial run is also coloured
+by its loss, as in the figures.
 """
 
 from __future__ import annotations
@@ -40,6 +54,10 @@ OPTUNA_HISTORY_FIGURE = "optuna_history.png"  # a searched study's optimisation 
 VIEW_PARAMS = ("loss", "regularizer", "k_sn", "alpha")
 VIEW_METRICS = ("fid", "fid_quality", "modes_covered", "hq_share")
 UI_MODE = "workflowType=machine_learning"  # the UI's "Model training" mode (see view_link)
+RUN_COLOR_TAG = "mlflow.runColor"  # MLflow UI: a run's colour in every chart (hex)
+CHART_SECTION = "lipstudy-study-charts"  # the id of the chart view's section
+SCATTER_CHART = "lipstudy-fid-vs-k-sn"  # the ids of its first two charts
+CURVES_CHART = "lipstudy-fid-curves"
 
 
 def _column(kind: str, key: str) -> str:
@@ -61,7 +79,27 @@ def view_state(parent_run_id: str) -> dict:
         "runsHiddenMode": "SHOW_ALL",  # charts show every trial, not the first 10
         "viewMaximized": False,
         "runListHidden": False,
+        "compareRunCharts": study_charts(),
+        "compareRunSections": [{"uuid": CHART_SECTION, "name": "Model metrics", "display": True,
+                                "isReordered": True, "deleted": False, "isGenerated": False}],
+        "hideEmptyCharts": True,
     }
+
+
+def study_charts() -> list[dict]:
+    """The chart view's first charts (the bundle's chart-card classes, serialized): FID against
+    k_SN, one point per trial in its run colour (MLflow's scatter: linear axes), then the trials'
+    FID curves over the steps on a log FID axis."""
+    common = {"metricSectionId": CHART_SECTION, "deleted": False, "isGenerated": False,
+              "runsCountToCompare": 100}
+    scatter = {**common, "uuid": SCATTER_CHART, "type": "SCATTER",
+               "xaxis": {"key": "k_sn", "type": "PARAM"}, "yaxis": {"key": "fid", "type": "METRIC"}}
+    curves = {**common, "uuid": CURVES_CHART, "type": "LINE", "metricKey": "fid",
+              "selectedMetricKeys": ["fid"], "displayName": "fid", "xAxisKey": "step",
+              "useGlobalXaxisKey": False, "selectedXAxisMetricKey": "", "scaleType": "log",
+              "xAxisScaleType": "linear", "lineSmoothness": 0, "useGlobalLineSmoothing": False,
+              "range": {}, "yAxisKey": "metric", "yAxisExpressions": [], "ignoreOutliers": False}
+    return [scatter, curves]
 
 
 def artifact_link(experiment_id: str, run_id: str, path: str) -> str:
@@ -121,6 +159,47 @@ def latest_share_key(client, experiment) -> str | None:
     return None
 
 
+def experiment_links(uri: str, url: str, limit: int = 20) -> list[str]:
+    """``name: link`` for each experiment of the store (newest first, the empty ``Default`` left
+    out), each link opening the experiment on its runs: a study's experiment in the shared view of
+    its newest execution (:func:`latest_share_key`: the trials with status, params and FID as
+    columns).
+
+    MLflow 3.17's UI opens ``#/experiments/<id>`` on its GenAI "Overview" unless the page is in its
+    "Model training" mode: the URL's ``workflowType=machine_learning``, else the browser's saved
+    choice (``localStorage['mlflow.workflowType']``, GenAI until the user flips the switch). The
+    experiment tag ``mlflow.experimentKind`` (:mod:`study.tracking`) does not decide it in this
+    version's UI (measured with Chromium; the tag is what other versions read)."""
+    try:
+        from mlflow.entities import ViewType
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(uri)
+        exps = client.search_experiments(view_type=ViewType.ACTIVE_ONLY, max_results=1000,
+                                         order_by=["last_update_time DESC"])
+        exps = [e for e in exps if not (e.experiment_id == "0" and not client.search_runs(
+            ["0"], max_results=1))]
+        lines = [f"  {e.name}: {view_link(url, e.experiment_id, latest_share_key(client, e))}"
+                 for e in exps[:limit]]
+    except Exception:  # noqa: BLE001 - the links are a convenience; the server says what is wrong
+        return []
+    if len(exps) > limit:
+        lines.append(f"  ... and {len(exps) - limit} more experiment(s): {url}/#/experiments")
+    return lines
+
+
+def server_command(uri: str, port: int) -> tuple[list[str], dict[str, str]]:
+    """The ``mlflow ui`` command (and its environment) serving ``uri`` on loopback at ``port``:
+    one worker and no job runner, ≈ 0.5 GiB instead of ≈ 2.5 GiB (docs/measurements.md); uvicorn
+    gives open connections at most 3 s once told to stop."""
+    import os
+
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+           "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+           "--uvicorn-opts", "--timeout-graceful-shutdown 3"]
+    return cmd, {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
 def study_figures(tracking_uri: str, experiment_id: str, parent_run_id: str):
     """``[(artifact file name, Figure)]``: FID vs k_SN (coloured by loss, log axes), the FID
     curves of the parent's trials and, for an Optuna search, Optuna's figures (optimisation
@@ -138,6 +217,8 @@ def study_figures(tracking_uri: str, experiment_id: str, parent_run_id: str):
         return []
     out = []
     for i, (name, fig) in enumerate(figures.fid_vs_k(frame)):
+        for ax in fig.axes:  # FIDs span orders of magnitude across k_SN: log on both axes
+            ax.set_yscale("log")
         out.append((FID_VS_K_FIGURE if i == 0 else f"{name}.png", fig))
     hist = load.load_histories(frame, curves.CURVE_METRICS, tracking_uri)
     for i, (name, fig) in enumerate(curves.learning_curves(hist, frame, per_figure=10,
@@ -148,13 +229,39 @@ def study_figures(tracking_uri: str, experiment_id: str, parent_run_id: str):
     return out
 
 
+def loss_colour(loss: str) -> str:
+    """The hex colour of ``loss`` in the study's figures (:mod:`analysis.figures`)."""
+    from matplotlib.colors import to_hex
+
+    from analysis.figures import _color
+
+    return to_hex(_color(loss))
+
+
+def colour_trials(client, tracking) -> int:
+    """Tag every trial run of the execution with its loss's colour (``mlflow.runColor``), so
+    that the UI's charts colour the trials by loss as the figures do; returns how many."""
+    runs = client.search_runs([tracking.experiment_id],
+                              f"tags.`{names.PARENT_TAG}` = '{tracking.parent_run_id}'",
+                              max_results=50000)
+    coloured = 0
+    for run in runs:
+        loss = run.data.params.get("loss")
+        if loss and run.data.tags.get(RUN_COLOR_TAG) != loss_colour(loss):
+            client.set_tag(run.info.run_id, RUN_COLOR_TAG, loss_colour(loss))
+            coloured += 1
+    return coloured
+
+
 def log_study_figures(client, tracking) -> list[str]:
-    """Draw :func:`study_figures` and log them under ``figures/`` on the parent run; returns the
-    artifact paths. A failure is one warning line: the study's outcome does not depend on it."""
+    """Colour the execution's trials by loss (:func:`colour_trials`), draw :func:`study_figures`
+    and log them under ``figures/`` on the parent run; returns the artifact paths. A failure is
+    one warning line: the study's outcome does not depend on it."""
     import matplotlib.pyplot as plt
 
     logged = []
     try:
+        colour_trials(client, tracking)
         for name, fig in study_figures(tracking.tracking_uri, tracking.experiment_id,
                                        tracking.parent_run_id):
             client.log_figure(tracking.parent_run_id, fig, f"{FIGURE_DIR}/{name}")

@@ -3,7 +3,8 @@ opened in headless Chromium, lists the trials with their ``fid`` and params (scr
 The study at a glance, with clicks counted: the link ``lipstudy ui`` prints opens the runs page
 (not MLflow 3's GenAI "Overview") on every trial of the study with its status, loss, regularizer,
 k_SN, α, FID and quality, equal to the runs' own values, without a click; the parent run's FID vs
-k_SN figure and the trials' FID curves open within ``CLICK_BUDGET`` clicks of it.
+k_SN figure and the trials' FID curves open within ``CLICK_BUDGET`` clicks of it, and so does the
+runs page's chart view, which opens on FID against k_SN coloured by loss, then the FID curves.
 
 The browser test needs Debian's ``chromium`` + ``chromium-driver`` and ``selenium`` (the ``test``
 extra); ``.ci/run`` installs the browser when it can. Without them it is skipped, saying why.
@@ -411,3 +412,78 @@ def test_the_study_figures_are_within_two_clicks_of_the_printed_link(lipstudy_ui
         d.quit()
         if shot.exists():
             shutil.copyfile(shot, FIGURE_SCREENSHOT_COPY)
+
+
+CHARTS_SCREENSHOT_COPY = Path("/tmp/lipstudy-ui-charts.png")
+
+
+def _plot(d, card) -> dict:
+    """What a chart card's Plotly graph draws: its traces (x, y, marker colours, run name) and
+    its axis types."""
+    from selenium.webdriver.common.by import By
+
+    graph = card.find_element(By.CSS_SELECTOR, ".js-plotly-plot")
+    return d.execute_script(
+        "const g = arguments[0]; return {traces: g.data.map(t => ({x: t.x, y: t.y, name: t.name,"
+        " colour: t.marker && t.marker.color})), x: g.layout.xaxis.type, y: g.layout.yaxis.type}",
+        graph)
+
+
+@pytest.mark.slow
+def test_the_chart_view_opens_on_fid_against_k_sn_coloured_by_loss(lipstudy_ui, study_store,
+                                                                   tmp_path):
+    """One click from the printed link (the runs page's "Chart" switch): the first chart is FID
+    against k_SN with a point per trial (the parent is not one), each in its loss's colour (the
+    logged figures' colours), at the run's own k_SN and final FID; the second is the trials' FID
+    curves, each its run's FID history, on a log FID axis. (MLflow's scatter has linear axes;
+    the log-log figure is the description's link.)"""
+    from mlflow.tracking import MlflowClient
+    from selenium.webdriver.common.by import By
+
+    from study.ui_view import loss_colour
+
+    chromium, driver = _browser()
+    url, _, _, link = lipstudy_ui
+    db, _, trials = study_store
+    client = MlflowClient(f"sqlite:///{db}")
+    d = _start_chromium(chromium, driver, tempfile.mkdtemp(dir=tmp_path, prefix="chromium-"))
+    click = Clicks()
+    shot = tmp_path / "mlflow-ui-charts.png"
+    try:
+        d.get(link)
+        switch = _wait(lambda: [e for e in d.find_elements(
+            By.XPATH, "//input[@name='runs-view-mode' and @value='CHART']/ancestor::label[1]")
+            if e.is_displayed()], what="the runs page's Chart switch")[0]
+        click(switch)
+        card = '[data-testid="experiment-view-compare-runs-card"]'
+        cards = _wait(lambda: [c for c in d.find_elements(By.CSS_SELECTOR, card)][:2]
+                      if len(d.find_elements(By.CSS_SELECTOR, f"{card} .js-plotly-plot")) >= 2
+                      else None, timeout=90, what="the first two charts")
+        assert [c.text.split("\n")[0] for c in cards] == ["k_sn vs. fid", "fid"]
+        scatter = _wait(lambda: (lambda p: p if len(p["traces"][0]["x"]) == len(trials) else None)(
+            _plot(d, cards[0])), timeout=60, what="a point per trial in the scatter")
+        (points,) = scatter["traces"]
+        drawn = sorted(zip(map(float, points["x"]), points["y"], points["colour"]))
+        assert drawn == sorted((t["k_sn"], t["fid"], loss_colour(t["loss"]))
+                               for t in trials.values())
+        assert len({loss_colour(t["loss"]) for t in trials.values()}) == len(trials)
+        curves = _wait(lambda: (lambda p: p if {t["name"] for t in p["traces"]} == set(trials)
+                                else None)(_plot(d, cards[1])), timeout=60,
+                       what="a FID curve per trial")
+        assert curves["y"] == "log"
+        for trace in curves["traces"]:
+            history = sorted((m.step, m.value) for m in client.get_metric_history(
+                trials[trace["name"]]["run_id"], "fid"))
+            assert list(zip(trace["x"], trace["y"])) == history, trace["name"]
+            assert trace["colour"].startswith(loss_colour(trials[trace["name"]]["loss"]))
+        d.save_screenshot(str(shot))
+        assert click.n <= CLICK_BUDGET, click.n
+    finally:
+        if not shot.exists():
+            try:
+                d.save_screenshot(str(shot))
+            except Exception:  # noqa: BLE001
+                pass
+        d.quit()
+        if shot.exists():
+            shutil.copyfile(shot, CHARTS_SCREENSHOT_COPY)

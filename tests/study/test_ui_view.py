@@ -13,10 +13,10 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from study.cli import _experiment_links
 from study.search import open_storage
 from study.tracking import start_study_run
-from study.ui_view import NOTE_TAG, SHARED_VIEW_TAG, log_study_figures
+from study.ui_view import (NOTE_TAG, RUN_COLOR_TAG, SHARED_VIEW_TAG, experiment_links,
+                           log_study_figures, loss_colour, study_figures)
 from trainables import names
 
 
@@ -43,6 +43,14 @@ def test_each_execution_shares_a_view_of_its_trials_and_the_link_opens_the_newes
         "tags.`lipstudy.status`", "params.`loss`", "params.`regularizer`", "params.`k_sn`",
         "params.`alpha`", "metrics.`fid`", "metrics.`fid_quality`", "metrics.`modes_covered`",
         "metrics.`hq_share`"]
+    # its chart view opens on FID against k_SN, then the FID curves (log FID), in that order
+    scatter, curves = view["compareRunCharts"]
+    assert (scatter["type"], scatter["xaxis"], scatter["yaxis"]) == (
+        "SCATTER", {"key": "k_sn", "type": "PARAM"}, {"key": "fid", "type": "METRIC"})
+    assert (curves["type"], curves["metricKey"], curves["scaleType"]) == ("LINE", "fid", "log")
+    (section,) = view["compareRunSections"]
+    assert section["isReordered"] and {scatter["metricSectionId"], curves["metricSectionId"]} == {
+        section["uuid"]}
     assert SHARED_VIEW_TAG + first.parent_run_id in tags  # an earlier execution keeps its view
     note = tags[NOTE_TAG]
     assert note.startswith('lipstudy study "glance"')  # what the home page's list shows
@@ -52,7 +60,7 @@ def test_each_execution_shares_a_view_of_its_trials_and_the_link_opens_the_newes
     client.set_experiment_tag(second.experiment_id, NOTE_TAG, "my own notes")
     _start(uri, tmp_path)  # a third execution: its view, and the person's description stays
     assert client.get_experiment(second.experiment_id).tags[NOTE_TAG] == "my own notes"
-    (line,) = _experiment_links(uri, "http://127.0.0.1:5000")
+    (line,) = experiment_links(uri, "http://127.0.0.1:5000")
     (third,) = [r for r in client.search_runs([second.experiment_id],
                                               "tags.`lipstudy.kind` = 'study'")
                 if r.info.run_id not in (first.parent_run_id, second.parent_run_id)]
@@ -89,6 +97,20 @@ def test_the_parent_run_gets_fid_vs_k_and_the_fid_curves(uri, tmp_path):
     logged = log_study_figures(client, tracking)
     assert logged == ["figures/fid_vs_k_sn.png", "figures/fid_curves.png"]
     assert _artifacts(client, tracking.parent_run_id) == {"fid_vs_k_sn.png", "fid_curves.png"}
+    # FID against k_SN on log axes, a colour per loss; the trial runs carry the same colours
+    (name, fig), _ = study_figures(uri, tracking.experiment_id, tracking.parent_run_id)
+    (ax,) = fig.axes
+    assert name == "fid_vs_k_sn.png" and (ax.get_xscale(), ax.get_yscale()) == ("log", "log")
+    from matplotlib.colors import to_hex
+
+    drawn = {ln.get_label().split()[0]: to_hex(ln.get_color()) for ln in ax.get_lines()}
+    assert drawn == {"ns": loss_colour("ns"), "wgan": loss_colour("wgan")}
+    assert loss_colour("ns") != loss_colour("wgan")
+    children = client.search_runs([tracking.experiment_id],
+                                  f"tags.`{names.PARENT_TAG}` = '{tracking.parent_run_id}'")
+    assert len(children) == 4
+    for run in children:
+        assert run.data.tags[RUN_COLOR_TAG] == loss_colour(run.data.params["loss"])
 
 
 def test_a_searched_study_also_gets_optunas_figures_on_its_parent(uri, tmp_path):
