@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 from study.search import open_storage
 from study.tracking import start_study_run
 from study.ui_view import (NOTE_TAG, RUN_COLOR_TAG, SHARED_VIEW_TAG, experiment_links,
-                           log_study_figures, loss_colour, study_figures)
+                           log_study_figures, loss_colour)
 from trainables import names
 
 
@@ -94,13 +94,19 @@ def test_the_parent_run_gets_fid_vs_k_and_the_fid_curves(uri, tmp_path):
     client = MlflowClient(uri)
     for i, (loss, k) in enumerate((("ns", 0.5), ("wgan", 1.0), ("ns", 10.0), ("wgan", 10.0))):
         _child(client, tracking, i, loss, k, 1.0, [9.0 - i, 4.0 + i])
-    logged = log_study_figures(client, tracking)
+    figures = {}
+
+    class Keep(MlflowClient):  # the figures as logged (they are closed, not gone, afterwards)
+        def log_figure(self, run_id, figure, artifact_file, **kw):
+            figures[artifact_file] = figure
+            return super().log_figure(run_id, figure, artifact_file, **kw)
+
+    logged = log_study_figures(Keep(uri), tracking)
     assert logged == ["figures/fid_vs_k_sn.png", "figures/fid_curves.png"]
     assert _artifacts(client, tracking.parent_run_id) == {"fid_vs_k_sn.png", "fid_curves.png"}
     # FID against k_SN on log axes, a colour per loss; the trial runs carry the same colours
-    (name, fig), _ = study_figures(uri, tracking.experiment_id, tracking.parent_run_id)
-    (ax,) = fig.axes
-    assert name == "fid_vs_k_sn.png" and (ax.get_xscale(), ax.get_yscale()) == ("log", "log")
+    (ax,) = figures["figures/fid_vs_k_sn.png"].axes
+    assert (ax.get_xscale(), ax.get_yscale()) == ("log", "log")
     from matplotlib.colors import to_hex
 
     drawn = {ln.get_label().split()[0]: to_hex(ln.get_color()) for ln in ax.get_lines()}
