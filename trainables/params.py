@@ -26,13 +26,13 @@ from typing import Any, ClassVar, Literal
 
 import pydantic
 
-from trainables import names
 from trainables.registry import claim
 
 __all__ = [
     "ARCH_RESOLUTION", "CAPTURED_MODES", "LOSS_NAMES", "OPTIMIZER_PARAMS", "PRECISIONS",
     "REGULARIZER_PARAMS", "STEP_MODES", "OptimizerParams", "RegularizerParams",
-    "declare_regularizer", "keys_by_regularizer", "member_field", "member_keys", "optimizer_defaults", "positive_finite",
+    "declare_regularizer", "k_field", "keys_by_regularizer", "member_field", "member_keys",
+    "optimizer_defaults", "positive_finite",
 ]
 
 #: What ``step_mode`` resolves to (``auto`` picks one of these per device).
@@ -58,11 +58,20 @@ def member_field(default: Any, **kw: Any) -> Any:
     return pydantic.Field(default, json_schema_extra={"per_member": True}, **kw)
 
 
+def k_field(default: float, *, per_member: bool, **kw: Any) -> Any:
+    """The field holding a regularizer's Lipschitz target K (its ``k_key``), per member or not
+    (``per_member``: for a regularizer that packs, as :func:`member_field`)."""
+    return pydantic.Field(default, json_schema_extra={"per_member": per_member, "k": True}, **kw)
+
+
+def _marked(model: type[pydantic.BaseModel], mark: str) -> list[str]:
+    return [k for k, f in model.model_fields.items()
+            if isinstance(f.json_schema_extra, dict) and f.json_schema_extra.get(mark)]
+
+
 def member_keys(model: type[pydantic.BaseModel]) -> frozenset[str]:
-    """The fields of ``model`` marked :func:`member_field`."""
-    return frozenset(k for k, f in model.model_fields.items()
-                     if isinstance(f.json_schema_extra, dict)
-                     and f.json_schema_extra.get("per_member"))
+    """The fields of ``model`` marked :func:`member_field` (or :func:`k_field`)."""
+    return frozenset(_marked(model, "per_member"))
 
 
 def positive_finite(**kw: Any) -> Any:
@@ -113,7 +122,8 @@ class RegularizerParams(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
 
     name: ClassVar[str] = ""
-    #: The key holding the Lipschitz target K (run names show it), or None.
+    #: The key holding the Lipschitz target K (run names show it): the field declared with
+    #: :func:`k_field`, or None (set by :func:`declare_regularizer`).
     k_key: ClassVar[str | None] = None
     #: Whether a population pack batches the regularizer (its class then has a ``Pack`` form).
     packs: ClassVar[bool] = False
@@ -134,17 +144,18 @@ def declare_regularizer(name: str):
     """Class decorator: declare a :class:`RegularizerParams` subclass as regularizer ``name``."""
 
     def deco(cls: type[RegularizerParams]) -> type[RegularizerParams]:
-        claim(REGULARIZER_PARAMS, names.REGULARIZER, name)
+        claim(REGULARIZER_PARAMS, "regularizer Params", name)
         if not (isinstance(cls, type) and issubclass(cls, RegularizerParams)):
             raise TypeError(f"regularizer {name!r}: Params must subclass RegularizerParams")
-        if cls.k_key is not None and cls.k_key not in cls.model_fields:
-            raise TypeError(f"{cls.__name__}.k_key {cls.k_key!r} is not one of its Params keys")
+        ks = _marked(cls, "k")
+        if len(ks) > 1:
+            raise TypeError(f"regularizer {name!r}: one k_field at most, got {ks}")
         bad = [k for k in cls.capture if k[0] not in CAPTURED_MODES or not isinstance(k[1], bool)
                or (k[1] and not cls.packs)]
         if bad:
             raise TypeError(f"regularizer {name!r}: capture keys {bad} are not (captured mode, "
                             "packed) pairs of a regularizer that packs")
-        cls.name = name
+        cls.name, cls.k_key = name, (ks[0] if ks else None)
         REGULARIZER_PARAMS[name] = cls
         return cls
 
@@ -169,18 +180,16 @@ class NoParams(RegularizerParams):
 class SNParams(RegularizerParams):
     """Spectral normalization scaled by k_SN (Eq. 1): K ≈ k_SN^n for n layers (Eq. 3)."""
 
-    k_key = names.K_SN
     packs = True
     capture = _PLAIN
-    k_sn: float = member_field(1.0, gt=0, allow_inf_nan=False,
-                               description="k_SN of Eq. 1; K ≈ k_SN^n")
+    k_sn: float = k_field(1.0, per_member=True, gt=0, allow_inf_nan=False,
+                          description="k_SN of Eq. 1; K ≈ k_SN^n")
 
 
 @declare_regularizer("gp")
 class GPParams(RegularizerParams):
     """Gradient penalty (Eq. 18, Appendix C; WGAN-GP), one-sided = the LP penalty."""
 
-    k_key = names.K_GP
     packs = True
     capture = {
         ("compiled", False): _DOUBLE_BACKWARD,
@@ -190,8 +199,8 @@ class GPParams(RegularizerParams):
         ("compiled", True): _DOUBLE_BACKWARD,
         ("cuda_graph", True): None,  # a pack draws the weights outside, into static inputs
     }
-    k_gp: float = member_field(1.0, ge=0, allow_inf_nan=False,
-                               description="target gradient norm k_GP of Eq. 18 (0 = zero-centred)")
+    k_gp: float = k_field(1.0, per_member=True, ge=0, allow_inf_nan=False,
+                          description="target gradient norm k_GP of Eq. 18 (0 = zero-centred)")
     gp_lambda: float = member_field(10.0, gt=0, allow_inf_nan=False, description="λ of Eq. 18")
     gp_mode: Literal["two-sided", "one-sided"] = pydantic.Field(
         "two-sided", description="one-sided penalizes only ‖∇f‖ > k_GP (LP)")
@@ -211,7 +220,6 @@ class R1Params(RegularizerParams):
 class GraNParams(RegularizerParams):
     """Gradient normalization (GraN-GAN Eq. 16-20)."""
 
-    k_key = names.GRAN_K
     capture = {
         ("compiled", False): (
             "its D is a double backward (the input gradient with create_graph=True inside the "
@@ -219,7 +227,8 @@ class GraNParams(RegularizerParams):
         ("cuda_graph", False): "its D is a double backward, not part of the captured "
                                "single-trial step",
     }
-    gran_k: float = positive_finite(default=1.0, description="K = 1/τ of Eq. 20")
+    gran_k: float = k_field(1.0, per_member=False, gt=0, allow_inf_nan=False,
+                            description="K = 1/τ of Eq. 20")
     gran_eps: float = positive_finite(default=1e-8, description="ε of Eq. 16")
 
 
@@ -227,7 +236,6 @@ class GraNParams(RegularizerParams):
 class ALRParams(RegularizerParams):
     """Adversarial Lipschitz penalty (ALR paper Eq. 15-17); defaults WGAN-ALP on CIFAR-10."""
 
-    k_key = names.ALR_K
     capture = {
         ("compiled", False): (
             "its power iteration calls torch.autograd.grad inside the step, which dynamo does not "
@@ -236,17 +244,18 @@ class ALRParams(RegularizerParams):
             "it draws its directions and ε from torch's global RNG inside the step and runs a "
             "power iteration; the graph fills only the real batch and z"),
     }
-    alr_k: float = positive_finite(default=1.0, description="target Lipschitz constant K")
+    alr_k: float = k_field(1.0, per_member=False, gt=0, allow_inf_nan=False,
+                           description="target Lipschitz constant K")
     alr_lambda: float = positive_finite(default=100.0, description="λ of Eq. 17")
     alr_xi: float = positive_finite(default=10.0, description="ξ of the power iteration")
     alr_eps_min: float = positive_finite(default=0.1, description="low end of P_ε = U[min, max]")
     alr_eps_max: float = positive_finite(default=10.0, description="high end of P_ε")
     alr_iters: int = pydantic.Field(1, ge=1, le=100, description="power iterations k")
 
-    @pydantic.field_validator(names.ALR_EPS_MAX)
+    @pydantic.field_validator("alr_eps_max")
     @classmethod
     def _eps_order(cls, v: float, info: pydantic.ValidationInfo) -> float:
-        lo = info.data.get(names.ALR_EPS_MIN)
+        lo = info.data.get("alr_eps_min")
         if lo is not None and v < lo:
             raise ValueError(f"must be >= alr_eps_min ({lo})")
         return v

@@ -1,6 +1,8 @@
 """The first answers import only what they use: ``lipstudy validate <study>`` and ``lipstudy
-presets`` check configs, data and plans without torchvision, Ray, MLflow or the training module
-(their import time is most of a first answer's wall time; ``bench/cli_latency.py`` measures it)."""
+presets`` check configs, data and plans without torch, torchvision, Ray, MLflow or the training
+module (their import time is most of a first answer's wall time; ``bench/cli_latency.py``
+measures it): trial configs validate against ``trainables.params``, FID plans against
+``trainables.fid_choice``."""
 
 from __future__ import annotations
 
@@ -10,9 +12,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-#: Packages a first answer must not import (torch itself is still imported by the registries of
-#: losses, regularizers and models that the trial config validates against).
-NOT_IMPORTED = ("torchvision", "ray", "mlflow", "trainables.train", "trainables.population")
+#: Packages a first answer must not import.
+NOT_IMPORTED = ("torch", "torchvision", "ray", "mlflow", "trainables.train",
+                "trainables.population")
 
 _SCRIPT = f"""
 import contextlib, io, sys
