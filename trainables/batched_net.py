@@ -251,6 +251,15 @@ class _Linear(torch.autograd.Function):
         return gh, gw, gb
 
 
+def _activation(kind: str, info: dict[str, Any], h: torch.Tensor) -> torch.Tensor:
+    """An elementwise layer (exactly rounded: batched over the members)."""
+    if kind == "relu":
+        return F.relu(h)
+    if kind == "lrelu":
+        return F.leaky_relu(h, info["slope"])
+    return torch.tanh(h)
+
+
 class BatchedNet:
     """P copies of one ``Generator`` / ``Discriminator`` (``.net`` a Sequential of
     :data:`_LAYERS`, optionally SN-parametrized) as stacked tensors keyed by state-dict names.
@@ -333,52 +342,59 @@ class BatchedNet:
                 h = x.transpose(0, 1).reshape(B, -1, x.shape[-2], x.shape[-1])
         else:
             h = x
-        for kind, _pre, info in self.layers:
+        for kind, pre, info in self.layers:
             if kind == "linear":
-                w = self.weight(info, training, detach)
-                b = info["b"]
-                bb = None if b is None else (p[b].detach() if detach else p[b])
-                h = _Linear.apply(h, w, bb)
+                h = _Linear.apply(h, self.weight(info, training, detach), self._bias(info, detach))
             elif kind in ("conv", "deconv"):
                 w = self.weight(info, training, detach)
-                b = info["b"]
-                bias = None
-                if b is not None:
-                    bias = (p[b].detach() if detach else p[b]).reshape(-1)
+                bias = self._bias(info, detach)
+                bias = None if bias is None else bias.reshape(-1)
                 wf = w.reshape((-1,) + tuple(w.shape[2:]))
-                if kind == "conv":
-                    h = F.conv2d(h, wf, bias, info["stride"], info["padding"], groups=P)
-                else:
-                    h = F.conv_transpose2d(h, wf, bias, info["stride"], info["padding"],
-                                           groups=P)
+                op = F.conv2d if kind == "conv" else F.conv_transpose2d
+                h = op(h, wf, bias, info["stride"], info["padding"], groups=P)
             elif kind == "bn":
-                pre = _pre
-                wt, bs = p[pre + "weight"], p[pre + "bias"]
-                if detach:
-                    wt, bs = wt.detach(), bs.detach()
-                rm, rv = self.buffers[pre + "running_mean"], self.buffers[pre + "running_var"]
-                if h.dim() == 3:  # mlp (P, B, C) → (B, P·C)
-                    hh = h.transpose(0, 1).reshape(B, -1)
-                    hh = F.batch_norm(hh, rm.view(-1), rv.view(-1), wt.reshape(-1),
-                                      bs.reshape(-1), training, info["momentum"], info["eps"])
-                    h = hh.reshape(B, P, -1).transpose(0, 1)
-                else:
-                    h = F.batch_norm(h, rm.view(-1), rv.view(-1), wt.reshape(-1), bs.reshape(-1),
-                                     training, info["momentum"], info["eps"])
-                if training:
-                    nbt = self.buffers.get(pre + "num_batches_tracked")
-                    if nbt is not None:
-                        nbt.add_(1)
-            elif kind == "relu":
-                h = F.relu(h)
-            elif kind == "lrelu":
-                h = F.leaky_relu(h, info["slope"])
+                h = self._bn_stacked(h, pre, info, training, detach)
             else:
-                h = torch.tanh(h)
+                h = _activation(kind, info, h)
         if self.is_d:  # (B, P, 1, 1) or (P, B, 1) → (P, B)
             return h.reshape(B, P).transpose(0, 1) if self.image else h.reshape(P, B)
         if self.image:  # (B, P·c, H, W) → (P, B, c, H, W)
             return h.reshape((B, P, -1) + tuple(h.shape[2:])).transpose(0, 1)
+        return h
+
+    def _bias(self, info: dict[str, Any], detach: bool) -> torch.Tensor | None:
+        b = info["b"]
+        if b is None:
+            return None
+        return self.params[b].detach() if detach else self.params[b]
+
+    def _bn_params(self, pre: str, detach: bool):
+        """(weight, bias, running mean, running var) of a BatchNorm layer, stacked."""
+        wt, bs = self.params[pre + "weight"], self.params[pre + "bias"]
+        if detach:
+            wt, bs = wt.detach(), bs.detach()
+        return wt, bs, self.buffers[pre + "running_mean"], self.buffers[pre + "running_var"]
+
+    def _count_batch(self, pre: str, training: bool) -> None:
+        """BatchNorm's ``num_batches_tracked`` += 1 in train mode, as the module counts."""
+        nbt = self.buffers.get(pre + "num_batches_tracked") if training else None
+        if nbt is not None:
+            nbt.add_(1)
+
+    def _bn_stacked(self, h: torch.Tensor, pre: str, info: dict[str, Any], training: bool,
+                    detach: bool) -> torch.Tensor:
+        """BatchNorm over the members' channels side by side (per-member statistics)."""
+        wt, bs, rm, rv = self._bn_params(pre, detach)
+        if h.dim() == 3:  # mlp (P, B, C) → (B, P·C)
+            P, B = h.shape[0], h.shape[1]
+            hh = h.transpose(0, 1).reshape(B, -1)
+            hh = F.batch_norm(hh, rm.view(-1), rv.view(-1), wt.reshape(-1),
+                              bs.reshape(-1), training, info["momentum"], info["eps"])
+            h = hh.reshape(B, P, -1).transpose(0, 1)
+        else:
+            h = F.batch_norm(h, rm.view(-1), rv.view(-1), wt.reshape(-1), bs.reshape(-1),
+                             training, info["momentum"], info["eps"])
+        self._count_batch(pre, training)
         return h
 
     def _images_by_member(self, x: torch.Tensor, training: bool, detach: bool) -> torch.Tensor:
@@ -389,13 +405,11 @@ class BatchedNet:
         within tens of steps (a WGAN member's Ω at step 12 moved 0.2 % in the population study
         test). Activations and the SN weights stay batched (bitwise already)."""
         P, B = x.shape[0], x.shape[1]
-        p = self.params
         h = x.reshape(P, B, -1, 1, 1) if x.dim() == 3 else x  # G's z: "Reshape → 1×1×z"
         for kind, pre, info in self.layers:
             if kind in ("conv", "deconv"):
                 w = self.weight(info, training, detach)
-                b = info["b"]
-                bias = None if b is None else (p[b].detach() if detach else p[b])
+                bias = self._bias(info, detach)
                 op = F.conv2d if kind == "conv" else F.conv_transpose2d
                 st, pad = info["stride"], info["padding"]
                 # unbind, not h[i]: the backward of each h[i] is a zero-filled tensor of the
@@ -404,27 +418,17 @@ class BatchedNet:
                 bs = [None] * P if bias is None else [_own(t) for t in bias.unbind(0)]
                 h = torch.stack([op(_own(hs[i]), _own(ws[i]), bs[i], st, pad) for i in range(P)])
             elif kind == "bn":
-                wt, bs = p[pre + "weight"], p[pre + "bias"]
-                if detach:
-                    wt, bs = wt.detach(), bs.detach()
-                rm, rv = self.buffers[pre + "running_mean"], self.buffers[pre + "running_var"]
+                wt, bs, rm, rv = self._bn_params(pre, detach)
                 # the running statistics are updated in place, in the stacked buffers' rows
                 hs, wts, bss = h.unbind(0), wt.unbind(0), bs.unbind(0)
                 h = torch.stack([
                     F.batch_norm(_own(hs[i]), rm[i], rv[i], _own(wts[i]), _own(bss[i]), training,
                                  info["momentum"], info["eps"]) for i in range(P)])
-                if training:
-                    nbt = self.buffers.get(pre + "num_batches_tracked")
-                    if nbt is not None:
-                        nbt.add_(1)
-            elif kind == "relu":
-                h = F.relu(h)
-            elif kind == "lrelu":
-                h = F.leaky_relu(h, info["slope"])
-            elif kind == "tanh":
-                h = torch.tanh(h)
-            else:
+                self._count_batch(pre, training)
+            elif kind == "linear":
                 raise TypeError(f"population: {kind} layer in a conv net")
+            else:
+                h = _activation(kind, info, h)
         return h.reshape(P, B) if self.is_d else h
 
     # -- members ----------------------------------------------------------------------------------
