@@ -31,6 +31,10 @@ import pandas as pd  # noqa: E402
 
 from analysis.outcome import FID_CAP_INCEPTION, Q_LEARNED, with_outcome  # noqa: E402
 from analysis.frames import is_continuous  # noqa: E402
+from trainables.names import (  # noqa: E402
+    ALPHA, DATASET, DIVERGED, FID, FID_EXTRACTOR, GRAD_NORM_FAKE, GRAD_NORM_REAL, K_SN, LOSS,
+    OMEGA_FAKE_MAX, OMEGA_FAKE_MIN, OMEGA_REAL_MAX, OMEGA_REAL_MIN, OMEGA_UNION_MAX,
+    OMEGA_UNION_MIN, PSI_MAX, PSI_MIN, REGULARIZER, SEED)
 
 LOSS_ORDER = ["ns", "mm", "ls", "ls0", "wgan", "hinge", "softhinge", "cos", "exp"]
 
@@ -42,8 +46,8 @@ def _color(loss: str):
 
 def _prepared(frame: pd.DataFrame, fid_cap: float, q_broken: float) -> pd.DataFrame:
     df = with_outcome(frame, fid_cap, q_broken)
-    for col, default in (("alpha", 1.0), ("fid_extractor", "inception"), ("regularizer", ""),
-                         ("loss", ""), ("dataset", ""), ("origin", "run")):
+    for col, default in ((ALPHA, 1.0), (FID_EXTRACTOR, "inception"), (REGULARIZER, ""),
+                         (LOSS, ""), (DATASET, ""), ("origin", "run")):
         if col not in df.columns:
             df[col] = default
         df[col] = df[col].fillna(default)
@@ -56,12 +60,12 @@ def fid_series(frame: pd.DataFrame, x: str, *, fid_cap: float = FID_CAP_INCEPTIO
     df = _prepared(frame, fid_cap, q_broken)
     df = df[df["fid_eff"].notna() & df[x].notna()] if x in df.columns else df.iloc[0:0]
     if df.empty:
-        return pd.DataFrame(columns=["dataset", "fid_extractor", "loss", x, "median", "min", "max", "n",
+        return pd.DataFrame(columns=[DATASET, FID_EXTRACTOR, LOSS, x, "median", "min", "max", "n",
                                      "measured", "capped"])
-    keys = ["dataset", "fid_extractor", "loss", x]
+    keys = [DATASET, FID_EXTRACTOR, LOSS, x]
     out = df.groupby(keys)["fid_eff"].agg(median="median", min="min", max="max", n="size")
     # what a capped point hides: the median FID its runs measured (NaN: none measured)
-    fid = pd.to_numeric(df["fid"], errors="coerce") if "fid" in df else pd.Series(np.nan, df.index)
+    fid = pd.to_numeric(df[FID], errors="coerce") if FID in df else pd.Series(np.nan, df.index)
     raw = df.assign(_raw=fid.where(df["broken"].astype(bool)))
     out["measured"] = raw.groupby(keys)["_raw"].median()
     out["capped"] = df.groupby(keys)["broken"].any().astype(bool)
@@ -77,16 +81,16 @@ def _annotate_measured(ax, x, y, measured) -> None:
 
 
 def _line_panel(ax, ours: pd.DataFrame, paper: pd.DataFrame | None, x: str):
-    for loss in sorted(ours["loss"].unique(), key=lambda s: (LOSS_ORDER + [s]).index(s)):
-        s = ours[ours["loss"] == loss].sort_values(x)
+    for loss in sorted(ours[LOSS].unique(), key=lambda s: (LOSS_ORDER + [s]).index(s)):
+        s = ours[ours[LOSS] == loss].sort_values(x)
         ax.plot(s[x], s["median"], "o-", color=_color(loss), label=f"{loss} (ours)")
         ax.vlines(s[x], s["min"], s["max"], color=_color(loss), alpha=0.4)
         if "measured" in s:
             capped = s[s["capped"].astype(bool)]
             _annotate_measured(ax, capped[x], capped["median"], capped["measured"].astype(float))
     if paper is not None and len(paper):
-        for loss in sorted(paper["loss"].unique(), key=lambda s: (LOSS_ORDER + [s]).index(s)):
-            s = paper[paper["loss"] == loss].sort_values(x)
+        for loss in sorted(paper[LOSS].unique(), key=lambda s: (LOSS_ORDER + [s]).index(s)):
+            s = paper[paper[LOSS] == loss].sort_values(x)
             ax.plot(s[x], s["median"], "s--", color=_color(loss), alpha=0.6, label=f"{loss} (paper)")
     ax.set_xscale("log")
     ax.set_ylabel("FID (median over seeds, capped; grey: measured)")
@@ -97,7 +101,7 @@ def _line_panel(ax, ours: pd.DataFrame, paper: pd.DataFrame | None, x: str):
 def _paper_for(reference: pd.DataFrame | None, dataset: str, x: str, **fixed) -> pd.DataFrame | None:
     if reference is None or not len(reference):
         return None
-    ref = reference[(reference["dataset"] == dataset) & reference["fid"].notna()]
+    ref = reference[(reference[DATASET] == dataset) & reference[FID].notna()]
     for k, v in fixed.items():
         if k in ref.columns:
             ref = ref[np.isclose(ref[k].astype(float), v, rtol=1e-6, atol=0)]
@@ -131,17 +135,17 @@ def _keep(out: list, name: str, fig, skipped: list[str] | None, why: str) -> Non
 
 
 def _scatter_panel(ax, df: pd.DataFrame, x: str, title: str, color_by_loss: bool = True):
-    for loss in sorted(df["loss"].unique(), key=lambda s: (LOSS_ORDER + [s]).index(s)):
-        s = df[df["loss"] == loss]
+    for loss in sorted(df[LOSS].unique(), key=lambda s: (LOSS_ORDER + [s]).index(s)):
+        s = df[df[LOSS] == loss]
         broken = s["broken"].astype(bool)
         ax.scatter(s.loc[~broken, x], s.loc[~broken, "fid_eff"], color=_color(loss), s=18,
                    label=f"{loss} ({len(s)} runs)")
         if broken.any():
             ax.scatter(s.loc[broken, x], s.loc[broken, "fid_eff"], color=_color(loss), s=18,
                        marker="x", label=f"{loss} broken (at the cap)")
-            if "fid" in s:
+            if FID in s:
                 _annotate_measured(ax, s.loc[broken, x], s.loc[broken, "fid_eff"],
-                                   pd.to_numeric(s.loc[broken, "fid"], errors="coerce"))
+                                   pd.to_numeric(s.loc[broken, FID], errors="coerce"))
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_ylabel("FID (capped; × = broken, grey: measured)")
@@ -179,28 +183,28 @@ def fid_vs_k(frame: pd.DataFrame, *, reference: pd.DataFrame | None = None,
              skipped: list[str] | None = None):
     """Table 2's line plots: SN runs at α = 1, FID vs k_SN (log x), one figure per dataset × extractor.
     When k_SN or α was sampled (a search), one point per SN run at every α instead."""
-    if "regularizer" not in frame or "k_sn" not in frame:
+    if REGULARIZER not in frame or K_SN not in frame:
         return []
-    df = frame[frame["regularizer"] == "sn"]
+    df = frame[frame[REGULARIZER] == "sn"]
     out = []
     prepared = _prepared(df, fid_cap, q_broken) if len(df) else df
-    for (ds, ext), g in (prepared.groupby(["dataset", "fid_extractor"]) if len(prepared) else []):
-        g = g[g["fid_eff"].notna() & g["k_sn"].notna()]
+    for (ds, ext), g in (prepared.groupby([DATASET, FID_EXTRACTOR]) if len(prepared) else []):
+        g = g[g["fid_eff"].notna() & g[K_SN].notna()]
         if g.empty:
             continue
-        sampled = is_continuous(g, "k_sn") or is_continuous(g, "alpha")
+        sampled = is_continuous(g, K_SN) or is_continuous(g, ALPHA)
         if sampled:
-            _scatter_figure(out, f"fid_vs_k_{ds}_{ext}", g, "k_sn", "k_SN",
+            _scatter_figure(out, f"fid_vs_k_{ds}_{ext}", g, K_SN, "k_SN",
                             f"FID vs k_SN — {ds}, {ext} (sampled: a point per run, all α)", skipped)
             continue
-        a1 = g[np.isclose(g["alpha"].astype(float), 1.0, rtol=1e-6, atol=0)]
-        series = fid_series(a1, "k_sn", fid_cap=fid_cap, q_broken=q_broken)
+        a1 = g[np.isclose(g[ALPHA].astype(float), 1.0, rtol=1e-6, atol=0)]
+        series = fid_series(a1, K_SN, fid_cap=fid_cap, q_broken=q_broken)
         if series.empty:
             if skipped is not None:
                 skipped.append(f"fid_vs_k_{ds}_{ext}: left out, no SN run at α = 1")
             continue
-        paper = _paper_for(reference, ds, "k_sn", alpha=1.0) if ext == "inception" else None
-        _line_figure(out, f"fid_vs_k_{ds}_{ext}", series, paper, "k_sn", "k_SN",
+        paper = _paper_for(reference, ds, K_SN, alpha=1.0) if ext == "inception" else None
+        _line_figure(out, f"fid_vs_k_{ds}_{ext}", series, paper, K_SN, "k_SN",
                      f"FID vs k_SN — {ds}, {ext} features (Table 2)", skipped, "no SN run at α = 1")
     return out
 
@@ -210,33 +214,33 @@ def fid_vs_alpha(frame: pd.DataFrame, *, reference: pd.DataFrame | None = None,
                  skipped: list[str] | None = None):
     """Table 5's line plots: SN runs, FID vs α (log x) per k_SN, one figure per dataset × extractor × k_SN.
     When k_SN or α was sampled (a search), one scatter of every SN run per dataset × extractor."""
-    if "alpha" not in frame.columns or "k_sn" not in frame.columns or "regularizer" not in frame:
+    if ALPHA not in frame.columns or K_SN not in frame.columns or REGULARIZER not in frame:
         return []
-    df = frame[frame["regularizer"] == "sn"]
+    df = frame[frame[REGULARIZER] == "sn"]
     out = []
     if df.empty:
         return out
     prepared = _prepared(df, fid_cap, q_broken)
     grid = []
-    for (ds, ext), g in prepared.groupby(["dataset", "fid_extractor"]):
-        g = g[g["fid_eff"].notna() & g["alpha"].notna()]
-        if g.empty or g["alpha"].nunique() < 2:
+    for (ds, ext), g in prepared.groupby([DATASET, FID_EXTRACTOR]):
+        g = g[g["fid_eff"].notna() & g[ALPHA].notna()]
+        if g.empty or g[ALPHA].nunique() < 2:
             continue
-        if is_continuous(g, "k_sn") or is_continuous(g, "alpha"):
-            _scatter_figure(out, f"fid_vs_alpha_{ds}_{ext}", g, "alpha", ALPHA_LABEL,
+        if is_continuous(g, K_SN) or is_continuous(g, ALPHA):
+            _scatter_figure(out, f"fid_vs_alpha_{ds}_{ext}", g, ALPHA, ALPHA_LABEL,
                             f"FID vs α — {ds}, {ext} (sampled: a point per run, all k_SN)", skipped)
         else:
             grid.append(ds)
-    for k in sorted(df["k_sn"].dropna().unique()):
-        sub = df[np.isclose(df["k_sn"].astype(float), k, rtol=1e-6, atol=0) & df["dataset"].isin(grid)]
-        if sub["alpha"].nunique() < 2:
+    for k in sorted(df[K_SN].dropna().unique()):
+        sub = df[np.isclose(df[K_SN].astype(float), k, rtol=1e-6, atol=0) & df[DATASET].isin(grid)]
+        if sub[ALPHA].nunique() < 2:
             continue
-        series = fid_series(sub, "alpha", fid_cap=fid_cap, q_broken=q_broken)
-        for (ds, ext), s in series.groupby(["dataset", "fid_extractor"]):
-            if s["alpha"].nunique() < 2:
+        series = fid_series(sub, ALPHA, fid_cap=fid_cap, q_broken=q_broken)
+        for (ds, ext), s in series.groupby([DATASET, FID_EXTRACTOR]):
+            if s[ALPHA].nunique() < 2:
                 continue
-            paper = _paper_for(reference, ds, "alpha", k_sn=k) if ext == "inception" else None
-            _line_figure(out, f"fid_vs_alpha_k{k:g}_{ds}_{ext}", s, paper, "alpha", ALPHA_LABEL,
+            paper = _paper_for(reference, ds, ALPHA, k_sn=k) if ext == "inception" else None
+            _line_figure(out, f"fid_vs_alpha_k{k:g}_{ds}_{ext}", s, paper, ALPHA, ALPHA_LABEL,
                          f"FID vs α at k_SN = {k:g} — {ds}, {ext} features (Table 5)", skipped,
                          "no FID at two α")
     return out
@@ -248,19 +252,19 @@ def omega_intervals(histories: pd.DataFrame, frame: pd.DataFrame, *, max_runs_pe
     one colour per k_SN (first ``max_runs_per_k`` seeds; at most ``max_levels`` k_SN values spread
     over the range, e.g. on a search), one figure per dataset × loss. SN runs only (k_SN is the
     axis of Fig. 1a; other regularizers have no k_SN)."""
-    need = {"omega_real_min", "omega_real_max", "omega_fake_min", "omega_fake_max"}
+    need = {OMEGA_REAL_MIN, OMEGA_REAL_MAX, OMEGA_FAKE_MIN, OMEGA_FAKE_MAX}
     if histories is None or histories.empty or not need & set(histories["metric"]):
         return []
     wide = histories[histories["metric"].isin(need)].pivot_table(
         index=["run_id", "step"], columns="metric", values="value", aggfunc="last").reset_index()
-    lo = wide[[c for c in ("omega_real_min", "omega_fake_min") if c in wide]].min(axis=1)
-    hi = wide[[c for c in ("omega_real_max", "omega_fake_max") if c in wide]].max(axis=1)
+    lo = wide[[c for c in (OMEGA_REAL_MIN, OMEGA_FAKE_MIN) if c in wide]].min(axis=1)
+    hi = wide[[c for c in (OMEGA_REAL_MAX, OMEGA_FAKE_MAX) if c in wide]].max(axis=1)
     wide = wide.assign(lo=lo, hi=hi)
     wide = wide[np.isfinite(wide["lo"]) & np.isfinite(wide["hi"])]
     meta = frame.drop_duplicates("run_id").set_index("run_id")
     with_hist = meta[meta.index.isin(set(wide["run_id"]))]
-    if "k_sn" in meta and "regularizer" in meta:
-        meta = meta[(meta["regularizer"] == "sn") & meta["k_sn"].notna()]
+    if K_SN in meta and REGULARIZER in meta:
+        meta = meta[(meta[REGULARIZER] == "sn") & meta[K_SN].notna()]
     else:
         meta = meta.iloc[0:0]
     wide = wide[wide["run_id"].isin(meta.index)]
@@ -270,11 +274,11 @@ def omega_intervals(histories: pd.DataFrame, frame: pd.DataFrame, *, max_runs_pe
                            f"history among the {len(with_hist)} runs that logged Ω; Fig. 1a sorts "
                            "Ω_i by k_SN, and runs of other regularizers have none)")
         return []
-    seed = meta["seed"] if "seed" in meta else pd.Series(0, index=meta.index)
-    wide = wide.join(meta[["dataset", "loss", "k_sn"]].assign(seed=seed), on="run_id")
+    seed = meta[SEED] if SEED in meta else pd.Series(0, index=meta.index)
+    wide = wide.join(meta[[DATASET, LOSS, K_SN]].assign(seed=seed), on="run_id")
     out = []
-    for (ds, loss), g in wide.groupby(["dataset", "loss"]):
-        ks = np.array(sorted(g["k_sn"].unique()))
+    for (ds, loss), g in wide.groupby([DATASET, LOSS]):
+        ks = np.array(sorted(g[K_SN].unique()))
         if len(ks) > max_levels:   # spread over the range (log k), e.g. a search's sampled k_SN
             pick = np.unique(np.round(np.linspace(0, len(ks) - 1, max_levels)).astype(int))
             ks = ks[pick]
@@ -283,8 +287,8 @@ def omega_intervals(histories: pd.DataFrame, frame: pd.DataFrame, *, max_runs_pe
         steps = np.sort(g["step"].unique())
         dx = (steps[1] - steps[0]) / (len(ks) + 1) if len(steps) > 1 else 1.0
         for j, k in enumerate(ks):
-            gk = g[np.isclose(g["k_sn"], k, rtol=1e-6, atol=0)]
-            for i, rid in enumerate(list(dict.fromkeys(gk.sort_values("seed")["run_id"]))[:max_runs_per_k]):
+            gk = g[np.isclose(g[K_SN], k, rtol=1e-6, atol=0)]
+            for i, rid in enumerate(list(dict.fromkeys(gk.sort_values(SEED)["run_id"]))[:max_runs_per_k]):
                 r = gk[gk["run_id"] == rid].sort_values("step")
                 ax.vlines(r["step"] + j * dx, r["lo"], r["hi"], color=cmap(j / max(1, len(ks) - 1)),
                           lw=2, label=f"k_SN = {k:.3g}" if i == 0 else None)
@@ -302,32 +306,32 @@ def omega_intervals(histories: pd.DataFrame, frame: pd.DataFrame, *, max_runs_pe
 def omega_psi_table(frame: pd.DataFrame, reference: pd.DataFrame | None = None) -> pd.DataFrame:
     """Fig. 1b: per (dataset, loss, k_SN) the median over seeds of Ω∪ = [min, max] and Ψ (Eq. 9),
     with n, and the paper's Ω/Ψ beside where the dataset, loss and k_SN match."""
-    cols = ["omega_union_min", "omega_union_max", "psi_min", "psi_max"]
-    if not set(cols[:2]) <= set(frame.columns) or "k_sn" not in frame.columns:
+    cols = [OMEGA_UNION_MIN, OMEGA_UNION_MAX, PSI_MIN, PSI_MAX]
+    if not set(cols[:2]) <= set(frame.columns) or K_SN not in frame.columns:
         return pd.DataFrame()
-    df = frame[frame["status"].isin(["finished", "diverged"]) & frame["omega_union_min"].notna()]
-    df = df[df["regularizer"] == "sn"]
+    df = frame[frame["status"].isin(["finished", DIVERGED]) & frame[OMEGA_UNION_MIN].notna()]
+    df = df[df[REGULARIZER] == "sn"]
     if df.empty:
         return pd.DataFrame()
     have = [c for c in cols if c in df.columns]
-    t = df.groupby(["dataset", "loss", "k_sn"])[have].median()
-    t["n"] = df.groupby(["dataset", "loss", "k_sn"]).size()
-    t = t.reset_index().sort_values(["dataset", "loss", "k_sn"], ascending=[True, True, False])
-    if reference is not None and len(reference) and "omega_union_min" in reference.columns:
-        ref = reference[reference["omega_union_min"].notna()]
-        ref = ref[["dataset", "loss", "k_sn", *[c for c in cols if c in ref.columns]]]
-        t = t.merge(ref, on=["dataset", "loss", "k_sn"], how="left", suffixes=("", "_paper"))
+    t = df.groupby([DATASET, LOSS, K_SN])[have].median()
+    t["n"] = df.groupby([DATASET, LOSS, K_SN]).size()
+    t = t.reset_index().sort_values([DATASET, LOSS, K_SN], ascending=[True, True, False])
+    if reference is not None and len(reference) and OMEGA_UNION_MIN in reference.columns:
+        ref = reference[reference[OMEGA_UNION_MIN].notna()]
+        ref = ref[[DATASET, LOSS, K_SN, *[c for c in cols if c in ref.columns]]]
+        t = t.merge(ref, on=[DATASET, LOSS, K_SN], how="left", suffixes=("", "_paper"))
     return t.reset_index(drop=True)
 
 
 def grad_norm_boxes(frame: pd.DataFrame, histories: pd.DataFrame | None = None):
     """GraN-GAN Fig. 3: box plots of ‖∇ₓf‖ at real (blue) and fake (red) samples per method
     (loss-regularizer). With histories, every logged step of every run; else the runs' final values."""
-    metrics = ["grad_norm_real", "grad_norm_fake"]
-    df = frame[frame["status"].isin(["finished", "diverged"])].copy()
+    metrics = [GRAD_NORM_REAL, GRAD_NORM_FAKE]
+    df = frame[frame["status"].isin(["finished", DIVERGED])].copy()
     if df.empty:
         return []
-    df["method"] = df["loss"].fillna("?") + "-" + df["regularizer"].fillna("?")
+    df["method"] = df[LOSS].fillna("?") + "-" + df[REGULARIZER].fillna("?")
     if histories is not None and len(histories) and set(metrics) & set(histories["metric"]):
         h = histories[histories["metric"].isin(metrics)].join(df.set_index("run_id")["method"], on="run_id")
         h = h[h["method"].notna()]
@@ -340,7 +344,7 @@ def grad_norm_boxes(frame: pd.DataFrame, histories: pd.DataFrame | None = None):
     if not methods or not any(len(v) for v in data.values()):
         return []
     fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(methods) + 2), 4))
-    for j, (metric, color) in enumerate([("grad_norm_real", "tab:blue"), ("grad_norm_fake", "tab:red")]):
+    for j, (metric, color) in enumerate([(GRAD_NORM_REAL, "tab:blue"), (GRAD_NORM_FAKE, "tab:red")]):
         vals = [data.get((m, metric), np.array([])) for m in methods]
         pos = np.arange(len(methods)) * 3 + j
         keep = [i for i, v in enumerate(vals) if len(v)]

@@ -18,10 +18,13 @@ import pandas as pd
 from analysis.load import UNKNOWN_VERSION, check_versions, code_versions
 from analysis.outcome import config_columns, config_key, with_outcome
 from analysis.scale import FID_CAP_INCEPTION, Q_LEARNED
+from trainables.names import (ALPHA, ALR_K, ARCH, CLIP_C, DATASET, D_BIAS, EPS, FID_EXTRACTOR,
+                              GRAN_K, K_GP, K_SN, LIPSCHITZ_K, LOSS, N_D_LAYERS, OMEGA_BOUND,
+                              OPTIMIZER, REGULARIZER, SEED)
 
 #: Strata of the learning guard (and of every comparison): FIDs of different datasets,
 #: architectures or feature extractors are never compared.
-GUARD_KEYS = ("origin", "dataset", "arch", "fid_extractor")
+GUARD_KEYS = ("origin", DATASET, ARCH, FID_EXTRACTOR)
 #: "Continuous" (sampled, not a grid level: ranked, never a stratum) needs this many levels
 CONTINUOUS_MIN_LEVELS = 6
 #: (A float column with at least that many distinct values, each typically used by one
@@ -53,11 +56,11 @@ def prep(frame: pd.DataFrame, fid_cap: float = FID_CAP_INCEPTION,
     unless the frame was marked as pooled."""
     check_versions(frame, pool="pooled_versions" in frame.attrs)
     df = with_outcome(frame, fid_cap, q_broken)
-    df["alpha"] = col(df, "alpha", 1.0).astype(float).fillna(1.0)
-    df["fid_extractor"] = col(df, "fid_extractor", "inception").fillna("inception")
-    df["seed"] = col(df, "seed", 0).fillna(0).astype(int)
+    df[ALPHA] = col(df, ALPHA, 1.0).astype(float).fillna(1.0)
+    df[FID_EXTRACTOR] = col(df, FID_EXTRACTOR, "inception").fillna("inception")
+    df[SEED] = col(df, SEED, 0).fillna(0).astype(int)
     df["origin"] = _origin(df)
-    for c in ("loss", "regularizer", "dataset"):
+    for c in (LOSS, REGULARIZER, DATASET):
         df[c] = col(df, c, "").fillna("")
     # sampled columns are judged on the whole design, not on the subset a hypothesis selects
     # (4 sampled k_SN values near 1 are still sampled values); subsets inherit attrs
@@ -90,8 +93,8 @@ def guard_key(frame: pd.DataFrame) -> pd.Series:
     def filled(name, default):
         s = col(frame, name, default).astype(object)
         return s.where(s.notna() & (s != ""), default)
-    keys = zip(_origin(frame), filled("dataset", ""), filled("arch", "∅"),
-               filled("fid_extractor", "inception"))
+    keys = zip(_origin(frame), filled(DATASET, ""), filled(ARCH, "∅"),
+               filled(FID_EXTRACTOR, "inception"))
     return pd.Series(list(keys), index=frame.index, dtype=object)
 
 
@@ -135,21 +138,26 @@ def _continuous(df: pd.DataFrame, c: str) -> bool:
     return float(per_level.median()) <= 1
 
 
+def studied(*keys: str) -> list[str]:
+    """``keys`` as :func:`strata` takes the columns a hypothesis studies (never strata)."""
+    return [f"-{k}" for k in keys]
+
+
 def strata(df: pd.DataFrame, extra: list[str], notes: list[str] | None = None) -> list[str]:
     """Grouping columns: origin, dataset, architecture, extractor, the listed ones, and every other
     config column that varies inside them except those the hypothesis studies (passed in ``extra``
     with '-'). A continuous column is never a stratum (its name goes to ``notes``)."""
     drop = {c[1:] for c in extra if c.startswith("-")}
     keep = [c for c in extra if not c.startswith("-")]
-    out = ["origin", "dataset", "fid_extractor"] + (["arch"] if "arch" in df.columns else [])
+    out = ["origin", DATASET, FID_EXTRACTOR] + ([ARCH] if ARCH in df.columns else [])
     others = [c for c in config_columns(df) if c not in drop and c not in out and c not in keep
-              and c not in ("lipschitz_k", "omega_bound", "n_d_layers")]
+              and c not in (LIPSCHITZ_K, OMEGA_BOUND, N_D_LAYERS)]
     for c in keep + others:
         if c not in df.columns or c in out:
             continue
         if c not in keep and df[c].astype(object).nunique(dropna=False) <= 1:
             continue
-        if c != "seed" and pd.api.types.is_float_dtype(df[c]) and is_continuous(df, c):
+        if c != SEED and pd.api.types.is_float_dtype(df[c]) and is_continuous(df, c):
             if notes is not None:
                 notes.append(c)
             continue
@@ -167,16 +175,16 @@ def config_label(rows: pd.DataFrame) -> str:
     r = rows.iloc[0]
     def has(c):
         return c in rows.columns and pd.notna(r.get(c))
-    parts = [f"{r.get('loss') or '?'}-{r.get('regularizer') or '?'}"]
-    for c, sym in (("k_sn", "k_SN"), ("k_gp", "k_GP"), ("gran_k", "K"), ("alr_k", "K"), ("clip_c", "c")):
+    parts = [f"{r.get(LOSS) or '?'}-{r.get(REGULARIZER) or '?'}"]
+    for c, sym in ((K_SN, "k_SN"), (K_GP, "k_GP"), (GRAN_K, "K"), (ALR_K, "K"), (CLIP_C, "c")):
         if has(c):
             parts.append(f"{sym} {float(r[c]):.3g}")
-    if has("alpha") and not math.isclose(float(r["alpha"]), 1.0):
-        parts.append(f"α {float(r['alpha']):.3g}")
-    if has("optimizer"):
-        parts.append(str(r["optimizer"]))
-    if has("eps") and not math.isclose(float(r["eps"]), 1e-8):
-        parts.append(f"ε {float(r['eps']):.3g}")
-    if has("d_bias") and r["d_bias"] is False:
+    if has(ALPHA) and not math.isclose(float(r[ALPHA]), 1.0):
+        parts.append(f"α {float(r[ALPHA]):.3g}")
+    if has(OPTIMIZER):
+        parts.append(str(r[OPTIMIZER]))
+    if has(EPS) and not math.isclose(float(r[EPS]), 1e-8):
+        parts.append(f"ε {float(r[EPS]):.3g}")
+    if has(D_BIAS) and r[D_BIAS] is False:
         parts.append("no bias")
     return " ".join(parts)

@@ -1,4 +1,4 @@
-"""The learning guard (issue #10): did a hypothesis's reference runs learn? See ``analysis.verdict``
+"""The learning guard: did a hypothesis's reference runs learn? See ``analysis.verdict``
 for how verdicts use it.
 
 Per stratum (origin, dataset, architecture, feature extractor) the reference runs — the
@@ -18,6 +18,7 @@ import pandas as pd
 from analysis.outcome import config_key
 from analysis.frames import config_label, guard_key, ids, prep, stratum_name
 from analysis.scale import FID_CAP_INCEPTION, Q_LEARNED, TOY_MODES, describe_scale, fmt
+from trainables.names import DATASET, DIVERGED, FID
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ class GuardResult:
 
 def _q_eff(df: pd.DataFrame) -> pd.Series:
     q = df["quality"].astype(float).copy()
-    q[df["diverged"].astype(bool)] = -np.inf
+    q[df[DIVERGED].astype(bool)] = -np.inf
     return q
 
 
@@ -102,19 +103,19 @@ def learning_guard(frame: pd.DataFrame, ref: Reference, fid_cap: float = FID_CAP
         if known.any():
             learned = float(q[known].median()) >= q_broken
             desc = describe_scale(sel, q_broken)
-        elif ext == "inception" and sel["fid_eff"].notna().any() and not (sel["dataset"].isin(list(TOY_MODES))).any():
+        elif ext == "inception" and sel["fid_eff"].notna().any() and not (sel[DATASET].isin(list(TOY_MODES))).any():
             learned = float(sel["fid_eff"].astype(float).median()) < fid_cap
-            raw = pd.to_numeric(sel["fid"], errors="coerce") if "fid" in sel else pd.Series(dtype=float)
+            raw = pd.to_numeric(sel[FID], errors="coerce") if FID in sel else pd.Series(dtype=float)
             raw = raw[np.isfinite(raw)]
-            div = int(sel["diverged"].astype(bool).sum())
+            div = int(sel[DIVERGED].astype(bool).sum())
             desc = (f"median FID {fmt(raw.median() if len(raw) else np.nan, '.4g')}"
                     + (f", {div} of {len(sel)} diverged" if div else "")
                     + f" (Inception, no floor/untrained logged: the paper's rule, FID < {fid_cap:g} "
                       f"= learned; n = {len(sel)})")
         else:
             learned = None
-            what = ("modes_covered / hq_share not logged" if sel["dataset"].isin(list(TOY_MODES)).any()
-                    else "fid_floor / fid_init not logged (runs from before issue #10) and the "
+            what = ("modes_covered / hq_share not logged" if sel[DATASET].isin(list(TOY_MODES)).any()
+                    else "fid_floor / fid_init not logged (runs made before the FID scale) and the "
                          f"extractor is '{ext}', where the paper's FID-{fid_cap:g} rule does not apply")
             desc = f"learning cannot be judged: {what}"
         status = {True: "learned", False: "did not learn", None: "unknown"}[learned]

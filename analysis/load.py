@@ -7,7 +7,7 @@ running), ``diverged`` (bool), ``diverged_step``, ``diverged_reason``, ``origin`
 trials, "published"/"external" for CSV rows) and ``source``; ``loaded_from`` ("mlflow" / "csv") and,
 for MLflow runs, ``tracking_uri`` (where their artifacts — sample grids — are).
 
-The FID scale of every image run (issue #10) is among the metrics: ``fid_floor``, ``fid_init``,
+The FID scale of every image run is among the metrics: ``fid_floor``, ``fid_init``,
 ``fid_quality`` (and ``_final`` variants); older runs simply lack the columns (NaN), and
 ``analysis.scale`` / the verdicts say so instead of failing.
 
@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from trainables import names
-from trainables.names import DERIVED_PARAM_TYPES, METRICS, TRIAL_PARAM_TYPES
+from trainables.names import DERIVED_PARAM_TYPES, DIVERGED, FID, METRICS, TRIAL_PARAM_TYPES
 from trainables.names import UNKNOWN_CODE_VERSION as UNKNOWN_VERSION
 
 #: Params typed back from MLflow's strings: the trial keys and derived params (one home,
@@ -55,11 +55,11 @@ PUBLISHED_ROLES: dict[str, str] = {
 COLUMN_ROLES: dict[str, str] = {**names.KEY_ROLES, **PUBLISHED_ROLES}
 
 ID_COLUMNS: tuple[str, ...] = (
-    "run_id", "run_name", "experiment", "parent_run_id", "status", "diverged", "diverged_step",
+    "run_id", "run_name", "experiment", "parent_run_id", "status", DIVERGED, "diverged_step",
     "diverged_reason", "origin", "source", "code_version",
 )
 
-STATUSES = ("finished", "diverged", "crashed", "running")
+STATUSES = ("finished", DIVERGED, "crashed", "running")
 _MLFLOW_STATUS = {"FINISHED": "finished", "FAILED": "crashed", "KILLED": "crashed",
                   "RUNNING": "running", "SCHEDULED": "running"}
 _TRUE = {"true", "1", "yes", "y", "t"}
@@ -99,8 +99,8 @@ def type_columns(df: pd.DataFrame) -> pd.DataFrame:
         elif typ is str:
             out[col] = out[col].map(lambda v: v if v is None or isinstance(v, str) or pd.isna(v)
                                     else str(v)).replace({"None": None, "": None})
-    if "diverged" in out.columns and out["diverged"].dtype != "boolean":
-        out["diverged"] = out["diverged"].map(
+    if DIVERGED in out.columns and out[DIVERGED].dtype != "boolean":
+        out[DIVERGED] = out[DIVERGED].map(
             lambda v: pd.NA if pd.isna(v) else bool(float(v) >= 0.5)).astype("boolean")
     return out
 
@@ -111,9 +111,9 @@ def _finalise(df: pd.DataFrame) -> pd.DataFrame:
         if col not in df.columns:
             df[col] = pd.NA
     if df["status"].isna().any():
-        div = df["diverged"].fillna(False).astype(bool)
-        df.loc[df["status"].isna(), "status"] = np.where(div[df["status"].isna()], "diverged", "finished")
-    df["diverged"] = (df["status"] == "diverged").astype(bool)
+        div = df[DIVERGED].fillna(False).astype(bool)
+        df.loc[df["status"].isna(), "status"] = np.where(div[df["status"].isna()], DIVERGED, "finished")
+    df[DIVERGED] = (df["status"] == DIVERGED).astype(bool)
     first = [c for c in ID_COLUMNS if c in df.columns]
     params = [c for c in PARAM_TYPES if c in df.columns and c not in first]
     metrics = [c for c in METRICS if c in df.columns and c not in first]
@@ -177,8 +177,8 @@ def _run_row(run, experiment_name: str) -> dict[str, Any]:
     status = tags.get(names.STATUS_TAG)
     if status not in STATUSES:
         status = _MLFLOW_STATUS.get(run.info.status, "crashed")
-        if status == "finished" and run.data.metrics.get("diverged", 0.0) >= 0.5:
-            status = "diverged"
+        if status == "finished" and run.data.metrics.get(DIVERGED, 0.0) >= 0.5:
+            status = DIVERGED
     row.update(
         run_id=run.info.run_id,
         run_name=run.info.run_name or tags.get("mlflow.runName"),
@@ -363,7 +363,47 @@ def _fetch_client(client, run_ids: list[str], metrics: Sequence[str]) -> pd.Data
     return out[["run_id", "metric", "step", "value"]]
 
 
-def load_histories(runs: pd.DataFrame | Sequence[str], metrics: Sequence[str] = ("fid",),
+def _read_cache(path: Path) -> dict[str, pd.DataFrame] | None:
+    """A run's cached histories (metric → frame); None when absent or damaged (just a miss)."""
+    if not path.exists():
+        return None
+    try:
+        with open(path, "rb") as fh:
+            return pickle.load(fh)
+    except Exception:
+        return None
+
+
+def _fetch_histories(client, uri: str, run_ids: list[str], metrics: list[str]) -> pd.DataFrame:
+    """The runs' histories from the store: read straight from a SQLite file where possible, else
+    through the public API; a step logged twice keeps its last value."""
+    sqlite = _sqlite_path(uri)
+    fetched = None
+    if sqlite:
+        try:
+            fetched = _fetch_sqlite(sqlite, run_ids, metrics)
+        except Exception:  # unknown schema / locked file: fall back to the public API
+            fetched = None
+    if fetched is None:
+        fetched = _fetch_client(client, run_ids, metrics)
+    return fetched.drop_duplicates(["run_id", "metric", "step"], keep="last")
+
+
+def _write_cache(cdir: Path, fetched: pd.DataFrame, metrics: list[str]) -> None:
+    """Add ``metrics`` of each run in ``fetched`` to its cache file (written whole, then renamed)."""
+    for rid, grp in fetched.groupby("run_id"):
+        f = cdir / f"{rid}.pkl"
+        store = _read_cache(f) or {}
+        for m in metrics:
+            store[m] = grp[grp["metric"] == m].reset_index(drop=True)
+        cdir.mkdir(parents=True, exist_ok=True)
+        tmp = f.with_suffix(".tmp")
+        with open(tmp, "wb") as fh:
+            pickle.dump(store, fh)
+        os.replace(tmp, f)
+
+
+def load_histories(runs: pd.DataFrame | Sequence[str], metrics: Sequence[str] = (FID,),
                    tracking_uri: str | None = None, *, cache_dir: str | Path | None = None,
                    use_cache: bool = True) -> pd.DataFrame:
     """Per-step values of ``metrics`` for the given runs → long frame (run_id, metric, step, value).
@@ -388,49 +428,16 @@ def load_histories(runs: pd.DataFrame | Sequence[str], metrics: Sequence[str] = 
     cdir = cdir / hashlib.sha1(uri.encode()).hexdigest()[:16]
     parts, todo = [], []
     for rid in run_ids:
-        f = cdir / f"{rid}.pkl"
-        cached = None
-        if use_cache and rid in terminal and f.exists():
-            try:
-                with open(f, "rb") as fh:
-                    cached = pickle.load(fh)
-            except Exception:  # a damaged cache file is just a miss
-                cached = None
+        cached = _read_cache(cdir / f"{rid}.pkl") if use_cache and rid in terminal else None
         if cached is not None and all(m in cached for m in metrics):
             parts.extend(cached[m] for m in metrics)
         else:
             todo.append(rid)
     if todo:
-        sqlite = _sqlite_path(uri)
-        fetched = None
-        if sqlite:
-            try:
-                fetched = _fetch_sqlite(sqlite, todo, metrics)
-            except Exception:  # unknown schema / locked file: fall back to the public API
-                fetched = None
-        if fetched is None:
-            fetched = _fetch_client(client, todo, metrics)
-        fetched = fetched.drop_duplicates(["run_id", "metric", "step"], keep="last")
+        fetched = _fetch_histories(client, uri, todo, metrics)
         parts.append(fetched)
         if use_cache:
-            for rid, grp in fetched.groupby("run_id"):
-                if rid not in terminal:
-                    continue
-                f = cdir / f"{rid}.pkl"
-                store: dict[str, pd.DataFrame] = {}
-                if f.exists():
-                    try:
-                        with open(f, "rb") as fh:
-                            store = pickle.load(fh)
-                    except Exception:
-                        store = {}
-                for m in metrics:
-                    store[m] = grp[grp["metric"] == m].reset_index(drop=True)
-                cdir.mkdir(parents=True, exist_ok=True)
-                tmp = f.with_suffix(".tmp")
-                with open(tmp, "wb") as fh:
-                    pickle.dump(store, fh)
-                os.replace(tmp, f)
+            _write_cache(cdir, fetched[fetched["run_id"].isin(terminal)], metrics)
     parts = [p for p in parts if len(p)]
     if not parts:
         return empty

@@ -20,9 +20,10 @@ from pathlib import Path
 import pandas as pd
 
 from trainables import names
+from trainables.names import ALPHA, FID, K_SN
 
 #: the Lipschitz paper's two scales (Table 5): the slice and contour plot the objective over them
-SCALE_PARAMS = ("k_sn", "alpha")
+SCALE_PARAMS = (K_SN, ALPHA)
 
 
 @dataclass
@@ -157,7 +158,7 @@ def optuna_summary(study, location: str, objective: str) -> OptunaSummary:
     return out
 
 
-def summaries_for(frame: pd.DataFrame, objective: str = "fid") -> list:
+def summaries_for(frame: pd.DataFrame, objective: str = FID) -> list:
     """:func:`optuna_summary` of every Optuna study behind ``frame``; a storage that cannot be
     opened becomes a summary with one note naming it."""
     out = []

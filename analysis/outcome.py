@@ -26,12 +26,13 @@ import pandas as pd
 
 from analysis import scale
 from analysis.scale import FID_CAP_INCEPTION, Q_LEARNED
-from trainables.names import SCIENCE_ROLES
+from trainables.names import (ARCH, DATASET, DIVERGED, FID, FID_EXTRACTOR, FID_FLOOR, FID_INIT,
+                              FID_SAMPLES, RESOLUTION, SCIENCE_ROLES)
 
-USABLE = ("finished", "diverged")
+USABLE = ("finished", DIVERGED)
 
 #: Scale groups: runs that share these share a floor and (up to the seed) an untrained FID.
-SCALE_KEYS = ("dataset", "fid_extractor", "fid_samples", "resolution", "arch")
+SCALE_KEYS = (DATASET, FID_EXTRACTOR, FID_SAMPLES, RESOLUTION, ARCH)
 
 
 def config_columns(frame: pd.DataFrame) -> list[str]:
@@ -66,23 +67,23 @@ def caps(frame: pd.DataFrame, fid_cap: float = FID_CAP_INCEPTION,
     out = pd.Series(np.nan, index=idx, dtype=float)
     if not len(frame):
         return out
-    floor = scale._num(frame, "fid_floor")
-    init = scale._num(frame, "fid_init")
+    floor = scale.numeric(frame, FID_FLOOR)
+    init = scale.numeric(frame, FID_INIT)
     per_run = pd.Series(scale.fid_at_quality(q_broken, floor.to_numpy(), init.to_numpy()), index=idx)
     toy = scale.is_toy(frame)
     has = per_run.notna() & ~toy
     if has.any():
         grp = per_run[has].groupby(_keys(frame[has], SCALE_KEYS)).transform("median")
         out[has] = grp
-    ext = frame["fid_extractor"] if "fid_extractor" in frame else pd.Series("inception", index=idx)
+    ext = frame[FID_EXTRACTOR] if FID_EXTRACTOR in frame else pd.Series("inception", index=idx)
     ext = ext.fillna("inception")
     inc = out.isna() & (ext == "inception") & ~toy
     out[inc] = fid_cap
     rest = out.isna()
     if rest.any():
-        fid = scale._num(frame, "fid")
+        fid = scale.numeric(frame, FID)
         fid = fid.where(np.isfinite(fid))
-        worst = fid[rest].groupby(_keys(frame[rest], ("dataset", "fid_extractor"))).transform("max")
+        worst = fid[rest].groupby(_keys(frame[rest], (DATASET, FID_EXTRACTOR))).transform("max")
         out[rest] = worst
     return out
 
@@ -103,11 +104,11 @@ def with_outcome(frame: pd.DataFrame, fid_cap: float = FID_CAP_INCEPTION,
         df["learned"] = pd.Series(dtype="boolean")
         return df
     df["cap"] = caps(df, fid_cap, q_broken)
-    fid = scale._num(df, "fid")
+    fid = scale.numeric(df, FID)
     fid = fid.where(np.isfinite(fid))
-    censor = scale._num(df, "fid_censor")
-    div = df["diverged"].astype(bool)
-    ext = df["fid_extractor"].fillna("inception") if "fid_extractor" in df else pd.Series("inception", index=df.index)
+    censor = scale.numeric(df, "fid_censor")
+    div = df[DIVERGED].astype(bool)
+    ext = df[FID_EXTRACTOR].fillna("inception") if FID_EXTRACTOR in df else pd.Series("inception", index=df.index)
     has_q = df["quality"].notna()
     inception_rule = ~has_q & (ext == "inception") & ~scale.is_toy(df)
     broken = div.copy()

@@ -21,10 +21,7 @@ the report to the study's newest parent MLflow run (:func:`attach_to_parent`) un
 from __future__ import annotations
 
 import argparse
-import base64
 import datetime as _dt
-import html
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -38,101 +35,19 @@ from analysis import hypotheses as hyp
 from analysis import scale, tables
 from analysis.outcome import FID_CAP_INCEPTION, Q_LEARNED, with_outcome
 from analysis.tables import fid_table  # noqa: F401  (public: report.fid_table)
+from analysis.document import Document
 from analysis.frames import is_continuous, versions_note
+from trainables.names import (ALPHA, DIVERGED, GRAD_NORM_FAKE, GRAD_NORM_REAL, K_SN, OMEGA_BOUND,
+                              OMEGA_FAKE_MAX, OMEGA_FAKE_MIN, OMEGA_REAL_MAX, OMEGA_REAL_MIN,
+                              REGULARIZER, SEED, SN_SIGMA_PRODUCT)
 
-HISTORY_METRICS = ("omega_real_min", "omega_real_max", "omega_fake_min", "omega_fake_max",
-                   "grad_norm_real", "grad_norm_fake", "omega_bound", "sn_sigma_product",
+HISTORY_METRICS = (OMEGA_REAL_MIN, OMEGA_REAL_MAX, OMEGA_FAKE_MIN, OMEGA_FAKE_MAX,
+                   GRAD_NORM_REAL, GRAD_NORM_FAKE, OMEGA_BOUND, SN_SIGMA_PRODUCT,
                    *curves.CURVE_METRICS)
 
 
-# ------------------------------------------------------------------------------- blocks
-class _Doc:
-    """A list of blocks rendered both as Markdown and as HTML."""
-
-    def __init__(self):
-        self.blocks: list[tuple] = []
-
-    def h(self, level: int, text: str):
-        self.blocks.append(("h", level, text))
-
-    def p(self, text: str):
-        self.blocks.append(("p", text))
-
-    def table(self, df: pd.DataFrame):
-        if df is not None and len(df):
-            self.blocks.append(("table", df))
-
-    def img(self, path: Path, rel: str, caption: str):
-        self.blocks.append(("img", path, rel, caption))
-
-    def markdown(self) -> str:
-        out = []
-        for b in self.blocks:
-            if b[0] == "h":
-                out.append("#" * b[1] + " " + b[2])
-            elif b[0] == "p":
-                out.append(b[1])
-            elif b[0] == "table":
-                df = b[1]
-                cols = [str(c) for c in df.columns]
-                rows = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-                for _, r in df.iterrows():
-                    rows.append("| " + " | ".join(_cell(v).replace("|", "\\|") for v in r) + " |")
-                out.append("\n".join(rows))
-            elif b[0] == "img":
-                out.append(f"![{b[3]}]({b[2]})\n\n*{b[3]}*")
-        return "\n\n".join(out) + "\n"
-
-    def html(self, title: str) -> str:
-        out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-               "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
-               "table{border-collapse:collapse;font-size:13px;margin:1em 0}td,th{border:1px solid #ccc;"
-               "padding:3px 6px;text-align:left}th{background:#f3f3f3}.supported{color:#17702b;font-weight:bold}"
-               ".contradicted{color:#b00020;font-weight:bold}.inconclusive{color:#8a6d00;font-weight:bold}"
-               "img{max-width:100%}figcaption{font-style:italic;font-size:13px}</style></head><body>"]
-        for b in self.blocks:
-            if b[0] == "h":
-                out.append(f"<h{b[1]}>{_inline(b[2])}</h{b[1]}>")
-            elif b[0] == "p":
-                out.append(f"<p>{_inline(b[1])}</p>")
-            elif b[0] == "table":
-                df = b[1]
-                head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
-                body = []
-                for _, r in df.iterrows():
-                    tds = []
-                    for v in r:
-                        s = _cell(v)
-                        cls = f" class='{s}'" if s in ("supported", "contradicted", "inconclusive") else ""
-                        tds.append(f"<td{cls}>{_inline(s)}</td>")
-                    body.append("<tr>" + "".join(tds) + "</tr>")
-                out.append(f"<table><tr>{head}</tr>{''.join(body)}</table>")
-            elif b[0] == "img":
-                data = base64.b64encode(Path(b[1]).read_bytes()).decode()
-                out.append(f"<figure><img src='data:image/png;base64,{data}' alt='{html.escape(b[3])}'>"
-                           f"<figcaption>{html.escape(b[3])}</figcaption></figure>")
-        out.append("</body></html>")
-        return "\n".join(out)
-
-
-def _inline(s: str) -> str:
-    s = html.escape(s)
-    parts = s.split("**")
-    s = "".join(f"<b>{p}</b>" if i % 2 else p for i, p in enumerate(parts))
-    parts = s.split("`")
-    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
-
-
-def _cell(v: Any) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA:
-        return ""
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
-
-
 # ------------------------------------------------------------------------------- sections
-def _scale_section(doc: _Doc, frame: pd.DataFrame, fid_cap: float, q_broken: float):
+def _scale_section(doc: Document, frame: pd.DataFrame, fid_cap: float, q_broken: float):
     doc.h(2, "The FID scale of these runs")
     doc.p(f"An FID means nothing without what real data and an untrained generator score at the same "
           f"N, extractor, split and resolution. Each run's quality = log(untrained / FID) / "
@@ -146,7 +61,7 @@ def _scale_section(doc: _Doc, frame: pd.DataFrame, fid_cap: float, q_broken: flo
     else:
         ours = frame[frame["origin"] == "run"] if "origin" in frame and len(frame) else frame
         doc.p("No image run of ours in this frame." if ours.empty or scale.is_toy(ours).all() else
-              "No image run in this frame logged fid_floor / fid_init (runs from before issue #10): "
+              "No image run in this frame logged fid_floor / fid_init (runs made before the FID scale): "
               "their learning cannot be judged on a calibrated scale, and sample-quality verdicts on "
               "them are inconclusive (Inception runs fall back to the paper's FID-100 rule).")
     toy = tables.toy_table(frame, q_broken)
@@ -176,7 +91,7 @@ def _not_covered_line(v) -> str:
             f"(see \"Hypotheses in detail\").")
 
 
-def _verdict_section(doc: _Doc, verdicts, designed: list[str] | None = None):
+def _verdict_section(doc: Document, verdicts, designed: list[str] | None = None):
     full, brief = split_verdicts(verdicts, designed)
     doc.h(2, "Verdicts")
     if designed:
@@ -198,7 +113,7 @@ def _verdict_section(doc: _Doc, verdicts, designed: list[str] | None = None):
         doc.p(f"**Agreement.** {v.agreement or '—'}.")
 
 
-def _samples_section(doc: _Doc, frame: pd.DataFrame, out_dir: Path, max_configs: int):
+def _samples_section(doc: Document, frame: pd.DataFrame, out_dir: Path, max_configs: int):
     doc.h(2, "Samples: each configuration's final grid")
     skipped: list[str] = []
     items = curves.sample_grids(frame, out_dir / "samples", max_configs=max_configs, skipped=skipped)
@@ -210,7 +125,7 @@ def _samples_section(doc: _Doc, frame: pd.DataFrame, out_dir: Path, max_configs:
         doc.p("No runs of ours in this frame (published tables have no samples).")
 
 
-def _curves_section(doc: _Doc, frame, histories, fig_dir: Path, q_broken: float):
+def _curves_section(doc: Document, frame, histories, fig_dir: Path, q_broken: float):
     doc.h(2, "Learning curves")
     if histories is None or not len(histories):
         ours = frame[frame["origin"] == "run"] if "origin" in frame and len(frame) else frame
@@ -229,21 +144,21 @@ def _sampled(df: pd.DataFrame, *cols: str) -> bool:
     return any(is_continuous(df, c) for c in cols if c in df.columns)
 
 
-def _fid_sections(doc: _Doc, frame, reference, add_figs, fid_cap, q_broken):
-    sn = frame[frame["regularizer"] == "sn"] if len(frame) and "regularizer" in frame else frame.iloc[0:0]
+def _fid_sections(doc: Document, frame, reference, add_figs, fid_cap, q_broken):
+    sn = frame[frame[REGULARIZER] == "sn"] if len(frame) and REGULARIZER in frame else frame.iloc[0:0]
     sn_ours = sn[sn["origin"] == "run"] if "origin" in sn else sn
-    search = len(sn_ours) > 0 and _sampled(sn_ours, "k_sn", "alpha")
+    search = len(sn_ours) > 0 and _sampled(sn_ours, K_SN, ALPHA)
     doc.h(2, "FID vs k_SN (Lipschitz paper Table 2)")
     skipped: list[str] = []
-    if sn.empty or "k_sn" not in sn:
+    if sn.empty or K_SN not in sn:
         doc.p("No SN runs: this section needs runs with regularizer sn at two or more k_SN.")
     elif search:
         doc.p("k_SN and/or α were sampled (a search, not a grid): rank correlation of capped FID with "
               "log k_SN over the runs as sampled, every α (one point per run in the figure).")
-        doc.table(tables.trend_table(sn_ours, "k_sn", fid_cap=fid_cap, q_broken=q_broken))
+        doc.table(tables.trend_table(sn_ours, K_SN, fid_cap=fid_cap, q_broken=q_broken))
     else:
-        a1 = sn[np.isclose(sn["alpha"].astype(float).fillna(1.0), 1.0, rtol=1e-6, atol=0)] if "alpha" in sn else sn
-        t = fid_table(a1, "k_sn", reference, by=("alpha",) if "alpha" in a1 else (),
+        a1 = sn[np.isclose(sn[ALPHA].astype(float).fillna(1.0), 1.0, rtol=1e-6, atol=0)] if ALPHA in sn else sn
+        t = fid_table(a1, K_SN, reference, by=(ALPHA,) if ALPHA in a1 else (),
                       fid_cap=fid_cap, q_broken=q_broken)
         if len(t):
             doc.table(t)
@@ -253,12 +168,12 @@ def _fid_sections(doc: _Doc, frame, reference, add_figs, fid_cap, q_broken):
         add_figs(figs.fid_vs_k(frame, reference=reference, fid_cap=fid_cap, q_broken=q_broken,
                                skipped=skipped), "FID vs k_SN")
     doc.h(2, "FID vs α (Table 5a/5b) and the degenerate losses (α = 1e-25)")
-    if len(sn) and "alpha" in sn and sn["alpha"].nunique() > 1:
+    if len(sn) and ALPHA in sn and sn[ALPHA].nunique() > 1:
         if search:
             doc.p("α sampled: rank correlation of capped FID with log α per loss, every k_SN.")
-            doc.table(tables.trend_table(sn_ours, "alpha", fid_cap=fid_cap, q_broken=q_broken))
+            doc.table(tables.trend_table(sn_ours, ALPHA, fid_cap=fid_cap, q_broken=q_broken))
         else:
-            doc.table(fid_table(sn, "alpha", reference, by=("k_sn",), fid_cap=fid_cap, q_broken=q_broken))
+            doc.table(fid_table(sn, ALPHA, reference, by=(K_SN,), fid_cap=fid_cap, q_broken=q_broken))
         add_figs(figs.fid_vs_alpha(frame, reference=reference, fid_cap=fid_cap, q_broken=q_broken,
                                    skipped=skipped), "FID vs α")
     else:
@@ -267,7 +182,7 @@ def _fid_sections(doc: _Doc, frame, reference, add_figs, fid_cap, q_broken):
         doc.p(line + ".")
 
 
-def _domain_section(doc: _Doc, frame, histories, reference, add_figs):
+def _domain_section(doc: Document, frame, histories, reference, add_figs):
     doc.h(2, "Domain Ω and gradient interval Ψ (Fig. 1)")
     t = figs.omega_psi_table(frame, reference) if len(frame) else pd.DataFrame()
     if len(t):
@@ -285,7 +200,7 @@ def _domain_section(doc: _Doc, frame, histories, reference, add_figs):
         doc.p(line + ".")
 
 
-def _details_section(doc: _Doc, verdicts):
+def _details_section(doc: Document, verdicts):
     doc.h(2, "Hypotheses in detail")
     for v in verdicts:
         doc.h(3, f"{v.name}: {v.verdict}")
@@ -319,12 +234,12 @@ def runs_frame(frame: pd.DataFrame, fid_cap: float = FID_CAP_INCEPTION,
 # ------------------------------------------------------------------------------- build
 def seeds_behind(frame: pd.DataFrame, run_ids) -> int:
     """Seeds per configuration behind a verdict: the distinct seeds among its runs of ours."""
-    if not len(frame) or "seed" not in frame or not run_ids:
+    if not len(frame) or SEED not in frame or not run_ids:
         return 0
     rows = frame[frame["run_id"].astype(str).isin(set(map(str, run_ids)))]
     if "origin" in rows:
         rows = rows[rows["origin"].astype(str) == "run"]
-    return int(rows["seed"].nunique())
+    return int(rows[SEED].nunique())
 
 
 def ref_tables() -> pd.DataFrame:
@@ -332,6 +247,43 @@ def ref_tables() -> pd.DataFrame:
     from analysis import reference as ref_mod
 
     return ref_mod.load()
+
+
+def _verdicts(frame: pd.DataFrame, hypotheses, overrides, histories, reference) -> list:
+    """The hypotheses' verdicts on ``frame``, each with the paper's claim beside it and, where it
+    had data, the power of its test at the seeds it had."""
+    verdicts = hyp.evaluate(frame, hypotheses, overrides, histories=histories)
+    claims.annotate(verdicts, reference if reference is not None else ref_tables())
+    for v in verdicts:
+        if v.n:   # a test without data has no power to state
+            v.power = calibration.power_note(v.name, seeds_behind(frame, v.run_ids), v.verdict)
+    return verdicts
+
+
+def _intro(doc: Document, frame: pd.DataFrame, title: str, fid_cap: float, q_broken: float) -> None:
+    """The title and what the report is made of: runs, experiments, the broken rule, notes on
+    code versions and repeated seeds."""
+    doc.h(1, title)
+    exps = ", ".join(sorted({str(e) for e in frame.get("experiment", pd.Series(dtype=str)).dropna()}))
+    doc.p(f"Generated {_dt.datetime.now().isoformat(timespec='seconds')} from {len(frame)} runs "
+          f"({exps or 'no experiment'}); the analysis frame is in `runs.csv`. Broken: quality < "
+          f"{q_broken:g} on the run's own FID scale (below), or diverged (FID = cap); without a "
+          f"scale, Inception FID ≥ {fid_cap:g} (the Lipschitz paper's rule). Crashed/running runs "
+          f"are not outcomes.")
+    if versions_note(frame):
+        doc.p(versions_note(frame))
+    if tables.repeats_note(frame):
+        doc.p(tables.repeats_note(frame))
+
+
+def _runs_section(doc: Document, frame: pd.DataFrame) -> None:
+    """Runs per status, and the crashed and diverged ones by name with their reason."""
+    doc.h(2, "Runs")
+    doc.table(tables.status_table(frame))
+    bad = frame[frame["status"].isin(["crashed", DIVERGED])] if len(frame) else frame
+    if len(bad):
+        cols = [c for c in ("run_name", "status", "diverged_step", "diverged_reason", "run_id") if c in bad]
+        doc.table(bad[cols].head(50))
 
 
 def build(frame: pd.DataFrame, out_dir: str | Path, *, histories: pd.DataFrame | None = None,
@@ -357,24 +309,10 @@ def build(frame: pd.DataFrame, out_dir: str | Path, *, histories: pd.DataFrame |
     if isinstance(reference, str):
         reference = ref_tables()
     runs_frame(frame, fid_cap, q_broken).to_csv(out_dir / "runs.csv", index=False)
-    verdicts = hyp.evaluate(frame, hypotheses, overrides, histories=histories)
+    verdicts = _verdicts(frame, hypotheses, overrides, histories, reference)
     designed = hyp.resolve(hypotheses or designed_for) if (hypotheses or designed_for) else None
-    claims.annotate(verdicts, reference if reference is not None else ref_tables())
-    for v in verdicts:
-        if v.n:   # a test without data has no power to state
-            v.power = calibration.power_note(v.name, seeds_behind(frame, v.run_ids), v.verdict)
-    doc = _Doc()
-    doc.h(1, title)
-    exps = ", ".join(sorted({str(e) for e in frame.get("experiment", pd.Series(dtype=str)).dropna()}))
-    doc.p(f"Generated {_dt.datetime.now().isoformat(timespec='seconds')} from {len(frame)} runs "
-          f"({exps or 'no experiment'}); the analysis frame is in `runs.csv`. Broken: quality < "
-          f"{q_broken:g} on the run's own FID scale (below), or diverged (FID = cap); without a "
-          f"scale, Inception FID ≥ {fid_cap:g} (the Lipschitz paper's rule). Crashed/running runs "
-          f"are not outcomes.")
-    if versions_note(frame):
-        doc.p(versions_note(frame))
-    if tables.repeats_note(frame):
-        doc.p(tables.repeats_note(frame))
+    doc = Document()
+    _intro(doc, frame, title, fid_cap, q_broken)
 
     def add_figs(items, caption):
         for path in figs.save(items, fig_dir):
@@ -387,12 +325,7 @@ def build(frame: pd.DataFrame, out_dir: str | Path, *, histories: pd.DataFrame |
     from analysis.optuna_figures import report_section as optuna_section
 
     optuna_section(doc, frame, fig_dir)  # a searched study's Optuna figures (from its journal)
-    doc.h(2, "Runs")
-    doc.table(tables.status_table(frame))
-    bad = frame[frame["status"].isin(["crashed", "diverged"])] if len(frame) else frame
-    if len(bad):
-        cols = [c for c in ("run_name", "status", "diverged_step", "diverged_reason", "run_id") if c in bad]
-        doc.table(bad[cols].head(50))
+    _runs_section(doc, frame)
     _fid_sections(doc, frame, reference, add_figs, fid_cap, q_broken)
     _domain_section(doc, frame, histories, reference, add_figs)
     full, brief = split_verdicts(verdicts, designed)

@@ -1,4 +1,4 @@
-"""The FID scale of every run, and what "learned" and "broken" mean on it (issue #10, docs/design.md
+"""The FID scale of every run, and what "learned" and "broken" mean on it (docs/design.md
 "What every trial measures": the FID scale of every run).
 
 An FID means nothing without what real data and an untrained generator score at the same N,
@@ -23,7 +23,7 @@ Table 2): FID 100 sits at quality 0.25–0.34 on MNIST, CIFAR-10 and CelebA (:da
 :func:`mapping_table`), and quality 0.3 is FID ≈ 76 / 117 / 92 there. The same number applies to
 toys' ``toy_quality`` (the same 0 = untrained … 1 = real scale).
 
-Rows without a scale (runs from before issue #10, published tables): with Inception features the
+Rows without a scale (runs made before the FID scale was logged, published tables): with Inception features the
 paper's literal rule is used (FID ≥ ``fid_cap`` = 100 is broken); with any other extractor
 "learned" is unknown, and a verdict that needs it says so.
 """
@@ -35,6 +35,10 @@ import math
 import numpy as np
 import pandas as pd
 
+from trainables.names import (DATASET, DIVERGED, FID, FID_EXTRACTOR, FID_FINAL, FID_FLOOR,
+                              FID_FLOOR_FINAL, FID_INIT, FID_INIT_FINAL, FID_QUALITY,
+                              FID_QUALITY_FINAL, FID_SAMPLES, HQ_SHARE, HQ_SHARE_FINAL,
+                              MODES_COVERED, MODES_COVERED_FINAL)
 # HQ_REAL (share of real toy samples within 3σ of their mode) and the toys' quality: one
 # definition, the one toy trials log and toy searches optimise (trainables.toy_quality)
 from trainables.toy_quality import HQ_REAL, toy_quality  # noqa: F401
@@ -108,13 +112,13 @@ def mapping_table(q: float = Q_LEARNED, fid_cap: float = FID_CAP_INCEPTION,
     ``frame``: a measured row of a dataset and extractor that the frame's own runs use at another
     N is left out (FID is biased by N; those runs' own scale, at their N, is in the scale table)."""
     own: dict[tuple, set] = {}
-    if frame is not None and len(frame) and {"dataset", "fid_extractor", "fid_samples"} <= set(frame):
+    if frame is not None and len(frame) and {DATASET, FID_EXTRACTOR, FID_SAMPLES} <= set(frame):
         mine = frame[frame["origin"] == "run"] if "origin" in frame else frame
-        for (ds, ext), g in mine.groupby(["dataset", "fid_extractor"]):
-            own[(ds, ext)] = {int(n) for n in pd.to_numeric(g["fid_samples"], errors="coerce").dropna()}
+        for (ds, ext), g in mine.groupby([DATASET, FID_EXTRACTOR]):
+            own[(ds, ext)] = {int(n) for n in pd.to_numeric(g[FID_SAMPLES], errors="coerce").dropna()}
     rows = []
     for ds, s in PUBLISHED.items():
-        rows.append({"dataset": ds, "extractor": "inception", "N": "10k", "floor": s["floor"],
+        rows.append({DATASET: ds, "extractor": "inception", "N": "10k", "floor": s["floor"],
                      "untrained": s["untrained"],
                      f"quality at FID {fid_cap:g}": round(quality_of(fid_cap, s["floor"], s["untrained"]), 3),
                      f"FID at quality {q:g}": round(fid_at_quality(q, s["floor"], s["untrained"]), 1),
@@ -123,7 +127,7 @@ def mapping_table(q: float = Q_LEARNED, fid_cap: float = FID_CAP_INCEPTION,
     for ds, s in MEASURED.items():
         if own.get((ds, s["extractor"])) and s["n"] not in own[(ds, s["extractor"])]:
             continue
-        rows.append({"dataset": ds, "extractor": s["extractor"], "N": str(s["n"]), "floor": s["floor"],
+        rows.append({DATASET: ds, "extractor": s["extractor"], "N": str(s["n"]), "floor": s["floor"],
                      "untrained": s["untrained"],
                      f"quality at FID {fid_cap:g}": round(quality_of(fid_cap, s["floor"], s["untrained"]), 3),
                      f"FID at quality {q:g}": round(fid_at_quality(q, s["floor"], s["untrained"]), 1),
@@ -132,14 +136,15 @@ def mapping_table(q: float = Q_LEARNED, fid_cap: float = FID_CAP_INCEPTION,
 
 
 # ------------------------------------------------------------------------------- per run
-def _num(frame: pd.DataFrame, col: str) -> pd.Series:
+def numeric(frame: pd.DataFrame, col: str) -> pd.Series:
+    """Column ``col`` as floats (unparseable values and a missing column: NaN)."""
     if col in frame.columns:
         return pd.to_numeric(frame[col], errors="coerce").astype(float)
     return pd.Series(np.nan, index=frame.index, dtype=float)
 
 
 def is_toy(frame: pd.DataFrame) -> pd.Series:
-    ds = frame["dataset"] if "dataset" in frame.columns else pd.Series(None, index=frame.index)
+    ds = frame[DATASET] if DATASET in frame.columns else pd.Series(None, index=frame.index)
     return ds.isin(list(TOY_MODES)).astype(bool)
 
 
@@ -155,22 +160,22 @@ def run_quality(frame: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame(index=idx, columns=["quality", "scale_fid", "scale_floor", "scale_init",
                                            "scale_modes", "scale_hq"], dtype=float)
     src = pd.Series(None, index=idx, dtype=object)
-    fid, fid_f = _num(frame, "fid"), _num(frame, "fid_final")
-    floor, init = _num(frame, "fid_floor"), _num(frame, "fid_init")
-    floor_f = _num(frame, "fid_floor_final").fillna(floor)
-    init_f = _num(frame, "fid_init_final").fillna(init)
+    fid, fid_f = numeric(frame, FID), numeric(frame, FID_FINAL)
+    floor, init = numeric(frame, FID_FLOOR), numeric(frame, FID_INIT)
+    floor_f = numeric(frame, FID_FLOOR_FINAL).fillna(floor)
+    init_f = numeric(frame, FID_INIT_FINAL).fillna(init)
     # (1) logged quality of the final evaluation
-    qf = _num(frame, "fid_quality_final")
+    qf = numeric(frame, FID_QUALITY_FINAL)
     use = qf.notna() & src.isna()
     out.loc[use, ["quality", "scale_fid", "scale_floor", "scale_init"]] = np.c_[
         qf[use], fid_f.fillna(fid)[use], floor_f[use], init_f[use]]
-    src[use] = "fid_quality_final"
+    src[use] = FID_QUALITY_FINAL
     # (2) the last evaluation's logged quality
-    q = _num(frame, "fid_quality")
+    q = numeric(frame, FID_QUALITY)
     use = q.notna() & src.isna()
     out.loc[use, ["quality", "scale_fid", "scale_floor", "scale_init"]] = np.c_[
         q[use], fid[use], floor[use], init[use]]
-    src[use] = "fid_quality"
+    src[use] = FID_QUALITY
     # (3) computed from the scale (runs that logged floor/init but not the quality itself)
     qc = pd.Series(quality_of(fid.to_numpy(), floor.to_numpy(), init.to_numpy()), index=idx)
     use = qc.notna() & src.isna()
@@ -180,10 +185,10 @@ def run_quality(frame: pd.DataFrame) -> pd.DataFrame:
     # toys: modes covered and high-quality share
     toy = is_toy(frame)
     if toy.any():
-        ds = frame["dataset"]
+        ds = frame[DATASET]
         n_modes = ds.map(TOY_MODES).astype(float)
-        modes = _num(frame, "modes_covered_final").fillna(_num(frame, "modes_covered"))
-        hq = _num(frame, "hq_share_final").fillna(_num(frame, "hq_share"))
+        modes = numeric(frame, MODES_COVERED_FINAL).fillna(numeric(frame, MODES_COVERED))
+        hq = numeric(frame, HQ_SHARE_FINAL).fillna(numeric(frame, HQ_SHARE))
         tq = toy_quality(modes, n_modes, hq)
         use = toy & tq.notna()
         out.loc[use, "quality"] = tq[use]
@@ -204,14 +209,14 @@ def describe_scale(rows: pd.DataFrame, q_learned: float = Q_LEARNED) -> str:
         return float(v.median()) if len(v) else math.nan
 
     n = len(rows)
-    div = int(rows["diverged"].astype(bool).sum()) if "diverged" in rows else 0
+    div = int(rows[DIVERGED].astype(bool).sum()) if DIVERGED in rows else 0
     tail = f", {div} of {n} diverged" if div else ""
-    if "dataset" in rows and is_toy(rows).all() and n:
-        ds = str(rows["dataset"].iloc[0])
+    if DATASET in rows and is_toy(rows).all() and n:
+        ds = str(rows[DATASET].iloc[0])
         return (f"median modes covered {fmt(med('scale_modes'), '.3g')}/{TOY_MODES.get(ds, '?')}, "
                 f"high-quality share {fmt(med('scale_hq'), '.2f')}, toy quality {_qfmt(med('quality'), q_learned)} "
                 f"(threshold {q_learned:g}; n = {n}{tail})")
-    fid = med("scale_fid") if np.isfinite(med("scale_fid")) else med("fid")
+    fid = med("scale_fid") if np.isfinite(med("scale_fid")) else med(FID)
     return (f"median FID {fmt(fid, '.4g')}, floor {fmt(med('scale_floor'), '.4g')}, untrained "
             f"{fmt(med('scale_init'), '.4g')} (quality {_qfmt(med('quality'), q_learned)}, threshold "
             f"{q_learned:g}; n = {n}{tail})")

@@ -1,7 +1,7 @@
 """The report's tables (plain DataFrames; ``analysis.report`` renders them).
 
 * :func:`scale_table` — the FID scale per dataset, extractor and N: floor, untrained, the FID at the
-  broken threshold, how many runs carry it (issue #10).
+  broken threshold, how many runs carry it.
 * :func:`toy_table` — the 2-D toys' scale: modes, real data's high-quality share, what our runs reach.
 * :func:`fid_table` — FID per (dataset, extractor, loss, …, x) on a grid design, the paper beside.
 * :func:`trend_table` — on a search (x sampled, not a grid): Spearman ρ of capped FID on log x per
@@ -23,6 +23,9 @@ from analysis import scale
 from analysis.outcome import usable, with_outcome
 from analysis.scale import FID_CAP_INCEPTION, Q_LEARNED, fmt
 from analysis.stats import bootstrap_ci
+from trainables.names import (ARCH, DATASET, DIVERGED, FID, FID_EXTRACTOR, FID_FINAL_SAMPLES,
+                              FID_FLOOR, FID_FLOOR_FINAL, FID_INIT, FID_INIT_FINAL, FID_REF_SPLIT,
+                              FID_SAMPLES, LOSS, RESOLUTION, SEED)
 
 
 def _rng(v: pd.Series, spec: str = ".4g") -> str:
@@ -46,23 +49,23 @@ def scale_table(frame: pd.DataFrame, q_broken: float = Q_LEARNED) -> pd.DataFram
         return pd.DataFrame()
     rows = []
     for final in (False, True):
-        fl, ini = ("fid_floor_final", "fid_init_final") if final else ("fid_floor", "fid_init")
-        ncol = "fid_final_samples" if final else "fid_samples"
+        fl, ini = (FID_FLOOR_FINAL, FID_INIT_FINAL) if final else (FID_FLOOR, FID_INIT)
+        ncol = FID_FINAL_SAMPLES if final else FID_SAMPLES
         if fl not in df and ini not in df:
             continue
-        keys = [c for c in ("dataset", "fid_extractor", ncol, "fid_ref_split", "resolution", "arch") if c in df]
+        keys = [c for c in (DATASET, FID_EXTRACTOR, ncol, FID_REF_SPLIT, RESOLUTION, ARCH) if c in df]
         for key, g in df.astype({k: object for k in keys}).fillna({k: "?" for k in keys}).groupby(keys):
             kd = dict(zip(keys, key if isinstance(key, tuple) else (key,)))
-            floor, init = scale._num(g, fl), scale._num(g, ini)
+            floor, init = scale.numeric(g, fl), scale.numeric(g, ini)
             has = floor.notna() & init.notna()
             if final and not has.any():
                 continue
             at_q = scale.fid_at_quality(q_broken, floor[has].to_numpy(), init[has].to_numpy())
             rows.append({
-                "dataset": kd.get("dataset"), "extractor": kd.get("fid_extractor"),
+                DATASET: kd.get(DATASET), "extractor": kd.get(FID_EXTRACTOR),
                 "N": kd.get(ncol), "evaluation": "final" if final else "every eval",
-                "split": kd.get("fid_ref_split", "?"), "resolution": kd.get("resolution", "?"),
-                "arch": kd.get("arch", "?"),
+                "split": kd.get(FID_REF_SPLIT, "?"), RESOLUTION: kd.get(RESOLUTION, "?"),
+                ARCH: kd.get(ARCH, "?"),
                 "floor (real data)": _rng(floor[has]), "untrained": _rng(init[has]),
                 f"FID at quality {q_broken:g} (broken above)": _rng(pd.Series(at_q)),
                 "runs with the scale": f"{int(has.sum())} of {len(g)}",
@@ -76,9 +79,9 @@ def toy_table(frame: pd.DataFrame, q_broken: float = Q_LEARNED) -> pd.DataFrame:
         return pd.DataFrame()
     df = df[(df["origin"] == "run") & scale.is_toy(df)]
     rows = []
-    for ds, g in df.groupby("dataset"):
+    for ds, g in df.groupby(DATASET):
         q = scale.run_quality(g)
-        rows.append({"dataset": ds, "modes": scale.TOY_MODES[ds],
+        rows.append({DATASET: ds, "modes": scale.TOY_MODES[ds],
                      "real data: high-quality share": f"{scale.HQ_REAL:.3f}",
                      "modes covered (median [min–max])": _rng(q["scale_modes"], ".3g"),
                      "high-quality share": _rng(q["scale_hq"], ".3f"),
@@ -94,10 +97,10 @@ def _measured(g: pd.DataFrame) -> str:
         v = pd.to_numeric(g.get(col, pd.Series(dtype=float)), errors="coerce")
         return v[np.isfinite(v)]
 
-    raw, censor = finite("fid"), finite("fid_censor")
+    raw, censor = finite(FID), finite("fid_censor")
     if len(raw):
         return f" (capped; measured {fmt(raw.median(), '.4g')})"
-    if g.get("diverged", pd.Series(dtype=bool)).astype(bool).any():
+    if g.get(DIVERGED, pd.Series(dtype=bool)).astype(bool).any():
         return " (capped; diverged)"
     return f" (capped; reported ≥ {fmt(censor.min(), '.4g')})" if len(censor) else " (capped)"
 
@@ -106,16 +109,16 @@ def per_seed(g: pd.DataFrame) -> pd.DataFrame:
     """One row per distinct seed of a cell's runs: the median capped FID and quality of the runs
     of that seed, broken when most of them are. Runs of the same configuration and seed (a study
     run twice) are one replicate run twice, never two seeds."""
-    seed = g["seed"] if "seed" in g else pd.Series(0, index=g.index)
+    seed = g[SEED] if SEED in g else pd.Series(0, index=g.index)
     return (g.assign(seed=seed, broken=g["broken"].astype(float))
-            .groupby("seed")[["fid_eff", "quality", "broken"]].median()
+            .groupby(SEED)[["fid_eff", "quality", "broken"]].median()
             .assign(broken=lambda d: d["broken"] >= 0.5))
 
 
 def seeds_cell(g: pd.DataFrame) -> int | str:
     """The distinct seeds behind a cell; with repeated seeds, also the runs and which seed ran
     how often ("1 (2 runs: seed 0 ×2)")."""
-    seed = g["seed"] if "seed" in g else pd.Series(0, index=g.index)
+    seed = g[SEED] if SEED in g else pd.Series(0, index=g.index)
     counts = seed.value_counts().sort_index()
     if len(g) == len(counts):
         return len(counts)
@@ -129,11 +132,11 @@ def repeats_note(frame: pd.DataFrame) -> str:
     from analysis.outcome import config_columns, config_key
 
     df = usable(frame) if len(frame) and "status" in frame else frame
-    if df.empty or "seed" not in df:
+    if df.empty or SEED not in df:
         return ""
     if "origin" in df:
         df = df[df["origin"].astype(str) == "run"]
-    key = config_key(df).map(repr) + "|" + df["seed"].astype(str)
+    key = config_key(df).map(repr) + "|" + df[SEED].astype(str)
     counts = key.value_counts()
     rep = counts[counts > 1]
     if rep.empty:
@@ -143,7 +146,7 @@ def repeats_note(frame: pd.DataFrame) -> str:
     for k, n in rep.items():
         row = df[key == k].iloc[0]
         what = ", ".join(f"{c}={fmt(row[c]) if isinstance(row[c], float) else row[c]}" for c in cols)
-        parts.append(f"{what or 'the configuration'} seed {row['seed']} ×{n}")
+        parts.append(f"{what or 'the configuration'} seed {row[SEED]} ×{n}")
     n_cfg = len(rep)
     return (f"{n_cfg} configuration{'s' if n_cfg > 1 else ''} ran more than once with the same seed "
             f"(a study run again): {'; '.join(parts[:12])}{' …' if len(parts) > 12 else ''}. "
@@ -160,7 +163,7 @@ def fid_table(frame: pd.DataFrame, x: str, reference: pd.DataFrame | None, *, by
     df = df[df["fid_eff"].notna()] if "fid_eff" in df else df
     if df.empty or x not in df.columns:
         return pd.DataFrame()
-    keys = ["dataset", "fid_extractor", "loss", *by, x]
+    keys = [DATASET, FID_EXTRACTOR, LOSS, *by, x]
     if any(k not in df.columns for k in keys):
         return pd.DataFrame()
     rows = []
@@ -168,28 +171,28 @@ def fid_table(frame: pd.DataFrame, x: str, reference: pd.DataFrame | None, *, by
         kd = dict(zip(keys, key))
         s = per_seed(g)
         ci = bootstrap_ci(s["fid_eff"].astype(float).to_numpy()) if len(s) >= 2 else (math.nan, math.nan)
-        n_samples = sorted({int(v) for v in g.get("fid_samples", pd.Series(dtype=float)).dropna()})
+        n_samples = sorted({int(v) for v in g.get(FID_SAMPLES, pd.Series(dtype=float)).dropna()})
         paper = ""
-        if reference is not None and len(reference) and kd["fid_extractor"] == "inception":
-            r = reference[(reference["dataset"] == kd["dataset"]) & (reference["loss"] == kd["loss"])
-                          & reference["fid"].notna()]
+        if reference is not None and len(reference) and kd[FID_EXTRACTOR] == "inception":
+            r = reference[(reference[DATASET] == kd[DATASET]) & (reference[LOSS] == kd[LOSS])
+                          & reference[FID].notna()]
             for k in [x, *by]:
                 if k in r.columns:
                     r = r[np.isclose(r[k].astype(float), float(kd[k]), rtol=1e-6, atol=0)]
                 else:
                     r = r.iloc[0:0]
             if len(r):
-                paper = "; ".join(f"{v:.2f} ({s})" for v, s in zip(r["fid"], r["source"]))
+                paper = "; ".join(f"{v:.2f} ({s})" for v, s in zip(r[FID], r["source"]))
         q = s["quality"].astype(float)
         rows.append({
-            "dataset": kd["dataset"], "loss": kd["loss"], **{k: kd[k] for k in by},
+            DATASET: kd[DATASET], LOSS: kd[LOSS], **{k: kd[k] for k in by},
             x: kd[x],
             "FID ours (median)": fmt(s["fid_eff"].astype(float).median(), ".2f")
             + (_measured(g) if g["broken"].any() else ""),
             "95% CI": "" if not np.isfinite(ci[0]) else f"[{ci[0]:.2f}, {ci[1]:.2f}]",
             "seeds": seeds_cell(g), "broken": int(s["broken"].sum()),
             "quality (median)": fmt(q.median(), ".2f") if q.notna().any() else "—",
-            "extractor": kd["fid_extractor"],
+            "extractor": kd[FID_EXTRACTOR],
             "N": ",".join(str(n) for n in n_samples) or "?",
             "FID paper (Inception)": paper or "—",
         })
@@ -205,12 +208,12 @@ def trend_table(frame: pd.DataFrame, x: str, *, fid_cap: float = FID_CAP_INCEPTI
         return pd.DataFrame()
     df = df[df["fid_eff"].notna() & (pd.to_numeric(df[x], errors="coerce") > 0)]
     rows = []
-    for (ds, ext, loss), g in df.groupby(["dataset", "fid_extractor", "loss"]):
+    for (ds, ext, loss), g in df.groupby([DATASET, FID_EXTRACTOR, LOSS]):
         xv = np.log10(g[x].astype(float).to_numpy())
         y = g["fid_eff"].astype(float).to_numpy()
         ok = len(g) >= 3 and np.ptp(xv) > 0 and np.ptp(y) > 0
         rho, p = sps.spearmanr(xv, y) if ok else (math.nan, math.nan)
-        rows.append({"dataset": ds, "extractor": ext, "loss": loss, "runs": len(g),
+        rows.append({DATASET: ds, "extractor": ext, LOSS: loss, "runs": len(g),
                      f"{x} range": f"{fmt(g[x].min())}–{fmt(g[x].max())}",
                      f"Spearman ρ(log {x}, FID)": fmt(rho, "+.2f") if ok else "— (needs ≥ 3 runs, FID not constant)",
                      "p (two-sided)": fmt(p, ".3g") if ok else "—",

@@ -1,5 +1,5 @@
 """The verdict machinery: :class:`Verdict`, the hypothesis registry, the shared decision rules and
-how the learning guard (issue #10) gates a verdict. ``analysis.hypotheses`` holds the hypotheses
+how the learning guard gates a verdict. ``analysis.hypotheses`` holds the hypotheses
 themselves, ``analysis.guard`` the guard's per-stratum judgement, ``analysis.frames`` the shared
 frame helpers (prepared frame, strata, sampled columns).
 
@@ -155,10 +155,10 @@ class Hypothesis:
         status = g.status(relevant)
         if v.n == 0 and relevant:
             reasons = "; ".join(g.info[k]["text"] for k in relevant)
-            out = _v("inconclusive", missing=reasons, n=full.n, run_ids=full.run_ids,
-                     details="Learning guard: the runs this test needs are in strata whose "
-                             "reference runs did not learn (or whose learning cannot be judged). "
-                             + g.text(relevant))
+            out = bare_verdict("inconclusive", missing=reasons, n=full.n, run_ids=full.run_ids,
+                               details="Learning guard: the runs this test needs are in strata whose "
+                                       "reference runs did not learn (or whose learning cannot be judged). "
+                                       + g.text(relevant))
             out.guard_status = status
             return out
         kept = g.strata_of(frame, v.run_ids)
@@ -227,12 +227,13 @@ def evaluate(frame: pd.DataFrame, names: Iterable[str] | None = None,
 
 
 # ------------------------------------------------------------------------------------ verdicts
-def _v(verdict: VerdictKind, **kw) -> Verdict:
+def bare_verdict(verdict: VerdictKind, **kw) -> Verdict:
+    """A verdict without name, claim and source: the registered :class:`Hypothesis` fills them in."""
     return Verdict(name="", claim="", source="", verdict=verdict, **kw)
 
 
 def missing(text: str, **kw) -> Verdict:
-    return _v("inconclusive", missing=text, **kw)
+    return bare_verdict("inconclusive", missing=text, **kw)
 
 
 def render_notes(notes: list[str] | None) -> str:
@@ -260,14 +261,14 @@ def trend_verdict(res: stats.TrendResult, sig: float, rho_min: float, what: str,
               f"{fmt(res.p_min)}).")
     detail += render_notes(notes)
     if res.p < sig and res.rho >= rho_min:
-        return _v("supported", details=detail, **kw)
+        return bare_verdict("supported", details=detail, **kw)
     if res.p_opposite < sig or (res.p_min < sig and res.rho <= 0):
-        return _v("contradicted", details=detail, **kw)
+        return bare_verdict("contradicted", details=detail, **kw)
     miss = ""
     if res.p_min >= sig:
         miss = (f"the design cannot reach p < {sig} even with a perfect trend: more levels of "
                 f"{what} or more seeds per level are needed")
-    return _v("inconclusive", details=detail, missing=miss or "trend too weak to decide", **kw)
+    return bare_verdict("inconclusive", details=detail, missing=miss or "trend too weak to decide", **kw)
 
 
 def tost_verdict(d: list[float], margin_ratio: float, sig: float, df: pd.DataFrame,
@@ -287,8 +288,8 @@ def tost_verdict(d: list[float], margin_ratio: float, sig: float, df: pd.DataFra
         return missing(f"need ≥ {min_n} matched comparisons ({what}); have {res.n}",
                        details=detail, **kw), res
     if res.outside:
-        return _v("contradicted", details=detail, **kw), res
+        return bare_verdict("contradicted", details=detail, **kw), res
     if res.p_tost < sig:
-        return _v("supported", details=detail, **kw), res
-    return _v("inconclusive", details=detail, missing="CI too wide for the margin: more seeds",
-              **kw), res
+        return bare_verdict("supported", details=detail, **kw), res
+    return bare_verdict("inconclusive", details=detail, missing="CI too wide for the margin: more seeds",
+                        **kw), res

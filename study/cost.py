@@ -34,6 +34,8 @@ import math
 import os
 from pathlib import Path
 from typing import Any
+from trainables.names import (ALR_ITERS, ARCH, BATCH_SIZE, DATASET, EVAL_EVERY, FID_SAMPLES,
+                              ITERATIONS, N_DIS, REGULARIZER, WIDTH)
 
 EFFECTIVE_FLOPS = 20e12
 LATENCY_S = 2e-3
@@ -170,10 +172,10 @@ def measured_shape(cfg: dict[str, Any], figures: dict[str, Any] | None) -> dict[
         return None
     from trainables.data import channels
 
-    key = (cfg["arch"], channels(cfg["dataset"]), float(cfg["width"]), int(cfg["batch_size"]))
+    key = (cfg[ARCH], channels(cfg[DATASET]), float(cfg[WIDTH]), int(cfg[BATCH_SIZE]))
     for shape in figures["shapes"]:
-        if (shape["arch"], int(shape["channels"]), float(shape["width"]),
-                int(shape["batch_size"])) == key:
+        if (shape[ARCH], int(shape["channels"]), float(shape[WIDTH]),
+                int(shape[BATCH_SIZE])) == key:
             return shape
     return None
 
@@ -185,18 +187,18 @@ def trial_seconds(cfg: dict[str, Any], figures: dict[str, Any] | None = None,
     the module docstring), else modelled."""
     from trainables.data import channels
 
-    ch = channels(cfg["dataset"])
-    flops = _step_flops(cfg["arch"], ch, float(cfg["width"]), int(cfg["batch_size"]),
-                        int(cfg["n_dis"]), cfg["regularizer"], cfg.get("alr_iters", 1))
+    ch = channels(cfg[DATASET])
+    flops = _step_flops(cfg[ARCH], ch, float(cfg[WIDTH]), int(cfg[BATCH_SIZE]),
+                        int(cfg[N_DIS]), cfg[REGULARIZER], cfg.get(ALR_ITERS, 1))
     shape = measured_shape(cfg, figures_for_model(figures, gpu_model))
     if shape is not None:
-        ref = _step_flops(shape["arch"], int(shape["channels"]), float(shape["width"]),
-                          int(shape["batch_size"]), int(shape["n_dis"]), shape["regularizer"])
+        ref = _step_flops(shape[ARCH], int(shape["channels"]), float(shape[WIDTH]),
+                          int(shape[BATCH_SIZE]), int(shape[N_DIS]), shape[REGULARIZER])
         step_s = shape["ms_per_trial_iteration"] / 1e3 * flops / ref
     else:
-        step_s = flops / EFFECTIVE_FLOPS + LATENCY_S * (int(cfg["n_dis"]) + 1)
-    n_evals = math.ceil(cfg["iterations"] / cfg["eval_every"])
-    return cfg["iterations"] * step_s + n_evals * cfg["fid_samples"] / FID_IMG_PER_S
+        step_s = flops / EFFECTIVE_FLOPS + LATENCY_S * (int(cfg[N_DIS]) + 1)
+    n_evals = math.ceil(cfg[ITERATIONS] / cfg[EVAL_EVERY])
+    return cfg[ITERATIONS] * step_s + n_evals * cfg[FID_SAMPLES] / FID_IMG_PER_S
 
 
 def best_population(figures: dict[str, Any] | None, gpu_model: str | None = None) -> int:

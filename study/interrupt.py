@@ -36,9 +36,6 @@ class StopSignals:
     def name(self) -> str | None:
         return signal.Signals(self.signum).name if self.signum else None
 
-    def exit_status(self) -> int:
-        return 128 + int(self.signum) if self.signum else 0
-
     def _handle(self, signum, frame) -> None:
         if self.signum is not None:  # second signal: no more waiting
             raise KeyboardInterrupt

@@ -127,6 +127,3 @@ def check_size(spec: StudyShape) -> None:
     if total > MAX_TRIALS:
         raise StudyError(f"grid: its {len(spec.grid_blocks)} blocks make {total:,} trials; {cap}")
 
-
-# the names study/validation.py imports until it takes the public ones above
-_BOOL_HINT, _bool_word, _check_size = BOOL_HINT, bool_word, check_size

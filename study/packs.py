@@ -14,6 +14,7 @@ from typing import Any
 
 from study.search import configs_per_pack, fixed_regularizer
 from study.spec import StudySpec, check_study
+from trainables.names import REGULARIZER
 
 
 def study_packs(spec: StudySpec) -> list[list[dict[str, Any]]]:
@@ -38,7 +39,7 @@ def population_notes(spec: StudySpec) -> list[str]:
     if spec.search != "grid":
         k = configs_per_pack(spec)
         if not k:
-            return [unsupported_reason({"regularizer": fixed_regularizer(spec)})]
+            return [unsupported_reason({REGULARIZER: fixed_regularizer(spec)})]
         n = spec.n_seeds
         return [f"population {spec.population}: each pack asks {k} configuration(s) x {n} "
                 f"seed(s) = {k * n} members; {spec.num_samples} configurations in "

@@ -10,6 +10,7 @@ import time
 from ray.tune import Callback
 
 from study.limits import duration_text
+from trainables.names import DIVERGED, FID, ITERATIONS
 
 
 def eta_text(elapsed: float, fraction: float, start_fraction: float = 0.0) -> str:
@@ -78,8 +79,8 @@ class ProgressPrinter(Callback):
         self._count(trials)
         if isinstance(result.get("step"), int):
             self.steps[trial.trial_id] = result["step"]
-        fid = result.get("fid")
-        if result.get("diverged") or result.get("crashed"):
+        fid = result.get(FID)
+        if result.get(DIVERGED) or result.get("crashed"):
             return
         fid_s = f"fid={fid:.2f}" if isinstance(fid, (int, float)) and math.isfinite(fid) else ""
         self._line(f"{trial} step {result.get('step')}/{self._iterations(trial)} {fid_s}", trials)
@@ -87,7 +88,7 @@ class ProgressPrinter(Callback):
     def _iterations(self, trial) -> int:
         """The trial's own ``iterations`` (grid blocks may override the study's fixed value)."""
         cfg = trial.config or {}
-        return (cfg.get("iterations") or (cfg.get("trial") or {}).get("iterations")
+        return (cfg.get(ITERATIONS) or (cfg.get("trial") or {}).get(ITERATIONS)
                 or self.iterations)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -97,7 +98,7 @@ class ProgressPrinter(Callback):
         if res.get("crashed"):  # a deterministic error (trainables.ray_trainable.end_attempt)
             self._line(f"{trial} CRASHED, not retried (the same error would recur; the cause is "
                        "in the table below and on its MLflow run)", trials)
-        elif res.get("diverged"):
+        elif res.get(DIVERGED):
             self._line(f"{trial} DIVERGED at step {res.get('step')}", trials)
         elif res.get("step") is not None and res["step"] < self._iterations(trial):
             self._line(f"{trial} stopped early at step {res['step']} (scheduler)", trials)

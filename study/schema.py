@@ -10,6 +10,7 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationE
                       field_validator, model_validator)
 
 from study.limits import BOOL_HINT, MAX_INT, MAX_SEED, MAX_TRIALS, bool_word, did_you_mean
+from trainables.names import REGULARIZER, SEED
 
 
 def _not_bool(value: Any) -> Any:
@@ -167,7 +168,7 @@ class StudySpec(BaseModel):
     checkpoints_to_keep: Int = Field(2, ge=1)  # per trial (one checkpoint per FID evaluation)
     storage_path: str = "./lipstudy_results"
     tracking_uri: str | None = None
-    # configs sharing shape keys packed into one Ray trial of at most P members (#12)
+    # configs sharing shape keys packed into one Ray trial of at most P members
     population: Int = Field(1, ge=1, le=1024)
 
     @field_validator("population")
@@ -184,13 +185,13 @@ class StudySpec(BaseModel):
 
         space = info.data.get("space") or {}
         fixed = info.data.get("fixed") or {}
-        regularizer = fixed.get("regularizer", BaseTrial.model_fields["regularizer"].default)
-        if "regularizer" not in space and regularizer not in POPULATION_REGULARIZERS:
+        regularizer = fixed.get(REGULARIZER, BaseTrial.model_fields[REGULARIZER].default)
+        if REGULARIZER not in space and regularizer not in POPULATION_REGULARIZERS:
             return v
         shape = [k for k in space if k not in MEMBER_KEYS]
         if shape:
             keys = ", ".join(repr(k) for k in shape)
-            members = ", ".join(sorted(MEMBER_KEYS - {"seed"}))
+            members = ", ".join(sorted(MEMBER_KEYS - {SEED}))
             raise ValueError(
                 f"searched key(s) {keys} change what a pack's members must share (shapes, "
                 f"regularizer kind); a pack's members may differ only in {members}: fix "
@@ -277,7 +278,8 @@ def _known_keys(parts: tuple) -> list[str]:
     return [f.alias or name for name, f in model.model_fields.items()] if model else []
 
 
-def _pydantic_message(err: ValidationError) -> str:
+def pydantic_message(err: ValidationError) -> str:
+    """One line for a study file's schema error: where it is and what is wrong."""
     errors = err.errors()
     first = _error_loc(errors[0])
     # of a union's branches, the one that got furthest into the value says what is wrong

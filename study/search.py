@@ -9,7 +9,7 @@
   the Ray results, or an RDB URL. ``optuna-dashboard <file or URL>`` opens it; Tune pickles the
   storage object with the searcher, and on restore Optuna replays the journal, so the resumed
   searcher sees every trial told before the driver died.
-* ``PackedOptunaSearch``: a searched study with ``population: P`` (issue #12): one Tune trial is a
+* ``PackedOptunaSearch``: a searched study with ``population: P``: one Tune trial is a
   pack of ``⌊P / n_seeds⌋`` configurations asked from the same persistent Optuna study, each run
   with every seed in that pack; each configuration's Optuna trial is told the mean final FID of its
   seeds (inf when any diverged), as ``Repeater`` tells a one-config study.
@@ -29,19 +29,20 @@ from pathlib import Path
 from typing import Any
 
 from study.spec import StudySpec
+from trainables.names import DATASET, DIVERGED, FID, REGULARIZER, SEED
 
 JOURNAL_FILE = "optuna.journal"
-METRIC, MODE = "fid", "min"
+METRIC, MODE = FID, "min"
 
 
 def study_datasets(spec: StudySpec) -> list[str]:
     """The datasets a study's trials use: the searched choices, else the fixed (or default) one."""
     from trainables.config import BaseTrial
 
-    entry = spec.space.get("dataset")
+    entry = spec.space.get(DATASET)
     if entry is not None and entry.choice is not None:
         return [str(d) for d in entry.choice]
-    return [str(spec.fixed.get("dataset", BaseTrial.model_fields["dataset"].default))]
+    return [str(spec.fixed.get(DATASET, BaseTrial.model_fields[DATASET].default))]
 
 
 def objective(spec: StudySpec) -> tuple[str, str]:
@@ -140,10 +141,6 @@ def open_storage(location: str):
     return JournalStorage(JournalFileBackend(location))
 
 
-def dashboard_command(location: str) -> str:
-    return f"optuna-dashboard {location}"
-
-
 def _persistent_optuna_search():
     from ray.tune.search.optuna import OptunaSearch
 
@@ -156,8 +153,8 @@ class PersistentOptunaSearch(_persistent_optuna_search()):
     Tune saves the searcher (pickled ``__dict__``, with the Optuna study and its storage object)
     in its periodic experiment checkpoint; ``Tuner.restore`` brings that searcher back (the
     Ray #30861 fix), but the storage has moved on since that checkpoint: trials told COMPLETE
-    after it, and trials asked after it that Tune will never run. Measured with Ray 2.60 /
-    Optuna 5 after a SIGKILLed driver: the restored searcher re-reports a trial the journal
+    after it, and trials asked after it that Tune will never run. With Ray 2.60 / Optuna 5,
+    after a SIGKILLed driver the restored searcher re-reports a trial the journal
     already holds as finished and ``UpdateFinishedTrialError`` fails the resume. So: results for
     trials the storage already finished are skipped (they were recorded), and on restore the
     trials still RUNNING in the storage that the restored searcher does not know are marked
@@ -205,7 +202,7 @@ def fixed_regularizer(spec: StudySpec) -> str:
     """The regularizer of a searched study's trials when it is not searched (fixed or default)."""
     from trainables.config import BaseTrial
 
-    return spec.fixed.get("regularizer", BaseTrial.model_fields["regularizer"].default)
+    return spec.fixed.get(REGULARIZER, BaseTrial.model_fields[REGULARIZER].default)
 
 
 def configs_per_pack(spec: StudySpec) -> int:
@@ -217,7 +214,7 @@ def configs_per_pack(spec: StudySpec) -> int:
 
     if spec.search == "grid" or spec.population <= 1:
         return 0
-    if "regularizer" not in spec.space and fixed_regularizer(spec) not in POPULATION_REGULARIZERS:
+    if REGULARIZER not in spec.space and fixed_regularizer(spec) not in POPULATION_REGULARIZERS:
         return 0
     return max(1, spec.population // spec.n_seeds)
 
@@ -344,7 +341,7 @@ class PackedOptunaSearch(_searcher_base()):
             ot_trial = self.study.ask()
             self._space(ot_trial)
             asked.append((ot_trial.number, ot_trial._trial_id))
-            members.extend({**self._fixed, **ot_trial.params, "seed": seed}
+            members.extend({**self._fixed, **ot_trial.params, SEED: seed}
                            for seed in self._seeds)
         self._asked += len(asked)
         self._packs[trial_id] = asked
@@ -360,7 +357,7 @@ class PackedOptunaSearch(_searcher_base()):
 
         n = len(self._seeds)
         worst = math.inf if self._mode == "min" else TOY_QUALITY_WORST
-        if result.get("diverged") == 1:  # every member of the pack diverged
+        if result.get(DIVERGED) == 1:  # every member of the pack diverged
             return worst
         values = []
         for i in range(j * n, (j + 1) * n):
@@ -381,7 +378,7 @@ class PackedOptunaSearch(_searcher_base()):
         if trial_id not in self._packs or trial_id in self._done:
             return
         self._last[trial_id] = {k: v for k, v in result.items()
-                                if k == "step" or k.startswith((f"{self._metric}_m", "diverged"))}
+                                if k == "step" or k.startswith((f"{self._metric}_m", DIVERGED))}
         step = result.get("step")
         if step is None:
             return

@@ -51,10 +51,10 @@ from pydantic import ValidationError
 from study.limits import (MAX_FILE_BYTES, MAX_INT, MAX_MESSAGE, MAX_SEED, MAX_TRIALS,  # noqa: F401
                           MAX_YAML_DEPTH, MAX_YAML_WEIGHT, StudyError)
 from study.schema import (AshaConfig, Resources, SpaceEntry, StudySpec,  # noqa: F401
-                          _pydantic_message)
+                          pydantic_message)
 from study.validation import (check_study, describe_fid, expand_grid, fid_plans,  # noqa: F401
                               representative_configs)
-from study.yaml_loader import _load_yaml
+from study.yaml_loader import load_yaml
 
 PRESETS_DIR = Path(__file__).parent / "presets"
 
@@ -97,7 +97,7 @@ def parse_study(text: str, label: str = "study") -> StudySpec:
 
     Raises :class:`StudyError` (one line) for anything wrong, including the YAML traps listed in
     :class:`_StudyLoader` and the size limits (MAX_FILE_BYTES, MAX_TRIALS, ...)."""
-    raw = _load_yaml(text, label)
+    raw = load_yaml(text, label)
     if raw is None:
         raise StudyError(f"{label}: the file is empty")
     if not isinstance(raw, dict):
@@ -105,7 +105,7 @@ def parse_study(text: str, label: str = "study") -> StudySpec:
     try:
         spec = StudySpec.model_validate(raw)
     except ValidationError as err:
-        raise StudyError(f"{label}: {_pydantic_message(err)}") from None
+        raise StudyError(f"{label}: {pydantic_message(err)}") from None
     try:
         check_study(spec)
     except StudyError as err:
@@ -117,7 +117,7 @@ def parse_study_unchecked(text: str) -> StudySpec | None:
     """The study's schema-level content without checking its trials (data may be absent), or
     None when even that fails; for listings such as ``lipstudy presets``."""
     try:
-        raw = _load_yaml(text, "study")
+        raw = load_yaml(text, "study")
         return StudySpec.model_validate(raw) if isinstance(raw, dict) else None
     except (StudyError, ValidationError):
         return None

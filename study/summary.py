@@ -29,10 +29,11 @@ from study.shell import lipstudy_command
 from study.tracking import StudyTracking
 from trainables import names
 from trainables.names import (BEST_FID_EXTRACTOR_TAG, BEST_FID_METRIC, BEST_KEY_PREFIX,
-                              BEST_RUN_TAG, BEST_TRIAL_TAG, STATUS_TAG, TRIAL_ID_TAG)
+                              BEST_RUN_TAG, BEST_TRIAL_TAG, DATASET, DIVERGED, FID, FID_EXTRACTOR,
+                              HQ_SHARE, LOSS_D, MODES_COVERED, STATUS_TAG, TRIAL_ID_TAG)
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-STATES = ("finished", "stopped early", "diverged", "crashed", "interrupted", "not started")
+STATES = ("finished", "stopped early", DIVERGED, "crashed", "interrupted", "not started")
 
 
 @dataclass
@@ -64,7 +65,7 @@ class StudyOutcome:
     @property
     def complete(self) -> bool:
         return not self.stopped and self.not_suggested == 0 and all(
-            t.status in ("finished", "stopped early", "diverged", "crashed") for t in self.trials)
+            t.status in ("finished", "stopped early", DIVERGED, "crashed") for t in self.trials)
 
     def counts(self) -> dict[str, int]:
         out = {s: sum(t.status == s for t in self.trials) for s in STATES}
@@ -92,7 +93,7 @@ def _name(cfg: dict[str, Any] | None, fallback: str) -> str:
 
 
 def _last_step(client, run) -> int | None:
-    for key in ("loss_d", "fid", "modes_covered"):
+    for key in (LOSS_D, FID, MODES_COVERED):
         if key in run.data.metrics:
             hist = client.get_metric_history(run.info.run_id, key)
             if hist:
@@ -104,11 +105,11 @@ def _last_logged(summary: TrialSummary, metrics: dict[str, float]) -> None:
     """An interrupted trial's FID / modes / hq as its MLflow run last logged them (MLflow's
     latest value of each metric), which may be past Tune's last report: the trial logs an
     evaluation before it reports it with its checkpoint."""
-    fid = metrics.get("fid")
+    fid = metrics.get(FID)
     if isinstance(fid, (int, float)) and math.isfinite(fid):
         summary.fid = float(fid)
-    summary.modes = metrics.get("modes_covered", summary.modes)
-    summary.hq = metrics.get("hq_share", summary.hq)
+    summary.modes = metrics.get(MODES_COVERED, summary.modes)
+    summary.hq = metrics.get(HQ_SHARE, summary.hq)
 
 
 def _canon(cfg: dict[str, Any]) -> str:
@@ -148,8 +149,8 @@ def _member_summary(client, trial_config, raw, key, suffix, run, status, res) ->
         summary.status = "crashed"
         summary.error = run.data.tags.get(names.CRASH_REASON_TAG) or "crashed"
     elif status == "TERMINATED":
-        diverged = run_status == "diverged" or (not suffix and metrics.get("diverged"))
-        summary.status = "diverged" if diverged else "finished"
+        diverged = run_status == DIVERGED or (not suffix and metrics.get(DIVERGED))
+        summary.status = DIVERGED if diverged else "finished"
         if (summary.status == "finished" and run is not None
                 and run.info.status != "FINISHED"):  # the scheduler stopped it (ASHA)
             summary.status = "stopped early"
@@ -159,11 +160,11 @@ def _member_summary(client, trial_config, raw, key, suffix, run, status, res) ->
     elif (run.data.metrics if run is not None
           else status in ("RUNNING", "PAUSED") and client is None):
         summary.status = "interrupted"  # (no client: the store is gone, Tune's state says so)
-    fid = metrics.get(f"fid{suffix}")
+    fid = metrics.get(f"{FID}{suffix}")
     summary.fid = float(fid) if isinstance(fid, (int, float)) and math.isfinite(fid) else None
     summary.step = metrics.get("step")
-    summary.modes = metrics.get(f"modes_covered{suffix}")
-    summary.hq = metrics.get(f"hq_share{suffix}")
+    summary.modes = metrics.get(f"{MODES_COVERED}{suffix}")
+    summary.hq = metrics.get(f"{HQ_SHARE}{suffix}")
     if summary.status == "interrupted" and run is not None:
         summary.step = _last_step(client, run)
         _last_logged(summary, run.data.metrics)
@@ -214,8 +215,8 @@ def summarize(results, spec, tracking: StudyTracking, study_dir: str, t0: float,
 
         # in runs (configurations x seeds): a pack of a searched study holds several
         outcome.not_suggested = max(0, n_runs(spec) - len(outcome.trials))
-    outcome.extractors = sorted({r.data.params["fid_extractor"] for r in runs.values()
-                                 if "fid_extractor" in r.data.params})
+    outcome.extractors = sorted({r.data.params[FID_EXTRACTOR] for r in runs.values()
+                                 if FID_EXTRACTOR in r.data.params})
     outcome.wall_s = time.time() - t0
     if not offline:
         _mark_parent(client, tracking, outcome)
@@ -253,7 +254,7 @@ def _mark_parent(client, tracking: StudyTracking, outcome: StudyOutcome) -> None
         client.set_tag(pid, names.count_tag(state), n)
     try:
         mark_experiment_kind(client, tracking.experiment_id)
-        extractors = {r.info.run_id: r.data.params.get("fid_extractor")
+        extractors = {r.info.run_id: r.data.params.get(FID_EXTRACTOR)
                       for r in child_runs(tracking)}
         varied = _varied_keys(outcome.trials)
         _write_best(client, pid, outcome.trials, extractors, varied)
@@ -296,7 +297,7 @@ def _write_best(client, pid: str, trials: list[TrialSummary], extractors: dict[s
     groups: dict[tuple[str, str], list[TrialSummary]] = {}
     for t in trials:
         if t.status in BEST_STATES and t.fid is not None and math.isfinite(t.fid):
-            key = (str(t.config.get("dataset", "")), str(extractors.get(t.run_id) or ""))
+            key = (str(t.config.get(DATASET, "")), str(extractors.get(t.run_id) or ""))
             groups.setdefault(key, []).append(t)
     tags = client.get_run(pid).data.tags
     wanted: dict[str, str] = {}
@@ -328,13 +329,13 @@ def _trials_frame(outcome: StudyOutcome, extractors: dict[str, Any], varied: lis
     the trials the searcher has not suggested yet are one row each too (name ``not suggested``)."""
     import pandas as pd
 
-    fixed = ["name", "status", "fid", "step", "modes", "hq", "fid_extractor", "run_id", "error"]
+    fixed = ["name", "status", FID, "step", "modes", "hq", FID_EXTRACTOR, "run_id", "error"]
     extra = [k for k in varied if k not in fixed]
     rows = []
     for t in outcome.trials:
-        row = {"name": t.name, "status": t.status, "fid": t.fid,
+        row = {"name": t.name, "status": t.status, FID: t.fid,
                "step": None if t.step is None else int(t.step), "modes": t.modes, "hq": t.hq,
-               "fid_extractor": extractors.get(t.run_id), "run_id": t.run_id, "error": t.error}
+               FID_EXTRACTOR: extractors.get(t.run_id), "run_id": t.run_id, "error": t.error}
         row.update({k: (None if t.config.get(k) is None else str(t.config[k])) for k in extra})
         rows.append(row)
     for i in range(outcome.not_suggested):
@@ -365,7 +366,7 @@ def print_summary(outcome: StudyOutcome) -> None:
                                                  t.fid if t.fid is not None else math.inf))
     toys = any(t.modes is not None for t in rows)
     width = max([32] + [len(t.name) + 1 for t in rows])
-    head = f"{'trial':{width}s} {'status':24s} {'fid':>9s} {'steps':>7s}"
+    head = f"{'trial':{width}s} {'status':24s} {FID:>9s} {'steps':>7s}"
     print()
     print(head + (f" {'modes':>5s} {'hq':>5s}" if toys else ""))
     for t in rows:

@@ -11,7 +11,7 @@
   the parent run's figures (``study.ui_view``): what the link ``lipstudy ui`` prints opens.
 * Every study experiment is tagged ``mlflow.experimentKind = custom_model_development`` (a model
   training experiment, not a GenAI one), those made before the tag existed too, the next time a
-  study or a resume touches them. Measured with MLflow 3.17.2's UI in Chromium: the tag alone does
+  study or a resume touches them. In MLflow 3.17.2's UI the tag alone does
   not keep it from opening ``#/experiments/<id>`` on its GenAI "Overview" (that version decides by
   its GenAI / Model training switch); ``lipstudy ui`` prints links in Model training mode, which
   open the runs (``study.cli._experiment_links``).

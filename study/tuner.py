@@ -24,6 +24,7 @@ state file (``study.statefile``).
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
@@ -49,6 +50,7 @@ from study.tracking import (StudyTracking, absolute_uri, default_tracking_uri, m
 from study.statefile import (STATE_FILE, check_storage, fs_and_path, is_remote,  # noqa: F401
                              read_state, write_state)
 from trainables import names, provenance
+from trainables.names import EVAL_EVERY, ITERATIONS
 
 
 def trial_resources(spec: StudySpec) -> dict[str, float]:
@@ -122,8 +124,8 @@ def build_tuner(spec: StudySpec, tracking: StudyTracking, storage_path: str, *,
         storage_loc = optuna_storage or storage_location(spec, _join(storage_path, run_name))
         search_alg = build_searcher(spec, storage_loc, study_name=run_name)
         num_samples = n_trials(spec)
-    iterations = int(spec.fixed.get("iterations", 100_000))
-    eval_every = int(spec.fixed.get("eval_every", 10_000))
+    iterations = int(spec.fixed.get(ITERATIONS, 100_000))
+    eval_every = int(spec.fixed.get(EVAL_EVERY, 10_000))
     n_evals = max(1, math.ceil(iterations / eval_every))
     scheduler = (
         ASHAScheduler(time_attr="training_iteration", max_t=n_evals,
@@ -298,6 +300,33 @@ def record_code_version(client, parent_run_id: str, version: str) -> str | None:
 
 
 @locked(resume_lock_key)  # the lock of the study's runs (study.run_lock)
+def _reopen_parent(study_dir: str, tracking: StudyTracking):
+    """Bring the parent run back to running for a resume: damaged Tune states set aside, child
+    runs reconciled with the trials (``study.recovery``), the resume counted and the code version
+    recorded. Returns the reconciliation."""
+    client = tracking.client()
+    set_aside_damaged_states(study_dir)  # a full disk or a kill truncated them: one line each
+    rec = reconcile_runs(study_dir, tracking)
+    resumed = int(client.get_run(tracking.parent_run_id).data.tags.get(names.RESUMED_TAG, 0)) + 1
+    client.set_tag(tracking.parent_run_id, names.RESUMED_TAG, resumed)
+    record_code_version(client, tracking.parent_run_id, provenance.current().version)
+    record_reconciliation(tracking, resumed, rec)
+    client.update_run(tracking.parent_run_id, status="RUNNING")
+    client.set_tag(tracking.parent_run_id, names.STATUS_TAG, "running")
+    return rec
+
+
+def _resume_crashed(tracking: StudyTracking, before, err: BaseException) -> None:
+    """A resume crashed: an unfinished study's parent run is marked crashed; a finished study's
+    (``before``: its parent run as the resume found it) is left as it was."""
+    if before.info.status != "FINISHED":
+        return mark_crashed(tracking, err)
+    client = tracking.client()
+    client.set_tag(tracking.parent_run_id, names.STATUS_TAG,
+                   before.data.tags.get(names.STATUS_TAG, "finished"))
+    client.set_terminated(tracking.parent_run_id, "FINISHED", before.info.end_time)
+
+
 def resume_study(study_dir: str, *, address: str | None = None, quiet: bool = False,
                  verbose: bool = False, on_signal=None,
                  shared_fs: bool | None = None, trust: bool = False) -> StudyOutcome:
@@ -332,16 +361,8 @@ def resume_study(study_dir: str, *, address: str | None = None, quiet: bool = Fa
                                population=state.get("population", spec.population))
     tracking = StudyTracking(state["tracking_uri"], state["experiment_id"], state["parent_run_id"])
     os.environ["MLFLOW_TRACKING_URI"] = tracking.tracking_uri
-    client = tracking.client()
-    before = client.get_run(tracking.parent_run_id)
-    set_aside_damaged_states(study_dir)  # a full disk or a kill truncated them: one line each
-    rec = reconcile_runs(study_dir, tracking)
-    resumed = int(client.get_run(tracking.parent_run_id).data.tags.get(names.RESUMED_TAG, 0)) + 1
-    client.set_tag(tracking.parent_run_id, names.RESUMED_TAG, resumed)
-    record_code_version(client, tracking.parent_run_id, provenance.current().version)
-    record_reconciliation(tracking, resumed, rec)
-    client.update_run(tracking.parent_run_id, status="RUNNING")
-    client.set_tag(tracking.parent_run_id, names.STATUS_TAG, "running")
+    before = tracking.client().get_run(tracking.parent_run_id)
+    rec = _reopen_parent(study_dir, tracking)
 
     def make(s: StudySpec):
         if tune.Tuner.can_restore(study_dir):
@@ -351,15 +372,7 @@ def resume_study(study_dir: str, *, address: str | None = None, quiet: bool = Fa
         return build_tuner(s, tracking, state["storage_path"], quiet=quiet,
                            run_name=state["run_name"], optuna_storage=state.get("optuna_storage"))
 
-    def on_crash(err: BaseException) -> None:
-        if before.info.status != "FINISHED":
-            return mark_crashed(tracking, err)
-        # a failed resume of a finished study leaves it as it was
-        client.set_tag(tracking.parent_run_id, names.STATUS_TAG,
-                       before.data.tags.get(names.STATUS_TAG, "finished"))
-        client.set_terminated(tracking.parent_run_id, "FINISHED", before.info.end_time)
-
     outcome = _fit(make, run_spec, tracking, study_dir, t0, address, verbose, on_signal,
-                   on_crash)
+                   functools.partial(_resume_crashed, tracking, before))
     outcome.reconciliation = rec.as_dict()
     return outcome

@@ -6,10 +6,14 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from study.limits import (_BOOL_HINT, MAX_TRIALS, StudyError, _bool_word, _check_size,
-                          did_you_mean, duration_text)
+from study.limits import (BOOL_HINT, MAX_TRIALS, StudyError, bool_word, check_size, did_you_mean,
+                          duration_text)
 from study.schema import SpaceEntry, StudySpec
 from trainables.config import ConfigError, all_keys, validate_trial
+from trainables.names import (ARCH, DATASET, DATA_ROOT, DEVICE, DOWNLOAD, EVAL_EVERY,
+                              FID_EXTRACTOR, FID_FINAL_SAMPLES, FID_REF_SPLIT, FID_SAMPLES,
+                              ITERATIONS, LOSS, OPTIMIZER, REGULARIZER, RESOLUTION, SEED,
+                              TRIAL_PARAM_TYPES)
 
 
 def expand_grid(spec: StudySpec) -> list[dict[str, Any]]:
@@ -25,69 +29,58 @@ def _expand_blocks(spec: StudySpec) -> list[tuple[int, dict[str, Any]]]:
         for values in itertools.product(*(block[k] for k in keys)):
             point = {**spec.fixed, **dict(zip(keys, values))}
             for seed in spec.seed_list:
-                configs.append((i, {**point, "seed": seed}))
+                configs.append((i, {**point, SEED: seed}))
     return configs
 
 
-def check_study(spec: StudySpec) -> list[dict[str, Any]]:
-    """Validate a study completely without running anything; return its complete trial configs
-    (grid) or representative ones (optuna/random: every categorical combination with numeric
-    keys at their low and high ends)."""
-    known = all_keys()
-    for key in spec.fixed:
-        if key not in known:
-            raise StudyError(f"fixed.{key}: unknown trial key{did_you_mean(key, known)}")
-    if "seed" in spec.fixed:
-        raise StudyError("fixed.seed: use the study's `seeds` (replicates) instead")
-    if spec.search == "grid":
-        if spec.space:
-            raise StudyError("space: only for search optuna/random; a grid study uses `grid`")
-        for i, block in enumerate(spec.grid_blocks):
-            for key, values in block.items():
-                where = f"grid[{i}].{key}" if isinstance(spec.grid, list) else f"grid.{key}"
-                if key not in known:
-                    raise StudyError(f"{where}: unknown trial key{did_you_mean(key, known)}")
-                if key == "seed":
-                    raise StudyError(f"{where}: use the study's `seeds` (replicates) instead")
-                if not values:
-                    raise StudyError(f"{where}: an empty list makes no trials")
-        _refuse_yaml_bools(spec)
-        _check_size(spec)
-        blocks = _expand_blocks(spec)
-        configs = [cfg for _, cfg in blocks]
-        if spec.num_samples != 1:
-            raise StudyError("num_samples: a grid study runs each grid point; use `seeds` for replicates")
-    else:
-        if spec.grid:
-            raise StudyError(f"grid: only for search grid; a {spec.search} study uses `space`")
-        if not spec.space:
-            raise StudyError(f"space: a {spec.search} study needs at least one searched key")
-        for key, entry in spec.space.items():
+def _grid_blocks(spec: StudySpec, known) -> list[tuple[Any, dict[str, Any]]]:
+    """A grid study's (block, trial config) pairs, after refusing keys and values a grid cannot
+    take."""
+    if spec.space:
+        raise StudyError("space: only for search optuna/random; a grid study uses `grid`")
+    for i, block in enumerate(spec.grid_blocks):
+        for key, values in block.items():
+            where = f"grid[{i}].{key}" if isinstance(spec.grid, list) else f"grid.{key}"
             if key not in known:
-                raise StudyError(f"space.{key}: unknown trial key{did_you_mean(key, known)}")
-            if key in spec.fixed:
-                raise StudyError(f"space.{key}: also in fixed; a key is either searched or fixed")
-            for cond in entry.when or {}:
-                if cond not in spec.space or list(spec.space).index(cond) >= list(spec.space).index(key):
-                    raise StudyError(f"space.{key}.when: {cond!r} must be a searched key listed before {key!r}")
-        _refuse_yaml_bools(spec)
-        _check_size(spec)
-        configs = representative_configs(spec)
-        configs += _check_points(spec)
-        blocks = [(None, cfg) for cfg in configs]
-    if spec.search == "grid" and (spec.points_to_evaluate or spec.optuna_storage):
-        key = "points_to_evaluate" if spec.points_to_evaluate else "optuna_storage"
-        raise StudyError(f"{key}: only for search optuna/random")
-    if spec.scheduler == "asha":
-        for key in ("iterations", "eval_every"):
-            varied = key in spec.space or any(key in b for b in spec.grid_blocks)
-            if varied:
-                raise StudyError(f"{_where(spec, key)}: ASHA compares FID at the same iterations in "
-                                 "every trial; fix iterations and eval_every")
-    _check_names(spec, blocks)
+                raise StudyError(f"{where}: unknown trial key{did_you_mean(key, known)}")
+            if key == SEED:
+                raise StudyError(f"{where}: use the study's `seeds` (replicates) instead")
+            if not values:
+                raise StudyError(f"{where}: an empty list makes no trials")
+    _refuse_yaml_bools(spec)
+    check_size(spec)
+    blocks = _expand_blocks(spec)
+    if spec.num_samples != 1:
+        raise StudyError("num_samples: a grid study runs each grid point; use `seeds` for replicates")
+    return blocks
+
+
+def _searched_blocks(spec: StudySpec, known) -> list[tuple[Any, dict[str, Any]]]:
+    """An optuna/random study's representative configs (and its points to evaluate), after
+    refusing a space that cannot be searched."""
+    if spec.grid:
+        raise StudyError(f"grid: only for search grid; a {spec.search} study uses `space`")
+    if not spec.space:
+        raise StudyError(f"space: a {spec.search} study needs at least one searched key")
+    for key, entry in spec.space.items():
+        if key not in known:
+            raise StudyError(f"space.{key}: unknown trial key{did_you_mean(key, known)}")
+        if key in spec.fixed:
+            raise StudyError(f"space.{key}: also in fixed; a key is either searched or fixed")
+        for cond in entry.when or {}:
+            if cond not in spec.space or list(spec.space).index(cond) >= list(spec.space).index(key):
+                raise StudyError(f"space.{key}.when: {cond!r} must be a searched key listed before {key!r}")
+    _refuse_yaml_bools(spec)
+    check_size(spec)
+    configs = representative_configs(spec) + _check_points(spec)
+    return [(None, cfg) for cfg in configs]
+
+
+def _validate_trials(spec: StudySpec, blocks) -> None:
+    """Every config through ``validate_trial``; a data set is checked on disk once."""
     seen_data: set[tuple] = set()
     for block, cfg in blocks:
-        data_key = (cfg.get("dataset"), cfg.get("data_root"), cfg.get("resolution"), cfg.get("download"))
+        data_key = (cfg.get(DATASET), cfg.get(DATA_ROOT), cfg.get(RESOLUTION), cfg.get(DOWNLOAD))
         try:
             fresh = data_key not in seen_data
         except TypeError:  # an unhashable value (``dataset: [a]``): validate_trial refuses it
@@ -98,6 +91,31 @@ def check_study(spec: StudySpec) -> list[dict[str, Any]]:
             raise _study_error(spec, err, block) from None
         if fresh:
             seen_data.add(data_key)
+
+
+def check_study(spec: StudySpec) -> list[dict[str, Any]]:
+    """Validate a study completely without running anything; return its complete trial configs
+    (grid) or representative ones (optuna/random: every categorical combination with numeric
+    keys at their low and high ends)."""
+    known = all_keys()
+    for key in spec.fixed:
+        if key not in known:
+            raise StudyError(f"fixed.{key}: unknown trial key{did_you_mean(key, known)}")
+    if SEED in spec.fixed:
+        raise StudyError("fixed.seed: use the study's `seeds` (replicates) instead")
+    blocks = _grid_blocks(spec, known) if spec.search == "grid" else _searched_blocks(spec, known)
+    configs = [cfg for _, cfg in blocks]
+    if spec.search == "grid" and (spec.points_to_evaluate or spec.optuna_storage):
+        key = "points_to_evaluate" if spec.points_to_evaluate else "optuna_storage"
+        raise StudyError(f"{key}: only for search optuna/random")
+    if spec.scheduler == "asha":
+        for key in (ITERATIONS, EVAL_EVERY):
+            varied = key in spec.space or any(key in b for b in spec.grid_blocks)
+            if varied:
+                raise StudyError(f"{_where(spec, key)}: ASHA compares FID at the same iterations in "
+                                 "every trial; fix iterations and eval_every")
+    _check_names(spec, blocks)
+    _validate_trials(spec, blocks)
     fid_plans(spec, configs)  # refuses reference sets too small for the extractor
     return configs
 
@@ -111,14 +129,14 @@ def _check_names(spec: StudySpec, blocks: list[tuple[int | None, dict[str, Any]]
                                    OPTIMIZER_PARAMS as OPTIMIZERS,
                                    REGULARIZER_PARAMS as REGULARIZERS)
 
-    registries = {"dataset": data_lib.DATASETS, "arch": ARCHS, "loss": LOSSES,
-                  "regularizer": REGULARIZERS, "optimizer": OPTIMIZERS}
+    registries = {DATASET: data_lib.DATASETS, ARCH: ARCHS, LOSS: LOSSES,
+                  REGULARIZER: REGULARIZERS, OPTIMIZER: OPTIMIZERS}
     for block, cfg in blocks:
         for key, known in registries.items():
             value = cfg.get(key)
-            if not isinstance(value, str) or value in known and key != "dataset":
+            if not isinstance(value, str) or value in known and key != DATASET:
                 continue
-            if key != "dataset":
+            if key != DATASET:
                 raise StudyError(f"{_where(spec, key, block)}: unknown {key} {value!r}"
                                  f"{did_you_mean(value, known)}; known: {', '.join(sorted(known))}")
             try:
@@ -145,13 +163,11 @@ def _study_error(spec: StudySpec, err: ConfigError, block: int | None) -> StudyE
 def _refuse_yaml_bools(spec: StudySpec) -> None:
     """A YAML 1.1 boolean (unquoted yes/no/on/off/true/false) given to a trial key that is no
     true/false key: ``k_sn: yes`` would be read as 1.0, ``loss: no`` as False."""
-    from trainables.names import TRIAL_PARAM_TYPES
-
     def check(where: str, key: Any, value: Any) -> None:
         kind = TRIAL_PARAM_TYPES.get(key) if isinstance(key, str) else None
         if isinstance(value, bool) and kind not in (None, bool):
             what = "a number" if kind in (int, float) else "a string"
-            raise StudyError(f"{where}: got {_bool_word(value)}, {_BOOL_HINT}; {key} takes {what}")
+            raise StudyError(f"{where}: got {bool_word(value)}, {BOOL_HINT}; {key} takes {what}")
 
     for key, value in spec.fixed.items():
         check(f"fixed.{key}", key, value)
@@ -205,20 +221,20 @@ def fid_plans(spec: StudySpec, configs: list[dict[str, Any]]) -> list[str]:
 
     plans: dict[tuple, str] = {}
     for cfg in configs:
-        dataset = cfg.get("dataset", "fashion_mnist_mini")
-        if cfg.get("arch") == "mlp" or dataset in ("ring8", "grid25"):
+        dataset = cfg.get(DATASET, "fashion_mnist_mini")
+        if cfg.get(ARCH) == "mlp" or dataset in ("ring8", "grid25"):
             plans.setdefault(("toy", dataset), f"{dataset}: data-space Fréchet distance, "
                                                 "modes covered and high-quality share")
             continue
-        setting = cfg.get("fid_extractor", "auto")
-        split = cfg.get("fid_ref_split", "test")
-        key = (dataset, cfg.get("data_root"), setting, split)
+        setting = cfg.get(FID_EXTRACTOR, "auto")
+        split = cfg.get(FID_REF_SPLIT, "test")
+        key = (dataset, cfg.get(DATA_ROOT), setting, split)
         if key in plans:
             continue
-        n_ref = data_lib.reference_size(dataset, cfg.get("data_root"), split)
+        n_ref = data_lib.reference_size(dataset, cfg.get(DATA_ROOT), split)
         name = fid_choice.resolve_extractor(setting, n_ref)
         dim = fid_choice.EXTRACTOR_DIMS[name]
-        where = _where(spec, "fid_extractor") if setting != "auto" else _where(spec, "dataset")
+        where = _where(spec, FID_EXTRACTOR) if setting != "auto" else _where(spec, DATASET)
         if n_ref is not None and n_ref < dim:
             raise StudyError(
                 f"{where}: FID of {dataset!r} would compare against {n_ref} {split!r} images "
@@ -233,8 +249,8 @@ def fid_plans(spec: StudySpec, configs: list[dict[str, Any]]) -> list[str]:
     return list(plans.values())
 
 
-#: Inception's speed on a CPU, in images per second per trial: measured ≈ 5 on the project's
-#: 2-core box (2.5 as loaded, 7 frozen for inference on an idle core; docs/measurements.md).
+#: Inception's speed on a CPU, in images per second per trial: between the loaded and the frozen
+#: network's speeds on a 2-core CPU (docs/measurements.md, "Offline data and weights").
 INCEPTION_CPU_IMAGES_PER_S = 5.0
 #: A torchvision dataset's split whose size is not counted without loading it: at least this many.
 SPLIT_SIZE_AT_LEAST = {"test": 10_000, "train": 50_000}
@@ -243,7 +259,7 @@ SPLIT_SIZE_AT_LEAST = {"test": 10_000, "train": 50_000}
 def _trials_on_cpu(spec: StudySpec, cfg: dict[str, Any]) -> bool:
     """Whether the trials will run on a CPU: ``device: cpu``, no GPU share asked
     (``resources.gpu: 0``), or ``gpu: auto`` on a machine where torch sees no CUDA device."""
-    device = cfg.get("device", "auto")
+    device = cfg.get(DEVICE, "auto")
     if device != "auto":
         return device == "cpu"
     if spec.resources.gpu != "auto":
@@ -268,8 +284,8 @@ def _cpu_inception_time(cfg: dict[str, Any], n_ref: int | None, split: str) -> s
         value = cfg.get(key, BaseTrial.model_fields[key].default)
         return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
-    evals = -(-get("iterations") // max(get("eval_every"), 1))
-    per_trial = get("fid_samples") * (2 + evals) + 3 * get("fid_final_samples")
+    evals = -(-get(ITERATIONS) // max(get(EVAL_EVERY), 1))
+    per_trial = get(FID_SAMPLES) * (2 + evals) + 3 * get(FID_FINAL_SAMPLES)
     n = n_ref if n_ref is not None else SPLIT_SIZE_AT_LEAST[split]
     rate = INCEPTION_CPU_IMAGES_PER_S
     return (f"; Inception on a CPU: ≈ {per_trial:,} images per trial ≈ "
@@ -316,7 +332,7 @@ def _check_points(spec: StudySpec) -> list[dict[str, Any]]:
                 if not _in_entry(entry, point[key]):
                     raise StudyError(f"{where}.{key}: {point[key]!r} is outside the space")
                 chosen[key] = point[key]
-        configs.append({**spec.fixed, **chosen, "seed": spec.seed_list[0]})
+        configs.append({**spec.fixed, **chosen, SEED: spec.seed_list[0]})
     return configs
 
 
@@ -343,7 +359,7 @@ def representative_configs(spec: StudySpec) -> list[dict[str, Any]]:
     configs = []
     for p in partials:
         for end in (0, 1):
-            cfg = {**spec.fixed, "seed": spec.seed_list[0]}
+            cfg = {**spec.fixed, SEED: spec.seed_list[0]}
             for k, v in p.items():
                 cfg[k] = v.extremes()[end] if isinstance(v, SpaceEntry) else v
             configs.append(cfg)

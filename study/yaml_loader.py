@@ -133,7 +133,7 @@ class _StudyLoader(yaml.SafeLoader):
                              f"integer {shown} is too large (limit {MAX_INT:,})")
 
 
-def _load_yaml(text: str, label: str) -> Any:
+def load_yaml(text: str, label: str) -> Any:
     """The YAML document in ``text`` (SafeLoader plus the refusals of :class:`_StudyLoader`)."""
     if len(text) > MAX_FILE_BYTES:
         raise StudyError(f"{label}: {len(text):,} characters; a study file is at most "

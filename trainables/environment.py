@@ -16,6 +16,9 @@ import platform
 import sys
 
 import torch
+from trainables.names import (ENV_CUDA, ENV_CUDNN, ENV_CUDNN_BENCHMARK, ENV_DEVICE_NAME,
+                              ENV_DEVICE_TYPE, ENV_FLOAT32_MATMUL_PRECISION, ENV_PLATFORM,
+                              ENV_PYTHON, ENV_TF32_CUDNN, ENV_TF32_MATMUL, ENV_TORCH)
 
 __all__ = ["cpu_model", "device_name", "environment_params", "precision_flags"]
 
@@ -46,10 +49,10 @@ def precision_flags() -> dict[str, str]:
     """The float32 numerics torch uses now: TF32 for cuBLAS matmuls and for cuDNN convolutions,
     the float32 matmul precision (``highest`` = full fp32) and cuDNN's autotuner."""
     return {
-        "env_tf32_matmul": str(torch.backends.cuda.matmul.allow_tf32),
-        "env_tf32_cudnn": str(torch.backends.cudnn.allow_tf32),
-        "env_float32_matmul_precision": torch.get_float32_matmul_precision(),
-        "env_cudnn_benchmark": str(torch.backends.cudnn.benchmark),
+        ENV_TF32_MATMUL: str(torch.backends.cuda.matmul.allow_tf32),
+        ENV_TF32_CUDNN: str(torch.backends.cudnn.allow_tf32),
+        ENV_FLOAT32_MATMUL_PRECISION: torch.get_float32_matmul_precision(),
+        ENV_CUDNN_BENCHMARK: str(torch.backends.cudnn.benchmark),
     }
 
 
@@ -60,12 +63,12 @@ def environment_params(device: torch.device | str) -> dict[str, str]:
     device = torch.device(device)
     cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
     return {
-        "env_python": platform.python_version(),
-        "env_platform": f"{sys.platform}-{platform.machine()}",
-        "env_torch": torch.__version__,
-        "env_cuda": torch.version.cuda or "none",
-        "env_cudnn": str(cudnn) if cudnn else "none",
-        "env_device_type": device.type,
-        "env_device_name": device_name(device),
+        ENV_PYTHON: platform.python_version(),
+        ENV_PLATFORM: f"{sys.platform}-{platform.machine()}",
+        ENV_TORCH: torch.__version__,
+        ENV_CUDA: torch.version.cuda or "none",
+        ENV_CUDNN: str(cudnn) if cudnn else "none",
+        ENV_DEVICE_TYPE: device.type,
+        ENV_DEVICE_NAME: device_name(device),
         **precision_flags(),
     }

@@ -68,8 +68,9 @@ import torch
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from trainables.names import (CREATE_TOKEN_TAG, PARENT_TAG, RESUMED_PARAMS_TAG, STATUS_TAG,
-                              TRACKING_ERROR_TAG, TRIAL_ID_TAG)
+from trainables.names import (ALPHA, CREATE_TOKEN_TAG, LOSS, PARENT_TAG, REGULARIZER,
+                              RESUMED_PARAMS_TAG, SEED, STATUS_TAG, TRACKING_ERROR_TAG,
+                              TRIAL_ID_TAG)
 from trainables.tracking_retry import (OrderedWriter, RetryPolicy, TrackingError, is_transient,
                                        short_error, sqlite_identity)
 
@@ -84,13 +85,13 @@ _TAG_MAX = 4000
 
 def run_name(cfg: dict[str, Any], k_keys: tuple[str, ...] = ()) -> str:
     """Readable child-run name, e.g. ``ns-sn-k1-a1e-25-s0``."""
-    parts = [cfg["loss"], cfg["regularizer"]]
+    parts = [cfg[LOSS], cfg[REGULARIZER]]
     for key in k_keys:
         if key in cfg:
             parts.append(f"k{cfg[key]:g}")
             break
-    parts.append(f"a{cfg['alpha']:g}")
-    parts.append(f"s{cfg['seed']}")
+    parts.append(f"a{cfg[ALPHA]:g}")
+    parts.append(f"s{cfg[SEED]}")
     return "-".join(parts)
 
 

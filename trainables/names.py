@@ -75,33 +75,58 @@ def reconciled_tag(kind: str) -> str:
 
 # --- params -----------------------------------------------------------------------------------
 
+# The trial keys (the MLflow param names), one constant each.
+# data
+DATASET, DATA_ROOT, DOWNLOAD, RESOLUTION = "dataset", "data_root", "download", "resolution"
+# model
+ARCH, WIDTH, D_BIAS, D_NORM, Z_DIM = "arch", "width", "d_bias", "d_norm", "z_dim"
+# loss
+LOSS, ALPHA = "loss", "alpha"
+# regularizer and its own keys
+REGULARIZER, K_SN, K_GP, GP_LAMBDA, GP_MODE = "regularizer", "k_sn", "k_gp", "gp_lambda", "gp_mode"
+R1_GAMMA, GRAN_K, GRAN_EPS, ALR_K = "r1_gamma", "gran_k", "gran_eps", "alr_k"
+ALR_LAMBDA, ALR_XI, ALR_EPS_MIN, ALR_EPS_MAX = "alr_lambda", "alr_xi", "alr_eps_min", "alr_eps_max"
+ALR_ITERS, JS_GAMMA0, JS_DECAY, CLIP_C = "alr_iters", "js_gamma0", "js_decay", "clip_c"
+# optimizer
+OPTIMIZER, LR_D, LR_G, EPS, N_DIS, BETA1 = "optimizer", "lr_d", "lr_g", "eps", "n_dis", "beta1"
+BETA2, RMSPROP_DECAY = "beta2", "rmsprop_decay"
+# run
+ITERATIONS, BATCH_SIZE, SEED, STATS_EVERY = "iterations", "batch_size", "seed", "stats_every"
+EVAL_EVERY, FID_SAMPLES, FID_FINAL_SAMPLES = "eval_every", "fid_samples", "fid_final_samples"
+FID_INF, FID_EXTRACTOR, FID_REF_SPLIT = "fid_inf", "fid_extractor", "fid_ref_split"
+DEVICE, STEP_MODE, PRECISION = "device", "step_mode", "precision"
+
+# The params a trial derives (below), one constant each.
+LIPSCHITZ_K, N_D_LAYERS, OMEGA_BOUND = "lipschitz_k", "n_d_layers", "omega_bound"
+G_PARAMS, D_PARAMS = "g_params", "d_params"
+
 #: Every trial key (the MLflow param names) and its type. Optional keys (``data_root``,
 #: ``resolution``, ``fid_final_samples``) are typed by their value when present.
 TRIAL_PARAM_TYPES: dict[str, type] = {
     # data
-    "dataset": str, "data_root": str, "download": bool, "resolution": int,
+    DATASET: str, DATA_ROOT: str, DOWNLOAD: bool, RESOLUTION: int,
     # model
-    "arch": str, "width": float, "d_bias": bool, "d_norm": str, "z_dim": int,
+    ARCH: str, WIDTH: float, D_BIAS: bool, D_NORM: str, Z_DIM: int,
     # loss
-    "loss": str, "alpha": float,
+    LOSS: str, ALPHA: float,
     # regularizer and its own keys
-    "regularizer": str, "k_sn": float, "k_gp": float, "gp_lambda": float, "gp_mode": str,
-    "r1_gamma": float, "gran_k": float, "gran_eps": float, "alr_k": float, "alr_lambda": float,
-    "alr_xi": float, "alr_eps_min": float, "alr_eps_max": float, "alr_iters": int,
-    "js_gamma0": float, "js_decay": float, "clip_c": float,
+    REGULARIZER: str, K_SN: float, K_GP: float, GP_LAMBDA: float, GP_MODE: str,
+    R1_GAMMA: float, GRAN_K: float, GRAN_EPS: float, ALR_K: float, ALR_LAMBDA: float,
+    ALR_XI: float, ALR_EPS_MIN: float, ALR_EPS_MAX: float, ALR_ITERS: int,
+    JS_GAMMA0: float, JS_DECAY: float, CLIP_C: float,
     # optimizer
-    "optimizer": str, "lr_d": float, "lr_g": float, "eps": float, "n_dis": int,
-    "beta1": float, "beta2": float, "rmsprop_decay": float,
+    OPTIMIZER: str, LR_D: float, LR_G: float, EPS: float, N_DIS: int,
+    BETA1: float, BETA2: float, RMSPROP_DECAY: float,
     # run
-    "iterations": int, "batch_size": int, "seed": int, "stats_every": int, "eval_every": int,
-    "fid_samples": int, "fid_final_samples": int, "fid_inf": bool, "fid_extractor": str,
-    "fid_ref_split": str, "device": str, "step_mode": str, "precision": str,
+    ITERATIONS: int, BATCH_SIZE: int, SEED: int, STATS_EVERY: int, EVAL_EVERY: int,
+    FID_SAMPLES: int, FID_FINAL_SAMPLES: int, FID_INF: bool, FID_EXTRACTOR: str,
+    FID_REF_SPLIT: str, DEVICE: str, STEP_MODE: str, PRECISION: str,
 }
 
 #: Params a trial derives and logs beside its keys.
 DERIVED_PARAM_TYPES: dict[str, type] = {
-    "lipschitz_k": float, "n_d_layers": int, "omega_bound": float, "g_params": int,
-    "d_params": int,
+    LIPSCHITZ_K: float, N_D_LAYERS: int, OMEGA_BOUND: float, G_PARAMS: int,
+    D_PARAMS: int,
 }
 
 # --- roles of the trial keys ------------------------------------------------------------------
@@ -122,22 +147,22 @@ DERIVED_PARAM_TYPES: dict[str, type] = {
 ROLES: tuple[str, ...] = ("stratum", "factor", "replicate", "execution", "measurement", "derived")
 SCIENCE_ROLES: frozenset[str] = frozenset({"stratum", "factor"})
 
-_STRATA = ("dataset", "resolution", "arch", "fid_samples", "fid_final_samples", "fid_extractor",
-           "fid_ref_split")
-_FACTORS = ("width", "d_bias", "d_norm", "z_dim", "loss", "alpha", "regularizer", "k_sn", "k_gp",
-            "gp_lambda", "gp_mode", "r1_gamma", "gran_k", "gran_eps", "alr_k", "alr_lambda",
-            "alr_xi", "alr_eps_min", "alr_eps_max", "alr_iters", "js_gamma0", "js_decay",
-            "clip_c", "optimizer", "lr_d", "lr_g", "eps", "n_dis", "beta1", "beta2",
-            "rmsprop_decay", "iterations", "batch_size")
-_EXECUTION = ("device", "step_mode", "precision", "data_root", "download", "stats_every",
-              "eval_every")
+_STRATA = (DATASET, RESOLUTION, ARCH, FID_SAMPLES, FID_FINAL_SAMPLES, FID_EXTRACTOR,
+           FID_REF_SPLIT)
+_FACTORS = (WIDTH, D_BIAS, D_NORM, Z_DIM, LOSS, ALPHA, REGULARIZER, K_SN, K_GP,
+            GP_LAMBDA, GP_MODE, R1_GAMMA, GRAN_K, GRAN_EPS, ALR_K, ALR_LAMBDA,
+            ALR_XI, ALR_EPS_MIN, ALR_EPS_MAX, ALR_ITERS, JS_GAMMA0, JS_DECAY,
+            CLIP_C, OPTIMIZER, LR_D, LR_G, EPS, N_DIS, BETA1, BETA2,
+            RMSPROP_DECAY, ITERATIONS, BATCH_SIZE)
+_EXECUTION = (DEVICE, STEP_MODE, PRECISION, DATA_ROOT, DOWNLOAD, STATS_EVERY,
+              EVAL_EVERY)
 
 #: The role of every trial key and derived param, declared once. A trial key without a role fails
 #: ``tests/analysis/test_key_roles.py``; ``analysis.outcome`` builds configurations and strata from
 #: the science keys only (:data:`SCIENCE_ROLES`).
 KEY_ROLES: dict[str, str] = {
     **{k: "stratum" for k in _STRATA}, **{k: "factor" for k in _FACTORS},
-    **{k: "execution" for k in _EXECUTION}, "seed": "replicate", "fid_inf": "measurement",
+    **{k: "execution" for k in _EXECUTION}, SEED: "replicate", FID_INF: "measurement",
     **{k: "derived" for k in DERIVED_PARAM_TYPES},
 }
 
@@ -155,29 +180,58 @@ SCIENCE_KEYS: tuple[str, ...] = keys_with_role(*sorted(SCIENCE_ROLES))
 #: The execution keys: never a stratum, never part of a configuration.
 EXECUTION_KEYS: tuple[str, ...] = keys_with_role("execution")
 
+# What a run executed on (below), one constant each.
+ENV_PYTHON, ENV_PLATFORM, ENV_TORCH = "env_python", "env_platform", "env_torch"
+ENV_CUDA, ENV_CUDNN, ENV_DEVICE_TYPE = "env_cuda", "env_cudnn", "env_device_type"
+ENV_DEVICE_NAME, ENV_TF32_MATMUL = "env_device_name", "env_tf32_matmul"
+ENV_TF32_CUDNN, ENV_FLOAT32_MATMUL_PRECISION = "env_tf32_cudnn", "env_float32_matmul_precision"
+ENV_CUDNN_BENCHMARK = "env_cudnn_benchmark"
+
 #: What a run executed on (``trainables.environment.environment_params``), logged as params when
 #: the run is created: execution facts, never strata of an analysis.
 ENVIRONMENT_PARAM_TYPES: dict[str, type] = {
-    "env_python": str, "env_platform": str, "env_torch": str, "env_cuda": str, "env_cudnn": str,
-    "env_device_type": str, "env_device_name": str, "env_tf32_matmul": str, "env_tf32_cudnn": str,
-    "env_float32_matmul_precision": str, "env_cudnn_benchmark": str,
+    ENV_PYTHON: str, ENV_PLATFORM: str, ENV_TORCH: str, ENV_CUDA: str, ENV_CUDNN: str,
+    ENV_DEVICE_TYPE: str, ENV_DEVICE_NAME: str, ENV_TF32_MATMUL: str, ENV_TF32_CUDNN: str,
+    ENV_FLOAT32_MATMUL_PRECISION: str, ENV_CUDNN_BENCHMARK: str,
 }
 
 # --- metrics ----------------------------------------------------------------------------------
 
+# The metric names, one constant each (``FID_INF`` and ``DIVERGED`` are params/tag values too).
+FID, KID, FID_REF_SAMPLES, LOSS_D, LOSS_G = "fid", "kid", "fid_ref_samples", "loss_d", "loss_g"
+PENALTY, OMEGA_REAL_MIN, OMEGA_REAL_MAX = "penalty", "omega_real_min", "omega_real_max"
+OMEGA_FAKE_MIN, OMEGA_FAKE_MAX = "omega_fake_min", "omega_fake_max"
+OMEGA_UNION_MIN, OMEGA_UNION_MAX = "omega_union_min", "omega_union_max"
+OMEGA_WITHIN_BOUND, PSI_MIN, PSI_MAX = "omega_within_bound", "psi_min", "psi_max"
+PSI_ATTAINED_MIN, PSI_ATTAINED_MAX = "psi_attained_min", "psi_attained_max"
+PSI_ATTAINED_MEAN, GRAD_NORM_REAL = "psi_attained_mean", "grad_norm_real"
+GRAD_NORM_FAKE, SN_SIGMA_PRODUCT = "grad_norm_fake", "sn_sigma_product"
+SN_K_PRODUCT, MODES_COVERED, HQ_SHARE = "sn_k_product", "modes_covered", "hq_share"
+STEP_TIME_MEDIAN_MS, DIVERGED, FID_FINAL = "step_time_median_ms", "diverged", "fid_final"
+KID_FINAL, FID_FLOOR, FID_INIT, FID_QUALITY = "kid_final", "fid_floor", "fid_init", "fid_quality"
+FID_QUALITY_FINAL, FID_FLOOR_FINAL = "fid_quality_final", "fid_floor_final"
+FID_INIT_FINAL, MODES_COVERED_FINAL = "fid_init_final", "modes_covered_final"
+HQ_SHARE_FINAL, STEP_TIME_MEAN_MS = "hq_share_final", "step_time_mean_ms"
+
 #: Per-step metrics a trial logs (an analysis frame keeps each one's value at the last step).
 METRICS: tuple[str, ...] = (
-    "fid", "kid", "fid_ref_samples", "loss_d", "loss_g", "penalty",
-    "omega_real_min", "omega_real_max", "omega_fake_min", "omega_fake_max",
-    "omega_union_min", "omega_union_max", "omega_within_bound",
-    "psi_min", "psi_max", "psi_attained_min", "psi_attained_max", "psi_attained_mean",
-    "grad_norm_real", "grad_norm_fake", "sn_sigma_product", "sn_k_product",
-    "modes_covered", "hq_share", "step_time_median_ms", "diverged",
-    # the end-of-training evaluation and the FID scale (issue #10)
-    "fid_final", "kid_final", "fid_inf", "fid_floor", "fid_init", "fid_quality",
-    "fid_quality_final", "fid_floor_final", "fid_init_final", "modes_covered_final",
-    "hq_share_final", "step_time_mean_ms",
+    FID, KID, FID_REF_SAMPLES, LOSS_D, LOSS_G, PENALTY,
+    OMEGA_REAL_MIN, OMEGA_REAL_MAX, OMEGA_FAKE_MIN, OMEGA_FAKE_MAX,
+    OMEGA_UNION_MIN, OMEGA_UNION_MAX, OMEGA_WITHIN_BOUND,
+    PSI_MIN, PSI_MAX, PSI_ATTAINED_MIN, PSI_ATTAINED_MAX, PSI_ATTAINED_MEAN,
+    GRAD_NORM_REAL, GRAD_NORM_FAKE, SN_SIGMA_PRODUCT, SN_K_PRODUCT,
+    MODES_COVERED, HQ_SHARE, STEP_TIME_MEDIAN_MS, DIVERGED,
+    # the end-of-training evaluation and the FID scale
+    FID_FINAL, KID_FINAL, FID_INF, FID_FLOOR, FID_INIT, FID_QUALITY,
+    FID_QUALITY_FINAL, FID_FLOOR_FINAL, FID_INIT_FINAL, MODES_COVERED_FINAL,
+    HQ_SHARE_FINAL, STEP_TIME_MEAN_MS,
 )
+
+#: Metrics some trials log beside :data:`METRICS`, read by name by the analysis.
+LIPSCHITZ_CERTIFIED = "lipschitz_certified"  # SN trials, at the end (trainables.lipschitz_bound)
+GRAD_NORM_REAL_MAX = "grad_norm_real_max"    # the largest ‖∇ₓf‖ over a real batch
+GRAD_NORM_FAKE_MAX = "grad_norm_fake_max"    # the same over a generated batch
+OTHER_METRICS: tuple[str, ...] = (LIPSCHITZ_CERTIFIED, GRAD_NORM_REAL_MAX, GRAD_NORM_FAKE_MAX)
 
 #: The parent run's summary metric (best ``fid`` over its finished trials).
 BEST_FID_METRIC = "best_fid"

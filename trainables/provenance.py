@@ -23,7 +23,7 @@ CUDA/cuDNN, the device and the precision flags are params of every run
 
 A process reused for a later trial (Ray Tune's ``reuse_actors``) may import modules it had not
 needed yet; if the files on disk changed since its first look (:func:`current` re-checks their
-sizes and modification times on every call, ≈ 1 ms), it may run a mix of both versions. Its runs
+sizes and modification times on every call), it may run a mix of both versions. Its runs
 then record ``<imported>~<on disk>``, a version of its own, so the analysis never pools them with
 either version's runs (``analysis.load.check_versions``).
 """

@@ -134,8 +134,8 @@ class OrderedWriter:
     In order matters: a crash loses only a tail of steps, which the resumed trial re-logs (its
     high-water marks are below them). MLflow's own async logging submits batches to a pool of
     threads, so a later step can land before an earlier one is lost — then the resume would skip
-    the lost step. The trial thread pays a queue put (≈ 0.4 ms) instead of a store round trip
-    (≈ 50 ms on SQLite with fsync on a loaded 2-core box, see bench/stats_logging_overhead.py).
+    the lost step. The trial thread pays a queue put instead of a store round trip (both timed by
+    bench/stats_logging_overhead.py; docs/measurements.md).
 
     ``write`` retries transient errors itself (``MlflowTrialLogger._call``); when it gives up
     (raises), the writer stops for good: later batches are dropped, so the store keeps a prefix of

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 # The registry and the decision rules (re-exported: the public names of ``analysis.hypotheses``).
 from analysis.verdict import (  # noqa: F401
-    GROUPS, HYPOTHESES, SIG, Hypothesis, Reference, Verdict, _v, evaluate, missing, register,
+    GROUPS, HYPOTHESES, SIG, Hypothesis, Reference, Verdict, bare_verdict, evaluate, missing, register,
     render_notes, resolve, tost_verdict, trend_verdict)
 from analysis.hypotheses.common import (  # noqa: F401
     LINEAR_LOSSES, REF_GRAN_K1, REF_SN_DEFAULT, REF_SN_K1, REF_WGAN_GP, REF_WGAN_K1, REF_WGAN_SN)

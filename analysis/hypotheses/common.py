@@ -8,29 +8,33 @@ import pandas as pd
 
 from analysis.frames import close, col, is_continuous
 from analysis.guard import Reference
+from trainables.names import (ALPHA, FID, GRAN_K, K_SN, LOSS, OMEGA_FAKE_MAX, OMEGA_FAKE_MIN,
+                              OMEGA_REAL_MAX, OMEGA_REAL_MIN, OMEGA_UNION_MAX, OMEGA_UNION_MIN,
+                              REGULARIZER, SEED)
 
 #: Losses whose gradient does not depend on f (Table 1: WGAN is linear; Ψ is a single point).
 LINEAR_LOSSES = frozenset({"wgan"})
 
 
-def _k(d: pd.DataFrame, name: str = "k_sn") -> pd.Series:
+def k_of(d: pd.DataFrame, name: str = K_SN) -> pd.Series:
+    """The Lipschitz scale column ``name`` (k_SN by default) as floats."""
     return col(d, name).astype(float)
 
 
-def _width(df: pd.DataFrame, kind: str) -> pd.Series:
+def omega_width(df: pd.DataFrame, kind: str) -> pd.Series:
     """Ω width: ``union`` (Ω∪ over training, Fig. 1b), ``last`` (Ω_i at the last step, real ∪ fake)."""
     if kind == "union":
-        return col(df, "omega_union_max").astype(float) - col(df, "omega_union_min").astype(float)
-    hi = np.fmax(col(df, "omega_real_max").astype(float), col(df, "omega_fake_max").astype(float))
-    lo = np.fmin(col(df, "omega_real_min").astype(float), col(df, "omega_fake_min").astype(float))
+        return col(df, OMEGA_UNION_MAX).astype(float) - col(df, OMEGA_UNION_MIN).astype(float)
+    hi = np.fmax(col(df, OMEGA_REAL_MAX).astype(float), col(df, OMEGA_FAKE_MAX).astype(float))
+    lo = np.fmin(col(df, OMEGA_REAL_MIN).astype(float), col(df, OMEGA_FAKE_MIN).astype(float))
     return hi - lo
 
 
-def _at(d: pd.DataFrame, name: str, target: float, notes: list[str], band: float = 10.0) -> pd.Series:
+def rows_at(d: pd.DataFrame, name: str, target: float, notes: list[str], band: float = 10.0) -> pd.Series:
     """Rows at ``d[name]`` = target: the exact level on a grid; for a sampled (continuous) column
     the rows within ×/÷ ``band`` of it (noted in ``notes``)."""
     x = col(d, name, np.nan).astype(float)
-    if name == "alpha":
+    if name == ALPHA:
         x = x.fillna(1.0)
     if is_continuous(d, name):
         notes.append(f"{name} is sampled: runs within ×/÷ {band:g} of {target:g} stand for {name} = {target:g}")
@@ -40,27 +44,27 @@ def _at(d: pd.DataFrame, name: str, target: float, notes: list[str], band: float
 
 # ------------------------------------------------------------------------------------ references
 def _sn(d):
-    return d["regularizer"] == "sn"
+    return d[REGULARIZER] == "sn"
 
 
 REF_SN_DEFAULT = Reference(
     "SN, α = 1, k_SN = 1: the paper's standard set-up, in which every loss trains (Table 2)",
-    lambda d: _sn(d) & close(d["alpha"], 1.0) & close(_k(d), 1.0))
+    lambda d: _sn(d) & close(d[ALPHA], 1.0) & close(k_of(d), 1.0))
 REF_WGAN_K1 = Reference(
     "WGAN-SN, k_SN = 1, α = 1: the α-invariant control (Eq. 11), trains in Table 2",
-    lambda d: _sn(d) & d["loss"].isin(LINEAR_LOSSES) & close(d["alpha"], 1.0) & close(_k(d), 1.0))
+    lambda d: _sn(d) & d[LOSS].isin(LINEAR_LOSSES) & close(d[ALPHA], 1.0) & close(k_of(d), 1.0))
 REF_WGAN_SN = Reference(
     "WGAN-SN at any k_SN and α: the comparator, trains at every k_SN in Table 2",
-    lambda d: _sn(d) & d["loss"].isin(LINEAR_LOSSES))
+    lambda d: _sn(d) & d[LOSS].isin(LINEAR_LOSSES))
 REF_SN_K1 = Reference(
     "SN, k_SN = 1: the runs the small-k_SN ones are compared with",
-    lambda d: _sn(d) & close(_k(d), 1.0))
+    lambda d: _sn(d) & close(k_of(d), 1.0))
 REF_GRAN_K1 = Reference(
     "GraN at K = 1: the (1, ε/K) side of every pair",
-    lambda d: (d["regularizer"] == "gran") & close(_k(d, "gran_k"), 1.0))
+    lambda d: (d[REGULARIZER] == "gran") & close(k_of(d, GRAN_K), 1.0))
 REF_WGAN_GP = Reference(
     "WGAN-GP: the baseline (ALR paper Table 1: FID 18.86)",
-    lambda d: (d["regularizer"] == "gp") & d["loss"].isin(LINEAR_LOSSES))
+    lambda d: (d[REGULARIZER] == "gp") & d[LOSS].isin(LINEAR_LOSSES))
 
 
 # ------------------------------------------------------------------------------------ evidence rules
@@ -73,7 +77,7 @@ def uncapped_fid(df: pd.DataFrame) -> pd.Series:
     """FID as measured for runs that are not broken; NaN for broken ones (diverged, below the
     quality threshold). Equivalence tests use this, never the capped ``fid_eff``: two broken runs
     set to the same cap are equal by construction, not by evidence."""
-    fid = pd.to_numeric(col(df, "fid"), errors="coerce").astype(float)
+    fid = pd.to_numeric(col(df, FID), errors="coerce").astype(float)
     return fid.where(np.isfinite(fid) & (fid > 0) & ~col(df, "broken", False).astype(bool))
 
 
@@ -83,13 +87,13 @@ def drop_alpha_copies(df: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
     α = 1, and say how many copies were left out (a copy is no evidence)."""
     from analysis.outcome import config_key
 
-    lin = df["loss"].isin(LINEAR_LOSSES)
+    lin = df[LOSS].isin(LINEAR_LOSSES)
     if not lin.any():
         return df
-    d = df.assign(_a=np.where(lin, 1.0, df["alpha"].astype(float)))
-    key = config_key(d.drop(columns=["alpha"]).rename(columns={"_a": "alpha"})).map(repr) \
-        + "|" + d["seed"].astype(str)
-    order = np.abs(np.log10(d["alpha"].astype(float).clip(lower=1e-300)))
+    d = df.assign(_a=np.where(lin, 1.0, df[ALPHA].astype(float)))
+    key = config_key(d.drop(columns=[ALPHA]).rename(columns={"_a": ALPHA})).map(repr) \
+        + "|" + d[SEED].astype(str)
+    order = np.abs(np.log10(d[ALPHA].astype(float).clip(lower=1e-300)))
     keep = ~key.loc[order.sort_values(kind="stable").index].duplicated()
     keep = keep.reindex(df.index)
     n = int((~keep).sum())

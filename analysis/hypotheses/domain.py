@@ -6,17 +6,24 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
 from analysis import stats
-from analysis.frames import close, col, groupby, ids, is_continuous, prep, strata
-from analysis.hypotheses.common import CONVEX_LOSSES, LINEAR_LOSSES, _width
+from analysis.frames import close, col, groupby, ids, is_continuous, prep, strata, studied
+from analysis.hypotheses.common import CONVEX_LOSSES, LINEAR_LOSSES, omega_width
 from analysis.hypotheses.identity import Pair, identity_verdict
 from analysis.scale import FID_CAP_INCEPTION, Q_LEARNED
-from analysis.verdict import SIG, Verdict, _v, missing, register, tost_verdict, trend_verdict
+from analysis.verdict import SIG, Verdict, bare_verdict, missing, register, tost_verdict, trend_verdict
+from trainables.names import (ALPHA, ARCH, DATASET, D_BIAS, D_NORM, EPS, FID, FID_EXTRACTOR,
+                              GRAD_NORM_FAKE, GRAD_NORM_FAKE_MAX, GRAD_NORM_REAL,
+                              GRAD_NORM_REAL_MAX, K_SN, LIPSCHITZ_CERTIFIED, LIPSCHITZ_K, LOSS,
+                              N_D_LAYERS, OMEGA_BOUND, OMEGA_FAKE_MAX, OMEGA_FAKE_MIN,
+                              OMEGA_REAL_MAX, OMEGA_REAL_MIN, PSI_MAX, PSI_MIN, REGULARIZER, SEED,
+                              SN_SIGMA_PRODUCT)
 
 
 # ------------------------------------------------------------------------------------ Eq. 3
@@ -38,16 +45,16 @@ def k_output_scale(frame: pd.DataFrame, *, tol: float = 1e-4, early_tol: float =
     out and counted: with ε unscaled the runs differ by Eq. 5's ε/k^{2m} term (the claim's own
     precondition fails). k a power of 2 makes k^n exact, so the runs agree at every step."""
     df = prep(frame, fid_cap, q_broken)
-    df = df[(df["regularizer"] == "sn") & df["loss"].isin(losses)]
+    df = df[(df[REGULARIZER] == "sn") & df[LOSS].isin(losses)]
     if require_bias_free:
-        df = df[col(df, "d_bias", True).astype("boolean").fillna(True) == False]  # noqa: E712
-    df = df.assign(k=col(df, "k_sn").astype(float), n_layers=col(df, "n_d_layers").astype(float),
-                   eps_=col(df, "eps", 0.0).astype(float).fillna(0.0), fid=pd.to_numeric(col(df, "fid"), errors="coerce"))
+        df = df[col(df, D_BIAS, True).astype("boolean").fillna(True) == False]  # noqa: E712
+    df = df.assign(k=col(df, K_SN).astype(float), n_layers=col(df, N_D_LAYERS).astype(float),
+                   eps_=col(df, EPS, 0.0).astype(float).fillna(0.0), fid=pd.to_numeric(col(df, FID), errors="coerce"))
     df = df[df["n_layers"].notna() & df["k"].notna()]
     if df.empty:
         return missing("no bias-free (d_bias = false) SN runs of a linear loss with n_d_layers")
     pairs, unscaled = [], 0
-    for _, g in groupby(df, strata(df, ["seed", "-k_sn", "-eps"])):
+    for _, g in groupby(df, strata(df, [SEED, *studied(K_SN, EPS)])):
         ref = g[close(g["k"], 1.0)]
         if ref.empty:
             continue
@@ -58,7 +65,7 @@ def k_output_scale(frame: pd.DataFrame, *, tol: float = 1e-4, early_tol: float =
                 unscaled += 1
                 continue
             pairs.append(Pair(str(row["run_id"]), str(ref["run_id"]), scale,
-                              f"k_SN {row['k']:g} seed {row['seed']}"))
+                              f"k_SN {row['k']:g} seed {row[SEED]}"))
     note = (f" {unscaled} pair(s) ran with ε not scaled by k^n (against the claim's precondition, "
             "Eq. 5): left out." if unscaled else "")
     return identity_verdict(df, pairs, tol=tol, early_tol=early_tol, n_early=n_early,
@@ -70,27 +77,27 @@ def k_output_scale(frame: pd.DataFrame, *, tol: float = 1e-4, early_tol: float =
 def _domain_trend(frame, *, regularizer: str, kcol: str, metric: str, losses_exclude, sig, rho_min,
                   fid_cap, q_broken, log_x: bool, losses_only=None) -> Verdict:
     df = prep(frame, fid_cap, q_broken)
-    df = df[(df["regularizer"] == regularizer) & ~df["loss"].isin(losses_exclude)]
+    df = df[(df[REGULARIZER] == regularizer) & ~df[LOSS].isin(losses_exclude)]
     notes: list[str] = []
     if losses_only is not None:
-        out = sorted(set(df["loss"]) - set(losses_only))
-        df = df[df["loss"].isin(losses_only)]
+        out = sorted(set(df[LOSS]) - set(losses_only))
+        df = df[df[LOSS].isin(losses_only)]
         if out:
             notes.append(f"losses {', '.join(out)} left out: Eq. 9 (Ψ from Ω's ends) needs a convex loss")
-    if is_continuous(df, "alpha"):   # a search: α sampled; Ω is f's range (α acts inside L)
-        notes.append("alpha")
+    if is_continuous(df, ALPHA):   # a search: α sampled; Ω is f's range (α acts inside L)
+        notes.append(ALPHA)
     else:
-        df = df[close(df["alpha"], 1.0)]
+        df = df[close(df[ALPHA], 1.0)]
     if metric == "omega":
-        y = _width(df, "union")
+        y = omega_width(df, "union")
     else:
-        y = col(df, "psi_max").astype(float) - col(df, "psi_min").astype(float)
+        y = col(df, PSI_MAX).astype(float) - col(df, PSI_MIN).astype(float)
     df = df.assign(y=np.log(y.where(y > 0)), x=col(df, kcol).astype(float))
     df = df[np.isfinite(df["y"]) & df["x"].notna()]
     if log_x:
         df = df[df["x"] > 0].assign(x=lambda d: np.log(d["x"]))
     groups = [(g["x"].to_numpy(), g["y"].to_numpy())
-              for _, g in groupby(df, strata(df, ["loss", f"-{kcol}"], notes))]
+              for _, g in groupby(df, strata(df, [LOSS, f"-{kcol}"], notes))]
     res = stats.trend_test(groups, direction=+1)
     name = "Ω∪ width" if metric == "omega" else "Ψ width"
     return trend_verdict(res, sig, rho_min, kcol, df, f"ρ({kcol}, log {name})", notes)
@@ -112,7 +119,7 @@ omega_shrinks = trend_hypothesis(
     "The loss's domain Ω (range of D over training) shrinks as k_SN decreases.",
     "Lipschitz paper Theorem 1, Eq. 7, Fig. 1a/1b", ("domain-restriction", "domain"),
     "Stratified Spearman of log width(Ω∪) on log k_SN (per loss × dataset …), predicted ρ > 0.",
-    regularizer="sn", kcol="k_sn", metric="omega", losses_exclude=(), log_x=True)
+    regularizer="sn", kcol=K_SN, metric="omega", losses_exclude=(), log_x=True)
 
 psi_shrinks = trend_hypothesis(
     "domain-psi-shrinks",
@@ -120,8 +127,49 @@ psi_shrinks = trend_hypothesis(
     "Lipschitz paper Corollary 1.1, Eq. 8-9, Fig. 1b", ("domain-restriction", "domain"),
     "Stratified Spearman of log width(Ψ) (Eq. 9: ∇L at the ends of Ω) on log k_SN; convex losses\n"
     "    only (Eq. 9 holds where ∇L is monotone); WGAN excluded (Ψ a point).",
-    regularizer="sn", kcol="k_sn", metric="psi", losses_exclude=tuple(LINEAR_LOSSES), log_x=True,
+    regularizer="sn", kcol=K_SN, metric="psi", losses_exclude=tuple(LINEAR_LOSSES), log_x=True,
     losses_only=tuple(CONVEX_LOSSES))
+
+
+def _bound_measures(df: pd.DataFrame, tol: float) -> SimpleNamespace:
+    """Per SN run: Ω_i's width against K_certified·2√(mnc) (ours), Ω∪ against the paper's bound
+    (published rows), and the paper's K ≈ Π σ beside the certified K and ‖∇ₓf‖."""
+    num = lambda c: pd.to_numeric(col(df, c), errors="coerce").astype(float)  # noqa: E731
+    nominal = num(LIPSCHITZ_K)
+    diam = num(OMEGA_BOUND) / nominal.where(nominal > 0)
+    width = omega_width(df, "last")
+    cert, sigma = num(LIPSCHITZ_CERTIFIED), num(SN_SIGMA_PRODUCT)
+    grad = np.fmax(num(GRAD_NORM_REAL_MAX), num(GRAD_NORM_FAKE_MAX))
+    grad = grad.where(np.isfinite(grad), np.fmax(num(GRAD_NORM_REAL), num(GRAD_NORM_FAKE)))
+    ours = df["origin"] == "run"
+    k_paper = sigma.where(np.isfinite(sigma) & (sigma > 0), nominal)
+    tested = ours & np.isfinite(width) & np.isfinite(cert) & (cert > 0) & np.isfinite(diam)
+    ratio = width / (cert * diam)
+    pub_ratio = omega_width(df, "union") / num(OMEGA_BOUND)
+    return SimpleNamespace(
+        width=width, cert=cert, sigma=sigma, grad=grad, ours=ours, tested=tested, ratio=ratio,
+        viol=tested & (ratio > 1 + tol),
+        pub_ok=~ours & np.isfinite(pub_ratio) & (pub_ratio <= 1 + tol),
+        paper_over=ours & np.isfinite(width) & (width / (k_paper * diam) > 1 + tol))
+
+
+def _bound_details(df: pd.DataFrame, m: SimpleNamespace) -> tuple[list[str], pd.Series]:
+    """The sentences of :func:`omega_bound`'s details, and the gap Π σ / K_certified per run."""
+    ours, tested, ratio, viol, pub_ok = m.ours, m.tested, m.ratio, m.viol, m.pub_ok
+    width, sigma, cert, grad, paper_over = m.width, m.sigma, m.cert, m.grad, m.paper_over
+    parts = [f"Certified K for {int(tested.sum())} of {int(ours.sum())} of our SN runs"
+             + (f": widest Ω_i / (K_certified·2√(mnc)) = {ratio[tested].max():.3g} (median "
+                f"{ratio[tested].median():.3g}), {int(viol.sum())} beyond the bound" if tested.any() else "")]
+    if pub_ok.any() or (~ours).any():
+        parts.append(f"published rows: {int(pub_ok.sum())} of {int((~ours).sum())} with Ω∪ inside the paper's bound")
+    gap_sc = (sigma / cert)[tested & np.isfinite(sigma)]
+    gap_gs = (grad / sigma)[ours & np.isfinite(grad) & (sigma > 0)]
+    parts.append("gap of the paper's approximation K ≈ Π σ (not a verdict on the theorem): "
+                 + (f"Π σ / K_certified {_rng_txt(gap_sc)}; " if len(gap_sc) else "")
+                 + (f"max ‖∇ₓf‖ / Π σ {_rng_txt(gap_gs)}; " if len(gap_gs) else "")
+                 + f"with the paper's K, {int(paper_over.sum())} of {int((ours & np.isfinite(width)).sum())} runs "
+                 "exceed its bound (" + _by_arch(df, paper_over, ours & np.isfinite(width)) + ")")
+    return parts, gap_sc
 
 
 @register(
@@ -147,38 +195,14 @@ def omega_bound(frame: pd.DataFrame, *, tol: float = 0.01, min_runs: int = 3,
     a wider one says nothing. Our runs without ``lipschitz_certified`` (logged before it existed)
     leave the test inconclusive."""
     df = prep(frame, fid_cap, q_broken)
-    sn = (col(df, "regularizer").astype(str) == "sn") & (col(df, "omega_bound").astype(float) > 0)
-    sn &= col(df, "d_norm", "none").fillna("none").astype(str) != "bn"
+    sn = (col(df, REGULARIZER).astype(str) == "sn") & (col(df, OMEGA_BOUND).astype(float) > 0)
+    sn &= col(df, D_NORM, "none").fillna("none").astype(str) != "bn"
     df = df[sn]
     if df.empty:
         return missing("no SN runs with Ω and omega_bound (Theorem 1 needs a hard K: SN runs)")
-    num = lambda c: pd.to_numeric(col(df, c), errors="coerce").astype(float)  # noqa: E731
-    nominal = num("lipschitz_k")
-    diam = num("omega_bound") / nominal.where(nominal > 0)
-    width = _width(df, "last")
-    cert, sigma = num("lipschitz_certified"), num("sn_sigma_product")
-    grad = np.fmax(num("grad_norm_real_max"), num("grad_norm_fake_max"))
-    grad = grad.where(np.isfinite(grad), np.fmax(num("grad_norm_real"), num("grad_norm_fake")))
-    ours = df["origin"] == "run"
-    k_paper = sigma.where(np.isfinite(sigma) & (sigma > 0), nominal)
-    tested = ours & np.isfinite(width) & np.isfinite(cert) & (cert > 0) & np.isfinite(diam)
-    ratio = width / (cert * diam)
-    viol = tested & (ratio > 1 + tol)
-    pub_ratio = _width(df, "union") / num("omega_bound")
-    pub_ok = ~ours & np.isfinite(pub_ratio) & (pub_ratio <= 1 + tol)
-    paper_over = ours & np.isfinite(width) & (width / (k_paper * diam) > 1 + tol)
-    parts = [f"Certified K for {int(tested.sum())} of {int(ours.sum())} of our SN runs"
-             + (f": widest Ω_i / (K_certified·2√(mnc)) = {ratio[tested].max():.3g} (median "
-                f"{ratio[tested].median():.3g}), {int(viol.sum())} beyond the bound" if tested.any() else "")]
-    if pub_ok.any() or (~ours).any():
-        parts.append(f"published rows: {int(pub_ok.sum())} of {int((~ours).sum())} with Ω∪ inside the paper's bound")
-    gap_sc = (sigma / cert)[tested & np.isfinite(sigma)]
-    gap_gs = (grad / sigma)[ours & np.isfinite(grad) & (sigma > 0)]
-    parts.append("gap of the paper's approximation K ≈ Π σ (not a verdict on the theorem): "
-                 + (f"Π σ / K_certified {_rng_txt(gap_sc)}; " if len(gap_sc) else "")
-                 + (f"max ‖∇ₓf‖ / Π σ {_rng_txt(gap_gs)}; " if len(gap_gs) else "")
-                 + f"with the paper's K, {int(paper_over.sum())} of {int((ours & np.isfinite(width)).sum())} runs "
-                 "exceed its bound (" + _by_arch(df, paper_over, ours & np.isfinite(width)) + ")")
+    m = _bound_measures(df, tol)
+    ours, tested, ratio, viol, pub_ok = m.ours, m.tested, m.ratio, m.viol, m.pub_ok
+    parts, gap_sc = _bound_details(df, m)
     used = df[tested | pub_ok]
     kw = dict(statistic=float(ratio[tested].max()) if tested.any() else None,
               statistic_name="max width(Ω_i) / certified bound",
@@ -190,7 +214,7 @@ def omega_bound(frame: pd.DataFrame, *, tol: float = 0.01, min_runs: int = 3,
         kw["details"] += (f" Beyond the certified bound ({int(viol.sum())} of n = {kw['n']}): "
                           + ", ".join(f"`{r}`" for r in ids(df[viol])) + ".")
     if verdict != "inconclusive":
-        return _v(verdict, **kw)
+        return bare_verdict(verdict, **kw)
     if (ours & ~tested).any():
         return missing(f"runs predate certified K: {int((ours & ~tested).sum())} SN run(s) without "
                        "lipschitz_certified (logged at the end of SN trials by current code)", **kw)
@@ -210,12 +234,12 @@ def _rng_txt(v: pd.Series) -> str:
 
 
 def _by_arch(df: pd.DataFrame, hit: pd.Series, among: pd.Series) -> str:
-    arch = col(df, "arch", "unknown arch").fillna("unknown arch").astype(str)
+    arch = col(df, ARCH, "unknown arch").fillna("unknown arch").astype(str)
     return ", ".join(f"{a}: {int((hit & (arch == a)).sum())} of {int((among & (arch == a)).sum())}"
                      for a in sorted(set(arch[among]))) or "none"
 
 
-_OMEGA_STEP = ("omega_real_min", "omega_real_max", "omega_fake_min", "omega_fake_max")
+_OMEGA_STEP = (OMEGA_REAL_MIN, OMEGA_REAL_MAX, OMEGA_FAKE_MIN, OMEGA_FAKE_MAX)
 
 
 def _drift(df: pd.DataFrame, histories: pd.DataFrame | None, min_steps: int = 3) -> pd.Series:
@@ -226,8 +250,8 @@ def _drift(df: pd.DataFrame, histories: pd.DataFrame | None, min_steps: int = 3)
     if h.empty:
         return pd.Series(dtype=float)
     w = h.pivot_table(index=["run_id", "step"], columns="metric", values="value", aggfunc="last").dropna()
-    hi = np.fmax(w["omega_real_max"], w["omega_fake_max"])
-    lo = np.fmin(w["omega_real_min"], w["omega_fake_min"])
+    hi = np.fmax(w[OMEGA_REAL_MAX], w[OMEGA_FAKE_MAX])
+    lo = np.fmin(w[OMEGA_REAL_MIN], w[OMEGA_FAKE_MIN])
     t = pd.DataFrame({"c": (hi + lo) / 2, "w": hi - lo}).groupby(level="run_id")
     out = (t["c"].max() - t["c"].min()) / t["w"].median()
     out = out[(t.size() >= min_steps) & (t["w"].median() > 0)]
@@ -257,7 +281,7 @@ def omega_shift(frame: pd.DataFrame, *, sig: float = SIG, r_min: float = 0.5,
     metrics hold one Ω_i, and Ω∪ mixes drift with growth).
     """
     df = prep(frame, fid_cap, q_broken)
-    df = df[df["loss"].isin(set(convex_losses) | LINEAR_LOSSES)]
+    df = df[df[LOSS].isin(set(convex_losses) | LINEAR_LOSSES)]
     drift = _drift(df, histories)
     if drift.empty:
         return missing("need per-step histories of Ω_i (omega_real/fake_min/max at ≥ 3 logged steps) "
@@ -265,8 +289,8 @@ def omega_shift(frame: pd.DataFrame, *, sig: float = SIG, r_min: float = 0.5,
                        n=len(df), run_ids=ids(df))
     s = df["run_id"].astype(str).map(drift)
     df = df.assign(S=s)[np.isfinite(s.astype(float))]
-    df = df.assign(lin=df["loss"].isin(LINEAR_LOSSES).astype(float))
-    keys = ["origin", "dataset", "fid_extractor"] + (["arch"] if "arch" in df.columns else [])
+    df = df.assign(lin=df[LOSS].isin(LINEAR_LOSSES).astype(float))
+    keys = ["origin", DATASET, FID_EXTRACTOR] + ([ARCH] if ARCH in df.columns else [])
     groups, rs, ns, lines, used = [], [], [], [], []
     for key, g in groupby(df, keys):
         a, b = g[g["lin"] == 1]["S"].to_numpy(), g[g["lin"] == 0]["S"].to_numpy()
@@ -291,9 +315,9 @@ def omega_shift(frame: pd.DataFrame, *, sig: float = SIG, r_min: float = 0.5,
               f"p = {res.p:.3g} (opposite {res.p_opposite:.3g}; smallest attainable p {res.p_min:.3g}).")
     verdict = shift_rule(res, r, sig, r_min)
     if verdict != "inconclusive":
-        return _v(verdict, **kw)
-    return _v("inconclusive", missing="more runs of each loss" if res.p_min >= sig else "effect too weak",
-              **kw)
+        return bare_verdict(verdict, **kw)
+    return bare_verdict("inconclusive", missing="more runs of each loss" if res.p_min >= sig else "effect too weak",
+                        **kw)
 
 
 def shift_rule(res: stats.TrendResult, r: float, sig: float, r_min: float) -> str:

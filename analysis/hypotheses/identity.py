@@ -20,12 +20,13 @@ import numpy as np
 import pandas as pd
 
 from analysis.frames import ids
-from analysis.verdict import Verdict, _v, missing
+from analysis.verdict import Verdict, bare_verdict, missing
+from trainables.names import FID, OMEGA_FAKE_MAX, OMEGA_FAKE_MIN, OMEGA_REAL_MAX, OMEGA_REAL_MIN
 
 #: Quantities that scale with D's output (divided by the pair's scale before comparing).
-SCALED = ("omega_real_min", "omega_real_max", "omega_fake_min", "omega_fake_max")
+SCALED = (OMEGA_REAL_MIN, OMEGA_REAL_MAX, OMEGA_FAKE_MIN, OMEGA_FAKE_MAX)
 #: Quantities of the samples (G is the same computation): compared as they are.
-UNSCALED = ("fid",)
+UNSCALED = (FID,)
 
 
 def exact_scale(s: float) -> bool:
@@ -125,9 +126,9 @@ def identity_verdict(df: pd.DataFrame, pairs: list[Pair], *, tol: float, early_t
               n=compared, run_ids=ids(sub) if len(sub) else ids(df), details=detail)
     verdict = identity_rule(len(bad), compared, min_pairs)
     if verdict == "contradicted":
-        return _v("contradicted", **{**kw, "details": detail + f" Not identical: {', '.join(dict.fromkeys(bad))}."})
+        return bare_verdict("contradicted", **{**kw, "details": detail + f" Not identical: {', '.join(dict.fromkeys(bad))}."})
     if verdict == "supported":
-        return _v("supported", **kw)
+        return bare_verdict("supported", **kw)
     return missing(f"need ≥ {min_pairs} comparable pairs; have {compared}"
                    + (f" ({uncomparable} with an inexact scale and no histories: use powers of 2, or "
                       "give per-step histories)" if uncomparable else ""), **kw)

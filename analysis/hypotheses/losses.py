@@ -8,10 +8,11 @@ import pandas as pd
 from scipy import stats as sps
 
 from analysis import stats
-from analysis.frames import col, groupby, ids, prep, strata
-from analysis.hypotheses.common import REF_SN_DEFAULT, _at
+from analysis.frames import col, groupby, ids, prep, strata, studied
+from analysis.hypotheses.common import REF_SN_DEFAULT, rows_at
 from analysis.scale import FID_CAP_INCEPTION, Q_LEARNED
-from analysis.verdict import SIG, Verdict, _v, missing, register, render_notes
+from analysis.verdict import SIG, Verdict, bare_verdict, missing, register, render_notes
+from trainables.names import ALPHA, K_SN, LOSS, REGULARIZER, SEED
 
 
 @register(
@@ -37,17 +38,17 @@ def h1(frame: pd.DataFrame, *, large_k: float = 5.0, sig: float = SIG, w_large: 
     """
     df = prep(frame, fid_cap, q_broken)
     notes: list[str] = []
-    df = df[(df["regularizer"] == "sn") & (col(df, "k_sn").astype(float) >= large_k)]
-    df = df[_at(df, "alpha", 1.0, notes) & df["fid_eff"].notna()]
+    df = df[(df[REGULARIZER] == "sn") & (col(df, K_SN).astype(float) >= large_k)]
+    df = df[rows_at(df, ALPHA, 1.0, notes) & df["fid_eff"].notna()]
     if df.empty:
         return missing(f"no SN runs with α = 1 and k_SN ≥ {large_k}: H1 needs runs of ≥ 2 losses there")
-    block_cols = strata(df, ["k_sn", "seed", "-loss"], notes)
+    block_cols = strata(df, [K_SN, SEED, *studied(LOSS)], notes)
     pivot = (df.astype({c: object for c in block_cols}).fillna({c: "∅" for c in block_cols})
-             .pivot_table(index=block_cols, columns="loss", values="fid_eff", aggfunc="median"))
+             .pivot_table(index=block_cols, columns=LOSS, values="fid_eff", aggfunc="median"))
     present = pivot.notna().sum()
     pivot = pivot.loc[:, present >= present.max() / 2].dropna()
     losses = list(pivot.columns)
-    used = df[df["loss"].isin(losses)]
+    used = df[df[LOSS].isin(losses)]
     if len(losses) < 2 or len(pivot) < 2:
         v = _h1_rank_test(df, large_k, sig, e2_large, e2_small, notes)
         if v is not None:
@@ -59,7 +60,7 @@ def h1(frame: pd.DataFrame, *, large_k: float = 5.0, sig: float = SIG, w_large: 
     fr = stats.friedman(pivot.to_numpy(), losses)
     b, k = len(pivot), len(losses)
     p_min = friedman_p_min(pivot.to_numpy())
-    broken = used.groupby("loss")["broken"].mean()
+    broken = used.groupby(LOSS)["broken"].mean()
     best = min(fr.mean_ranks, key=fr.mean_ranks.get)
     detail = (f"{b} blocks × {k} losses at k_SN ≥ {large_k}: Friedman χ² = {fr.chi2:.2f}, p = {fr.p:.3g}, "
               f"Kendall W = {fr.w:.2f}; smallest p this design can give with its ties {p_min:.3g}. Mean rank (1 = best): "
@@ -71,9 +72,9 @@ def h1(frame: pd.DataFrame, *, large_k: float = 5.0, sig: float = SIG, w_large: 
               effect_name="Kendall's W", p_value=fr.p, n=len(used), run_ids=ids(used), details=detail)
     verdict = h1_rule(fr.p, fr.w, p_min, sig, w_large, w_small)
     if verdict != "inconclusive":
-        return _v(verdict, **kw)
-    return _v("inconclusive", missing="loss effect neither clearly large nor clearly absent"
-              + ("" if p_min < sig else f"; too few blocks to reach p < {sig}"), **kw)
+        return bare_verdict(verdict, **kw)
+    return bare_verdict("inconclusive", missing="loss effect neither clearly large nor clearly absent"
+                        + ("" if p_min < sig else f"; too few blocks to reach p < {sig}"), **kw)
 
 
 def h1_rule(p: float, effect: float, p_min: float, sig: float, large: float, small: float) -> str:
@@ -96,14 +97,14 @@ def friedman_p_min(table: np.ndarray) -> float:
 
 def _h1_rank_test(df, large_k, sig, e2_large, e2_small, notes) -> Verdict | None:
     """H1 without blocks: Kruskal-Wallis on within-stratum ranks (see :func:`h1`)."""
-    keys = strata(df, ["-loss", "-k_sn", "-seed", "-alpha"], notes)
+    keys = strata(df, studied(LOSS, K_SN, SEED, ALPHA), notes)
     y = groupby(df, keys)["fid_eff"].rank(pct=True)
-    counts = df["loss"].value_counts()
+    counts = df[LOSS].value_counts()
     losses = sorted(counts[counts >= 2].index)
     if len(losses) < 2:
         return None
-    used = df[df["loss"].isin(losses)]
-    samples = [y[used.index[used["loss"] == l]].to_numpy() for l in losses]
+    used = df[df[LOSS].isin(losses)]
+    samples = [y[used.index[used[LOSS] == l]].to_numpy() for l in losses]
     h, p = sps.kruskal(*samples) if np.ptp(np.concatenate(samples)) > 0 else (0.0, 1.0)
     n = len(used)
     e2 = float(h) / (n - 1)
@@ -111,8 +112,8 @@ def _h1_rank_test(df, large_k, sig, e2_large, e2_small, notes) -> Verdict | None
     cuts = np.cumsum([len(x) for x in samples])[:-1]
     pooled = np.sort(np.concatenate(samples))
     p_min = float(sps.kruskal(*np.split(pooled, cuts))[1]) if np.ptp(pooled) > 0 else 1.0
-    med = used.groupby("loss")["fid_eff"].median()
-    broken = used.groupby("loss")["broken"].mean()
+    med = used.groupby(LOSS)["fid_eff"].median()
+    broken = used.groupby(LOSS)["broken"].mean()
     detail = (f"no complete (k_SN, seed) blocks, so a rank test: Kruskal-Wallis over {len(losses)} "
               f"losses at k_SN ≥ {large_k} on capped-FID ranks within strata, H = {h:.2f}, p = {p:.3g}, "
               f"ε² = {e2:.2f} (smallest p this design can give {p_min:.3g}); n = {n}. Median capped FID: "
@@ -121,8 +122,8 @@ def _h1_rank_test(df, large_k, sig, e2_large, e2_small, notes) -> Verdict | None
     kw = dict(statistic=float(h), statistic_name="Kruskal-Wallis H", effect_size=e2,
               effect_name="ε² (rank)", p_value=float(p), n=n, run_ids=ids(used), details=detail)
     if p < sig and e2 >= e2_large:
-        return _v("contradicted", **kw)
+        return bare_verdict("contradicted", **kw)
     if p >= sig and e2 < e2_small and p_min < sig:
-        return _v("supported", **kw)
-    return _v("inconclusive", missing="loss effect neither clearly large nor clearly absent"
-              + ("" if p_min < sig else f"; too few runs per loss to reach p < {sig}"), **kw)
+        return bare_verdict("supported", **kw)
+    return bare_verdict("inconclusive", missing="loss effect neither clearly large nor clearly absent"
+                        + ("" if p_min < sig else f"; too few runs per loss to reach p < {sig}"), **kw)

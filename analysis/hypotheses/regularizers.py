@@ -14,14 +14,15 @@ from analysis.frames import groupby, ids, prep
 from analysis.hypotheses.common import REF_WGAN_GP
 from analysis.hypotheses.domain import trend_hypothesis
 from analysis.scale import FID_CAP_INCEPTION, Q_LEARNED
-from analysis.verdict import SIG, Reference, Verdict, _v, missing, register
+from analysis.verdict import SIG, Reference, Verdict, bare_verdict, missing, register
+from trainables.names import ARCH, DATASET, FID, FID_EXTRACTOR, K_GP, LOSS, REGULARIZER
 
 
 # ------------------------------------------------------------------------------------ ALR / JS / GP
 REF_JS = Reference(
     "the JS-regularized runs under test: the claim is that they train without collapse (Roth et al. "
     "Sec. 5), so they must have learned for FIDs to compare",
-    lambda d: d["regularizer"] == "js")
+    lambda d: d[REGULARIZER] == "js")
 
 def _superiority(frame, *, a_sel, b_sel, strata_extra, margin, sig, fid_cap, q_broken, what) -> Verdict:
     df = prep(frame, fid_cap, q_broken)
@@ -30,8 +31,8 @@ def _superiority(frame, *, a_sel, b_sel, strata_extra, margin, sig, fid_cap, q_b
     both = pd.concat([a.assign(_g="a"), b.assign(_g="b")])
     if both.empty:
         return missing(f"no runs of {what}")
-    keys = ["origin", "dataset", "fid_extractor", *(["arch"] if "arch" in df.columns else []), *strata_extra]
-    raw = pd.to_numeric(both["fid"], errors="coerce").astype(float) if "fid" in both else both["fid_eff"]
+    keys = ["origin", DATASET, FID_EXTRACTOR, *([ARCH] if ARCH in df.columns else []), *strata_extra]
+    raw = pd.to_numeric(both[FID], errors="coerce").astype(float) if FID in both else both["fid_eff"]
     capped = ~(np.isfinite(raw) & (raw > 0))       # diverged / no FID: the cap stands in (worst)
     both["y"] = np.log(raw.where(~capped, both["cap"]).astype(float))
     both["_capped"] = capped
@@ -52,11 +53,11 @@ def _superiority(frame, *, a_sel, b_sel, strata_extra, margin, sig, fid_cap, q_b
                      f"B {both[both['_g'] == 'b']['broken'].mean():.0%}.")
     verdict = superiority_rule(w, margin, sig, bool(both["_capped"].any()))
     if verdict != "inconclusive":
-        return _v(verdict, **kw)
+        return bare_verdict(verdict, **kw)
     if w.p_greater >= sig and -math.log1p(margin) < w.ci90[0] and w.ci90[1] < math.log1p(margin):
-        return _v("inconclusive", missing=f"equivalent within the margin only through {int(both['_capped'].sum())} "
-                  "capped (diverged) runs: no evidence of equivalence", **kw)
-    return _v("inconclusive", missing="difference not significant and CI wider than the margin", **kw)
+        return bare_verdict("inconclusive", missing=f"equivalent within the margin only through {int(both['_capped'].sum())} "
+                            "capped (diverged) runs: no evidence of equivalence", **kw)
+    return bare_verdict("inconclusive", missing="difference not significant and CI wider than the margin", **kw)
 
 
 def superiority_rule(w: stats.WelchResult, margin: float, sig: float, capped: bool) -> str:
@@ -88,8 +89,8 @@ alr_beats_gp = superiority_hypothesis(
     "ALR paper Sec. 4, Eq. 17, Table 1 (12.96 vs 18.86 on CIFAR-10)", ("alr",), REF_WGAN_GP,
     "Welch on log FID, WGAN-ALR (A) vs WGAN-GP (B), centred per dataset × extractor. contradicted\n"
     "    if ALR is significantly worse or equivalent within ×/÷ (1 + margin) (no real improvement).",
-    a_sel=lambda d: (d["loss"] == "wgan") & (d["regularizer"] == "alr"),
-    b_sel=lambda d: (d["loss"] == "wgan") & (d["regularizer"] == "gp"),
+    a_sel=lambda d: (d[LOSS] == "wgan") & (d[REGULARIZER] == "alr"),
+    b_sel=lambda d: (d[LOSS] == "wgan") & (d[REGULARIZER] == "gp"),
     strata_extra=[], what="WGAN-ALR and WGAN-GP")
 
 js_stabilizes = superiority_hypothesis(
@@ -98,12 +99,12 @@ js_stabilizes = superiority_hypothesis(
     "broken runs than the same GAN unregularized.",
     "Roth et al. Eq. 20/28, Algorithm 1, Sec. 5 (Figs. 1-4)", ("js",), REF_JS,
     "Welch on capped log FID (broken = cap), JS (A) vs none (B), same loss, dataset, extractor.",
-    a_sel=lambda d: d["regularizer"] == "js", b_sel=lambda d: d["regularizer"] == "none",
-    strata_extra=["loss"], what="JS-regularized and unregularized GANs")
+    a_sel=lambda d: d[REGULARIZER] == "js", b_sel=lambda d: d[REGULARIZER] == "none",
+    strata_extra=[LOSS], what="JS-regularized and unregularized GANs")
 
 gp_omega_shrinks = trend_hypothesis(
     "gp-omega-shrinks",
     "With a gradient penalty the domain Ω also shrinks as k_GP decreases (less strongly than with k_SN).",
     "Lipschitz paper Appendix C, Eq. 18, Fig. 3", ("gp",),
     "Stratified Spearman of log width(Ω∪) on k_GP (k_GP = 0 allowed: ranks), predicted ρ > 0.",
-    regularizer="gp", kcol="k_gp", metric="omega", losses_exclude=(), log_x=False)
+    regularizer="gp", kcol=K_GP, metric="omega", losses_exclude=(), log_x=False)

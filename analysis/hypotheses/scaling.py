@@ -10,24 +10,27 @@ import pandas as pd
 from scipy import stats as sps
 
 from analysis import stats
-from analysis.frames import close, col, groupby, ids, prep, strata
+from analysis.frames import close, col, groupby, ids, prep, strata, studied
 from analysis.hypotheses.common import (
-    LINEAR_LOSSES, REF_SN_DEFAULT, REF_SN_K1, REF_WGAN_K1, REF_WGAN_SN, _at, _k,
+    LINEAR_LOSSES, REF_SN_DEFAULT, REF_SN_K1, REF_WGAN_K1, REF_WGAN_SN, rows_at, k_of,
     drop_alpha_copies, uncapped_fid)
 from analysis.hypotheses.identity import Pair, identity_verdict
 from analysis.scale import FID_CAP_INCEPTION, Q_LEARNED, fmt
-from analysis.verdict import (SIG, Verdict, _v, missing, register, render_notes, tost_verdict,
+from analysis.verdict import (SIG, Verdict, bare_verdict, missing, register, render_notes, tost_verdict,
                               trend_verdict)
+from trainables.names import (ALPHA, ARCH, DATASET, D_BIAS, EPS, FID, FID_EXTRACTOR, GRAN_K, K_SN,
+                              LIPSCHITZ_K, LOSS, N_D_LAYERS, OMEGA_BOUND, OPTIMIZER, REGULARIZER,
+                              SEED)
 
 
 # ------------------------------------------------------------------------------------ α (Table 5)
 def _alpha_trend(frame, *, k_sel, alpha_pred, sig, rho_min, fid_cap, q_broken, notes):
     df = prep(frame, fid_cap, q_broken)
-    df = df[(df["regularizer"] == "sn") & ~df["loss"].isin(LINEAR_LOSSES)]
-    df = df[k_sel(df) & alpha_pred(df["alpha"])]
-    df = df[df["fid_eff"].notna()].assign(x=lambda d: np.log10(d["alpha"]))
+    df = df[(df[REGULARIZER] == "sn") & ~df[LOSS].isin(LINEAR_LOSSES)]
+    df = df[k_sel(df) & alpha_pred(df[ALPHA])]
+    df = df[df["fid_eff"].notna()].assign(x=lambda d: np.log10(d[ALPHA]))
     groups = [(g["x"].to_numpy(), g["fid_eff"].to_numpy())
-              for _, g in groupby(df, strata(df, ["loss", "k_sn", "-alpha"], notes))]
+              for _, g in groupby(df, strata(df, [LOSS, K_SN, *studied(ALPHA)], notes))]
     return df, stats.trend_test(groups, direction=+1)
 
 
@@ -35,7 +38,7 @@ def _alpha_trend(frame, *, k_sel, alpha_pred, sig, rho_min, fid_cap, q_broken, n
     "alpha-compensates-k",
     "At a large k_SN (50), a small domain scale α restores training: FID falls as α decreases.",
     "Lipschitz paper Eq. 10-11, Table 5a (Appendix D)",
-    groups=("alpha", "alpha-k"), reference=REF_SN_DEFAULT,
+    groups=(ALPHA, "alpha-k"), reference=REF_SN_DEFAULT,
 )
 def alpha_compensates(frame: pd.DataFrame, *, large_k: float = 5.0, sig: float = SIG,
                       rho_min: float = 0.5, restore_share: float = 0.5,
@@ -43,13 +46,13 @@ def alpha_compensates(frame: pd.DataFrame, *, large_k: float = 5.0, sig: float =
     """Trend of capped FID on log α (α ≤ 1, k_SN ≥ large_k, non-linear losses), predicted ρ > 0;
     and the share of strata whose smallest α is not broken ≥ restore_share."""
     notes: list[str] = []
-    df, res = _alpha_trend(frame, k_sel=lambda d: _k(d) >= large_k, alpha_pred=lambda a: a <= 1.0,
+    df, res = _alpha_trend(frame, k_sel=lambda d: k_of(d) >= large_k, alpha_pred=lambda a: a <= 1.0,
                            sig=sig, rho_min=rho_min, fid_cap=fid_cap, q_broken=q_broken, notes=notes)
     v = trend_verdict(res, sig, rho_min, "α", df, "ρ(log α, FID)", notes)
     if res.n_groups:
-        keys = strata(df, ["loss", "k_sn", "-alpha"])
-        restored = [not g[g["alpha"] == g["alpha"].min()]["broken"].mean() >= 0.5
-                    for _, g in groupby(df, keys) if g["alpha"].nunique() >= 2]
+        keys = strata(df, [LOSS, K_SN, *studied(ALPHA)])
+        restored = [not g[g[ALPHA] == g[ALPHA].min()]["broken"].mean() >= 0.5
+                    for _, g in groupby(df, keys) if g[ALPHA].nunique() >= 2]
         share = float(np.mean(restored)) if restored else math.nan
         v.details += f" Smallest α not broken in {sum(restored)}/{len(restored)} strata."
         if v.verdict == "supported" and not share >= restore_share:
@@ -64,7 +67,7 @@ def alpha_compensates(frame: pd.DataFrame, *, large_k: float = 5.0, sig: float =
     "At k_SN = 1, enlarging the domain scale α (≥ 1) worsens FID for every non-linear loss, while "
     "WGAN is unaffected.",
     "Lipschitz paper Table 5b (Appendix D)",
-    groups=("alpha", "alpha-k"), reference=REF_WGAN_K1,
+    groups=(ALPHA, "alpha-k"), reference=REF_WGAN_K1,
 )
 def alpha_large_breaks(frame: pd.DataFrame, *, k_sn: float = 1.0, sig: float = SIG,
                        rho_min: float = 0.5, break_alpha: float = 1e5,
@@ -74,18 +77,18 @@ def alpha_large_breaks(frame: pd.DataFrame, *, k_sn: float = 1.0, sig: float = S
     are no evidence, so they are named and left out. Broken share at α ≥ break_alpha is reported
     (the paper's literal "breaks")."""
     notes: list[str] = []
-    df, res = _alpha_trend(frame, k_sel=lambda d: _at(d, "k_sn", k_sn, notes, band=2.0),
+    df, res = _alpha_trend(frame, k_sel=lambda d: rows_at(d, K_SN, k_sn, notes, band=2.0),
                            alpha_pred=lambda a: a >= 1.0, sig=sig, rho_min=rho_min, fid_cap=fid_cap,
                            q_broken=q_broken, notes=notes)
     v = trend_verdict(res, sig, rho_min, "α", df, "ρ(log α, FID)", notes)
-    big = df[df["alpha"] >= break_alpha]
+    big = df[df[ALPHA] >= break_alpha]
     if len(big):
-        per = big.groupby(["dataset", "loss"])["broken"].mean()
+        per = big.groupby([DATASET, LOSS])["broken"].mean()
         v.details += (f" At α ≥ {break_alpha:g}: broken in {int((per >= 0.5).sum())}/{len(per)} "
                       f"loss × dataset cells" + (" (not broken: " + ", ".join(
                           f"{l}/{d}" for (d, l), b in per.items() if b < 0.5) + ")" if (per < 0.5).any() else "") + ".")
     full = prep(frame, fid_cap, q_broken)
-    w = full[(full["regularizer"] == "sn") & full["loss"].isin(LINEAR_LOSSES) & (full["alpha"] > 1.0)]
+    w = full[(full[REGULARIZER] == "sn") & full[LOSS].isin(LINEAR_LOSSES) & (full[ALPHA] > 1.0)]
     if len(w):
         v.details += (f" WGAN ignores α (Eq. 11: L_α(ω) = ω): its {len(w)} run(s) at α > 1 are copies of "
                       "its α = 1 runs, a comparison that cannot fail, and are left out.")
@@ -98,6 +101,30 @@ def alpha_large_breaks(frame: pd.DataFrame, *, k_sn: float = 1.0, sig: float = S
 #: (Appendix D: LS-GAN's 0.5-centred domain conflicts with zero-centred scaling; LS# fixes it).
 PREDICTED_DEGENERATE_FAILURES = {"ls": "plain LS: fake-term slope ∇L(0) = 0 (Eq. 13), the paper "
                                        "uses the zero-centred LS# instead (Appendix D)"}
+
+
+def _paired_with_wgan(df: pd.DataFrame, alpha_max: float):
+    """Per degenerate loss (α ≤ ``alpha_max``): its log-FID differences to WGAN in the same cell
+    (seed-paired where WGAN has that seed, else WGAN's mean), whether each run broke while WGAN
+    learned, and the run ids behind them."""
+    keys = ["origin", DATASET, FID_EXTRACTOR, *([ARCH] if ARCH in df.columns else []), K_SN]
+    deg = df[~df[LOSS].isin(LINEAR_LOSSES) & (df[ALPHA] <= alpha_max)]
+    wg = df[df[LOSS].isin(LINEAR_LOSSES)]
+    per_loss: dict[str, list[float]] = {}
+    broke: dict[str, list[bool]] = {}
+    rid: list[str] = []
+    for key, g in groupby(deg, keys + [LOSS]):
+        w = wg[(wg[keys].astype(object).fillna("∅").apply(tuple, axis=1)) == key[:-1]] if len(wg) else wg
+        if w.empty:
+            continue
+        for _, row in g.iterrows():
+            ws = w[w[SEED] == row[SEED]]
+            base = (ws if len(ws) else w)["y"]
+            broke.setdefault(key[-1], []).append(bool(row["broken"]) and base.notna().any())
+            if np.isfinite(row["y"]) and base.notna().any():
+                per_loss.setdefault(key[-1], []).append(float(row["y"] - base.mean()))
+        rid += list(g["run_id"]) + list(w["run_id"])
+    return per_loss, broke, rid
 
 
 @register(
@@ -121,25 +148,9 @@ def degenerate_close_to_wgan(frame: pd.DataFrame, *, alpha_max: float = 1e-15, m
     runs are shown as the failure Eq. 13 predicts, never tested."""
     notes: list[str] = []
     df = prep(frame, fid_cap, q_broken)
-    df = df[df["regularizer"] == "sn"]
+    df = df[df[REGULARIZER] == "sn"]
     df = drop_alpha_copies(df, notes).assign(y=lambda d: np.log(uncapped_fid(d)))
-    keys = ["origin", "dataset", "fid_extractor", *(["arch"] if "arch" in df.columns else []), "k_sn"]
-    deg = df[~df["loss"].isin(LINEAR_LOSSES) & (df["alpha"] <= alpha_max)]
-    wg = df[df["loss"].isin(LINEAR_LOSSES)]
-    per_loss: dict[str, list[float]] = {}
-    broke: dict[str, list[bool]] = {}
-    rid: list[str] = []
-    for key, g in groupby(deg, keys + ["loss"]):
-        w = wg[(wg[keys].astype(object).fillna("∅").apply(tuple, axis=1)) == key[:-1]] if len(wg) else wg
-        if w.empty:
-            continue
-        for _, row in g.iterrows():
-            ws = w[w["seed"] == row["seed"]]
-            base = (ws if len(ws) else w)["y"]
-            broke.setdefault(key[-1], []).append(bool(row["broken"]) and base.notna().any())
-            if np.isfinite(row["y"]) and base.notna().any():
-                per_loss.setdefault(key[-1], []).append(float(row["y"] - base.mean()))
-        rid += list(g["run_id"]) + list(w["run_id"])
+    per_loss, broke, rid = _paired_with_wgan(df, alpha_max)
     used = df[df["run_id"].isin(rid)]
     predicted = {l: per_loss.pop(l, None) for l in PREDICTED_DEGENERATE_FAILURES}
     pred_broke = {l: broke.pop(l, []) for l in PREDICTED_DEGENERATE_FAILURES}
@@ -163,11 +174,11 @@ def degenerate_close_to_wgan(frame: pd.DataFrame, *, alpha_max: float = 1e-15, m
               details=f"Per loss (margin ±{m:.3f}, FID ratio within ×/÷ {1 + margin:.2f}; uncapped FIDs, "
                       "broken pairs counted apart): " + "; ".join(lines) + "." + render_notes(notes))
     if verdict0 == "contradicted":
-        return _v("contradicted", missing="", **{**kw, "details": kw["details"] + f" Not close to WGAN: {', '.join(bad)}."})
+        return bare_verdict("contradicted", missing="", **{**kw, "details": kw["details"] + f" Not close to WGAN: {', '.join(bad)}."})
     if verdict0 == "supported":
-        return _v("supported", **kw)
-    return _v("inconclusive", missing="not every loss is shown equivalent to WGAN within the margin "
-              f"(equivalent: {', '.join(good) or 'none'}); more seeds", **kw)
+        return bare_verdict("supported", **kw)
+    return bare_verdict("inconclusive", missing="not every loss is shown equivalent to WGAN within the margin "
+                        f"(equivalent: {', '.join(good) or 'none'}); more seeds", **kw)
 
 
 def degenerate_rule(per_loss: dict[str, list[float]], broke: dict[str, list[bool]], margin: float,
@@ -193,39 +204,11 @@ def degenerate_rule(per_loss: dict[str, list[float]], broke: dict[str, list[bool
     return verdict, bad, good, lines
 
 
-# ------------------------------------------------------------------------------------ Eq. 5
-@register(
-    "eps-counterfactual",
-    "The FID degradation at small k_SN is an ε effect: scaling the optimizer ε by k_SN^n removes it.",
-    "Lipschitz paper Eq. 5 remark (Sec. 3); counterfactual not run in the paper",
-    groups=("eps",), reference=REF_SN_K1,
-)
-def eps_counterfactual(frame: pd.DataFrame, *, small_k: float = 1.0, eps_power: float = 1.0,
-                       margin: float = 0.2, sig: float = SIG, require_bias_free: bool = True,
-                       fid_cap: float = FID_CAP_INCEPTION, q_broken: float = Q_LEARNED) -> Verdict:
-    """Runs at k_SN < small_k with ε = ε₀ (base) or ε = ε₀·k_SN^(n·eps_power) (scaled; torch puts
-    ε outside the root, so eps_power 1; Eq. 5's inside-root form is 2), ε₀ = ε of the k_SN = 1 runs.
-
-    1. Something to explain: the base-ε degradation, Welch one-sided on log FID (base small k vs
-       k = 1, capped: a broken run is worse), must be significant; else inconclusive.
-    2. Scaled ε removes it: D_scaled = log FID(scaled) − mean log FID(k = 1), TOST within ×/÷
-       (1 + margin) on uncapped FIDs (a broken run is no equivalence datum); and Δ = log FID(base) −
-       log FID(scaled), paired by seed, one-sided t > 0.
-    supported ⇔ 1 and both parts of 2; contradicted ⇔ 1 and (D_scaled's CI above the margin, or Δ
-    significantly < 0). With ``require_bias_free`` only bias-free D (d_bias false): biases break
-    Eq. 3, so with them no ε makes the small-k_SN run the k_SN = 1 run."""
-    df = prep(frame, fid_cap, q_broken)
-    df = df[(df["regularizer"] == "sn") & df["fid_eff"].notna()]
-    biased = 0
-    if require_bias_free:
-        nb = col(df, "d_bias", True).astype("boolean").fillna(True) == False  # noqa: E712
-        biased = int((~nb).sum())
-        df = df[nb]
-    df = df.assign(k=col(df, "k_sn").astype(float), eps_=col(df, "eps").astype(float),
-                   n_layers=col(df, "n_d_layers").astype(float), yc=np.log(df["fid_eff"].astype(float)),
-                   yu=np.log(uncapped_fid(df)))
-    df = df[df["eps_"].notna() & df["n_layers"].notna()]
-    keys = strata(df, ["loss", "-k_sn", "-eps", "-lipschitz_k", "-omega_bound"])
+def _eps_samples(df: pd.DataFrame, small_k: float, eps_power: float):
+    """Per stratum, against the k_SN = 1 runs at ε₀: the scaled-ε small-k runs' uncapped log-FID
+    differences, the base-ε small-k and the k = 1 runs' capped ones, the seed-paired Δ(base −
+    scaled), and the run ids behind them."""
+    keys = strata(df, [LOSS, *studied(K_SN, EPS, LIPSCHITZ_K, OMEGA_BOUND)])
     d_scaled, base_c, ref_c, delta, rid = [], [], [], [], []
     for _, g in groupby(df, keys):
         ref = g[close(g["k"], 1.0)]
@@ -243,10 +226,46 @@ def eps_counterfactual(frame: pd.DataFrame, *, small_k: float = 1.0, eps_power: 
         d_scaled += list(scaled["yu"] - ref["yu"].mean())
         base_c += list(base["yc"] - ref["yc"].mean())
         ref_c += list(ref["yc"] - ref["yc"].mean())
-        for (k, seed), sg in scaled.groupby(["k", "seed"]):
-            bg = base[close(base["k"], k) & (base["seed"] == seed)]
+        for (k, seed), sg in scaled.groupby(["k", SEED]):
+            bg = base[close(base["k"], k) & (base[SEED] == seed)]
             if len(bg):
                 delta.append(float(bg["yc"].mean() - sg["yc"].mean()))
+    return d_scaled, base_c, ref_c, delta, rid
+
+
+# ------------------------------------------------------------------------------------ Eq. 5
+@register(
+    "eps-counterfactual",
+    "The FID degradation at small k_SN is an ε effect: scaling the optimizer ε by k_SN^n removes it.",
+    "Lipschitz paper Eq. 5 remark (Sec. 3); counterfactual not run in the paper",
+    groups=(EPS,), reference=REF_SN_K1,
+)
+def eps_counterfactual(frame: pd.DataFrame, *, small_k: float = 1.0, eps_power: float = 1.0,
+                       margin: float = 0.2, sig: float = SIG, require_bias_free: bool = True,
+                       fid_cap: float = FID_CAP_INCEPTION, q_broken: float = Q_LEARNED) -> Verdict:
+    """Runs at k_SN < small_k with ε = ε₀ (base) or ε = ε₀·k_SN^(n·eps_power) (scaled; torch puts
+    ε outside the root, so eps_power 1; Eq. 5's inside-root form is 2), ε₀ = ε of the k_SN = 1 runs.
+
+    1. Something to explain: the base-ε degradation, Welch one-sided on log FID (base small k vs
+       k = 1, capped: a broken run is worse), must be significant; else inconclusive.
+    2. Scaled ε removes it: D_scaled = log FID(scaled) − mean log FID(k = 1), TOST within ×/÷
+       (1 + margin) on uncapped FIDs (a broken run is no equivalence datum); and Δ = log FID(base) −
+       log FID(scaled), paired by seed, one-sided t > 0.
+    supported ⇔ 1 and both parts of 2; contradicted ⇔ 1 and (D_scaled's CI above the margin, or Δ
+    significantly < 0). With ``require_bias_free`` only bias-free D (d_bias false): biases break
+    Eq. 3, so with them no ε makes the small-k_SN run the k_SN = 1 run."""
+    df = prep(frame, fid_cap, q_broken)
+    df = df[(df[REGULARIZER] == "sn") & df["fid_eff"].notna()]
+    biased = 0
+    if require_bias_free:
+        nb = col(df, D_BIAS, True).astype("boolean").fillna(True) == False  # noqa: E712
+        biased = int((~nb).sum())
+        df = df[nb]
+    df = df.assign(k=col(df, K_SN).astype(float), eps_=col(df, EPS).astype(float),
+                   n_layers=col(df, N_D_LAYERS).astype(float), yc=np.log(df["fid_eff"].astype(float)),
+                   yu=np.log(uncapped_fid(df)))
+    df = df[df["eps_"].notna() & df["n_layers"].notna()]
+    d_scaled, base_c, ref_c, delta, rid = _eps_samples(df, small_k, eps_power)
     used = df[df["run_id"].isin(rid)]
     v, _ = tost_verdict(d_scaled, margin, sig, used, "scaled-ε small k vs k = 1 (uncapped)")
     v.n = len(used)
@@ -303,18 +322,18 @@ def gran_k_eps(frame: pd.DataFrame, *, tol: float = 1e-4, early_tol: float = 1e-
     loss sees K·f). K ∈ {2, 4, 8} is exact at every step; other K only on early logged steps. No
     learning guard: the identity holds whether or not the GAN learned; FIDs are never capped."""
     df = prep(frame, fid_cap, q_broken)
-    df = df[(df["regularizer"] == "gran") & (col(df, "optimizer", "") == "adam") & df["loss"].isin(losses)]
-    df = df.assign(K=col(df, "gran_k").astype(float), eps_=col(df, "eps").astype(float),
-                   fid=pd.to_numeric(col(df, "fid"), errors="coerce"))
+    df = df[(df[REGULARIZER] == "gran") & (col(df, OPTIMIZER, "") == "adam") & df[LOSS].isin(losses)]
+    df = df.assign(K=col(df, GRAN_K).astype(float), eps_=col(df, EPS).astype(float),
+                   fid=pd.to_numeric(col(df, FID), errors="coerce"))
     df = df[df["K"].notna() & df["eps_"].notna()]
     pairs = []
-    for _, g in groupby(df, strata(df, ["seed", "-gran_k", "-eps"])):
+    for _, g in groupby(df, strata(df, [SEED, *studied(GRAN_K, EPS)])):
         ones = g[close(g["K"], 1.0)]
         for _, row in g[~close(g["K"], 1.0)].iterrows():
             m = ones[np.isclose(ones["eps_"], row["eps_"] / row["K"], rtol=1e-6, atol=0)]
             if len(m):
                 pairs.append(Pair(str(row["run_id"]), str(m["run_id"].iloc[0]), float(row["K"]),
-                                  f"K {row['K']:g} seed {row['seed']}"))
+                                  f"K {row['K']:g} seed {row[SEED]}"))
     if not pairs:
         return missing("need Adam GraN runs of a linear loss at (K, ε) and (1, ε/K) with the same seed",
                        n=len(df), run_ids=ids(df))

@@ -20,7 +20,7 @@ from hypothesis.configuration import set_hypothesis_home_dir
 
 from study.cli import main
 from study.spec import (MAX_FILE_BYTES, MAX_TRIALS, PRESETS_DIR, StudyError, StudySpec,
-                        _load_yaml, load_study, parse_study)
+                        load_yaml, load_study, parse_study)
 
 if not os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY"):  # not .hypothesis/ in the shared tree
     set_hypothesis_home_dir(os.path.join(tempfile.gettempdir(), "lipstudy-hypothesis"))
@@ -209,7 +209,7 @@ def test_what_stays_valid():
 def test_presets_read_exactly_as_safe_load(preset):
     """The stricter loader changes nothing for the shipped presets (anchors, merge keys)."""
     text = (PRESETS_DIR / preset).read_text()
-    assert _load_yaml(text, preset) == yaml.safe_load(text)
+    assert load_yaml(text, preset) == yaml.safe_load(text)
 
 
 # --- property-based fuzz of the schema ----------------------------------------------------------
