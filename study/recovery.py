@@ -28,9 +28,9 @@ from typing import Any
 from study.limits import StudyError
 from study.statefile import INTACT_DIR, fs_and_path
 from study.tracking import StudyTracking
+
 from trainables.names import (PARENT_TAG, STATUS_TAG, SUPERSEDED_REASON_TAG, TRIAL_ID_TAG,
                               reconciled_tag)
-
 
 
 @dataclass
