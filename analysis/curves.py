@@ -214,10 +214,7 @@ def sample_grids(frame: pd.DataFrame, out_dir: str | Path, *, max_configs: int =
     ``final/samples.png``, else its last ``samples/step_*.png`` (a diverged run has no final one).
     """
     skipped = skipped if skipped is not None else []
-    df = _ours(frame)
-    if df.empty:
-        return []
-    df = _from_mlflow(df, skipped)
+    df = _from_mlflow(_ours(frame), skipped)
     if df.empty:
         return []
     df = _configs(df)
