@@ -1,10 +1,12 @@
 """The regularizer interface and registry, and the helpers the penalties share.
 
 :class:`Regularizer` (hooks ``apply``, ``penalty``, ``after_d_step``, ``lipschitz_k``, ``metrics``;
-see :mod:`trainables.regularizers`, where the regularizers are registered), its keys' base
-:class:`RegularizerParams`, the registry :data:`REGULARIZERS` with :func:`register_regularizer`,
-:func:`get_regularizer`, :func:`keys_by_regularizer`; then the input-gradient helpers (double
-backprop, per-sample norms in float32) of the gradient penalties.
+see :mod:`trainables.regularizers`, where the regularizers are registered) and its batched form
+for a population pack, :class:`PackForm`; the registry :data:`REGULARIZERS` with
+:func:`register_regularizer` (against the torch-free declarations of :mod:`trainables.params`,
+whose :class:`RegularizerParams` and :func:`keys_by_regularizer` are importable from here),
+:func:`get_regularizer`; then the input-gradient helpers (double backprop, per-sample norms in
+float32) of the gradient penalties.
 """
 
 from __future__ import annotations

@@ -1,9 +1,13 @@
 """Lipschitz regularizers of the discriminator: one registered class per regularizer.
 
 Each regularizer is a subclass of :class:`Regularizer` registered under its config name with
-:func:`register_regularizer`. It declares its own keys in a nested pydantic model ``Params``
-(defaults, validation, ``extra="forbid"`` so a key that does not belong to it is an error) and
-hooks into the train loop at four points:
+:func:`register_regularizer`, against its ``Params`` declared without torch in
+:mod:`trainables.params` (keys, defaults, validation, ``extra="forbid"`` so a key that does not
+belong to it is an error; the K key; whether a pack batches it and which captured step modes run
+it). A regularizer that packs carries its batched form as ``Pack``
+(:class:`~trainables.regularizer_base.PackForm`: the gradient penalty's batched penalty; spectral
+norm's batched weight is reached through its parametrization, :mod:`trainables.spectral_norm`).
+It hooks into the train loop at four points:
 
 ``apply(D)``
     once, before training and **before the optimizer is built** (SN moves each weight to
@@ -16,15 +20,17 @@ hooks into the train loop at four points:
     after each D optimizer step (weight clipping); default no-op.
 ``lipschitz_k(D)`` / ``metrics(D)``
     the Lipschitz constant the regularizer aims at (by default the value of its declared
-    ``k_key``, the key holding K: ``k_sn``, ``k_gp``, ``gran_k``, ``alr_k``; None when it has
-    none) and float diagnostics for MLflow (flat names, prefixed by the regularizer's name; by
-    default the tensors a penalty left in ``self._stash``).
+    ``k_key``, the key holding K; None when it has none) and float diagnostics for MLflow (flat
+    names, prefixed by the regularizer's name; by default the tensors a penalty left in
+    ``self._stash``).
 
 Registered here (paper and equation next to each class): ``none``; ``sn`` (Eq. 1 of the Lipschitz
 paper); ``gp`` (its Eq. 18, Appendix C / WGAN-GP, with the one-sided LP variant); ``r1``
 (Mescheder et al.'s R1); ``gran`` (GraN-GAN Eq. 16-20); ``alr`` (ALR Eq. 15-17); ``js`` (Roth et al.
 Eq. 20/28, Algorithm 1); ``clip`` (WGAN weight clipping). The interface and the registry are in
-:mod:`trainables.regularizer_base`, the four penalties in :mod:`trainables.penalties`.
+:mod:`trainables.regularizer_base`, the four penalties in :mod:`trainables.penalties`, spectral
+norm in :mod:`trainables.spectral_norm`; docs/design.md, "Adding a regularizer", walks through
+adding one.
 
 Conventions shared by the penalties: they are computed in float32 (half inputs are promoted;
 float64 is kept, for tests), input gradients come from ``torch.autograd.grad`` with
@@ -52,8 +58,8 @@ from torch import nn
 from trainables.params import ClipParams, GraNParams, NoParams
 from trainables.penalties import AdversarialLipschitz, GradientPenalty, JSRegularizer, R1Penalty
 from trainables.regularizer_base import (  # noqa: F401 - the interface is importable from here
-    REGULARIZERS, PackForm, Regularizer, RegularizerParams, f32, get_regularizer, has_bn, per_sample_norm,
-    keys_by_regularizer, positive_finite, register_regularizer, to_floats,
+    REGULARIZERS, PackForm, Regularizer, RegularizerParams, f32, get_regularizer, has_bn,
+    keys_by_regularizer, per_sample_norm, positive_finite, register_regularizer, to_floats,
 )
 from trainables.spectral_norm import _Scale, SpectralNorm, sn_layers  # noqa: F401
 

@@ -157,7 +157,8 @@ class SpectralNorm(Regularizer):
 
 
 def _state_name(owner: nn.Module, tensor: torch.Tensor) -> str:
-    """The state-dict name, within ``owner``, of its parameter or buffer ``tensor`` (by identity)."""
+    """The state-dict name, within ``owner``, of its parameter or buffer ``tensor`` (by
+    identity)."""
     for name, t in (*owner.named_parameters(), *owner.named_buffers()):
         if t is tensor:
             return name

@@ -7,11 +7,13 @@ graph per step) run only the D steps their capture covers, and that differs betw
 trial (``trainables.train``) and a pack of members (``trainables.population``, whose step draws
 every random number itself from per-member generators and so captures the gradient penalty).
 
-:data:`CAPTURE` is the one table of those rules, keyed by ``(mode, regularizer, packed)``:
-``None`` where the mode captures the regularizer's D step, else the reason it cannot, gathered
-from the regularizers' declarations (``trainables.params``, ``capture``). A combination absent
-from the table is refused too (a new regularizer is captured only once it declares it). The functions here only return problems (a line naming the mode, the regularizer and the
-reason, or None); the callers raise (``trainables.config.validate_trial`` a ``ConfigError``, the
+:func:`capture_table` is the one table of those rules, keyed by ``(mode, regularizer,
+packed)``: ``None`` where the mode captures the regularizer's D step, else the reason it cannot,
+gathered from the regularizers' declarations (``trainables.params``, ``capture``; read when
+asked, so a regularizer declared after this import is in it). A combination absent from the
+table is refused too (a new regularizer is captured only once it declares it). The functions
+here only return problems (a line naming the mode, the regularizer and the reason, or None); the
+callers raise (``trainables.config.validate_trial`` a ``ConfigError``, the
 pack a ``ValueError``). Importing this module imports no torch.
 """
 
@@ -26,28 +28,31 @@ __all__ = [
     "CAPTURED_MODES",
     "STEP_MODES",
     "capture_refusal",
+    "capture_table",
     "captured_regularizers",
     "cuda_graph_device_problem",
     "step_mode_problem",
     "unknown_mode_problem",
 ]
 
-#: (mode, regularizer, packed) → None when the mode captures that regularizer's D step, else why
-#: not: each regularizer's declared ``capture`` (``trainables.params``). Single trials capture a
-#: plain forward / backward / optimizer update (``clip`` adds an in-place clamp after it); a
-#: pack also captures ``gp`` in a CUDA graph (its interpolation weights come from the members'
-#: own generators, filled outside the graph).
-CAPTURE: dict[tuple[str, str, bool], str | None] = {
-    (mode, name, packed): why
-    for name, params in REGULARIZER_PARAMS.items()
-    for (mode, packed), why in params.capture.items()
-}
+def capture_table() -> dict[tuple[str, str, bool], str | None]:
+    """(mode, regularizer, packed) → None when the mode captures that regularizer's D step, else
+    why not: each declared regularizer's ``capture`` (``trainables.params``). Single trials
+    capture a plain forward / backward / optimizer update (``clip`` adds an in-place clamp after
+    it); a pack also captures ``gp`` in a CUDA graph (its interpolation weights come from the
+    members' own generators, filled outside the graph)."""
+    return {(mode, name, packed): why for name, params in REGULARIZER_PARAMS.items()
+            for (mode, packed), why in params.capture.items()}
+
+
+#: The table of the regularizers declared when this module was imported (the built-in ones).
+CAPTURE: dict[tuple[str, str, bool], str | None] = capture_table()
 
 
 def captured_regularizers(mode: str, packed: bool) -> frozenset[str]:
-    """The regularizers whose D step ``mode`` captures (single trial or pack), from :data:`CAPTURE`."""
-    return frozenset(r for (m, r, p), why in CAPTURE.items() if m == mode and p == packed
-                     and why is None)
+    """The regularizers whose D step ``mode`` captures (single trial or pack)."""
+    return frozenset(r for (m, r, p), why in capture_table().items() if m == mode
+                     and p == packed and why is None)
 
 
 def unknown_mode_problem(mode: object) -> str | None:
@@ -61,10 +66,11 @@ def capture_refusal(mode: str, regularizer: str, packed: bool) -> str | None:
     """Why ``mode`` cannot run ``regularizer``'s step (single trial or pack), None when it can."""
     if (problem := unknown_mode_problem(mode)) or mode not in CAPTURED_MODES:
         return problem
+    table = capture_table()
     key = (mode, regularizer, packed)
-    if key in CAPTURE and CAPTURE[key] is None:
+    if key in table and table[key] is None:
         return None
-    why = CAPTURE.get(key) or "its D step is not captured"
+    why = table.get(key) or "its D step is not captured"
     ok = ", ".join(sorted(captured_regularizers(mode, packed)))
     what = "a pack's step" if packed else "the step"
     return (f"step_mode {mode!r} cannot capture regularizer {regularizer!r} ({what} is captured "

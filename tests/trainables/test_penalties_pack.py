@@ -48,7 +48,7 @@ def _check_pack(params: list[dict], arch: str = "mlp", shape: tuple[int, ...] = 
 
 
 def test_pack_of_mixed_targets_is_each_members_penalty():
-    """Members with their own λ and k_GP, one of them zero-centred (k_GP = 0: the sum of squares)."""
+    """Members with their own λ and k_GP, one zero-centred (k_GP = 0: the sum of squares)."""
     _check_pack([dict(k_gp=1.0), dict(k_gp=0.0, gp_lambda=5.0), dict(k_gp=2.5, gp_lambda=10.0)])
 
 
