@@ -20,14 +20,13 @@ dcgan32 packs give every member its trial's records, bit for bit):
 * Convolutions, transposed convolutions and BatchNorm of the conv nets run per member
   (:meth:`BatchedNet._images_by_member`): a grouped convolution over P·C channels sums in
   another order, and GAN training amplifies that rounding to per-cent differences within tens
-  of steps. (Per-member convolutions also ran faster here than the grouped ones at the widths
-  tested: the dcgan32 test pack went from 17.5 s to 3.4 s.)
+  of steps.
 * Elementwise ops without transcendentals (add, multiply, divide, (leaky) ReLU, sqrt) are
   exactly rounded and run batched.
 
 Off CPU (CUDA) nothing is checked: batched forms and grouped convolutions throughout (cuBLAS /
 cuDNN batched kernels are not bitwise with single ones anyway); the pack-vs-trial tolerances are
-the contract there (not run on a GPU yet).
+the contract there.
 
 A parametrized weight (spectral norm) is computed by the batched form its last parametrization
 provides (``batched(layers, prefix, device)``: ``trainables.spectral_norm.BatchedSpectralNorm``,
@@ -35,7 +34,7 @@ built on the member ops below), so this module knows no regularizer.
 
 The linear layer is :class:`_Linear`, whose backward hands back ∂L/∂W contiguous (Gᵀ·h, the
 orientation of ``F.linear``'s backward) where autograd's backward of a batched ``baddbmm`` gives
-a transposed view that every later elementwise op on it (the optimizer) pays ~7× for on CPU."""
+a transposed view that every later elementwise op on it (the optimizer) pays for on CPU."""
 
 from __future__ import annotations
 
@@ -62,8 +61,7 @@ def _ops(op: str) -> tuple[Callable[..., torch.Tensor], Callable[..., torch.Tens
     name, _, arg = op.partition(":")
     if name == "fn":  # an elementwise function: the same callable batched and per member
         return _FNS[arg], _FNS[arg]
-    if name == "mv":  # a row-vector bmm: 14-19 µs on one core for P = 16, 128×128 (vs 35 µs
-        # multiply-and-sum, 150 µs column bmm)
+    if name == "mv":  # a row-vector bmm (cheaper than a column bmm or a multiply-and-sum)
         return lambda w, v: torch.bmm(v.unsqueeze(1), w.mT).squeeze(1), torch.mv
     if name == "mtv":
         return lambda w, u: torch.bmm(u.unsqueeze(1), w).squeeze(1), lambda w, u: torch.mv(w.H, u)
@@ -229,7 +227,7 @@ class _Linear(torch.autograd.Function):
     """Batched ``F.linear``: h (P, B, in) · W (P, out, in)ᵀ + b (P, out), forward and backward
     as ``F.linear``'s (``addmm``'s) per member: ∂h = G·W, ∂W = (hᵀ·G)ᵀ, ∂b = Σ_B G, each batched
     form checked bitwise (:func:`_pick`). ∂W comes back contiguous (autograd's backward of a
-    batched ``baddbmm`` gives a transposed view, ~7× slower for the optimizer's elementwise ops on
+    batched ``baddbmm`` gives a transposed view, slow for the optimizer's elementwise ops on
     CPU). Written in differentiable ops: the gradient penalty's double backward goes through it."""
 
     @staticmethod
