@@ -26,6 +26,7 @@ from typing import Any, ClassVar, Literal
 
 import pydantic
 
+from trainables import names
 from trainables.registry import claim
 
 __all__ = [
@@ -252,10 +253,10 @@ class ALRParams(RegularizerParams):
     alr_eps_max: float = positive_finite(default=10.0, description="high end of P_ε")
     alr_iters: int = pydantic.Field(1, ge=1, le=100, description="power iterations k")
 
-    @pydantic.field_validator("alr_eps_max")
+    @pydantic.field_validator(names.ALR_EPS_MAX)
     @classmethod
     def _eps_order(cls, v: float, info: pydantic.ValidationInfo) -> float:
-        lo = info.data.get("alr_eps_min")
+        lo = info.data.get(names.ALR_EPS_MIN)
         if lo is not None and v < lo:
             raise ValueError(f"must be >= alr_eps_min ({lo})")
         return v
