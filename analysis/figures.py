@@ -39,7 +39,9 @@ from trainables.names import (  # noqa: E402
 LOSS_ORDER = ["ns", "mm", "ls", "ls0", "wgan", "hinge", "softhinge", "cos", "exp"]
 
 
-def _color(loss: str):
+def loss_color(loss: str) -> tuple[float, float, float, float]:
+    """The RGBA colour every figure draws ``loss`` in: tab10 in :data:`LOSS_ORDER`, an unknown
+    loss in the colour after the known ones."""
     i = LOSS_ORDER.index(loss) if loss in LOSS_ORDER else len(LOSS_ORDER)
     return plt.get_cmap("tab10")(i % 10)
 
@@ -83,15 +85,15 @@ def _annotate_measured(ax, x, y, measured) -> None:
 def _line_panel(ax, ours: pd.DataFrame, paper: pd.DataFrame | None, x: str):
     for loss in sorted(ours[LOSS].unique(), key=lambda s: (LOSS_ORDER + [s]).index(s)):
         s = ours[ours[LOSS] == loss].sort_values(x)
-        ax.plot(s[x], s["median"], "o-", color=_color(loss), label=f"{loss} (ours)")
-        ax.vlines(s[x], s["min"], s["max"], color=_color(loss), alpha=0.4)
+        ax.plot(s[x], s["median"], "o-", color=loss_color(loss), label=f"{loss} (ours)")
+        ax.vlines(s[x], s["min"], s["max"], color=loss_color(loss), alpha=0.4)
         if "measured" in s:
             capped = s[s["capped"].astype(bool)]
             _annotate_measured(ax, capped[x], capped["median"], capped["measured"].astype(float))
     if paper is not None and len(paper):
         for loss in sorted(paper[LOSS].unique(), key=lambda s: (LOSS_ORDER + [s]).index(s)):
             s = paper[paper[LOSS] == loss].sort_values(x)
-            ax.plot(s[x], s["median"], "s--", color=_color(loss), alpha=0.6, label=f"{loss} (paper)")
+            ax.plot(s[x], s["median"], "s--", color=loss_color(loss), alpha=0.6, label=f"{loss} (paper)")
     ax.set_xscale("log")
     ax.set_ylabel("FID (median over seeds, capped; grey: measured)")
     ax.grid(True, which="both", alpha=0.3)
@@ -138,10 +140,10 @@ def _scatter_panel(ax, df: pd.DataFrame, x: str, title: str, color_by_loss: bool
     for loss in sorted(df[LOSS].unique(), key=lambda s: (LOSS_ORDER + [s]).index(s)):
         s = df[df[LOSS] == loss]
         broken = s["broken"].astype(bool)
-        ax.scatter(s.loc[~broken, x], s.loc[~broken, "fid_eff"], color=_color(loss), s=18,
+        ax.scatter(s.loc[~broken, x], s.loc[~broken, "fid_eff"], color=loss_color(loss), s=18,
                    label=f"{loss} ({len(s)} runs)")
         if broken.any():
-            ax.scatter(s.loc[broken, x], s.loc[broken, "fid_eff"], color=_color(loss), s=18,
+            ax.scatter(s.loc[broken, x], s.loc[broken, "fid_eff"], color=loss_color(loss), s=18,
                        marker="x", label=f"{loss} broken (at the cap)")
             if FID in s:
                 _annotate_measured(ax, s.loc[broken, x], s.loc[broken, "fid_eff"],

@@ -42,6 +42,8 @@ import json
 import sys
 
 from trainables import names
+from trainables.names import (ALPHA, FID, FID_QUALITY, HQ_SHARE, K_SN, LOSS, MODES_COVERED,
+                              REGULARIZER)
 
 SHARED_VIEW_TAG = "mlflow.sharedViewState."  # MLflow UI: + share key -> the view's JSON
 NOTE_TAG = "mlflow.note.content"  # MLflow UI: an experiment's / run's Markdown description
@@ -51,8 +53,8 @@ FID_VS_K_FIGURE = "fid_vs_k_sn.png"  # the first FID-vs-k_SN figure; further one
 CURVES_FIGURE = "fid_curves.png"  # the first learning-curves figure
 OPTUNA_HISTORY_FIGURE = "optuna_history.png"  # a searched study's optimisation history
 #: the trial columns of the study's view, in order (a metric no run logged shows no column)
-VIEW_PARAMS = ("loss", "regularizer", "k_sn", "alpha")
-VIEW_METRICS = ("fid", "fid_quality", "modes_covered", "hq_share")
+VIEW_PARAMS = (LOSS, REGULARIZER, K_SN, ALPHA)
+VIEW_METRICS = (FID, FID_QUALITY, MODES_COVERED, HQ_SHARE)
 UI_MODE = "workflowType=machine_learning"  # the UI's "Model training" mode (see view_link)
 RUN_COLOR_TAG = "mlflow.runColor"  # MLflow UI: a run's colour in every chart (hex)
 CHART_SECTION = "lipstudy-study-charts"  # the id of the chart view's section
@@ -71,8 +73,8 @@ def view_state(parent_run_id: str) -> dict:
                + [_column("params", p) for p in VIEW_PARAMS]
                + [_column("metrics", m) for m in VIEW_METRICS])
     return {
-        "searchFilter": f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
-        "orderByKey": _column("metrics", "fid"),
+        "searchFilter": f"tags.`{names.PARENT_TAG}` = '{parent_run_id}'",
+        "orderByKey": _column("metrics", FID),
         "orderByAsc": True,
         "lifecycleFilter": "Active",
         "selectedColumns": columns,
@@ -93,9 +95,9 @@ def study_charts() -> list[dict]:
     common = {"metricSectionId": CHART_SECTION, "deleted": False, "isGenerated": False,
               "runsCountToCompare": 100}
     scatter = {**common, "uuid": SCATTER_CHART, "type": "SCATTER",
-               "xaxis": {"key": "k_sn", "type": "PARAM"}, "yaxis": {"key": "fid", "type": "METRIC"}}
-    curves = {**common, "uuid": CURVES_CHART, "type": "LINE", "metricKey": "fid",
-              "selectedMetricKeys": ["fid"], "displayName": "fid", "xAxisKey": "step",
+               "xaxis": {"key": K_SN, "type": "PARAM"}, "yaxis": {"key": FID, "type": "METRIC"}}
+    curves = {**common, "uuid": CURVES_CHART, "type": "LINE", "metricKey": FID,
+              "selectedMetricKeys": [FID], "displayName": FID, "xAxisKey": "step",
               "useGlobalXaxisKey": False, "selectedXAxisMetricKey": "", "scaleType": "log",
               "xAxisScaleType": "linear", "lineSmoothness": 0, "useGlobalLineSmoothing": False,
               "range": {}, "yAxisKey": "metric", "yAxisExpressions": [], "ignoreOutliers": False}
@@ -229,13 +231,13 @@ def study_figures(tracking_uri: str, experiment_id: str, parent_run_id: str):
     return out
 
 
-def loss_colour(loss: str) -> str:
-    """The hex colour of ``loss`` in the study's figures (:mod:`analysis.figures`)."""
+def loss_hex(loss: str) -> str:
+    """The hex colour of ``loss`` in the study's figures (:func:`analysis.figures.loss_color`)."""
     from matplotlib.colors import to_hex
 
-    from analysis.figures import _color
+    from analysis.figures import loss_color
 
-    return to_hex(_color(loss))
+    return to_hex(loss_color(loss))
 
 
 def colour_trials(client, tracking) -> int:
@@ -246,9 +248,9 @@ def colour_trials(client, tracking) -> int:
                               max_results=50000)
     coloured = 0
     for run in runs:
-        loss = run.data.params.get("loss")
-        if loss and run.data.tags.get(RUN_COLOR_TAG) != loss_colour(loss):
-            client.set_tag(run.info.run_id, RUN_COLOR_TAG, loss_colour(loss))
+        loss = run.data.params.get(LOSS)
+        if loss and run.data.tags.get(RUN_COLOR_TAG) != loss_hex(loss):
+            client.set_tag(run.info.run_id, RUN_COLOR_TAG, loss_hex(loss))
             coloured += 1
     return coloured
 

@@ -18,9 +18,7 @@ MAX_MODULE_LINES = 500
 MAX_FUNCTION_LINES = 60
 
 #: ``file:function`` → its length now (files being reshaped by their owners; remove when done).
-NOT_YET: dict[str, int] = {
-    "trainables/domain_classifier.py:train": 61,
-}
+NOT_YET: dict[str, int] = {}
 
 
 def too_long(root: Path, packages=PACKAGES) -> dict[str, int]:

@@ -53,6 +53,7 @@ from trainables.data_errors import DatasetError
 from trainables.data_sources import (  # noqa: F401 - public names of this module
     CELEBA_CROP, EMBEDDED_DIR, EMBEDDED_NPZ, FOLDER_PREFIX, default_data_root,
 )
+from trainables.names import DATASET
 from trainables.registry import claim
 from trainables.toys import TOY_DATASETS, toy_dim
 
@@ -142,7 +143,7 @@ DATASETS: dict[str, DatasetEntry] = {}
 
 def register_dataset(entry: DatasetEntry) -> DatasetEntry:
     """Add ``entry`` to :data:`DATASETS` (ValueError naming a name registered twice)."""
-    claim(DATASETS, "dataset", entry.name)
+    claim(DATASETS, DATASET, entry.name)
     DATASETS[entry.name] = entry
     return entry
 
@@ -150,13 +151,11 @@ def register_dataset(entry: DatasetEntry) -> DatasetEntry:
 # Appendix B: 32 px for the 28/32-pixel sets, 64 for CelebA; served up to 64 (Appendix B's 64×64
 # architecture names MNIST/CIFAR10 too), up to the 178-pixel crop for CelebA (no upsampling), up
 # to 1024 for folders.
-_IDX = {"channels": 1, "resolution": 32, "max_resolution": 64, "check": _src.check_idx,
-        "load": _src.load_idx}
 for _entry in (
     DatasetEntry("fashion_mnist_mini", 1, 32, 64, _src.check_embedded, _src.load_embedded,
                  _src.embedded_reference_size),
-    DatasetEntry("mnist", **_IDX),
-    DatasetEntry("fashion_mnist", **_IDX),
+    DatasetEntry("mnist", 1, 32, 64, _src.check_idx, _src.load_idx),
+    DatasetEntry("fashion_mnist", 1, 32, 64, _src.check_idx, _src.load_idx),
     DatasetEntry("cifar10", 3, 32, 64, _src.check_cifar, _src.load_cifar),
     DatasetEntry("celeba", 3, 64, CELEBA_CROP, _src.check_celeba, _src.load_celeba),
     DatasetEntry(FOLDER_PREFIX, 3, 64, 1024, _src.check_folder, _src.load_folder,

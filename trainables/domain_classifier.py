@@ -142,25 +142,13 @@ def _augment(x: torch.Tensor, g: torch.Generator, shift: int = 1, flip: bool = T
                   rows, cols]
 
 
-def train(seed: int = 0, epochs: int = 12, batch_size: int = 64, lr: float = 2e-3,
-          weight_decay: float = 1e-4, data: str | Path = EMBEDDED_NPZ, threads: int = 1,
-          verbose: bool = True) -> tuple[DomainClassifier, dict]:
-    """Train on the embedded train split (CPU, seeded, deterministic); test split is held out.
-
-    No model selection is done on the held-out split: a fixed number of epochs, cosine LR decay.
-    One CPU thread by default, so the float reduction order (and the weights) are reproducible.
-    """
-    torch.set_num_threads(threads)
-    torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True)
-    d = load_embedded(data)
-    x = torch.from_numpy(d["train_images"]).to(torch.float32)[:, None]
-    y = torch.from_numpy(d["train_labels"]).to(torch.int64)
-    model = DomainClassifier()
+def _fit(model: DomainClassifier, x: torch.Tensor, y: torch.Tensor, g: torch.Generator, *,
+         epochs: int, batch_size: int, lr: float, weight_decay: float, verbose: bool) -> None:
+    """Adam with cosine LR decay over ``epochs`` epochs of augmented mini-batches (the order and
+    the augmentation drawn from ``g``); the model is left in eval mode."""
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     steps_per_epoch = (len(x) + batch_size - 1) // batch_size
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps_per_epoch)
-    g = torch.Generator().manual_seed(seed)
     t0 = time.perf_counter()
     for epoch in range(epochs):
         model.train()
@@ -179,29 +167,50 @@ def train(seed: int = 0, epochs: int = 12, batch_size: int = 64, lr: float = 2e-
             print(f"epoch {epoch + 1:2d}/{epochs}  loss {total / len(x):.4f}  "
                   f"{time.perf_counter() - t0:.1f}s", flush=True)
     model.eval()
+
+
+def train(seed: int = 0, epochs: int = 12, batch_size: int = 64, lr: float = 2e-3,
+          weight_decay: float = 1e-4, data: str | Path = EMBEDDED_NPZ, threads: int = 1,
+          verbose: bool = True) -> tuple[DomainClassifier, dict]:
+    """Train on the embedded train split (CPU, seeded, deterministic); test split is held out.
+
+    No model selection is done on the held-out split: a fixed number of epochs, cosine LR decay.
+    One CPU thread by default, so the float reduction order (and the weights) are reproducible.
+    Returns the model and the weights' JSON record (accuracies, data, training set-up, machine).
+    """
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True)
+    d = load_embedded(data)
+    x = torch.from_numpy(d["train_images"]).to(torch.float32)[:, None]
+    y = torch.from_numpy(d["train_labels"]).to(torch.int64)
+    model = DomainClassifier()
+    t0 = time.perf_counter()
+    _fit(model, x, y, torch.Generator().manual_seed(seed), epochs=epochs, batch_size=batch_size,
+         lr=lr, weight_decay=weight_decay, verbose=verbose)
     train_s = time.perf_counter() - t0
-    info = {
-        "test_accuracy": accuracy(model, d["test_images"], d["test_labels"]),
-        "train_accuracy": accuracy(model, d["train_images"], d["train_labels"]),
-        "data": {
+    info = dict(
+        test_accuracy=accuracy(model, d["test_images"], d["test_labels"]),
+        train_accuracy=accuracy(model, d["train_images"], d["train_labels"]),
+        data={
             "file": "trainables/embedded/fashion_mnist_mini.npz",
             "sha256": sha256_file(data),
             "train": "train_images/train_labels (6,000, 600 per class)",
             "held_out": "test_images/test_labels (2,000, 200 per class; never used in training)",
         },
-        "seed": seed,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "optimizer": f"Adam(lr={lr}, weight_decay={weight_decay}), cosine decay",
-        "augmentation": "random horizontal flip, random translation ±1 px",
-        "architecture": "3x(conv3x3-ReLU-maxpool2) 32/64/64 ch, FC 576-128, FC 128-10",
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "feature": "fc1 pre-activation (128-d), input gray 28x28 in [0,255]",
-        "train_seconds": round(train_s, 1),
-        "torch": torch.__version__,
-        "platform": platform.platform(),
-        "threads": torch.get_num_threads(),
-    }
+        seed=seed,
+        epochs=epochs,
+        batch_size=batch_size,
+        optimizer=f"Adam(lr={lr}, weight_decay={weight_decay}), cosine decay",
+        augmentation="random horizontal flip, random translation ±1 px",
+        architecture="3x(conv3x3-ReLU-maxpool2) 32/64/64 ch, FC 576-128, FC 128-10",
+        parameters=sum(p.numel() for p in model.parameters()),
+        feature="fc1 pre-activation (128-d), input gray 28x28 in [0,255]",
+        train_seconds=round(train_s, 1),
+        torch=torch.__version__,
+        platform=platform.platform(),
+        threads=torch.get_num_threads(),
+    )
     return model, info
 
 

@@ -61,6 +61,7 @@ from trainables.fid_stats import (  # noqa: F401
     kid_from_features,
 )
 from trainables.imagesets import to_uint8
+from trainables.names import FID, FID_EXTRACTOR, FID_INF, FID_SAMPLES, KID
 
 __all__ = [*extractors.__all__, *fid_cache.__all__, *fid_stats.__all__, "evaluate"]
 
@@ -93,10 +94,9 @@ def evaluate(generate_fn: Callable[[int], torch.Tensor], n: int, ref_feats: np.n
     n = int(n)
     if n < 2:
         raise ValueError(f"need at least 2 samples for FID, got n={n}")
-    result: dict = {"fid": math.nan, "kid": math.nan, "fid_extractor": ext.name,
-                    "fid_samples": n}
+    result: dict = {FID: math.nan, KID: math.nan, FID_EXTRACTOR: ext.name, FID_SAMPLES: n}
     if fid_inf:
-        result["fid_inf"] = math.nan
+        result[FID_INF] = math.nan
     feats = np.empty((n, ext.dim), dtype=np.float32)
     kept: list[torch.Tensor] = []
     done = 0
@@ -114,11 +114,11 @@ def evaluate(generate_fn: Callable[[int], torch.Tensor], n: int, ref_feats: np.n
         done += b
     if ref_stats is None:
         ref_stats = feature_stats(ref_feats, dev)
-    result["fid"] = fid_from_stats(*feature_stats(feats, dev), *ref_stats, device=dev)
-    result["kid"] = kid_from_features(feats, ref_feats, num_subsets=kid_subsets,
-                                      max_subset_size=kid_subset_size, seed=seed, device=dev)
+    result[FID] = fid_from_stats(*feature_stats(feats, dev), *ref_stats, device=dev)
+    result[KID] = kid_from_features(feats, ref_feats, num_subsets=kid_subsets,
+                                    max_subset_size=kid_subset_size, seed=seed, device=dev)
     if fid_inf:
-        result["fid_inf"], _ = fid_infinity(feats, ref_stats, device=dev, seed=seed or 0)
+        result[FID_INF], _ = fid_infinity(feats, ref_stats, device=dev, seed=seed or 0)
     if keep_images:
         result["images"] = torch.cat(kept) if kept else None
     return result

@@ -20,6 +20,7 @@ from trainables.extractors import (
     FeatureExtractor, built_extractor, get_extractor, images_to_features,
 )
 from trainables.fid_stats import feature_stats, fid_from_stats
+from trainables.names import DATASET, FID, RESOLUTION, SEED
 
 __all__ = [
     "CACHE_FORMAT",
@@ -40,7 +41,7 @@ FLOOR_SEED = 0
 
 def default_cache_dir() -> Path:
     env = os.environ.get("LIPSTUDY_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "lipstudy" / "fid"
+    return Path(env) if env else Path.home() / ".cache/lipstudy/fid"
 
 
 def _slug(value: object) -> str:
@@ -62,7 +63,7 @@ def reference_cache_path(dataset_key: str, split: str, resolution: int, extracto
 
 def _meta(dataset_key: str, split: str, resolution: int, extractor: FeatureExtractor,
           n: int) -> dict[str, str]:
-    return {"dataset": str(dataset_key), "split": str(split), "resolution": str(int(resolution)),
+    return {DATASET: str(dataset_key), "split": str(split), RESOLUTION: str(int(resolution)),
             "extractor": extractor.name, "fingerprint": extractor.fingerprint, "n": str(int(n)),
             "format": str(CACHE_FORMAT)}
 
@@ -163,11 +164,11 @@ def fid_floor(dataset_key: str, split: str, resolution: int, extractor_name: str
     path = floor_cache_path(dataset_key, split, resolution, extractor_name, n, ref_split, n_ref,
                             cache_dir)
     meta = {**_meta(dataset_key, split, resolution, ext, n), "ref_split": str(ref_split),
-            "n_ref": str(int(n_ref)), "n_total": str(int(n_total)), "seed": str(FLOOR_SEED)}
+            "n_ref": str(int(n_ref)), "n_total": str(int(n_total)), SEED: str(FLOOR_SEED)}
     try:
         with np.load(path, allow_pickle=False) as z:
             if all(str(z[f"meta_{k}"]) == v for k, v in meta.items()):
-                return float(z["fid"])
+                return float(z[FID])
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
         pass
     feats = reference_features(dataset_key, f"{split}.perm{FLOOR_SEED}of{int(n_total)}",
@@ -175,6 +176,6 @@ def fid_floor(dataset_key: str, split: str, resolution: int, extractor_name: str
                                extractor=ext, device=device)
     dev = device if device is not None else ext.device
     value = fid_from_stats(*feature_stats(feats, dev), *ref_stats, device=dev)
-    _atomic_save_npz(path, fid=np.array(value),
+    _atomic_save_npz(path, **{FID: np.array(value)},
                      **{f"meta_{k}": np.array(v) for k, v in meta.items()})
     return value

@@ -52,15 +52,20 @@ from torch import nn
 
 from trainables.batched_net import member_apply, member_mean, register_member_fn
 from trainables.models import eval_mode
+from trainables.names import (
+    GRAD_NORM_FAKE, GRAD_NORM_REAL, LOSS_D, LOSS_G, OMEGA_FAKE_MAX, OMEGA_FAKE_MIN, OMEGA_REAL_MAX,
+    OMEGA_REAL_MIN, PENALTY, PSI_ATTAINED_MAX, PSI_ATTAINED_MEAN, PSI_ATTAINED_MIN, PSI_MAX,
+    PSI_MIN,
+)
 
 #: A batched discriminator: (P, N, …) → (P, N), member i's D on row i, in eval mode.
 MemberD = Callable[[torch.Tensor], torch.Tensor]
 #: Names of one stats part and its (P, K) values.
 Part = tuple[Sequence[str], torch.Tensor]
 
-DOMAIN_KEYS = ("omega_real_min", "omega_real_max", "omega_fake_min", "omega_fake_max", "psi_min",
-               "psi_max", "psi_attained_min", "psi_attained_max", "psi_attained_mean")
-LOSS_KEYS = ("loss_d", "loss_g", "penalty")
+DOMAIN_KEYS = (OMEGA_REAL_MIN, OMEGA_REAL_MAX, OMEGA_FAKE_MIN, OMEGA_FAKE_MAX, PSI_MIN, PSI_MAX,
+               PSI_ATTAINED_MIN, PSI_ATTAINED_MAX, PSI_ATTAINED_MEAN)
+LOSS_KEYS = (LOSS_D, LOSS_G, PENALTY)
 _LOSS_TERMS = ("d_real", "d_fake", "d_real_centered", "d_fake_centered", "g_centered")
 
 
@@ -176,8 +181,8 @@ def fd_key(delta: float) -> str:
 
 def probe_keys(deltas: Sequence[float] = FD_DELTAS) -> list[str]:
     """The probe's metric names, in the order of :func:`_probe_part`'s columns."""
-    return (["grad_norm_real"] + [f"grad_norm_real_{n}" for n in _Q_NAMES]
-            + ["grad_norm_fake"] + [f"grad_norm_fake_{n}" for n in _Q_NAMES]
+    return ([GRAD_NORM_REAL] + [f"{GRAD_NORM_REAL}_{n}" for n in _Q_NAMES]
+            + [GRAD_NORM_FAKE] + [f"{GRAD_NORM_FAKE}_{n}" for n in _Q_NAMES]
             + [fd_key(d) for d in deltas] + [fd_key(d) + "_real" for d in deltas]
             + [fd_key(d) + "_fake" for d in deltas] + [fd_key(d) + "_max" for d in deltas])
 
@@ -284,7 +289,7 @@ def trial_stats(D: nn.Module, out: Mapping[str, torch.Tensor], loss) -> dict[str
     D in eval mode for the measurement (its mode restored afterwards)."""
     with eval_mode(D):
         ((m, _),) = member_stats(one_member(D), *(out[k][None] for k in (
-            "real", "fake", "f_real", "f_fake", "f_gen", "penalty")), [loss])
+            "real", "fake", "f_real", "f_fake", "f_gen", PENALTY)), [loss])
     return m
 
 

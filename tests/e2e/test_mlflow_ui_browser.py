@@ -440,7 +440,7 @@ def test_the_chart_view_opens_on_fid_against_k_sn_coloured_by_loss(lipstudy_ui, 
     from mlflow.tracking import MlflowClient
     from selenium.webdriver.common.by import By
 
-    from study.ui_view import loss_colour
+    from study.ui_view import loss_hex
 
     chromium, driver = _browser()
     url, _, _, link = lipstudy_ui
@@ -464,9 +464,9 @@ def test_the_chart_view_opens_on_fid_against_k_sn_coloured_by_loss(lipstudy_ui, 
             _plot(d, cards[0])), timeout=60, what="a point per trial in the scatter")
         (points,) = scatter["traces"]
         drawn = sorted(zip(map(float, points["x"]), points["y"], points["colour"]))
-        assert drawn == sorted((t["k_sn"], t["fid"], loss_colour(t["loss"]))
+        assert drawn == sorted((t["k_sn"], t["fid"], loss_hex(t["loss"]))
                                for t in trials.values())
-        assert len({loss_colour(t["loss"]) for t in trials.values()}) == len(trials)
+        assert len({loss_hex(t["loss"]) for t in trials.values()}) == len(trials)
         curves = _wait(lambda: (lambda p: p if {t["name"] for t in p["traces"]} == set(trials)
                                 else None)(_plot(d, cards[1])), timeout=60,
                        what="a FID curve per trial")
@@ -475,7 +475,7 @@ def test_the_chart_view_opens_on_fid_against_k_sn_coloured_by_loss(lipstudy_ui, 
             history = sorted((m.step, m.value) for m in client.get_metric_history(
                 trials[trace["name"]]["run_id"], "fid"))
             assert list(zip(trace["x"], trace["y"])) == history, trace["name"]
-            assert trace["colour"].startswith(loss_colour(trials[trace["name"]]["loss"]))
+            assert trace["colour"].startswith(loss_hex(trials[trace["name"]]["loss"]))
         d.save_screenshot(str(shot))
         assert click.n <= CLICK_BUDGET, click.n
     finally:

@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 from study.search import open_storage
 from study.tracking import start_study_run
 from study.ui_view import (NOTE_TAG, RUN_COLOR_TAG, SHARED_VIEW_TAG, experiment_links,
-                           log_study_figures, loss_colour)
+                           log_study_figures, loss_hex)
 from trainables import names
 
 
@@ -110,13 +110,13 @@ def test_the_parent_run_gets_fid_vs_k_and_the_fid_curves(uri, tmp_path):
     from matplotlib.colors import to_hex
 
     drawn = {ln.get_label().split()[0]: to_hex(ln.get_color()) for ln in ax.get_lines()}
-    assert drawn == {"ns": loss_colour("ns"), "wgan": loss_colour("wgan")}
-    assert loss_colour("ns") != loss_colour("wgan")
+    assert drawn == {"ns": loss_hex("ns"), "wgan": loss_hex("wgan")}
+    assert loss_hex("ns") != loss_hex("wgan")
     children = client.search_runs([tracking.experiment_id],
                                   f"tags.`{names.PARENT_TAG}` = '{tracking.parent_run_id}'")
     assert len(children) == 4
     for run in children:
-        assert run.data.tags[RUN_COLOR_TAG] == loss_colour(run.data.params["loss"])
+        assert run.data.tags[RUN_COLOR_TAG] == loss_hex(run.data.params["loss"])
 
 
 def test_a_searched_study_also_gets_optunas_figures_on_its_parent(uri, tmp_path):
