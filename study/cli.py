@@ -37,19 +37,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI "
                      "or sqlite:///./mlflow.db)")
     run.add_argument("--storage-path", help="Ray Tune storage path (default: the study's)")
-    run.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS or local)")
-    _add_shared_fs(run)
-    run.add_argument("--verbose", action="store_true", help="also show Ray's, Optuna's and "
-                     "MLflow's own messages")
+    _add_cluster_options(run)
     res = sub.add_parser("resume", help="finish an interrupted study from its study directory")
     res.add_argument("study_dir", help="the 'Study directory' that `lipstudy run` printed")
-    res.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS or local)")
     res.add_argument("--trust", action="store_true", help="sign the study directory's pickled "
                      "state with your key and resume (only for a directory whose contents you "
                      "trust: resuming unpickles them, which can run code)")
-    _add_shared_fs(res)
-    res.add_argument("--verbose", action="store_true", help="also show Ray's, Optuna's and "
-                     "MLflow's own messages")
+    _add_cluster_options(res)
     val = sub.add_parser("validate", help="validate study files (each one); exit 2 if any fails")
     val.add_argument("studies", nargs="+")
     sub.add_parser("presets", help="list the presets")
@@ -63,11 +57,16 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _add_shared_fs(parser: argparse.ArgumentParser) -> None:
+def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
+    """The options ``run`` and ``resume`` share: where Ray runs, whether its nodes share this
+    machine's files, how much of the libraries' output to show."""
+    parser.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS or local)")
     parser.add_argument("--shared-fs", action="store_true", default=None,
                         help="every Ray node sees this machine's files at the same paths (one "
                         "machine, an NFS mount): allow a local storage path / tracking store on "
                         "a multi-node cluster (default: $LIPSTUDY_SHARED_FS)")
+    parser.add_argument("--verbose", action="store_true", help="also show Ray's, Optuna's and "
+                        "MLflow's own messages")
 
 
 def _fail(message: str) -> int:

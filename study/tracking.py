@@ -14,7 +14,7 @@
   study or a resume touches them. In MLflow 3.17.2's UI the tag alone does
   not keep it from opening ``#/experiments/<id>`` on its GenAI "Overview" (that version decides by
   its GenAI / Model training switch); ``lipstudy ui`` prints links in Model training mode, which
-  open the runs (``study.cli._experiment_links``).
+  open the runs (``study.ui_view.experiment_links``).
 """
 
 from __future__ import annotations
