@@ -13,27 +13,49 @@ gathered from the regularizers' declarations (``trainables.params``, ``capture``
 asked, so a regularizer declared after this import is in it). A combination absent from the
 table is refused too (a new regularizer is captured only once it declares it). The functions
 here only return problems (a line naming the mode, the regularizer and the reason, or None); the
-callers raise (``trainables.config.validate_trial`` a ``ConfigError``, the
-pack a ``ValueError``). Importing this module imports no torch.
+callers raise (``trainables.config.validate_trial`` a ``ConfigError``, the pack a
+``ValueError``). The step modes share one divergence reason (:func:`divergence_reason`) and the
+CUDA graph's warm-up length (:data:`GRAPH_WARMUP_STEPS`). Importing this module imports no torch.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+from trainables import names
 from trainables.params import CAPTURED_MODES, REGULARIZER_PARAMS, STEP_MODES
 
 __all__ = [
     "CAPTURE",
     "CAPTURED_MODES",
+    "DIVERGENCE_VALUES",
+    "GRAPH_WARMUP_STEPS",
     "STEP_MODES",
     "capture_refusal",
     "capture_table",
     "captured_regularizers",
     "cuda_graph_device_problem",
+    "divergence_reason",
     "step_mode_problem",
     "unknown_mode_problem",
 ]
+
+#: The step's values whose non-finiteness ends a trial (or a pack member), in the order of
+#: :func:`divergence_reason`.
+DIVERGENCE_VALUES: tuple[str, ...] = (names.LOSS_D, names.LOSS_G, names.PENALTY)
+#: ``cuda_graph``: real training steps run eagerly on a side stream before the CUDA graph is
+#: captured (the lazy initialisations: optimizer state, cuBLAS handles, autograd's device
+#: threads), for a single trial and a pack alike.
+GRAPH_WARMUP_STEPS = 3
+
+
+def divergence_reason(step: int, vals: list[float]) -> str | None:
+    """The one reason a step's (loss_d, loss_g, penalty) end a trial or a pack member, in every
+    step mode; None when all are finite."""
+    bad = [f"{n}={v}" for n, v in zip(DIVERGENCE_VALUES, vals) if not math.isfinite(v)]
+    return f"non-finite {', '.join(bad)} at step {step}" if bad else None
+
 
 def capture_table() -> dict[tuple[str, str, bool], str | None]:
     """(mode, regularizer, packed) → None when the mode captures that regularizer's D step, else

@@ -35,18 +35,10 @@ from trainables.models import build_discriminator, build_generator, d_weight_lay
 from trainables.optim import build_optimizer
 from trainables.regularizers import REGULARIZERS, get_regularizer
 from trainables.stats import theorem1_bound, trial_stats
-from trainables.step_modes import STEP_MODES
+from trainables.step_modes import (  # noqa: F401 - DIVERGENCE_VALUES importable from here
+    DIVERGENCE_VALUES, STEP_MODES, divergence_reason,
+)
 from trainables.trial_capture import CapturedSteps
-
-#: The step's values whose non-finiteness ends a trial, in the order of ``divergence_reason``.
-DIVERGENCE_VALUES = ("loss_d", "loss_g", "penalty")
-
-
-def divergence_reason(step: int, vals: list[float]) -> str | None:
-    """The reason a step's (loss_d, loss_g, penalty) end the trial, None when all are finite."""
-    bad = [f"{n}={v}" for n, v in zip(DIVERGENCE_VALUES, vals)
-           if not math.isfinite(v)]
-    return f"non-finite {', '.join(bad)} at step {step}" if bad else None
 
 
 class GANTrial(CapturedSteps):

@@ -15,13 +15,12 @@ from typing import Any
 
 import torch
 
+from trainables.step_modes import GRAPH_WARMUP_STEPS  # noqa: F401 - shared with the pack
+
 #: ``torch.compile`` keyword arguments of the ``compiled`` mode: {} is the product path
 #: (inductor, default mode). Tests may set ``{"backend": "aot_eager"}`` to check the capture
 #: without inductor's code generation.
 COMPILE_OPTIONS: dict[str, Any] = {}
-#: Real training steps run eagerly on a side stream before the CUDA graph is captured (the
-#: lazy initialisations: optimizer state, cuBLAS handles, autograd's device threads).
-GRAPH_WARMUP_STEPS = 3
 
 
 class CapturedSteps:

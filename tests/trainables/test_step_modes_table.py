@@ -72,7 +72,7 @@ def test_no_import_back_up(module, never):
 
 
 @pytest.mark.parametrize("module,leaves", [
-    ("step_modes", {"trainables.params"}),
+    ("step_modes", {"trainables.params", "trainables.names"}),
     ("params", {"trainables.names", "trainables.registry"}),
 ])
 def test_the_table_and_the_declarations_import_only_torch_free_leaves(module, leaves):
