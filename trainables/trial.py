@@ -35,9 +35,7 @@ from trainables.models import build_discriminator, build_generator, d_weight_lay
 from trainables.optim import build_optimizer
 from trainables.regularizers import REGULARIZERS, get_regularizer
 from trainables.stats import theorem1_bound, trial_stats
-from trainables.step_modes import (  # noqa: F401 - DIVERGENCE_VALUES importable from here
-    DIVERGENCE_VALUES, STEP_MODES, divergence_reason,
-)
+from trainables.step_modes import DIVERGENCE_VALUES, STEP_MODES, divergence_reason
 from trainables.trial_capture import CapturedSteps
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from trainables.step_modes import GRAPH_WARMUP_STEPS  # noqa: F401 - shared with the pack
+from trainables.step_modes import GRAPH_WARMUP_STEPS
 
 #: ``torch.compile`` keyword arguments of the ``compiled`` mode: {} is the product path
 #: (inductor, default mode). Tests may set ``{"backend": "aot_eager"}`` to check the capture
