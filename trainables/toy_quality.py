@@ -1,4 +1,4 @@
-"""The 2-D toys' quality objective: one number in [0, 1], higher is better, that a search optimises.
+"""The toys' quality objective: one number in [0, 1], higher is better, that a search optimises.
 
 The data-space Fréchet distance of a toy (``fid`` of a toy trial) compares only the first two
 moments of samples and data: a generator that puts all its mass on the ring's centre, or on two
@@ -12,10 +12,13 @@ circle, after Metz et al.'s unrolled-GAN mixtures). We combine the two into
     toy_quality = (modes_covered / n_modes) · min(1, hq_share / HQ_REAL)
 
 with ``HQ_REAL`` = 1 − e^(−9/2) ≈ 0.989, the share of *real* samples within 3σ of their mode (the
-radius of an isotropic 2-D Gaussian is Rayleigh-distributed: P(r ≤ 3σ) = 1 − e^(−3²/2)). Real
-data scores 1; a collapsed or diverged generator 0. It is the quality on the same 0 … 1 scale as
-an image run's ``fid_quality`` (``analysis.scale``), logged as the metric ``toy_quality`` at every
-toy evaluation, and it is what searches over toy datasets maximise (``study.search.objective``).
+radius of an isotropic 2-D Gaussian is Rayleigh-distributed: P(r ≤ 3σ) = 1 − e^(−3²/2)). The same
+value holds for ``roth7_3d``, the mixture embedded in 3-D: its noise lies in the mixture's plane
+(``trainables.toys``), so the 3-D distance to the centre is still the 2-D radius (an isotropic
+3-D Gaussian would give the Maxwell share ≈ 0.971 instead). Real data scores 1; a collapsed or
+diverged generator 0. It is the quality on the same 0 … 1 scale as an image run's
+``fid_quality`` (``analysis.scale``), logged as the metric ``toy_quality`` at every toy
+evaluation, and it is what searches over toy datasets maximise (``study.search.objective``).
 
 No torch import: ``analysis`` and the study driver read this without loading the trainer.
 """
@@ -28,7 +31,8 @@ import numpy as np
 
 #: The metric name a toy trial logs and a toy search optimises.
 TOY_QUALITY = "toy_quality"
-#: Share of real toy samples within 3σ of their mode (2-D isotropic Gaussian: 1 − exp(−3²/2)).
+#: Share of real toy samples within 3σ of their mode (2-D isotropic Gaussian in the mixture's
+#: plane, also for roth7_3d: 1 − exp(−3²/2)).
 HQ_REAL = 1.0 - math.exp(-4.5)
 #: What a diverged toy trial reports: the worst value of the objective.
 TOY_QUALITY_WORST = 0.0
