@@ -103,7 +103,7 @@ def _population_notes(spec) -> list[str]:
     """The configs of a ``population`` > 1 study that run one per trial, one line per kind."""
     if spec.population <= 1:
         return []
-    from study.tuner import population_notes
+    from study.packs import population_notes
 
     return population_notes(spec)
 
@@ -221,7 +221,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     if wrong:
         return _fail(wrong)
     from study.spec import StudyError
-    from study.tuner import read_state
+    from study.statefile import read_state
 
     try:
         read_state(args.study_dir)

@@ -177,7 +177,7 @@ class StudySpec(BaseModel):
         """A searched study packs asked configurations (``study.search.PackedOptunaSearch``):
         every member of a pack shares the shape keys, so none may be searched, and a pack holds
         every seed of its configurations. A fixed regularizer the population cannot batch runs
-        one config per trial (``study.tuner.population_notes`` says so): nothing to refuse."""
+        one config per trial (``study.packs.population_notes`` says so): nothing to refuse."""
         if v <= 1 or info.data.get("search", "grid") == "grid":
             return v
         from trainables.config import BaseTrial

@@ -34,9 +34,9 @@ from typing import Any
 
 from study import ray_runtime
 from study.cluster import gpu_share
-from study.search import (METRIC, MODE, DefineByRun, build_searcher,  # noqa: F401
-                          objective, objective_text, configs_per_pack, storage_location)
-from study.packs import n_runs, n_trials, population_notes, study_packs  # noqa: F401
+from study.search import (build_searcher, objective, objective_text, configs_per_pack,
+                          storage_location)
+from study.packs import n_trials, study_packs
 from study.placement import prepare_cluster
 from study.spec import StudyError, StudySpec, check_study
 from study.schema import RUN_STAMP, study_dir_name
@@ -47,8 +47,8 @@ from study.store_watch import SignStates, StopOnFullDisk, StoreWatch, disk_full_
 from study.summary import StudyOutcome, summarize
 from study.tracking import (StudyTracking, absolute_uri, default_tracking_uri, mark_crashed,
                             start_study_run)
-from study.statefile import (STATE_FILE, check_storage, fs_and_path, is_remote,  # noqa: F401
-                             read_state, write_state)
+from study.statefile import (STATE_FILE, check_storage, fs_and_path, is_remote, read_state,
+                             write_state)
 from trainables import names, provenance
 from trainables.names import EVAL_EVERY, ITERATIONS
 

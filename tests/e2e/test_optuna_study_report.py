@@ -74,7 +74,7 @@ def test_lipstudy_report_on_an_optuna_study_has_optunas_figures(tmp_path, ray_lo
 
 def _optuna_study(study_dir):
     from study.search import load_optuna_study
-    from study.tuner import read_state
+    from study.statefile import read_state
 
     state = read_state(study_dir)
     return load_optuna_study(state["optuna_storage"], state["optuna_study_name"])

@@ -8,10 +8,9 @@ import json
 
 import pytest
 
-from study.recovery import TRIAL_ID_TAG
 from study.summary import StudyOutcome, TrialSummary, _mark_parent
-from study.tracking import (EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, ensure_experiment,
-                            start_study_run)
+from study.tracking import EXPERIMENT_KIND, ensure_experiment, start_study_run
+from trainables.names import EXPERIMENT_KIND_TAG, TRIAL_ID_TAG
 
 PARENT_TAG = "mlflow.parentRunId"
 

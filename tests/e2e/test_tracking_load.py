@@ -25,15 +25,9 @@ from mlflow.exceptions import MlflowException, RestException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, TEMPORARILY_UNAVAILABLE
 from mlflow.tracking import MlflowClient
 
-from trainables.mlflow_logger import (
-    CREATE_TOKEN_TAG,
-    TRACKING_ERROR_TAG,
-    TRIAL_ID_TAG,
-    MlflowTrialLogger,
-    RetryPolicy,
-    TrackingError,
-    is_transient,
-)
+from trainables.mlflow_logger import MlflowTrialLogger
+from trainables.names import CREATE_TOKEN_TAG, TRACKING_ERROR_TAG, TRIAL_ID_TAG
+from trainables.tracking_retry import RetryPolicy, TrackingError, is_transient
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = RetryPolicy(budget_s=30.0, first_delay_s=0.01, max_delay_s=0.05)

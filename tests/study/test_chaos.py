@@ -278,7 +278,7 @@ def assert_nothing_lost(study: Study, n_configs: int, iterations: int, compare: 
 
 def assert_journal_agrees(study: Study) -> None:
     from study.search import load_optuna_study
-    from study.tuner import read_state
+    from study.statefile import read_state
 
     state = read_state(study.study_dir)
     ot = load_optuna_study(state["optuna_storage"], state["optuna_study_name"])
@@ -394,7 +394,7 @@ def test_optuna_image_sigkill_during_evaluation_and_during_resume(make_study):
     # the papers' default (points_to_evaluate) was the searcher's first trial (run creation order
     # is racy with two trials at once, Optuna's trial numbers are not)
     from study.search import load_optuna_study
-    from study.tuner import read_state
+    from study.statefile import read_state
 
     state = read_state(study.study_dir)
     ot = load_optuna_study(state["optuna_storage"], state["optuna_study_name"])

@@ -125,7 +125,8 @@ def test_a_resume_is_checked_before_the_parent_run_changes(tmp_path, two_nodes,
                                                           no_launcher_config):
     """``lipstudy resume`` of a study whose directory and store are local: refused on two nodes
     before anything is read from or written to its tracking store."""
-    from study.tuner import resume_study, write_state
+    from study.statefile import write_state
+    from study.tuner import resume_study
 
     _, _, text = _study(tmp_path, "resume-on-two-nodes")
     study_dir = tmp_path / "results" / "resume-on-two-nodes"

@@ -104,7 +104,7 @@ def test_each_member_is_told_its_fid_once(tmp_path):
 def test_seeds_are_replicates_in_one_pack_and_the_told_value_is_their_mean(tmp_path):
     spec, loc, searcher = _searcher(tmp_path, population=5, seeds=2, num_samples=3)
     assert configs_per_pack(spec) == 2
-    from study.tuner import n_runs, n_trials, population_notes
+    from study.packs import n_runs, n_trials, population_notes
 
     assert n_trials(spec) == 2 and n_runs(spec) == 6
     assert population_notes(spec) == ["population 5: each pack asks 2 configuration(s) x 2 "
@@ -202,7 +202,8 @@ def test_validation_refuses_searched_shape_keys_and_more_seeds_than_a_pack(tmp_p
 def test_a_regularizer_the_population_cannot_batch_runs_one_config_per_trial(tmp_path):
     from ray.tune.search import Repeater
 
-    from study.tuner import n_trials, param_space, population_notes
+    from study.packs import n_trials, population_notes
+    from study.tuner import param_space
 
     fixed = {**FIXED, "regularizer": "gran"}
     spec = _spec(fixed=fixed, space={"loss": SPACE["loss"]}, seeds=2, num_samples=3)
@@ -255,7 +256,8 @@ def test_a_packed_optuna_study_records_every_member_and_tells_optuna(tmp_path, r
                                                                      monkeypatch):
     from mlflow.tracking import MlflowClient
 
-    from study.tuner import read_state, run_study
+    from study.statefile import read_state
+    from study.tuner import run_study
 
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "study.yaml"
@@ -338,7 +340,7 @@ def test_a_packed_optuna_study_sigkilled_mid_pack_resumes_without_losing_or_rete
         rc, text = study.run(moment=chaos._progress, sig=signal.SIGKILL)
         assert rc == -signal.SIGKILL, text
         chaos.finish_and_check(study, 6, 60, compare=0, optuna=True, tune_trials=2)
-        from study.tuner import read_state
+        from study.statefile import read_state
 
         state = read_state(study.study_dir)
         ot = load_optuna_study(state["optuna_storage"], state["optuna_study_name"])
