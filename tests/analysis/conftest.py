@@ -33,7 +33,7 @@ def mlflow_store(tmp_path_factory):
     crashed) laid out exactly as trainables/study write them. The NS k_SN 1 trial carries the FID
     scale (fid_floor, fid_init, fid_quality per evaluation, fid_quality_final) and a
     ``final/samples.png``; the diverged one only ``samples/step_<step:07d>.png`` grids; the WGAN
-    one predates issue #10 (no scale, no artifacts)."""
+    one is a run logged before the FID scale was recorded (no scale, no artifacts)."""
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.tracking import MlflowClient
 

@@ -117,7 +117,7 @@ def test_main_errors(tmp_path, capsys):
 def test_analysis_never_imports_ray_study_torch_or_the_trainer():
     """Only the names module (``trainables.names``: MLflow names and param types, no imports) and
     the toys' quality (``trainables.toy_quality``: the formula the trials log, numpy only) are
-    shared with the trainer (issue #11: one home for every name)."""
+    shared with the trainer (one home for every name)."""
     import subprocess
     import sys
 
@@ -148,7 +148,7 @@ def test_report_writes_runs_csv_samples_and_learning_curves(mlflow_store, tmp_pa
     assert math.isclose(ns["fid_quality_final"], q) and math.isclose(float(ns["quality"]), q)
     assert str(ns["learned"]) == "True" and ns["status"] == "finished"
     assert by.loc["ls-sn-k0.5-a1-s2", "status"] == "crashed" and pd.isna(by.loc["ls-sn-k0.5-a1-s2", "quality"])
-    assert pd.isna(by.loc["wgan-sn-k10-a1-s1", "fid_floor"])          # a run from before issue #10
+    assert pd.isna(by.loc["wgan-sn-k10-a1-s1", "fid_floor"])          # a run logged without the FID scale
     assert (runs["loaded_from"] == "csv").all()
     text = (out / "report.md").read_text()
     # the scale opens the report; then samples (final grid, or the last step's for the diverged run)

@@ -1,7 +1,7 @@
-"""The learning guard (issue #10 part 3): a frame of non-learning runs never yields supported or
-contradicted; learned frames on the calibrated scale still yield the verdicts the hypothesis tests
-expect; domain hypotheses state the quality of their runs; older runs without a scale give an
-inconclusive verdict with a reason, never a crash."""
+"""The learning guard (verdicts on quality need runs that learned): a frame of non-learning runs
+never yields supported or contradicted; learned frames on the calibrated scale still yield the
+verdicts the hypothesis tests expect; domain hypotheses state the quality of their runs; older
+runs without a scale give an inconclusive verdict with a reason, never a crash."""
 
 import re
 

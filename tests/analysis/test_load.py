@@ -23,7 +23,7 @@ def test_load_runs_types_status_and_finals(mlflow_store):
     assert int(by.loc["ns-sn-k10-a1e-25-s0", "diverged_step"]) == 400
     assert by.loc["ls-sn-k0.5-a1-s2", "status"] == "crashed"
     assert (df["experiment"] == "toy-study").all() and (df["origin"] == "run").all()
-    # the FID scale (issue #10) where a run logged it; older runs lack it (NaN), nothing fails
+    # the FID scale where a run logged it; older runs lack it (NaN), nothing fails
     assert by.loc["ns-sn-k1-a1e-25-s0", "fid_floor"] == 6.0 and df["fid_quality_final"].dtype == float
     assert pd.isna(by.loc["wgan-sn-k10-a1-s1", "fid_init"])
     assert (df["loaded_from"] == "mlflow").all() and (df["tracking_uri"] == mlflow_store["uri"]).all()

@@ -1,5 +1,6 @@
-"""The calibrated FID scale (issue #10): quality, the broken threshold and its mapping onto the
-paper's "Inception FID ≥ 100 is broken", toys, and runs without a scale."""
+"""The calibrated FID scale (a run's FID read against its floor and its untrained start):
+quality, the broken threshold and its mapping onto the paper's "Inception FID ≥ 100 is broken",
+toys, and runs without a scale."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""The report reads right on an Optuna search (issue #10 part 5): continuous k_SN and α, a frame
+"""The report reads right on an Optuna search: continuous k_SN and α, a frame
 typed as the trainer logs it (MLflow params are strings → ``load.type_columns``). No statistic
 prints as "nan", no figure is empty, trend hypotheses work on the sampled values, and a verdict
 without data says in words what it needs."""
