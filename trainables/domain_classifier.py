@@ -15,7 +15,7 @@ Features are the *pre-activation* outputs of the 128-unit penultimate layer (the
 ReLU): a dense, roughly Gaussian representation whose covariance is full rank, so the Fréchet
 distance is well conditioned (post-ReLU features have many exact zeros / dead units).
 
-Re-train (one CPU thread, seeded; ≈ 2-5 min depending on the machine and its load)::
+Re-train (one CPU thread, seeded; the JSON record keeps how long it took)::
 
     python -m trainables.domain_classifier --out trainables/weights/domain_classifier.pt
 """

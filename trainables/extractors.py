@@ -265,8 +265,8 @@ def images_to_features(images: torch.Tensor, extractor: FeatureExtractor | str, 
     string ``extractor`` is built there); by default the extractor's own device.
 
     ``resize``: ``"pil"`` is clean-fid's "clean" resizer itself (per image, per channel PIL bicubic
-    on float32, clipped to [0, 255]; ≈ 1-3 ms/image on a CPU); ``"torch"`` is
-    ``F.interpolate(mode="bicubic", antialias=True)`` + clip on the extractor's device, which
+    on float32, clipped to [0, 255]; a Python loop over images: docs/measurements.md); ``"torch"``
+    is ``F.interpolate(mode="bicubic", antialias=True)`` + clip on the extractor's device, which
     implements PIL's bicubic filter (a = −0.5, support scaled when down-sampling): measured max
     |Δ| < 1e-3 grey levels vs. PIL for 32/64 px → 28/299 px. ``"auto"`` (default): torch on CUDA,
     PIL elsewhere (so CPU numbers are clean-fid's bit for bit).
