@@ -92,7 +92,6 @@ NOT_YET: dict[str, dict[str, int]] = {
     "trainables/optim.py": {"beta1": 1, "beta2": 1, "eps": 1, "rmsprop_decay": 1},
     "trainables/pack_modes.py": {"device": 1, "regularizer": 2, "step_mode": 1},
     "trainables/packing.py": {"regularizer": 2},
-    "trainables/params.py": {"alr_eps_max": 1, "alr_eps_min": 1},
     "trainables/plots.py": {"omega_union_max": 1, "omega_union_min": 1, "width": 1},
     "trainables/population.py": {"alpha": 1, "batch_size": 1, "dataset": 2, "device": 1,
         "loss": 1, "loss_d": 1, "loss_g": 1, "lr_d": 1, "lr_g": 1, "n_dis": 1, "optimizer": 2,
