@@ -111,7 +111,6 @@ NOT_YET: dict[str, dict[str, int]] = {
         "omega_real_min": 1, "omega_union_max": 1, "omega_union_min": 1, "omega_within_bound": 1,
         "optimizer": 2, "penalty": 4, "regularizer": 2, "resolution": 3, "rmsprop_decay": 1,
         "seed": 4, "width": 2, "z_dim": 2},
-    "trainables/trial_capture.py": {"batch_size": 2, "n_dis": 2, "z_dim": 1},
     "trainables/trial_runs.py": {"arch": 1, "device": 1, "diverged": 3, "fid_extractor": 1,
         "fid_final_samples": 2, "fid_ref_split": 2, "fid_samples": 3, "omega_bound": 1,
         "omega_fake_max": 1, "omega_fake_min": 1, "omega_real_max": 1, "omega_real_min": 2,

@@ -83,7 +83,7 @@ from trainables.step_modes import (  # noqa: F401 - STEP_MODES re-exported
 )
 from trainables.toys import toy_draw, toy_modes
 from trainables.trial import GANTrial, divergence_reason
-from trainables.trial_capture import GRAPH_WARMUP_STEPS
+from trainables.trial_capture import GraphedStep
 
 __all__ = [
     "MEMBER_KEYS",
@@ -105,16 +105,14 @@ class _GraphedStep:
     graph, so the draws are the eager ones); Adam's bias corrections are device tensors written
     by ``StackedOptimizer.prepare``. Parameters, optimizer states, SN u/v, BN statistics, the
     step counter and the divergence flags are updated in place by the graph (fixed addresses).
-    The first ``WARMUP`` iterations run ``_core`` eagerly on a side stream (real training steps,
-    as the capture rules ask), the next one is captured and then replayed, and every later one
-    is a replay; the returned tensors are the graph's outputs (valid until the next step)."""
-
-    WARMUP = GRAPH_WARMUP_STEPS
+    Every step draws first (warm-up steps included), then is one step of
+    ``trainables.trial_capture.GraphedStep``: ``_core`` eagerly on a side stream while warming
+    up, captured on that step's side stream after a device synchronize, then replayed; the
+    returned tensors are the graph's outputs (valid until the next step)."""
 
     def __init__(self, pop: "Population"):
         self.pop = pop
-        self.graph: torch.cuda.CUDAGraph | None = None
-        self.done = 0
+        self.runner = GraphedStep(pop.device, capture_on_side=True)
         self.real, self.z, self.u = pop._inputs()  # static: filled before every replay
         self.out: dict[str, torch.Tensor] | None = None
 
@@ -123,24 +121,8 @@ class _GraphedStep:
         self.out = self.pop._core(self.real, self.z, self.u)
 
     def step(self) -> dict[str, torch.Tensor]:
-        pop = self.pop
-        pop._draw(self.real, self.z, self.u)
-        if self.graph is not None:
-            self.graph.replay()
-            return self.out
-        side = torch.cuda.Stream(device=pop.device)
-        side.wait_stream(torch.cuda.current_stream(pop.device))
-        if self.done < self.WARMUP:
-            with torch.cuda.stream(side):
-                self.body()
-            torch.cuda.current_stream(pop.device).wait_stream(side)
-            self.done += 1
-            return self.out
-        torch.cuda.synchronize(pop.device)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph, stream=side):
-            self.body()
-        self.graph.replay()  # capture records without running: this iteration runs now
+        self.pop._draw(self.real, self.z, self.u)
+        self.runner.step(self.body, self.body)
         return self.out
 
 

@@ -36,7 +36,7 @@ from trainables.optim import build_optimizer
 from trainables.regularizers import REGULARIZERS, get_regularizer
 from trainables.stats import theorem1_bound, trial_stats
 from trainables.step_modes import DIVERGENCE_VALUES, STEP_MODES, divergence_reason
-from trainables.trial_capture import CapturedSteps
+from trainables.trial_capture import CapturedSteps, GraphedStep
 
 
 class GANTrial(CapturedSteps):
@@ -77,8 +77,7 @@ class GANTrial(CapturedSteps):
         self.div_step = torch.full((), -1, dtype=torch.long, device=self.device)
         self.div_vals = torch.zeros(len(DIVERGENCE_VALUES), device=self.device)
         self._compiled: tuple | None = None
-        self._graph: torch.cuda.CUDAGraph | None = None
-        self._graph_warm = 0
+        self._graph: GraphedStep | None = None
         self._g_idx = self._g_real = self._g_z = self._g_step = self._g_out = None
 
     # ----------------------------------------------------------------------------- set-up
@@ -350,7 +349,7 @@ class GANTrial(CapturedSteps):
         Philox seed and offset vs a Mersenne-Twister state), so they are re-seeded from the trial
         seed and the step (:func:`trainables.streams.reseed_value`): deterministic, but not the
         draws the saved device would have made."""
-        self._graph, self._graph_warm, self._compiled = None, 0, None  # re-captured on next step
+        self._graph, self._compiled = None, None  # re-captured on next step
         self.div_step.fill_(-1)  # a checkpoint is never of a diverged trial
         self.div_vals.zero_()
         self.G.load_state_dict(state["G"])

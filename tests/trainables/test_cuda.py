@@ -105,7 +105,7 @@ def test_image_trial_end_to_end_on_cuda(mode, made):
     if mode != "eager":  # the image store is resident on the device
         assert trial.data.device.type == "cuda"
     if mode == "cuda_graph":  # 8 steps: 3 warm-up steps, then captured and replayed
-        assert trial._graph is not None
+        assert trial._graph.captured
     assert set(rec.evals) == {4, 8}
     for m in (*rec.stats.values(), *rec.evals.values(), rec.final):
         assert all(math.isfinite(v) for v in m.values()), m
@@ -221,7 +221,7 @@ def test_mode_matches_eager_on_cuda(mode, make, made):
     rb, res_b = _run(cfg, mode)
     assert res_a.status == res_b.status == "finished"
     if mode == "cuda_graph":
-        assert made[-1]._graph is not None
+        assert made[-1]._graph.captured
     pa, pb = _params(ra.states[n]), _params(rb.states[n])
     for k in pa:
         assert torch.allclose(pa[k], pb[k], rtol=0, atol=PARAM_ATOL), (
@@ -250,7 +250,7 @@ def test_divergence_flagged_on_the_device_ends_at_eagers_step(mode):
             if m == "eager" and (reason := t.divergence(out)) is not None:
                 return t.step, reason
         if m == "cuda_graph":
-            assert t._graph is not None
+            assert t._graph.captured
         return t.flagged_divergence()
 
     want = run("eager")
