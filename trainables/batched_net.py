@@ -44,6 +44,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trainables import names
+
 
 _LAYERS = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.ReLU,
            nn.LeakyReLU, nn.Tanh)
@@ -271,7 +273,7 @@ class BatchedNet:
         self.device = device
         m0 = members[0]
         self.out_shape = getattr(m0, "out_shape", None)
-        self.z_dim = getattr(m0, "z_dim", None)
+        self.z_dim = getattr(m0, names.Z_DIM, None)  # a generator carries its trial key z_dim
         self.is_d = self.z_dim is None
         states = [m.state_dict() for m in members]
         pnames = [n for n, _ in m0.named_parameters()]
@@ -305,7 +307,7 @@ class BatchedNet:
                     self.layers.append(("conv" if isinstance(mod, nn.Conv2d) else "deconv",
                                         pre, info))
             elif isinstance(mod, (nn.BatchNorm1d, nn.BatchNorm2d)):
-                info.update(eps=mod.eps, momentum=mod.momentum)
+                info.update(bn_eps=mod.eps, momentum=mod.momentum)
                 self.layers.append(("bn", pre, info))
             elif isinstance(mod, nn.ReLU):
                 self.layers.append(("relu", pre, info))
@@ -387,11 +389,11 @@ class BatchedNet:
             P, B = h.shape[0], h.shape[1]
             hh = h.transpose(0, 1).reshape(B, -1)
             hh = F.batch_norm(hh, rm.view(-1), rv.view(-1), wt.reshape(-1),
-                              bs.reshape(-1), training, info["momentum"], info["eps"])
+                              bs.reshape(-1), training, info["momentum"], info["bn_eps"])
             h = hh.reshape(B, P, -1).transpose(0, 1)
         else:
             h = F.batch_norm(h, rm.view(-1), rv.view(-1), wt.reshape(-1), bs.reshape(-1),
-                             training, info["momentum"], info["eps"])
+                             training, info["momentum"], info["bn_eps"])
         self._count_batch(pre, training)
         return h
 
@@ -421,7 +423,7 @@ class BatchedNet:
                 hs, wts, bss = h.unbind(0), wt.unbind(0), bs.unbind(0)
                 h = torch.stack([
                     F.batch_norm(_own(hs[i]), rm[i], rv[i], _own(wts[i]), _own(bss[i]), training,
-                                 info["momentum"], info["eps"]) for i in range(P)])
+                                 info["momentum"], info["bn_eps"]) for i in range(P)])
                 self._count_batch(pre, training)
             elif kind == "linear":
                 raise TypeError(f"population: {kind} layer in a conv net")

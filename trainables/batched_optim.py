@@ -24,6 +24,7 @@ from typing import Any, Sequence
 
 import torch
 
+from trainables import names
 from trainables.params import optimizer_defaults
 
 
@@ -57,18 +58,19 @@ class StackedOptimizer:
         self.P = len(cfgs)
         self.lr_values = [float(c[lr_key]) for c in cfgs]
         self.lr = per_member(self.lr_values, device)
-        self.eps = per_member([c["eps"] for c in cfgs], device)
+        self.eps = per_member([c[names.EPS] for c in cfgs], device)
         self._eps_b = self._lists(self.eps)
         keys = [{**optimizer_defaults(name), **c} for c in cfgs]  # the declared defaults filled
         if name == "rmsprop":
-            rho = [float(c["rmsprop_decay"]) for c in keys]
+            rho = [float(c[names.RMSPROP_DECAY]) for c in keys]
             self.rho = per_member(rho, device)
             self._rho_b = self._lists(self.rho)
             self._w_b = self._lists(per_member([1 - r for r in rho], device))
             self._neg_lr_b = self._lists(per_member([-lr for lr in self.lr_values], device))
             self.state = [{"square_avg": torch.zeros_like(p)} for p in self.params]
         elif name == "adam":
-            self.betas = ([float(c["beta1"]) for c in keys], [float(c["beta2"]) for c in keys])
+            self.betas = ([float(c[names.BETA1]) for c in keys],
+                          [float(c[names.BETA2]) for c in keys])
             b1s, b2s = self.betas
             self._w1_b = self._lists(per_member([1 - b for b in b1s], device))
             self._b2_b = self._lists(per_member(b2s, device))

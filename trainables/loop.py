@@ -32,6 +32,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 import torch
 
+from trainables import names
 from trainables.evaluation import final_evaluation, initial_scale
 
 
@@ -159,14 +160,14 @@ def run_members(engine: Engine, callbacks: Sequence[Callbacks | None], *,
     when it says so, pending divergences are read and the others end ``finished``."""
     runs = _open_runs(engine, callbacks, state)
     first, cfg = engine.step, engine.members[0].cfg
-    total = cfg["iterations"]
+    total = cfg[names.ITERATIONS]
     while engine.step < total and any(r.result is None for r in runs):
         t0 = time.perf_counter()
         out = engine.train_step()
         step = engine.step
         last = step == total
-        stats = step % cfg["stats_every"] == 0 or last
-        evaluate = step % cfg["eval_every"] == 0 or last
+        stats = step % cfg[names.STATS_EVERY] == 0 or last
+        evaluate = step % cfg[names.EVAL_EVERY] == 0 or last
         if stats or evaluate or engine.step_mode == "eager":  # eager: a host read every step
             _read_divergences(engine, runs, first)
         live = [i for i, r in enumerate(runs) if r.result is None]
@@ -223,10 +224,10 @@ def _diverged(r: _Run, step: int, reason: str, first: int) -> None:
     """End a member as diverged (a result, never an exception): marker metrics + ``on_end``;
     its step times stop before ``step``."""
     del r.step_times[max(0, step - first - 1):]
-    marker = {"diverged": 1.0, "diverged_step": float(step)}
+    marker = {names.DIVERGED: 1.0, "diverged_step": float(step)}
     r.latest.update(marker)
     r.cb.on_stats(step, marker)
-    r.result = TrialResult("diverged", step, reason, r.latest, r.step_times)
+    r.result = TrialResult(names.DIVERGED, step, reason, r.latest, r.step_times)
     r.cb.on_end(r.result)
 
 
@@ -242,15 +243,15 @@ def _evaluate(engine: Engine, runs: list[_Run], live: list[int], step: int, last
     for i in live:
         m, r = engine.sync(i), runs[i]
         ev = m.evaluate()
-        if not math.isfinite(ev["fid"]):
-            _diverged(r, step, f"non-finite fid={ev['fid']} at step {step}", first)
+        if not math.isfinite(ev[names.FID]):
+            _diverged(r, step, f"non-finite fid={ev[names.FID]} at step {step}", first)
             continue
         r.latest.update(ev)
         r.cb.on_eval(step, ev, m.sample_grid())
         if last:
             final = final_evaluation(m, ev)
             samples = final.pop("images", None)
-            if not math.isfinite(final.get("fid_final", math.nan)):
+            if not math.isfinite(final.get(names.FID_FINAL, math.nan)):
                 _diverged(r, step, f"non-finite fid_final at step {step}", first)
                 continue
             r.latest.update(final)
@@ -258,7 +259,7 @@ def _evaluate(engine: Engine, runs: list[_Run], live: list[int], step: int, last
 
 
 def _finish(r: _Run, step: int) -> None:
-    r.latest["diverged"] = 0.0
+    r.latest[names.DIVERGED] = 0.0
     r.result = TrialResult("finished", step, None, r.latest, r.step_times)
 
 

@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from trainables import names
 from trainables.params import LOSS_NAMES
 from trainables.registry import claim
 
@@ -321,7 +322,7 @@ def register_loss(name: str) -> Callable[[type[DomainScaledLoss]], type[DomainSc
     one of the names declared in ``trainables.params.LOSS_NAMES`` (what a study validates)."""
 
     def deco(cls: type[DomainScaledLoss]) -> type[DomainScaledLoss]:
-        claim(LOSSES, "loss", name)
+        claim(LOSSES, names.LOSS, name)
         if not (isinstance(cls, type) and issubclass(cls, DomainScaledLoss)):
             raise TypeError(f"@register_loss({name!r}) needs a DomainScaledLoss subclass")
         if name not in LOSS_NAMES:

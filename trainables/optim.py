@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from trainables import names
 from trainables.params import OPTIMIZER_PARAMS, optimizer_defaults
 
 __all__ = ["OPTIMIZERS", "build_optimizer"]
@@ -64,10 +65,10 @@ def build_optimizer(
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; expected one of {', '.join(OPTIMIZERS)}")
     _check("lr", lr, positive=True)
-    _check("eps", eps, positive=False)
+    _check(names.EPS, eps, positive=False)
     if name == "rmsprop":
-        _check("rmsprop_decay", rmsprop_decay, positive=False, below_one=True)
+        _check(names.RMSPROP_DECAY, rmsprop_decay, positive=False, below_one=True)
         return torch.optim.RMSprop(params, lr=lr, alpha=rmsprop_decay, eps=eps)
-    _check("beta1", beta1, positive=False, below_one=True)
-    _check("beta2", beta2, positive=False, below_one=True)
+    _check(names.BETA1, beta1, positive=False, below_one=True)
+    _check(names.BETA2, beta2, positive=False, below_one=True)
     return torch.optim.Adam(params, lr=lr, betas=(beta1, beta2), eps=eps)

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from trainables import names
 from trainables.step_modes import capture_refusal, cuda_graph_device_problem
 from trainables.streams import DEVICE_GLOBAL, reseed_value
 from trainables.train import resolve_step_mode
@@ -37,20 +38,20 @@ def resolve_pack_step_mode(cfg: dict[str, Any], device: torch.device) -> str:
     cannot run is refused (``ValueError`` with :func:`step_mode_refusal`'s reason); ``auto`` is
     what ``trainables.train.resolve_step_mode`` picks for the device, or ``sync_free`` when the
     pack cannot run that pick."""
-    mode = cfg.get("step_mode", "auto")
+    mode = cfg.get(names.STEP_MODE, "auto")
     if mode != "auto":
-        if mode == "cuda_graph" and device.type != "cuda" and cfg.get("device") != "cpu":
+        if mode == "cuda_graph" and device.type != "cuda" and cfg.get(names.DEVICE) != "cpu":
             # device auto / cuda that turned out to have no GPU: the pack still runs (as
             # resolve_device and the one-config trial do)
             warnings.warn(f"population: step_mode 'cuda_graph' needs CUDA and this pack runs on "
                           f"{device.type}: running it sync_free", RuntimeWarning, stacklevel=2)
             return "sync_free"
-        why = step_mode_refusal(mode, cfg["regularizer"], device)
+        why = step_mode_refusal(mode, cfg[names.REGULARIZER], device)
         if why:
             raise ValueError(f"population: {why}")
         return mode
     mode = resolve_step_mode(cfg, device)
-    if step_mode_refusal(mode, cfg["regularizer"], device):
+    if step_mode_refusal(mode, cfg[names.REGULARIZER], device):
         return "sync_free"
     return mode
 

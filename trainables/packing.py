@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
+from trainables import names
 from trainables.config import BaseTrial
 from trainables.params import OPTIMIZER_PARAMS, REGULARIZER_PARAMS, member_keys
 
@@ -22,8 +23,8 @@ MEMBER_KEYS: frozenset[str] = member_keys(BaseTrial).union(
 
 def unsupported_reason(cfg: dict[str, Any]) -> str | None:
     """Why ``cfg`` cannot be a pack member (None when it can)."""
-    if cfg.get("regularizer") not in POPULATION_REGULARIZERS:
-        return (f"regularizer {cfg.get('regularizer')!r} runs one config per trial (population "
+    if cfg.get(names.REGULARIZER) not in POPULATION_REGULARIZERS:
+        return (f"regularizer {cfg.get(names.REGULARIZER)!r} runs one config per trial (population "
                 f"supports {', '.join(POPULATION_REGULARIZERS)})")
     return None
 

@@ -17,6 +17,7 @@ import pydantic
 import torch
 from torch import nn
 
+from trainables import names
 from trainables.params import (  # noqa: F401 - importable from here
     REGULARIZER_PARAMS, RegularizerParams, keys_by_regularizer, positive_finite,
 )
@@ -149,7 +150,7 @@ def register_regularizer(name: str):
     def deco(cls: type[Regularizer]) -> type[Regularizer]:
         if not (isinstance(cls, type) and issubclass(cls, Regularizer)):
             raise TypeError(f"{cls!r} is not a Regularizer subclass")
-        claim(REGULARIZERS, "regularizer", name)
+        claim(REGULARIZERS, names.REGULARIZER, name)
         if not (isinstance(cls.Params, type) and issubclass(cls.Params, pydantic.BaseModel)):
             raise TypeError(f"{cls.__name__}.Params must be a pydantic BaseModel subclass")
         if cls.Params.model_config.get("extra") != "forbid":

@@ -24,6 +24,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm
 
+from trainables import names
 from trainables.batched_net import member_mtv, member_mv, member_normalize, member_sum, member_vdot
 from trainables.models import d_weight_layers
 from trainables.params import SNParams
@@ -151,8 +152,8 @@ class SpectralNorm(Regularizer):
         for i, s in enumerate(sigmas):
             out[f"sn_sigma_{i}"] = s
             log_prod += math.log(s) if s > 0 else -math.inf
-        out["sn_sigma_product"] = math.exp(log_prod) if log_prod < 709 else math.inf
-        out["sn_k_product"] = self.lipschitz_k(D)
+        out[names.SN_SIGMA_PRODUCT] = math.exp(log_prod) if log_prod < 709 else math.inf
+        out[names.SN_K_PRODUCT] = self.lipschitz_k(D)
         return out
 
 

@@ -115,10 +115,10 @@ def step_mode_problem(cfg: dict[str, Any], *, packed: bool = False) -> str | Non
     * a captured mode with a regularizer :data:`CAPTURE` does not allow (the reason is in the
       line).
     """
-    mode = cfg.get("step_mode", "auto")
+    mode = cfg.get(names.STEP_MODE, "auto")
     if mode in ("auto", "eager", "sync_free"):
         return None
-    if mode == "cuda_graph" and str(cfg.get("device", "auto")) == "cpu":
+    if mode == "cuda_graph" and str(cfg.get(names.DEVICE, "auto")) == "cpu":
         return ("'cuda_graph' captures the step with torch.cuda.graphs and needs a CUDA device, "
                 "but device is 'cpu'; use sync_free or compiled on CPU")
-    return capture_refusal(mode, cfg.get("regularizer", "sn"), packed)
+    return capture_refusal(mode, cfg.get(names.REGULARIZER, "sn"), packed)

@@ -40,6 +40,7 @@ from typing import Any, Callable
 
 import torch
 
+from trainables import names
 from trainables.config import ConfigError
 from trainables.devices import apply_precision, resolve_device  # noqa: F401 - re-exported
 from trainables.evaluation import (  # noqa: F401 - re-exported
@@ -63,7 +64,7 @@ def check_step_mode(cfg: dict[str, Any]) -> None:
     """Raise ``ConfigError("step_mode", …)`` (one line) when :func:`step_mode_problem` finds one."""
     problem = step_mode_problem(cfg)
     if problem:
-        raise ConfigError("step_mode", problem)
+        raise ConfigError(names.STEP_MODE, problem)
 
 
 def resolve_step_mode(cfg: dict[str, Any], device: torch.device | str) -> str:
@@ -76,7 +77,7 @@ def resolve_step_mode(cfg: dict[str, Any], device: torch.device | str) -> str:
     not to be CUDA (``device: auto`` / ``cuda`` without a GPU), which warns once and runs
     ``sync_free``. Used by :func:`train` and by the pack side (``trainables.population``)."""
     check_step_mode(cfg)
-    mode = cfg.get("step_mode", "auto")
+    mode = cfg.get(names.STEP_MODE, "auto")
     if mode == "auto":
         return "sync_free"
     device = torch.device(device)
@@ -114,9 +115,9 @@ def train(
     ``precision`` (``trainables.devices.apply_precision``: TF32 off or on) is set for the
     process before the trial is built.
     """
-    dev = torch.device(device) if device is not None else resolve_device(config["device"])
+    dev = torch.device(device) if device is not None else resolve_device(config[names.DEVICE])
     mode = resolve_step_mode(config, dev)
-    apply_precision(config.get("precision", "fp32"), dev)
+    apply_precision(config.get(names.PRECISION, "fp32"), dev)
     trial = GANTrial(config, dev, step_mode=mode)
     if state is not None:
         trial.load_state_dict(state)
