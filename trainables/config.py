@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from trainables import data as data_lib
+from trainables import names
 from trainables.params import (ARCH_RESOLUTION, LOSS_NAMES, OPTIMIZER_PARAMS, PRECISIONS,
                                REGULARIZER_PARAMS, member_field, optimizer_defaults)
 from trainables.step_modes import step_mode_problem
@@ -38,8 +39,8 @@ OPTIMIZER_KEYS: dict[str, dict[str, float]] = {name: optimizer_defaults(name)
 
 
 #: The choices that own keys of their own: the trial key → name → its Params model.
-_CHOICES: dict[str, dict[str, type[BaseModel]]] = {"regularizer": REGULARIZER_PARAMS,
-                                                   "optimizer": OPTIMIZER_PARAMS}
+_CHOICES: dict[str, dict[str, type[BaseModel]]] = {names.REGULARIZER: REGULARIZER_PARAMS,
+                                                   names.OPTIMIZER: OPTIMIZER_PARAMS}
 
 
 class BaseTrial(BaseModel):
@@ -93,22 +94,22 @@ class BaseTrial(BaseModel):
     # (trainables.devices): "fp32" full float32 (the papers'), "tf32" TF32 tensor cores on CUDA
     precision: str = "fp32"
 
-    @field_validator("loss", "regularizer", "optimizer", "arch")
+    @field_validator(names.LOSS, names.REGULARIZER, names.OPTIMIZER, names.ARCH)
     @classmethod
     def _registered(cls, v: str, info) -> str:
-        known = {"loss": LOSS_NAMES, "arch": ARCH_RESOLUTION, **_CHOICES}[info.field_name]
+        known = {names.LOSS: LOSS_NAMES, names.ARCH: ARCH_RESOLUTION, **_CHOICES}[info.field_name]
         if v not in known:
             raise ValueError(f"unknown {info.field_name} {v!r}; known: {', '.join(sorted(known))}")
         return v
 
-    @field_validator("alpha", "lr_d", "lr_g", "eps", "width")
+    @field_validator(names.ALPHA, names.LR_D, names.LR_G, names.EPS, names.WIDTH)
     @classmethod
     def _finite(cls, v: float) -> float:
         if not math.isfinite(v):
             raise ValueError("must be a finite number")
         return v
 
-    @field_validator("precision")
+    @field_validator(names.PRECISION)
     @classmethod
     def _known_precision(cls, v: str) -> str:
         if v not in PRECISIONS:
@@ -116,7 +117,7 @@ class BaseTrial(BaseModel):
                              + " or ".join(f"{k} ({what})" for k, what in PRECISIONS.items()))
         return v
 
-    @field_validator("device")
+    @field_validator(names.DEVICE)
     @classmethod
     def _known_device(cls, v: str) -> str:
         if v not in ("auto", "cpu", "cuda") and not v.startswith("cuda:"):
@@ -177,14 +178,15 @@ def validate_trial(raw: dict[str, Any], *, check_data: bool = True) -> dict[str,
     _check_shapes(out)
     problem = step_mode_problem(out)
     if problem:
-        raise ConfigError("step_mode", problem)
-    if check_data and out["dataset"] not in data_lib.TOY_DATASETS:
+        raise ConfigError(names.STEP_MODE, problem)
+    if check_data and out[names.DATASET] not in data_lib.TOY_DATASETS:
         try:
             data_lib.check_dataset(
-                out["dataset"], out["data_root"], out["resolution"], download=out["download"]
+                out[names.DATASET], out[names.DATA_ROOT], out[names.RESOLUTION],
+                download=out[names.DOWNLOAD],
             )
         except data_lib.DatasetError as err:
-            raise ConfigError("dataset", str(err)) from None
+            raise ConfigError(names.DATASET, str(err)) from None
     for p in params:
         out.update(p)
     return out
@@ -225,36 +227,41 @@ def _validated(raw: dict[str, Any], model: type[BaseModel]) -> dict[str, Any]:
 
 def _check_shapes(cfg: dict[str, Any]) -> None:
     """Cross-key checks: arch ↔ dataset kind ↔ resolution, evaluation cadence."""
-    toy = cfg["dataset"] in data_lib.TOY_DATASETS
-    if toy != (cfg["arch"] == "mlp"):
+    toy = cfg[names.DATASET] in data_lib.TOY_DATASETS
+    if toy != (cfg[names.ARCH] == "mlp"):
         if toy:
-            raise ConfigError("arch", f"the 2-D toy dataset {cfg['dataset']!r} needs arch 'mlp'")
-        raise ConfigError("arch", f"arch 'mlp' is for the 2-D toys ({', '.join(data_lib.TOY_DATASETS)})")
+            raise ConfigError(names.ARCH,
+                              f"the 2-D toy dataset {cfg[names.DATASET]!r} needs arch 'mlp'")
+        raise ConfigError(names.ARCH,
+                          f"arch 'mlp' is for the 2-D toys ({', '.join(data_lib.TOY_DATASETS)})")
     if not toy:
         try:
-            native = data_lib.native_resolution(cfg["dataset"])
+            native = data_lib.native_resolution(cfg[names.DATASET])
         except data_lib.DatasetError as err:
-            raise ConfigError("dataset", str(err)) from None
-        made = ARCH_RESOLUTION[cfg["arch"]]
-        if cfg["resolution"] is None:
-            cfg["resolution"] = made if made is not None else native
-        if made is not None and cfg["resolution"] != made:
+            raise ConfigError(names.DATASET, str(err)) from None
+        made = ARCH_RESOLUTION[cfg[names.ARCH]]
+        if cfg[names.RESOLUTION] is None:
+            cfg[names.RESOLUTION] = made if made is not None else native
+        if made is not None and cfg[names.RESOLUTION] != made:
             raise ConfigError(
-                "resolution",
-                f"arch {cfg['arch']!r} makes {made}x{made} images, not "
-                f"{cfg['resolution']}x{cfg['resolution']}",
+                names.RESOLUTION,
+                f"arch {cfg[names.ARCH]!r} makes {made}x{made} images, not "
+                f"{cfg[names.RESOLUTION]}x{cfg[names.RESOLUTION]}",
             )
-    elif cfg["resolution"] is not None:
-        raise ConfigError("resolution", "2-D toy datasets have no resolution")
-    if cfg["d_norm"] == "bn" and cfg["regularizer"] == "sn":
-        raise ConfigError("d_norm", "BatchNorm in D is Appendix C's GP set-up; it is not used with sn")
-    if cfg["d_norm"] == "bn" and cfg["regularizer"] == "gran":
+    elif cfg[names.RESOLUTION] is not None:
+        raise ConfigError(names.RESOLUTION, "2-D toy datasets have no resolution")
+    if cfg[names.D_NORM] == "bn" and cfg[names.REGULARIZER] == "sn":
+        raise ConfigError(names.D_NORM,
+                          "BatchNorm in D is Appendix C's GP set-up; it is not used with sn")
+    if cfg[names.D_NORM] == "bn" and cfg[names.REGULARIZER] == "gran":
         raise ConfigError(
-            "d_norm", "gran normalizes by the per-sample input gradient, which BatchNorm couples "
-            "across the batch; use d_norm none"
+            names.D_NORM,
+            "gran normalizes by the per-sample input gradient, which BatchNorm couples "
+            "across the batch; use d_norm none",
         )
-    if cfg["eval_every"] > cfg["iterations"]:
+    if cfg[names.EVAL_EVERY] > cfg[names.ITERATIONS]:
         # FID is also computed at the end; eval_every beyond the run is almost certainly a typo.
         raise ConfigError(
-            "eval_every", f"{cfg['eval_every']} exceeds iterations ({cfg['iterations']})"
+            names.EVAL_EVERY,
+            f"{cfg[names.EVAL_EVERY]} exceeds iterations ({cfg[names.ITERATIONS]})",
         )

@@ -39,7 +39,7 @@ import torch
 from torchvision.utils import make_grid
 
 from trainables import data as data_lib
-from trainables import streams
+from trainables import names, streams
 from trainables.lipschitz_bound import certified_lipschitz
 from trainables.models import eval_mode
 from trainables.streams import EVAL_Z, FINAL_Z, GRID_Z
@@ -55,12 +55,13 @@ def resolved_extractor(cfg: dict[str, Any]) -> str:
     ``fid_extractor`` records this name."""
     from trainables import fid as fid_lib
 
-    n_ref = data_lib.reference_size(cfg["dataset"], cfg["data_root"], cfg["fid_ref_split"])
-    return fid_lib.resolve_extractor(cfg["fid_extractor"], n_ref)
+    n_ref = data_lib.reference_size(cfg[names.DATASET], cfg[names.DATA_ROOT],
+                                    cfg[names.FID_REF_SPLIT])
+    return fid_lib.resolve_extractor(cfg[names.FID_EXTRACTOR], n_ref)
 
 
 #: Evaluation metrics that the final evaluation logs as ``<key>_final``.
-_FINAL_KEYS = ("fid", "kid", "modes_covered", "hq_share", TOY_QUALITY)
+_FINAL_KEYS = (names.FID, names.KID, names.MODES_COVERED, names.HQ_SHARE, TOY_QUALITY)
 #: Samples in the fixed-z grid logged at every evaluation.
 GRID_SAMPLES = 64
 #: How many of the final evaluation's samples are handed to ``Callbacks.on_final``.
@@ -82,7 +83,7 @@ class Evaluator:
     def __init__(self, cfg: dict[str, Any], device: torch.device,
                  train_data: data_lib.ImageSet | None):
         self.cfg, self.device, self.train_data = cfg, device, train_data
-        self.toy = cfg["dataset"] in data_lib.TOY_DATASETS
+        self.toy = cfg[names.DATASET] in data_lib.TOY_DATASETS
         self._extractor = None
         self._ref_feats: np.ndarray | None = None
         self._ref_stats: tuple[np.ndarray, np.ndarray] | None = None
@@ -90,11 +91,11 @@ class Evaluator:
         self._floors: dict[int, float | None] = {}
 
     def z_stream(self, offset: int) -> torch.Generator:
-        return streams.stream(self.cfg["seed"], offset, self.device)
+        return streams.stream(self.cfg[names.SEED], offset, self.device)
 
     @torch.no_grad()
     def generate(self, G: torch.nn.Module, n: int, gen: torch.Generator) -> torch.Tensor:
-        z = torch.randn(n, self.cfg["z_dim"], device=self.device, generator=gen)
+        z = torch.randn(n, self.cfg[names.Z_DIM], device=self.device, generator=gen)
         return G(z).float()
 
     def sample_grid(self, G: torch.nn.Module) -> torch.Tensor:
@@ -104,7 +105,7 @@ class Evaluator:
         if self.toy:
             from trainables.toys import toy_plane_coords  # 3-D toys: seen in the mixture's plane
 
-            ds = self.cfg["dataset"]
+            ds = self.cfg[names.DATASET]
             modes = data_lib.toy_modes(ds)
             return _scatter_grid(toy_plane_coords(ds, x), toy_plane_coords(ds, modes))
         return make_grid(x, nrow=8, normalize=True, value_range=(-1, 1), padding=2)
@@ -116,21 +117,21 @@ class Evaluator:
         ``fid_final_samples`` (+ ``fid_inf``, unless ``fid_inf=False``). ``keep_images`` > 0 also
         returns that many samples as uint8 under ``"images"``."""
         cfg = self.cfg
-        n = cfg["fid_samples"]
+        n = cfg[names.FID_SAMPLES]
         if final:
-            n = cfg.get("fid_final_samples") or cfg["fid_samples"]
+            n = cfg.get(names.FID_FINAL_SAMPLES) or cfg[names.FID_SAMPLES]
         gen = self.z_stream(FINAL_Z if final else EVAL_Z)
         with eval_mode(G):
             if self.toy:
                 res, images = self._evaluate_toy(G, gen, n), None
             else:
-                inf = final and bool(cfg.get("fid_inf")) if fid_inf is None else fid_inf
+                inf = final and bool(cfg.get(names.FID_INF)) if fid_inf is None else fid_inf
                 res, images = self._evaluate_images(G, gen, n, inf, keep_images)
         if final:
-            res = {("fid_final_samples" if k == "fid_samples" else
+            res = {(names.FID_FINAL_SAMPLES if k == names.FID_SAMPLES else
                     f"{k}_final" if k in _FINAL_KEYS else k): v
                    for k, v in res.items()}
-            res["fid_final_samples"] = float(n)
+            res[names.FID_FINAL_SAMPLES] = float(n)
         if keep_images:
             res["images"] = images
         return res
@@ -146,11 +147,11 @@ class Evaluator:
         with torch.random.fork_rng(devices=[]):
             name = resolved_extractor(cfg)
             extractor = fid_lib.get_extractor(name, self.device)
-        ref = data_lib.load_images(cfg["dataset"], cfg["data_root"], cfg["resolution"],
-                                   cfg["fid_ref_split"], cfg["download"])
+        ref = data_lib.load_images(cfg[names.DATASET], cfg[names.DATA_ROOT], cfg[names.RESOLUTION],
+                                   cfg[names.FID_REF_SPLIT], cfg[names.DOWNLOAD])
         self._ref_n = min(len(ref), FID_REF_MAX)
         self._ref_feats = fid_lib.reference_features(
-            dataset_key(cfg), cfg["fid_ref_split"], cfg["resolution"], name, self._ref_n,
+            dataset_key(cfg), cfg[names.FID_REF_SPLIT], cfg[names.RESOLUTION], name, self._ref_n,
             lambda: ref.batch(torch.arange(self._ref_n)), extractor=extractor,
         )
         self._ref_stats = fid_lib.feature_stats(self._ref_feats, self.device)
@@ -164,10 +165,10 @@ class Evaluator:
                                self._extractor, batch_size=min(250, n), device=self.device,
                                ref_stats=self._ref_stats, fid_inf=fid_inf,
                                keep_images=keep_images)
-        out = {"fid": float(res["fid"]), "kid": float(res["kid"]),
-               "fid_ref_samples": float(self._ref_n)}
-        if "fid_inf" in res:
-            out["fid_inf"] = float(res["fid_inf"])
+        out = {names.FID: float(res[names.FID]), names.KID: float(res[names.KID]),
+               names.FID_REF_SAMPLES: float(self._ref_n)}
+        if names.FID_INF in res:
+            out[names.FID_INF] = float(res[names.FID_INF])
         return out, res.get("images")
 
     def _evaluate_toy(self, G, gen: torch.Generator, n: int) -> dict[str, float]:
@@ -178,17 +179,18 @@ class Evaluator:
 
         x = self.generate(G, n, gen).cpu().double()
         if not torch.isfinite(x).all():
-            return {"fid": math.nan, "modes_covered": 0.0, "hq_share": 0.0,
+            return {names.FID: math.nan, names.MODES_COVERED: 0.0, names.HQ_SHARE: 0.0,
                     TOY_QUALITY: TOY_QUALITY_WORST}
-        ref = data_lib.sample_toy(self.cfg["dataset"], n, torch.Generator().manual_seed(12345)).double()
+        ref = data_lib.sample_toy(self.cfg[names.DATASET], n,
+                                  torch.Generator().manual_seed(12345)).double()
         fd = fid_from_stats(x.mean(0).numpy(), np.cov(x.numpy(), rowvar=False),
                             ref.mean(0).numpy(), np.cov(ref.numpy(), rowvar=False))
-        modes = data_lib.toy_modes(self.cfg["dataset"]).double()
+        modes = data_lib.toy_modes(self.cfg[names.DATASET]).double()
         dist = torch.cdist(x, modes)
         near, which = dist.min(dim=1)
-        hq = near <= 3 * data_lib.toy_std(self.cfg["dataset"])
+        hq = near <= 3 * data_lib.toy_std(self.cfg[names.DATASET])
         covered, share = torch.unique(which[hq]).numel(), float(hq.double().mean())
-        return {"fid": float(fd), "modes_covered": float(covered), "hq_share": share,
+        return {names.FID: float(fd), names.MODES_COVERED: float(covered), names.HQ_SHARE: share,
                 TOY_QUALITY: float(toy_quality(covered, len(modes), share))}
 
     def floor(self, n: int) -> float | None:
@@ -203,13 +205,15 @@ class Evaluator:
         cfg, data = self.cfg, self.train_data
         value = None
         if len(data) < n:
-            warnings.warn(f"no fid_floor at N={n}: the training split of {cfg['dataset']!r} has "
-                          f"only {len(data)} images; no fid_quality at this N", RuntimeWarning,
+            warnings.warn(f"no fid_floor at N={n}: the training split of "
+                          f"{cfg[names.DATASET]!r} has only {len(data)} images; no fid_quality "
+                          "at this N", RuntimeWarning,
                           stacklevel=2)
         else:
             value = fid_lib.fid_floor(
-                dataset_key(cfg), "train", cfg["resolution"], self._extractor.name, n, len(data),
-                data.batch, cfg["fid_ref_split"], self._ref_stats, self._ref_n,
+                dataset_key(cfg), "train", cfg[names.RESOLUTION], self._extractor.name, n,
+                len(data),
+                data.batch, cfg[names.FID_REF_SPLIT], self._ref_stats, self._ref_n,
                 extractor=self._extractor, device=self.device)
         self._floors[n] = value
         return value
@@ -220,18 +224,18 @@ def initial_scale(trial) -> dict[str, float]:
     ``fid_floor`` of an image trial. At step 0 G itself is the untrained one; a trial resumed from
     a state that predates the scale evaluates the G rebuilt from its seed instead."""
     G = trial.G if trial.step == 0 else trial.initial_generator()
-    scale = {"fid_init": trial.evaluator.evaluate(G)["fid"]}
-    floor = trial.evaluator.floor(trial.cfg["fid_samples"])
+    scale = {names.FID_INIT: trial.evaluator.evaluate(G)[names.FID]}
+    floor = trial.evaluator.floor(trial.cfg[names.FID_SAMPLES])
     if floor is not None:
-        scale["fid_floor"] = floor
+        scale[names.FID_FLOOR] = floor
     return scale
 
 
 def with_quality(res: dict[str, Any], scale: dict[str, float], suffix: str = "") -> dict[str, Any]:
     """Adds ``fid_quality{suffix}`` to ``res`` when the scale has a floor and an init."""
-    if "fid_floor" in scale and "fid_init" in scale:
-        res[f"fid_quality{suffix}"] = fid_quality(res[f"fid{suffix}"], scale["fid_init"],
-                                                  scale["fid_floor"])
+    if names.FID_FLOOR in scale and names.FID_INIT in scale:
+        res[f"{names.FID_QUALITY}{suffix}"] = fid_quality(
+            res[f"{names.FID}{suffix}"], scale[names.FID_INIT], scale[names.FID_FLOOR])
     return res
 
 
@@ -243,15 +247,15 @@ def final_evaluation(trial, ev: dict[str, Any]) -> dict[str, Any]:
     When it would repeat the last regular one (same N, no FID∞) only the samples are drawn again;
     the numbers, and the scale, are the last evaluation's."""
     cfg = trial.cfg
-    n_final = cfg.get("fid_final_samples") or cfg["fid_samples"]
+    n_final = cfg.get(names.FID_FINAL_SAMPLES) or cfg[names.FID_SAMPLES]
     keep = 0 if trial.toy else min(FINAL_KEEP, n_final)
-    fresh = n_final != cfg["fid_samples"] or bool(cfg.get("fid_inf"))
+    fresh = n_final != cfg[names.FID_SAMPLES] or bool(cfg.get(names.FID_INF))
     if fresh:
         out = trial.evaluate(final=True, keep_images=keep)
     else:
         out = {f"{k}_final": v for k, v in ev.items()
                if k in _FINAL_KEYS}
-        out["fid_final_samples"] = float(n_final)
+        out[names.FID_FINAL_SAMPLES] = float(n_final)
         if keep:  # the first `keep` samples of the evaluation just made (same z, same chunks)
             gen, chunk, parts, done = trial.evaluator.z_stream(EVAL_Z), min(250, n_final), [], 0
             with eval_mode(trial.G):
@@ -260,16 +264,16 @@ def final_evaluation(trial, ev: dict[str, Any]) -> dict[str, Any]:
                     done += parts[-1].shape[0]
             x = torch.cat(parts)
             out["images"] = data_lib.to_uint8(x).cpu()
-    if cfg.get("regularizer") == "sn":   # Theorem 1's K, certified (trainables.lipschitz_bound)
-        out["lipschitz_certified"] = certified_lipschitz(trial.D, trial.sample_shape)
-    if trial.toy or not trial.fid_scale or not math.isfinite(out.get("fid_final", math.nan)):
+    if cfg.get(names.REGULARIZER) == "sn":   # Theorem 1's K, certified (trainables.lipschitz_bound)
+        out[names.LIPSCHITZ_CERTIFIED] = certified_lipschitz(trial.D, trial.sample_shape)
+    if trial.toy or not trial.fid_scale or not math.isfinite(out.get(names.FID_FINAL, math.nan)):
         return out  # a non-finite fid_final ends the trial as diverged: no scale to read it by
     if fresh:
         init = trial.evaluator.evaluate(trial.initial_generator(), final=True, fid_inf=False)
-        scale = {"fid_init": init["fid_final"]}
+        scale = {names.FID_INIT: init[names.FID_FINAL]}
         floor = trial.evaluator.floor(n_final)
         if floor is not None:
-            scale["fid_floor"] = floor
+            scale[names.FID_FLOOR] = floor
     else:
         scale = dict(trial.fid_scale)
     out.update({f"{k}_final": v for k, v in scale.items()})
@@ -278,7 +282,7 @@ def final_evaluation(trial, ev: dict[str, Any]) -> dict[str, Any]:
 
 def dataset_key(cfg: dict[str, Any]) -> str:
     """A readable cache key for the reference statistics of this trial's dataset."""
-    name = cfg["dataset"]
+    name = cfg[names.DATASET]
     if name.startswith("folder:"):
         import hashlib
         import os

@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 
+from trainables import names
 from trainables.checkpoints import CheckpointChain
 from trainables.config import validate_trial
 from trainables.devices import apply_precision, require_usable_cuda
@@ -90,7 +91,7 @@ def trial_config(config: dict[str, Any]) -> dict[str, Any]:
     raw.update({k: v for k, v in config.items() if k != "trial" and not k.startswith("__")})
     seeds = config.get("__seeds__")
     if seeds:
-        raw["seed"] = seeds[int(config.get("__trial_index__", 0)) % len(seeds)]
+        raw[names.SEED] = seeds[int(config.get("__trial_index__", 0)) % len(seeds)]
     return validate_trial(raw, check_data=False)
 
 
@@ -186,8 +187,8 @@ def _attempt(cfgs: list[dict[str, Any]], context: TrialContext, packed: bool) ->
     checkpoint restored, the loop run to its end; then the runs end by what happened."""
     from ray import tune
 
-    device = trial_device(cfgs[0]["device"])
-    apply_precision(cfgs[0]["precision"], device)  # before the runs record the flags
+    device = trial_device(cfgs[0][names.DEVICE])
+    apply_precision(cfgs[0][names.PRECISION], device)  # before the runs record the flags
     chain = CheckpointChain.of_trial()  # the runs open first: a damaged checkpoint is their cause
     loggers, callbacks = _open_runs(cfgs, device, context, chain.meta(_meta_file(packed)), packed)
 
@@ -210,13 +211,13 @@ def _attempt(cfgs: list[dict[str, Any]], context: TrialContext, packed: bool) ->
                              on_checkpoint=on_checkpoint)]
     except BaseException as err:
         if end_attempt(loggers, err):  # deterministic: every member's run says why
-            return report_crashed(cfgs[0]["dataset"], len(cfgs) if packed else 0)
+            return report_crashed(cfgs[0][names.DATASET], len(cfgs) if packed else 0)
         raise
     summaries = [finish_run(lg, res) for lg, res in zip(loggers, results)]
-    if all(r.status == "diverged" for r in results):
+    if all(r.status == names.DIVERGED for r in results):
         from trainables.toy_quality import diverged_values  # the objectives' worst values
 
-        tune.report({**diverged_values(cfgs[0]["dataset"]), "diverged": 1.0,
+        tune.report({**diverged_values(cfgs[0][names.DATASET]), names.DIVERGED: 1.0,
                      "step": max(r.step for r in results),
                      **({} if packed else summaries[0])})
 
@@ -281,7 +282,7 @@ def report_crashed(dataset: str, members: int = 0) -> None:
 
     pack = {k: v for i in range(members)
             for k, v in ((f"fid_m{i}", math.inf), (f"diverged_m{i}", 1.0))}
-    tune.report({**diverged_values(dataset), "diverged": 0.0, "crashed": 1.0, "step": 0,
+    tune.report({**diverged_values(dataset), names.DIVERGED: 0.0, "crashed": 1.0, "step": 0,
                  **pack})
 
 
@@ -293,14 +294,14 @@ def trial_report(step: int, latest: dict[str, float]) -> dict[str, float]:
 
 
 def pack_report(step: int, latest: list[dict[str, float]], results: list) -> dict[str, float]:
-    live = [i for i, r in enumerate(results) if r is None or r["status"] != "diverged"]
-    fids = {f"fid_m{i}": float(latest[i].get("fid", math.inf)) for i in range(len(latest))}
+    live = [i for i, r in enumerate(results) if r is None or r["status"] != names.DIVERGED]
+    fids = {f"fid_m{i}": float(latest[i].get(names.FID, math.inf)) for i in range(len(latest))}
     # a diverged member's fid_m<i> is its last finite FID; diverged_m<i> says it diverged (the
     # searcher of a packed Optuna/random study tells such a member inf, study.search)
     dead = {f"diverged_m{i}": 0.0 if i in live else 1.0 for i in range(len(latest))}
     best = min((fids[f"fid_m{i}"] for i in live), default=math.inf)
     toy = toy_objective(latest, live)  # the toys' objective, per member and the pack's best
-    return {"fid": best, "step": step, "diverged": 0.0 if live else 1.0,
+    return {names.FID: best, "step": step, names.DIVERGED: 0.0 if live else 1.0,
             "pack_live": float(len(live)), **fids, **dead, **toy}
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainables import provenance
+from trainables import names, provenance
 from trainables.checkpoints import cause_line
 from trainables.environment import environment_params
 from trainables.loop import Callbacks, TrialResult
@@ -44,7 +44,7 @@ class TrialContext:
 def trial_run_name(cfg: dict[str, Any]) -> str:
     """The MLflow run name of a validated trial config, e.g. ``ns-sn-k1-a1-s0``: its K is the
     value of the regularizer's declared ``k_key`` (none for a regularizer without a K)."""
-    k_key = REGULARIZERS[cfg["regularizer"]].k_key
+    k_key = REGULARIZERS[cfg[names.REGULARIZER]].k_key
     return run_name(cfg, (k_key,) if k_key else ())
 
 
@@ -67,7 +67,7 @@ class MlflowCallbacks(Callbacks):
         self.bound: float | None = None
 
     def on_start(self, params):
-        self.bound = params.get("omega_bound")
+        self.bound = params.get(names.OMEGA_BOUND)
         self.logger.log_params(params)
         if self.config is not None and not self.logger.resumed:
             self.logger.log_dict(self.config, "config.json")
@@ -98,10 +98,10 @@ class MlflowCallbacks(Callbacks):
         covers the whole run, not just the last attempt)."""
         from trainables.plots import omega_interval_figure
 
-        keys = ("omega_real_min", "omega_real_max", "omega_fake_min", "omega_fake_max",
-                "omega_union_min", "omega_union_max")
+        keys = (names.OMEGA_REAL_MIN, names.OMEGA_REAL_MAX, names.OMEGA_FAKE_MIN,
+                names.OMEGA_FAKE_MAX, names.OMEGA_UNION_MIN, names.OMEGA_UNION_MAX)
         history = {k: self.logger.metric_history(k) for k in keys}
-        if not history["omega_real_min"]:
+        if not history[names.OMEGA_REAL_MIN]:
             return
         name = self.config and trial_run_name(self.config)
         fig = omega_interval_figure(history, bound=self.bound,
@@ -118,11 +118,12 @@ def open_trial_run(cfg: dict[str, Any], device: torch.device, context: TrialCont
     precision flags as applied), logged when the run is created."""
     from trainables.evaluation import resolved_extractor
 
-    extractor = "data-space" if cfg["arch"] == "mlp" else resolved_extractor(cfg)
-    fid_params = {"fid_extractor": extractor, "fid_samples": cfg["fid_samples"],
-                  "fid_final_samples": cfg.get("fid_final_samples") or cfg["fid_samples"],
-                  "fid_ref_split": cfg["fid_ref_split"]}
-    params = {**cfg, **fid_params, "device": device.type, **environment_params(device)}
+    extractor = "data-space" if cfg[names.ARCH] == "mlp" else resolved_extractor(cfg)
+    fid_params = {names.FID_EXTRACTOR: extractor, names.FID_SAMPLES: cfg[names.FID_SAMPLES],
+                  names.FID_FINAL_SAMPLES: (cfg.get(names.FID_FINAL_SAMPLES)
+                                            or cfg[names.FID_SAMPLES]),
+                  names.FID_REF_SPLIT: cfg[names.FID_REF_SPLIT]}
+    params = {**cfg, **fid_params, names.DEVICE: device.type, **environment_params(device)}
     code = provenance.current().tags()  # the code this process imported (trainables.provenance)
     tags = {STUDY_TAG: context.study_name, TRIAL_ID_TAG: trial_tag, **code,
             **(extra_tags or {})}
@@ -200,15 +201,15 @@ def finish_run(logger: MlflowTrialLogger, result: TrialResult) -> dict[str, floa
     """Log the step-time summary and the ending (tags, ``diverged``), end the run FINISHED;
     returns the summary."""
     times = np.asarray(result.step_times) if result.step_times else np.asarray([math.nan])
-    summary = {"step_time_median_ms": float(np.median(times) * 1e3),
-               "step_time_mean_ms": float(np.mean(times) * 1e3)}
+    summary = {names.STEP_TIME_MEDIAN_MS: float(np.median(times) * 1e3),
+               names.STEP_TIME_MEAN_MS: float(np.mean(times) * 1e3)}
     logger.log_metrics(result.step, summary)
-    if result.status == "diverged":
-        logger.set_tags({STATUS_TAG: "diverged", DIVERGED_STEP_TAG: result.step,
+    if result.status == names.DIVERGED:
+        logger.set_tags({STATUS_TAG: names.DIVERGED, DIVERGED_STEP_TAG: result.step,
                          DIVERGED_REASON_TAG: result.reason})
         # the metric diverged = 1 was logged by train()'s on_stats marker: not again
     else:
         logger.set_tags({STATUS_TAG: "finished"})
-        logger.log_metrics(result.step, {"diverged": 0.0})
+        logger.log_metrics(result.step, {names.DIVERGED: 0.0})
     logger.finish("FINISHED")
     return summary
