@@ -68,6 +68,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from trainables import names
 from trainables.batched_net import BatchedNet, member_apply, member_mean, register_member_fn
 from trainables.batched_optim import StackedOptimizer
 from trainables.devices import apply_precision, resolve_device
@@ -152,7 +153,7 @@ class Population:
         self.cfgs = [dict(c) for c in configs]
         self.P = len(configs)
         self.device = torch.device(device) if device is not None else \
-            resolve_device(configs[0]["device"])
+            resolve_device(configs[0][names.DEVICE])
         if self.device.type == "cpu":
             tune_malloc()
         self._build_members(states)
@@ -161,18 +162,19 @@ class Population:
         self.step = m0.step
         if any(m.step != self.step for m in self.members):
             raise ValueError("population: members resumed at different steps")
-        self.batch, self.n_dis, self.z_dim = cfg0["batch_size"], cfg0["n_dis"], cfg0["z_dim"]
+        self.batch, self.n_dis = cfg0[names.BATCH_SIZE], cfg0[names.N_DIS]
+        self.z_dim = cfg0[names.Z_DIM]
         self.concat_d = m0.concat_d
         self.sample_shape = tuple(m0.sample_shape)
         if self.toy:  # the arithmetic of a toy draw (trainables.toys), once for the pack
-            self.n_modes = toy_modes(cfg0["dataset"]).shape[0]
-            self.toy_draw = toy_draw(cfg0["dataset"])
+            self.n_modes = toy_modes(cfg0[names.DATASET]).shape[0]
+            self.toy_draw = toy_draw(cfg0[names.DATASET])
         self.G = BatchedNet([m.G for m in self.members], self.device, image=not self.toy)
         self.D = BatchedNet([m.D for m in self.members], self.device, image=not self.toy)
         self.step_mode = resolve_pack_step_mode(cfg0, self.device)
         self._build_optimizers()
         self._build_losses()
-        self.regularizer = cfg0["regularizer"]
+        self.regularizer = cfg0[names.REGULARIZER]
         reg = type(m0.regularizer)
         #: the regularizer's batched form (None: no penalty term, e.g. none / sn)
         self.reg_pack = (reg.pack([m.regularizer for m in self.members], self.device)
@@ -206,10 +208,10 @@ class Population:
                     shared_data.to(self.device)  # batches gathered on the device
             if st is not None:
                 m.load_state_dict(st)
-                self.rngs.append(member_rng(cfg["seed"], self.device, st["torch_rng"],
+                self.rngs.append(member_rng(cfg[names.SEED], self.device, st["torch_rng"],
                                             st.get("member_cuda_rng"), int(st["step"])))
             else:
-                self.rngs.append(member_rng(cfg["seed"], self.device))
+                self.rngs.append(member_rng(cfg[names.SEED], self.device))
             self.members.append(m)
         torch.set_rng_state(saved_rng)
 
@@ -217,11 +219,11 @@ class Population:
         """The stacked optimizers, loaded with every member's own optimizer state."""
         cfg0 = self.cfgs[0]
         capturable = self.step_mode in CAPTURED_MODES
-        self.opt_d = StackedOptimizer(cfg0["optimizer"], list(self.D.params.values()), self.cfgs,
-                                      "lr_d", self.device, capturable=capturable,
+        self.opt_d = StackedOptimizer(cfg0[names.OPTIMIZER], list(self.D.params.values()),
+                                      self.cfgs, names.LR_D, self.device, capturable=capturable,
                                       updates_per_step=self.n_dis)
-        self.opt_g = StackedOptimizer(cfg0["optimizer"], list(self.G.params.values()), self.cfgs,
-                                      "lr_g", self.device, capturable=capturable)
+        self.opt_g = StackedOptimizer(cfg0[names.OPTIMIZER], list(self.G.params.values()),
+                                      self.cfgs, names.LR_G, self.device, capturable=capturable)
         for i, m in enumerate(self.members):
             self.opt_d.load_member(i, m.opt_d, list(m.D.parameters()))
             self.opt_g.load_member(i, m.opt_g, list(m.G.parameters()))
@@ -230,7 +232,7 @@ class Population:
         """Losses grouped by (name, α): each group computed by its members' own loss object."""
         groups: dict[tuple[str, float], list[int]] = {}
         for i, c in enumerate(self.cfgs):
-            groups.setdefault((c["loss"], float(c["alpha"])), []).append(i)
+            groups.setdefault((c[names.LOSS], float(c[names.ALPHA])), []).append(i)
         self.loss_groups = []  # (registered name, member indices as a tensor and a list)
         for (name, alpha), idx in groups.items():
             loss, key = self.members[idx[0]].loss, f"{name}:{alpha!r}"
@@ -351,8 +353,8 @@ class Population:
             self.div_step.copy_(torch.where(new, self._step_t, self.div_step))
             self.div_vals.copy_(torch.where(new[:, None], vals, self.div_vals))
         return {"real": real, "fake": fake.detach(), "f_real": f_real.detach(),
-                "f_fake": f_fake.detach(), "f_gen": f_gen.detach(), "loss_d": loss_d.detach(),
-                "loss_g": loss_g.detach(), "penalty": penalty.detach()}
+                "f_fake": f_fake.detach(), "f_gen": f_gen.detach(), names.LOSS_D: loss_d.detach(),
+                names.LOSS_G: loss_g.detach(), names.PENALTY: penalty.detach()}
 
     def train_step(self) -> dict[str, Any]:
         """One iteration for every member: n_dis D updates, one G update (``GANTrial.train_step``
@@ -401,7 +403,7 @@ class Population:
             extra.update(self.reg_pack.stash)
         values = member_stats(lambda x: self.D(x, training=False, detach=True), out["real"],
                               out["fake"], out["f_real"], out["f_fake"], out["f_gen"],
-                              out["penalty"], [m.loss for m in self.members], extra=extra)
+                              out[names.PENALTY], [m.loss for m in self.members], extra=extra)
         records = []
         for i in live:
             m, ex = values[i]
@@ -474,6 +476,6 @@ def train_population(
     if len(callbacks) != len(configs):
         raise ValueError("population: one callbacks object per config")
     pop = Population(configs, device, state["members"] if state is not None else None)
-    apply_precision(configs[0].get("precision", "fp32"), pop.device)  # one precision per pack
+    apply_precision(configs[0].get(names.PRECISION, "fp32"), pop.device)  # one precision per pack
     return run_members(pop, callbacks, state=state, should_stop=should_stop,
                        on_checkpoint=on_checkpoint)

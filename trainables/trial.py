@@ -27,7 +27,7 @@ from typing import Any, Callable
 import torch
 
 from trainables import data as data_lib
-from trainables import streams
+from trainables import names, streams
 from trainables.devices import resolve_device
 from trainables.evaluation import Evaluator, with_quality
 from trainables.losses import get_loss
@@ -48,20 +48,21 @@ class GANTrial(CapturedSteps):
         gives it; None is ``eager``, for callers that drive ``train_step`` and check
         :meth:`divergence` themselves (the pack's members, benchmarks)."""
         self.cfg = cfg = dict(config)
-        self.device = torch.device(device) if device is not None else resolve_device(cfg["device"])
+        self.device = (torch.device(device) if device is not None
+                       else resolve_device(cfg[names.DEVICE]))
         self.step_mode = step_mode or "eager"
         if self.step_mode not in STEP_MODES:
             raise ValueError(
                 f"step_mode {self.step_mode!r}: expected one of {', '.join(STEP_MODES)}")
         if self.step_mode == "cuda_graph" and self.device.type != "cuda":
             raise ValueError(f"step_mode 'cuda_graph' needs a CUDA device, not {self.device}")
-        torch.manual_seed(cfg["seed"])  # parameter initialisation
+        torch.manual_seed(cfg[names.SEED])  # parameter initialisation
         self._build_data()
         self._build_nets()
         # Every random draw of training comes from these two generators (checkpointed), so a
         # resumed trial continues exactly; evaluation draws from its own fixed-seed generators.
-        self.data_gen = streams.stream(cfg["seed"], streams.DATA)
-        self.noise_gen = streams.stream(cfg["seed"], streams.NOISE, self.device)
+        self.data_gen = streams.stream(cfg[names.SEED], streams.DATA)
+        self.noise_gen = streams.stream(cfg[names.SEED], streams.NOISE, self.device)
         self.step = 0
         self.omega_union = [math.inf, -math.inf]
         self.lipschitz_k = self.regularizer.lipschitz_k(self.D)
@@ -69,7 +70,7 @@ class GANTrial(CapturedSteps):
         self.evaluator = Evaluator(cfg, self.device, self.data)
         #: fid_init, fid_floor (image trials, from step 0 on; part of the state)
         self.fid_scale: dict[str, float] = {}
-        self.concat_d = cfg["d_norm"] == "none"  # one D forward for real+fake unless BN
+        self.concat_d = cfg[names.D_NORM] == "none"  # one D forward for real+fake unless BN
         if (self.step_mode != "eager" and self.device.type != "cpu" and self.data is not None
                 and self.data.in_memory):
             self.data.to(self.device)  # resident: batches gathered on the device (evaluator too)
@@ -84,15 +85,16 @@ class GANTrial(CapturedSteps):
     def _build_data(self) -> None:
         """The training images (None for the toys) and the shape of one sample."""
         cfg = self.cfg
-        self.toy = cfg["dataset"] in data_lib.TOY_DATASETS
+        self.toy = cfg[names.DATASET] in data_lib.TOY_DATASETS
         if self.toy:
-            self.channels, self.sample_shape = 0, (data_lib.channels(cfg["dataset"]),)
+            self.channels, self.sample_shape = 0, (data_lib.channels(cfg[names.DATASET]),)
             self.data = None
         else:
-            self.channels = data_lib.channels(cfg["dataset"])
-            self.sample_shape = (self.channels, cfg["resolution"], cfg["resolution"])
+            self.channels = data_lib.channels(cfg[names.DATASET])
+            self.sample_shape = (self.channels, cfg[names.RESOLUTION], cfg[names.RESOLUTION])
             self.data = data_lib.load_images(
-                cfg["dataset"], cfg["data_root"], cfg["resolution"], "train", cfg["download"]
+                cfg[names.DATASET], cfg[names.DATA_ROOT], cfg[names.RESOLUTION], "train",
+                cfg[names.DOWNLOAD],
             )
 
     def _build_nets(self) -> None:
@@ -103,58 +105,59 @@ class GANTrial(CapturedSteps):
         self._g_init_rng = torch.get_rng_state()  # rebuilds the untrained G (initial_generator)
         self.G = self._new_generator().to(self.device)
         D = build_discriminator(
-            cfg["arch"], channels=self.channels or self.sample_shape[0], width=cfg["width"],
-            d_bias=cfg["d_bias"], d_norm=cfg["d_norm"],
+            cfg[names.ARCH], channels=self.channels or self.sample_shape[0], width=cfg[names.WIDTH],
+            d_bias=cfg[names.D_BIAS], d_norm=cfg[names.D_NORM],
         )
-        self.regularizer = get_regularizer(cfg["regularizer"], **self._regularizer_params())
+        self.regularizer = get_regularizer(cfg[names.REGULARIZER], **self._regularizer_params())
         self.D = self.regularizer.apply(D).to(self.device)
         self.n_d_layers = len(d_weight_layers(D))
-        self.loss = get_loss(cfg["loss"], alpha=cfg["alpha"])
-        opt_extra = {k: cfg[k] for k in ("beta1", "beta2", "rmsprop_decay") if k in cfg}
-        self.opt_d = build_optimizer(cfg["optimizer"], self.D.parameters(), lr=cfg["lr_d"],
-                                     eps=cfg["eps"], **opt_extra)
-        self.opt_g = build_optimizer(cfg["optimizer"], self.G.parameters(), lr=cfg["lr_g"],
-                                     eps=cfg["eps"], **opt_extra)
+        self.loss = get_loss(cfg[names.LOSS], alpha=cfg[names.ALPHA])
+        opt_extra = {k: cfg[k] for k in (names.BETA1, names.BETA2, names.RMSPROP_DECAY) if k in cfg}
+        self.opt_d = build_optimizer(cfg[names.OPTIMIZER], self.D.parameters(), lr=cfg[names.LR_D],
+                                     eps=cfg[names.EPS], **opt_extra)
+        self.opt_g = build_optimizer(cfg[names.OPTIMIZER], self.G.parameters(), lr=cfg[names.LR_G],
+                                     eps=cfg[names.EPS], **opt_extra)
 
     def _new_generator(self) -> torch.nn.Module:
         cfg = self.cfg
-        return build_generator(cfg["arch"], z_dim=cfg["z_dim"],
-                               channels=self.channels or self.sample_shape[0], width=cfg["width"])
+        return build_generator(cfg[names.ARCH], z_dim=cfg[names.Z_DIM],
+                               channels=self.channels or self.sample_shape[0],
+                               width=cfg[names.WIDTH])
 
     def _regularizer_params(self) -> dict[str, Any]:
-        fields = REGULARIZERS[self.cfg["regularizer"]].Params.model_fields
+        fields = REGULARIZERS[self.cfg[names.REGULARIZER]].Params.model_fields
         return {k: self.cfg[k] for k in fields if k in self.cfg}
 
     @property
     def params(self) -> dict[str, Any]:
         """Derived facts about the trial worth recording beside its config."""
         return {
-            "lipschitz_k": self.lipschitz_k,
-            "n_d_layers": self.n_d_layers,
-            "omega_bound": self.omega_bound,
+            names.LIPSCHITZ_K: self.lipschitz_k,
+            names.N_D_LAYERS: self.n_d_layers,
+            names.OMEGA_BOUND: self.omega_bound,
             "device_type": self.device.type,
-            "g_params": sum(p.numel() for p in self.G.parameters()),
-            "d_params": sum(p.numel() for p in self.D.parameters()),
+            names.G_PARAMS: sum(p.numel() for p in self.G.parameters()),
+            names.D_PARAMS: sum(p.numel() for p in self.D.parameters()),
         }
 
     # ----------------------------------------------------------------------------- training
     def _draw_indices(self) -> torch.Tensor:
         """The real batch's indices from the trial's CPU ``data_gen``, sent (without waiting) to
         where the image store lives."""
-        idx = torch.randint(len(self.data), (self.cfg["batch_size"],), generator=self.data_gen)
+        idx = torch.randint(len(self.data), (self.cfg[names.BATCH_SIZE],), generator=self.data_gen)
         if self.data.device.type != "cpu":
             idx = idx.to(self.data.device, non_blocking=True)  # H2D: the host does not wait
         return idx
 
     def _real_batch(self) -> torch.Tensor:
-        b = self.cfg["batch_size"]
+        b = self.cfg[names.BATCH_SIZE]
         if self.toy:
-            return data_lib.sample_toy(self.cfg["dataset"], b, self.data_gen).to(
+            return data_lib.sample_toy(self.cfg[names.DATASET], b, self.data_gen).to(
                 self.device, non_blocking=True)
         return self.data.batch(self._draw_indices()).to(self.device, non_blocking=True)
 
     def _noise(self, n: int) -> torch.Tensor:
-        return torch.randn(n, self.cfg["z_dim"], device=self.device, generator=self.noise_gen)
+        return torch.randn(n, self.cfg[names.Z_DIM], device=self.device, generator=self.noise_gen)
 
     def _d_outputs(self, real: torch.Tensor, fake: torch.Tensor):
         if self.concat_d:
@@ -190,12 +193,12 @@ class GANTrial(CapturedSteps):
         cfg = self.cfg
         generate, d_loss, g_loss, d_update, g_update = fns or (
             self._generate, self._d_loss, self._g_loss, self._d_update, self._g_update)
-        for k in range(cfg["n_dis"]):
+        for k in range(cfg[names.N_DIS]):
             real = real_of(k)
             fake = generate(z_of(k))
             f_real, f_fake, loss_d = d_loss(real, fake.detach())
             penalty, reg_metrics = self.regularizer.penalty(
-                self.D, real, fake.detach(), step=self.step, total_steps=cfg["iterations"]
+                self.D, real, fake.detach(), step=self.step, total_steps=cfg[names.ITERATIONS]
             )
             self.opt_d.zero_grad(set_to_none=True)
             (loss_d + penalty).backward()
@@ -207,15 +210,16 @@ class GANTrial(CapturedSteps):
         g_update()
         self.D.requires_grad_(True)
         return {"real": real, "fake": fake.detach(), "f_real": f_real.detach(),
-                "f_fake": f_fake.detach(), "f_gen": f_gen.detach(), "loss_d": loss_d.detach(),
-                "loss_g": loss_g.detach(), "penalty": penalty.detach(), "reg_metrics": reg_metrics}
+                "f_fake": f_fake.detach(), "f_gen": f_gen.detach(), names.LOSS_D: loss_d.detach(),
+                names.LOSS_G: loss_g.detach(), names.PENALTY: penalty.detach(),
+                "reg_metrics": reg_metrics}
 
     def train_step(self) -> dict[str, Any]:
         """One iteration: n_dis D updates, one G update. Returns detached tensors for stats.
 
         In ``eager`` mode the caller checks :meth:`divergence`; in the other modes the step
         flags it on the device and the caller reads :meth:`flagged_divergence` when it wants."""
-        b = self.cfg["batch_size"]
+        b = self.cfg[names.BATCH_SIZE]
         mode = self.step_mode
         if mode == "cuda_graph":
             return self._graph_step()
@@ -228,7 +232,7 @@ class GANTrial(CapturedSteps):
 
     def divergence(self, out: dict[str, Any]) -> str | None:
         """Reason string if this step's losses are not finite, else None (one device sync)."""
-        vals = torch.stack([out["loss_d"].float(), out["loss_g"].float(), out["penalty"].float()])
+        vals = torch.stack([out[k].float() for k in DIVERGENCE_VALUES])
         if bool(torch.isfinite(vals).all()):
             return None
         return divergence_reason(self.step, vals.tolist())
@@ -237,7 +241,7 @@ class GANTrial(CapturedSteps):
     def _flag(self, out: dict[str, Any], step: int | torch.Tensor) -> None:
         """Record on the device the first step whose losses are not finite and their values
         (``div_step`` −1: none yet). No host sync."""
-        vals = torch.stack([out["loss_d"].float(), out["loss_g"].float(), out["penalty"].float()])
+        vals = torch.stack([out[k].float() for k in DIVERGENCE_VALUES])
         new = ~torch.isfinite(vals).all() & (self.div_step < 0)
         self.div_step.copy_(torch.where(new, step, self.div_step))
         self.div_vals.copy_(torch.where(new, vals, self.div_vals))
@@ -267,13 +271,14 @@ class GANTrial(CapturedSteps):
     def record_stats(self, m: dict[str, float], *more: dict[str, float]) -> dict[str, float]:
         """This step's measured stats ``m`` completed as a record: the running union Ω∪ (kept by
         the trial) with Theorem 1's bound, then the ``more`` metrics (the regularizer's)."""
-        lo = min(m["omega_real_min"], m["omega_fake_min"])
-        hi = max(m["omega_real_max"], m["omega_fake_max"])
+        lo = min(m[names.OMEGA_REAL_MIN], m[names.OMEGA_FAKE_MIN])
+        hi = max(m[names.OMEGA_REAL_MAX], m[names.OMEGA_FAKE_MAX])
         self.omega_union = [min(self.omega_union[0], lo), max(self.omega_union[1], hi)]
-        m["omega_union_min"], m["omega_union_max"] = self.omega_union
+        m[names.OMEGA_UNION_MIN], m[names.OMEGA_UNION_MAX] = self.omega_union
         if self.omega_bound is not None:
-            m["omega_bound"] = self.omega_bound
-            m["omega_within_bound"] = float(self.omega_union[1] - self.omega_union[0] <= self.omega_bound)
+            m[names.OMEGA_BOUND] = self.omega_bound
+            m[names.OMEGA_WITHIN_BOUND] = float(
+                self.omega_union[1] - self.omega_union[0] <= self.omega_bound)
         for extra in more:
             m.update(extra)
         return m
@@ -365,7 +370,7 @@ class GANTrial(CapturedSteps):
             if "cuda_rng" in state and self.device.type == "cuda":
                 torch.cuda.set_rng_state(state["cuda_rng"].cpu(), self.device)
         else:
-            seed = self.cfg["seed"]
+            seed = self.cfg[names.SEED]
             self.noise_gen.manual_seed(streams.reseed_value(seed, streams.NOISE, self.step))
             if self.device.type == "cuda":
                 with torch.cuda.device(self.device):
