@@ -219,7 +219,7 @@ def summarize(results, spec, tracking: StudyTracking, study_dir: str, t0: float,
                                  if FID_EXTRACTOR in r.data.params})
     outcome.wall_s = time.time() - t0
     if not offline:
-        _mark_parent(client, tracking, outcome)
+        mark_parent(client, tracking, outcome)
     return outcome
 
 
@@ -227,7 +227,7 @@ TRIALS_TABLE = "trials.json"  # the parent run's table of trials (an MLflow tabl
 BEST_STATES = ("finished", "stopped early")  # a best FID is a whole run's, not a partial one's
 
 
-def _mark_parent(client, tracking: StudyTracking, outcome: StudyOutcome) -> None:
+def mark_parent(client, tracking: StudyTracking, outcome: StudyOutcome) -> None:
     """What the study's parent run says in the MLflow runs table, rewritten at the end of every
     execution and resume (it reflects the current state, not the last execution's share):
 

@@ -64,9 +64,9 @@ def study_store(tmp_path_factory):
                                       hq=result.metrics.get("hq_share")))
     from mlflow.tracking import MlflowClient
 
-    from study.summary import StudyOutcome, _mark_parent  # what `lipstudy run` ends with
+    from study.summary import StudyOutcome, mark_parent  # what `lipstudy run` ends with
 
-    _mark_parent(MlflowClient(uri), tracking,
+    mark_parent(MlflowClient(uri), tracking,
                  StudyOutcome(tracking, str(root / "study"), trials=summaries))
     return root / "mlflow.db", tracking.experiment_id, trials
 

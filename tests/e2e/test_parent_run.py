@@ -8,11 +8,9 @@ import json
 
 import pytest
 
-from study.summary import StudyOutcome, TrialSummary, _mark_parent
+from study.summary import StudyOutcome, TrialSummary, mark_parent
 from study.tracking import EXPERIMENT_KIND, ensure_experiment, start_study_run
-from trainables.names import EXPERIMENT_KIND_TAG, TRIAL_ID_TAG
-
-PARENT_TAG = "mlflow.parentRunId"
+from trainables.names import EXPERIMENT_KIND_TAG, PARENT_TAG, TRIAL_ID_TAG
 
 
 @pytest.fixture
@@ -74,7 +72,7 @@ def test_parent_run_says_best_fid_counts_and_trials_and_a_resume_rewrites_them(u
     c = _trial(client, tracking, "ls-sn-k1", {**base, "loss": "ls", "k_sn": 1.0}, "not started",
                None, None, run=False)
     first = StudyOutcome(tracking, str(tmp_path), trials=[a, b, c], interrupted_by="SIGTERM")
-    _mark_parent(client, tracking, first)
+    mark_parent(client, tracking, first)
 
     run = client.get_run(tracking.parent_run_id)
     tags = run.data.tags
@@ -97,7 +95,7 @@ def test_parent_run_says_best_fid_counts_and_trials_and_a_resume_rewrites_them(u
     # the resume: the interrupted trial finishes best, the last one runs; the table is replaced
     b.status, b.fid, b.step = "finished", 15.0, 100
     c2 = _trial(client, tracking, "ls-sn-k1", c.config, "finished", 30.0, 100)
-    _mark_parent(client, tracking, StudyOutcome(tracking, str(tmp_path), trials=[a, b, c2]))
+    mark_parent(client, tracking, StudyOutcome(tracking, str(tmp_path), trials=[a, b, c2]))
     run = client.get_run(tracking.parent_run_id)
     tags = run.data.tags
     assert run.info.status == "FINISHED" and tags["lipstudy.status"] == "finished"
@@ -123,7 +121,7 @@ def test_fids_of_different_datasets_or_extractors_are_never_one_best(uri, tmp_pa
         _trial(client, tracking, "toy", {"dataset": "ring8", "loss": "ns"}, "finished",
                0.5, 10, "data-space"),
     ]
-    _mark_parent(client, tracking, StudyOutcome(tracking, str(tmp_path), trials=trials))
+    mark_parent(client, tracking, StudyOutcome(tracking, str(tmp_path), trials=trials))
     run = client.get_run(tracking.parent_run_id)
     assert "best_fid" not in run.data.metrics
     assert run.data.metrics == {"best_fid_fashion_mnist_domain": 40.0,
@@ -140,7 +138,7 @@ def test_a_resumed_study_from_before_the_tag_gets_it(uri, tmp_path):
                                artifact_root=str(tmp_path / "mlruns"))
     client.delete_experiment_tag(tracking.experiment_id, EXPERIMENT_KIND_TAG)
     assert EXPERIMENT_KIND_TAG not in client.get_experiment(tracking.experiment_id).tags
-    _mark_parent(client, tracking, StudyOutcome(tracking, str(tmp_path), not_suggested=2))
+    mark_parent(client, tracking, StudyOutcome(tracking, str(tmp_path), not_suggested=2))
     assert client.get_experiment(tracking.experiment_id).tags[EXPERIMENT_KIND_TAG] \
         == EXPERIMENT_KIND
     rows = _table(client, tracking.parent_run_id)  # an Optuna study stopped before any trial

@@ -215,7 +215,8 @@ def test_scale_is_logged_once_at_step_0_across_a_restart(tmp_path):
     scale again: the logger's high-water mark drops the repeated step-0 entries."""
     from mlflow.tracking import MlflowClient
 
-    from trainables.mlflow_logger import TRIAL_ID_TAG, MlflowTrialLogger
+    from trainables.mlflow_logger import MlflowTrialLogger
+    from trainables.names import TRIAL_ID_TAG
     from trainables.ray_trainable import MlflowCallbacks
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
