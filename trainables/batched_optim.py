@@ -141,10 +141,7 @@ class StackedOptimizer:
         sqs = [st["square_avg"] for st in self.state]
         # square_avg.mul_(ρ).addcmul_(g, g, value=1 − ρ)
         torch._foreach_mul_(sqs, self._rho_b)
-        if isinstance(self._w_b, float):
-            torch._foreach_addcmul_(sqs, grads, grads, value=self._w_b)
-        else:
-            torch._foreach_addcmul_(sqs, torch._foreach_mul(grads, self._w_b), grads)
+        _add_weighted_squares(sqs, grads, self._w_b)
         avg = torch._foreach_sqrt(sqs)
         torch._foreach_add_(avg, self._eps_b)
         # param.addcdiv_(g, avg, value=−lr)
@@ -159,10 +156,7 @@ class StackedOptimizer:
         # exp_avg.lerp_(g, 1 − β₁); exp_avg_sq.mul_(β₂).addcmul_(g, g, value=1 − β₂)
         torch._foreach_lerp_(ms, grads, self._w1_b)
         torch._foreach_mul_(vs, self._b2_b)
-        if isinstance(self._w2_b, float):
-            torch._foreach_addcmul_(vs, grads, grads, value=self._w2_b)
-        else:
-            torch._foreach_addcmul_(vs, torch._foreach_mul(grads, self._w2_b), grads)
+        _add_weighted_squares(vs, grads, self._w2_b)
         # denom = (exp_avg_sq.sqrt() / √(1 − β₂ᵗ)).add_(ε); param.addcdiv_(m, denom, value=−ss)
         denom = torch._foreach_sqrt(vs)
         if self.capturable:
@@ -206,3 +200,13 @@ class StackedOptimizer:
             with torch.no_grad():
                 for k, v in st.items():
                     v[i].copy_(s[k].to(v.device))
+
+
+def _add_weighted_squares(acc: list[torch.Tensor], grads: list[torch.Tensor],
+                          w: float | list[torch.Tensor]) -> None:
+    """``acc += w·g²`` for every tensor (RMSprop's and Adam's second moment): ``w`` one float
+    shared by every member, or per-member weights broadcast over each tensor."""
+    if isinstance(w, float):
+        torch._foreach_addcmul_(acc, grads, grads, value=w)
+    else:
+        torch._foreach_addcmul_(acc, torch._foreach_mul(grads, w), grads)

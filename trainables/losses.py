@@ -238,12 +238,25 @@ class Hinge(Term):
 LOSSES: dict[str, type[DomainScaledLoss]] = {}
 
 
+def _term_method(term: str, centered: bool, doc: str) -> Callable[..., Tensor]:
+    """A per-sample method of :class:`DomainScaledLoss`: its ``term`` (``real_term``,
+    ``fake_term`` or ``gen_term``) at ``f`` under the loss's ``alpha``, scaled (Eq. 11) or
+    scaled and centred."""
+
+    def method(self: "DomainScaledLoss", f: Tensor) -> Tensor:
+        t: Term = getattr(self, term)
+        return (t.scaled_centered if centered else t.scaled)(_as_float(f), self.alpha)
+
+    method.__doc__ = doc
+    return method
+
+
 class DomainScaledLoss:
     """A GAN loss (three :class:`Term` s) with domain scaling ``L_a(w) = L(a*w)/a`` (Eq. 11).
 
     Subclasses are registered with :func:`register_loss` and set the class attributes
-    ``real_term``, ``fake_term``, ``gen_term`` and ``psi_term`` (``'real'`` or ``'fake'``: the D term
-    on which Fig. 1b computes Psi). All methods take a float tensor of D outputs of any shape on
+    ``real_term``, ``fake_term``, ``gen_term`` and ``psi_term`` (``'real'``, the default, or
+    ``'fake'``: the D term on which Fig. 1b computes Psi). All methods take a float tensor of D outputs of any shape on
     any device and return per-sample terms of the same shape; their means are Table 1's losses::
 
         loss_D = loss.d_real(f_real).mean() + loss.d_fake(f_fake).mean()
@@ -259,31 +272,15 @@ class DomainScaledLoss:
     def __init__(self, alpha: float = 1.0):
         self.alpha = _check_alpha(alpha)
 
-    # -- per-sample terms l(a f)/a --------------------------------------------------------
-    def d_real(self, f: Tensor) -> Tensor:
-        """Discriminator real term ``l_r(a f)/a``."""
-        return self.real_term.scaled(_as_float(f), self.alpha)
-
-    def d_fake(self, f: Tensor) -> Tensor:
-        """Discriminator fake term ``l_f(a f)/a``."""
-        return self.fake_term.scaled(_as_float(f), self.alpha)
-
-    def g(self, f: Tensor) -> Tensor:
-        """Generator term ``l_g(a f)/a`` (f = D output on generated samples)."""
-        return self.gen_term.scaled(_as_float(f), self.alpha)
-
-    # -- centred terms (l(a f) - l(0))/a, same gradient, stable for tiny a -----------------
-    def d_real_centered(self, f: Tensor) -> Tensor:
-        """``(l_r(a f) - l_r(0))/a``."""
-        return self.real_term.scaled_centered(_as_float(f), self.alpha)
-
-    def d_fake_centered(self, f: Tensor) -> Tensor:
-        """``(l_f(a f) - l_f(0))/a``."""
-        return self.fake_term.scaled_centered(_as_float(f), self.alpha)
-
-    def g_centered(self, f: Tensor) -> Tensor:
-        """``(l_g(a f) - l_g(0))/a``."""
-        return self.gen_term.scaled_centered(_as_float(f), self.alpha)
+    # -- per-sample terms l(a f)/a, and centred terms (l(a f) - l(0))/a: the same gradient,
+    # stable for tiny a
+    d_real = _term_method("real_term", False, "Discriminator real term ``l_r(a f)/a``.")
+    d_fake = _term_method("fake_term", False, "Discriminator fake term ``l_f(a f)/a``.")
+    g = _term_method("gen_term", False,
+                     "Generator term ``l_g(a f)/a`` (f = D output on generated samples).")
+    d_real_centered = _term_method("real_term", True, "``(l_r(a f) - l_r(0))/a``.")
+    d_fake_centered = _term_method("fake_term", True, "``(l_f(a f) - l_f(0))/a``.")
+    g_centered = _term_method("gen_term", True, "``(l_g(a f) - l_g(0))/a``.")
 
     # -- Psi (Eq. 9) -----------------------------------------------------------------------
     def psi_at(self, omega: Tensor) -> Tensor:
@@ -362,10 +359,7 @@ class NonSaturatingLoss(DomainScaledLoss):
     real term ``-log sigmoid(t)``.
     """
 
-    real_term = Softplus(-1)
-    fake_term = Softplus(+1)
-    gen_term = Softplus(-1)
-    psi_term = "real"
+    real_term, fake_term, gen_term = Softplus(-1), Softplus(+1), Softplus(-1)
 
 
 @register_loss("mm")
@@ -375,10 +369,7 @@ class MinimaxLoss(DomainScaledLoss):
     l_g = -softplus(t) (saturates where D rejects fakes). Psi on the real term (choice).
     """
 
-    real_term = Softplus(-1)
-    fake_term = Softplus(+1)
-    gen_term = Softplus(+1, weight=-1)
-    psi_term = "real"
+    real_term, fake_term, gen_term = Softplus(-1), Softplus(+1), Softplus(+1, weight=-1)
 
 
 @register_loss("ls")
@@ -389,9 +380,7 @@ class LeastSquaresLoss(DomainScaledLoss):
     Note l_f'(0) = 0: under strong domain scaling (Eq. 13) the fake term gives no gradient.
     """
 
-    real_term = Square(-1.0)
-    fake_term = Square(0.0)
-    gen_term = Square(-1.0)
+    real_term, fake_term, gen_term = Square(-1.0), Square(0.0), Square(-1.0)
     psi_term = "fake"
 
 
@@ -403,10 +392,7 @@ class ZeroCenteredLeastSquaresLoss(DomainScaledLoss):
     Psi on the real term (choice). Note l_g'(0) = 0, so the generator gradient vanishes as a -> 0.
     """
 
-    real_term = Square(-1.0)
-    fake_term = Square(+1.0)
-    gen_term = Square(0.0)
-    psi_term = "real"
+    real_term, fake_term, gen_term = Square(-1.0), Square(+1.0), Square(0.0)
 
 
 @register_loss("wgan")
@@ -417,10 +403,7 @@ class WassersteinLoss(DomainScaledLoss):
     constant 1.
     """
 
-    real_term = Linear(+1.0)
-    fake_term = Linear(-1.0)
-    gen_term = Linear(+1.0)
-    psi_term = "real"
+    real_term, fake_term, gen_term = Linear(+1.0), Linear(-1.0), Linear(+1.0)
 
 
 @register_loss("cos")
@@ -430,10 +413,7 @@ class CosLoss(DomainScaledLoss):
     Psi on the real term (choice).
     """
 
-    real_term = NegCos(-1.0)
-    fake_term = NegCos(+1.0)
-    gen_term = NegCos(-1.0)
-    psi_term = "real"
+    real_term, fake_term, gen_term = NegCos(-1.0), NegCos(+1.0), NegCos(-1.0)
 
 
 @register_loss("exp")
@@ -444,10 +424,7 @@ class ExpLoss(DomainScaledLoss):
     Psi on the real term (choice).
     """
 
-    real_term = Exp(+1.0)
-    fake_term = Exp(-1.0)
-    gen_term = Exp(+1.0)
-    psi_term = "real"
+    real_term, fake_term, gen_term = Exp(+1.0), Exp(-1.0), Exp(+1.0)
 
 
 @register_loss("hinge")
@@ -458,10 +435,7 @@ class HingeLoss(DomainScaledLoss):
     Psi on the real term (choice).
     """
 
-    real_term = Hinge(-1.0)
-    fake_term = Hinge(+1.0)
-    gen_term = Linear(-1.0)
-    psi_term = "real"
+    real_term, fake_term, gen_term = Hinge(-1.0), Hinge(+1.0), Linear(-1.0)
 
 
 @register_loss("softhinge")
@@ -472,7 +446,4 @@ class SoftHingeLoss(DomainScaledLoss):
     Psi on the real term (choice).
     """
 
-    real_term = Softplus(-1, shift=1.0)
-    fake_term = Softplus(+1, shift=1.0)
-    gen_term = Linear(-1.0)
-    psi_term = "real"
+    real_term, fake_term, gen_term = Softplus(-1, shift=1.0), Softplus(+1, shift=1.0), Linear(-1.0)
