@@ -17,9 +17,7 @@ from pathlib import Path
 from tests.test_import_cycles import PACKAGES, ROOT, project_modules
 
 #: ``file: imported name`` crossings not removed yet (their owners are reshaping the files).
-NOT_YET: frozenset[str] = frozenset({
-    "trainables/regularizers.py: trainables.spectral_norm._Scale",
-})
+NOT_YET: frozenset[str] = frozenset()
 
 
 def _private(name: str) -> bool:

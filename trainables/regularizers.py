@@ -61,7 +61,7 @@ from trainables.regularizer_base import (  # noqa: F401 - the interface is impor
     REGULARIZERS, PackForm, Regularizer, RegularizerParams, f32, get_regularizer, has_bn,
     keys_by_regularizer, per_sample_norm, positive_finite, register_regularizer, to_floats,
 )
-from trainables.spectral_norm import _Scale, SpectralNorm, sn_layers  # noqa: F401
+from trainables.spectral_norm import SpectralNorm, sn_layers  # noqa: F401
 
 __all__ = [
     "REGULARIZERS",

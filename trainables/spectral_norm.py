@@ -1,7 +1,7 @@
 """Spectral normalization scaled by k_SN (Eq. 1 of the Lipschitz paper): the ``sn`` regularizer,
-in its single-trial form (torch's ``spectral_norm`` parametrization followed by :class:`_Scale`)
+in its single-trial form (torch's ``spectral_norm`` parametrization followed by :class:`KScale`)
 and its batched form for a pack (:class:`BatchedSpectralNorm`, reached through the layer's
-:class:`_Scale`: ``trainables.batched_net.BatchedNet`` asks it for the batched weight).
+:class:`KScale`: ``trainables.batched_net.BatchedNet`` asks it for the batched weight).
 
 The batched form is torch's parametrization op for op, over a leading member axis: one power
 iteration per train-mode forward (u ← normalize(W v), v ← normalize(Wᵀ u), in place, no grad),
@@ -34,7 +34,7 @@ from trainables.stats import spectral_norms
 __all__ = ["BatchedSpectralNorm", "SpectralNorm", "sn_layers"]
 
 
-class _Scale(nn.Module):
+class KScale(nn.Module):
     """Parametrization W ↦ k·W, chained after torch's spectral norm: W̄ = k·W/σ(W) (Eq. 1).
 
     ``k`` is a plain attribute, not a buffer: it is configuration, so it stays out of the
@@ -66,7 +66,7 @@ def sn_layers(D: nn.Module) -> list[nn.Module]:
     out = []
     for m in d_weight_layers(D):
         if parametrize.is_parametrized(m, "weight") and isinstance(
-                m.parametrizations.weight[-1], _Scale):
+                m.parametrizations.weight[-1], KScale):
             out.append(m)
     return out
 
@@ -124,7 +124,7 @@ class SpectralNorm(Regularizer):
             raise ValueError("regularizer 'sn': D is already parametrized (applied twice?)")
         for m in layers:
             spectral_norm(m, name="weight", n_power_iterations=1)
-            parametrize.register_parametrization(m, "weight", _Scale(self.params.k_sn))
+            parametrize.register_parametrization(m, "weight", KScale(self.params.k_sn))
         return D
 
     def n_layers(self, D: nn.Module) -> int:

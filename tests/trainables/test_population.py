@@ -332,7 +332,7 @@ def test_sn_weight_and_gradient_are_torch_spectral_norm_bit_for_bit(dtype):
     from torch.nn.utils.parametrizations import spectral_norm
 
     from trainables.batched_net import BatchedNet
-    from trainables.regularizers import _Scale
+    from trainables.spectral_norm import KScale
 
     torch.manual_seed(0)
     ks = [1.0, 5.0, 0.5]
@@ -342,7 +342,7 @@ def test_sn_weight_and_gradient_are_torch_spectral_norm_bit_for_bit(dtype):
                             nn.LeakyReLU(0.2), nn.Linear(128, 1)).to(dtype)
         for m in (net[0], net[1], net[2], net[4]):
             spectral_norm(m)
-            parametrize.register_parametrization(m, "weight", _Scale(k))
+            parametrize.register_parametrization(m, "weight", KScale(k))
         nets.append(net)
 
     class D(nn.Module):
