@@ -75,8 +75,6 @@ def spelt_names(path: Path, known: frozenset[str]) -> Counter:
 #: Files not moved to the ``names`` constants yet (their owners are reshaping them): the names
 #: still spelt there and how often. Remove an entry when its file moves; never add one.
 NOT_YET: dict[str, dict[str, int]] = {
-    "trainables/plots.py": {"omega_union_max": 1, "omega_union_min": 1, "width": 1},
-    "trainables/toy_quality.py": {"fid": 1},
 }
 
 

@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 
 import matplotlib
 
+from trainables.names import OMEGA_UNION_MAX, OMEGA_UNION_MIN
+
 matplotlib.use("Agg", force=False)
 
 
@@ -36,8 +38,8 @@ def omega_interval_figure(history: Mapping[str, Sequence[tuple[int, float]]], *,
                             label=f"Ω {side}: [min f, max f]")
             ax.plot(s_lo, lo, color=color, lw=0.8)
             ax.plot(s_hi, hi, color=color, lw=0.8)
-    s_ulo, ulo = series("omega_union_min")
-    s_uhi, uhi = series("omega_union_max")
+    s_ulo, ulo = series(OMEGA_UNION_MIN)
+    s_uhi, uhi = series(OMEGA_UNION_MAX)
     if s_ulo and s_ulo == s_uhi:
         ax.plot(s_ulo, ulo, "k--", lw=1, label="Ω∪ (running union)")
         ax.plot(s_uhi, uhi, "k--", lw=1)
@@ -50,7 +52,7 @@ def omega_interval_figure(history: Mapping[str, Sequence[tuple[int, float]]], *,
     ax.legend(loc="best", fontsize=8)
     ax.grid(alpha=0.3)
     ax_w.set_xlabel("iteration")
-    ax_w.set_ylabel("width")
+    ax_w.set_ylabel("width of Ω")
     if ax_w.lines:
         ymax = max(max(line.get_ydata()) for line in ax_w.lines)
         if ymax > 0 and bound is not None and math.isfinite(bound) and bound > 100 * max(

@@ -29,6 +29,8 @@ import math
 
 import numpy as np
 
+from trainables.names import FID
+
 #: The metric name a toy trial logs and a toy search optimises.
 TOY_QUALITY = "toy_quality"
 #: Share of real toy samples within 3σ of their mode (2-D isotropic Gaussian in the mixture's
@@ -59,7 +61,7 @@ def diverged_values(dataset: str) -> dict[str, float]:
     trial: ``fid`` = inf and, for a 2-D toy, ``toy_quality`` = 0."""
     from trainables.toys import TOY_DATASETS
 
-    out = {"fid": math.inf}
+    out = {FID: math.inf}
     if dataset in TOY_DATASETS:
         out[TOY_QUALITY] = TOY_QUALITY_WORST
     return out
