@@ -256,7 +256,7 @@ class CodeVersionError(ValueError):
 
 def code_versions(frame: pd.DataFrame) -> pd.Series:
     """The code version of every row of our own runs (``origin`` "run"): the
-    ``lipstudy.code_version`` tag (``trainables.provenance``), "unknown" for runs without it
+    ``lipstudy.code_version`` tag (``trainables.tracking.provenance``), "unknown" for runs without it
     (made before the tag existed; e.g. a CSV of such runs)."""
     mine = frame["origin"].fillna("run") == "run" if "origin" in frame.columns else \
         pd.Series(True, index=frame.index)

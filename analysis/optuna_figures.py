@@ -190,7 +190,7 @@ def report_section(doc, frame: pd.DataFrame, fig_dir: Path) -> None:
     """The report's "Optuna search" section (``analysis.report``'s document): per study, the
     objective and its direction, the best trial's parameters, the figures or one line each."""
     from analysis.figures import save
-    from trainables.toy_quality import describe_objective
+    from trainables.metrics.toy_quality import describe_objective
 
     summaries = summaries_for(frame)
     if not summaries:

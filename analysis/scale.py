@@ -40,14 +40,14 @@ from trainables.names import (DATASET, DIVERGED, FID, FID_EXTRACTOR, FID_FINAL, 
                               FID_QUALITY_FINAL, FID_SAMPLES, HQ_SHARE, HQ_SHARE_FINAL,
                               MODES_COVERED, MODES_COVERED_FINAL)
 # HQ_REAL (share of real toy samples within 3σ of their mode) and the toys' quality: one
-# definition, the one toy trials log and toy searches optimise (trainables.toy_quality)
-from trainables.toy_quality import HQ_REAL, toy_quality  # noqa: F401
+# definition, the one toy trials log and toy searches optimise (trainables.metrics.toy_quality)
+from trainables.metrics.toy_quality import HQ_REAL, toy_quality  # noqa: F401
 
 #: quality < Q_LEARNED is broken, ≥ is learned (module docstring; chosen a priori).
 Q_LEARNED = 0.3
 #: The paper's "FID ≥ 100 is broken" (Lipschitz paper Sec. 2.1), for Inception rows without a scale.
 FID_CAP_INCEPTION = 100.0
-#: Number of modes of the toys (trainables.toys: ring8 = 8 Gaussians on a circle, grid25 = 5×5,
+#: Number of modes of the toys (trainables.data.toys: ring8 = 8 Gaussians on a circle, grid25 = 5×5,
 #: roth7 = Roth et al.'s 7 Gaussians on the unit circle, roth7_3d = the same embedded in 3-D).
 TOY_MODES = {"ring8": 8, "grid25": 25, "roth7": 7, "roth7_3d": 7}
 

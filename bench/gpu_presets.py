@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from trainables import data as data_lib
+from trainables.data import datasets as data_lib
 from trainables.config import validate_trial
 
 PRESETS = ("lipschitz-table2", "lipschitz-table5a", "lipschitz-table5b", "lipschitz-degenerate")

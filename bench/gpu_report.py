@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 import bench_rows as rows_lib
-from trainables import data as data_lib
+from trainables.data import datasets as data_lib
 
 
 def gpu_model(device: torch.device) -> str | None:

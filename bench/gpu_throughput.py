@@ -11,7 +11,7 @@ block at ``--width``; 1 = the paper's Appendix B table b), on MNIST when it is o
 embedded ``fashion_mnist_mini`` (same shapes); then its CelebA block (dcgan64, 64×64) on CelebA
 when on disk, else on a synthetic folder of ``--folder-images`` CelebA-sized JPEGs
 (``bench/jpeg_folder.py``; 20,000 by default) read as ``folder:<path>``. Either way the images
-come through the trial's own data path (``GANTrial`` → ``trainables.data.load_images``), so the
+come through the trial's own data path (``GANTrial`` → ``trainables.data.datasets.load_images``), so the
 timing includes what the real input pipeline costs; the output says which data ran.
 
 Rows, per config (members: the Table 2 grid's (loss, k_SN) points interleaved, ``table2_block``):
@@ -21,7 +21,7 @@ Rows, per config (members: the Table 2 grid's (loss, k_SN) points interleaved, `
   process (as Ray runs them), timed together from a common start; ms per trial-iteration =
   wall time / (N × iterations).
 * ``single <mode>`` for each step mode (``trainables.train``), one trial alone (for
-  information), and ``population P <mode>`` (``trainables.population.Population``) for each P in
+  information), and ``population P <mode>`` (``trainables.pack.population.Population``) for each P in
   ``--populations``. Modes run in the order eager, sync_free, cuda_graph, compiled (compilation
   is the slowest to set up, so a spent time budget cuts it first).
 
@@ -56,7 +56,7 @@ import torch  # noqa: E402
 import bench_rows as rows_lib  # noqa: E402
 from bench_rows import Result, Row, run_row  # noqa: E402
 from gpu_report import FIGURES_NAME, summary, write_figures, write_markdown  # noqa: E402
-from trainables import data as data_lib  # noqa: E402
+from trainables.data import datasets as data_lib  # noqa: E402
 from trainables.config import validate_trial  # noqa: E402
 from trainables.train import GANTrial, resolve_device, resolve_step_mode  # noqa: E402
 
@@ -178,7 +178,7 @@ def single(cfg: dict, mode: str, device: torch.device, args) -> tuple[float, str
 
 
 def population(configs: list[dict], mode: str, device: torch.device, args) -> tuple[float, str]:
-    from trainables.population import Population
+    from trainables.pack.population import Population
 
     try:
         pop = Population([dict(c, step_mode=mode) for c in configs], device)

@@ -8,7 +8,7 @@ Makes ``--n`` synthetic CelebA-like JPEGs (178×218, smooth colour fields with a
 ellipses and mild noise, quality 95) in a temporary folder (``--dir`` to keep or reuse one),
 then serves it as ``folder:<dir>`` at 64×64 (center crop 178×178, bilinear antialiased resize:
 CelebA's semantics). The cache goes to a fresh temporary ``$LIPSTUDY_IMAGE_CACHE`` (never a
-user's cache). Times the cache build through ``trainables.data.load_images`` (a cold load: every
+user's cache). Times the cache build through ``trainables.data.datasets.load_images`` (a cold load: every
 train-split image decoded once, with its progress bar) and a second load (mapped, nothing
 decoded).
 
@@ -47,10 +47,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from trainables import data as data_lib  # noqa: E402
-from trainables import data_sources  # noqa: E402
+from trainables.data import datasets as data_lib  # noqa: E402
+from trainables.data import sources as data_sources  # noqa: E402
 from trainables.config import validate_trial  # noqa: E402
-from trainables.imagesets import LazyImageSet, TensorImageSet  # noqa: E402
+from trainables.data.imagesets import LazyImageSet, TensorImageSet  # noqa: E402
 from trainables.train import GANTrial  # noqa: E402
 
 W, H = 178, 218  # CelebA's aligned images

@@ -1,7 +1,7 @@
 """A synthetic CelebA-like image folder for benchmarks: ``n`` JPEGs of CelebA's aligned size
 (178×218, RGB), each a smooth random colour field with mild noise, so a file is about the size of
 a CelebA JPEG and costs about as much to decode. Used through the trial's own
-``folder:<path>`` dataset (``trainables.data``), never read here.
+``folder:<path>`` dataset (``trainables.data.datasets``), never read here.
 
     python bench/jpeg_folder.py /tmp/jpegs 22000     # makes /tmp/jpegs/22000x178x218/
 

@@ -44,7 +44,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     import trainables
     from trainables.config import validate_trial
-    from trainables.population import Population
+    from trainables.pack.population import Population
 
     if args.arch == "dcgan32":
         base = dict(dataset="fashion_mnist_mini", arch="dcgan32", width=args.width,

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from trainables.config import validate_trial  # noqa: E402
-from trainables.population import train_population  # noqa: E402
+from trainables.pack.population import train_population  # noqa: E402
 from trainables.train import train  # noqa: E402
 
 LOSSES = ("ns", "ls", "wgan", "hinge", "ls0", "softhinge", "mm", "cos")

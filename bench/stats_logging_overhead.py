@@ -47,8 +47,8 @@ def main() -> None:
     from mlflow.tracking import MlflowClient
 
     from trainables.config import validate_trial
-    from trainables.mlflow_logger import MlflowTrialLogger
-    from trainables.stats import domain_stats, input_grad_norms
+    from trainables.tracking.mlflow_logger import MlflowTrialLogger
+    from trainables.metrics.stats import domain_stats, input_grad_norms
     from trainables.train import GANTrial
 
     cfg = validate_trial(dict(dataset="fashion_mnist_mini", arch="dcgan32", width=args.width,

@@ -291,7 +291,7 @@ def drive(url: str, *, writers: int = 32, batches: int = 100, metrics: int = 50,
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
 
-    from trainables.mlflow_logger import TRIAL_ID_TAG, MlflowTrialLogger
+    from trainables.tracking.mlflow_logger import TRIAL_ID_TAG, MlflowTrialLogger
 
     # all writers share this process's HTTP session: let it keep a connection per writer (32
     # trials on a cluster are separate processes; urllib3's default 10 only adds warnings here)
@@ -499,7 +499,7 @@ def main() -> None:
     if args.http_retries is not None:
         os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(args.http_retries)
 
-    from trainables.mlflow_logger import RetryPolicy
+    from trainables.tracking.mlflow_logger import RetryPolicy
 
     # SIGTERM/SIGHUP end the run through the finally blocks: the server and PostgreSQL stop too
     for sig in (signal.SIGTERM, signal.SIGHUP):

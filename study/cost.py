@@ -48,7 +48,7 @@ def _fwd_flops(arch: str, channels: int, width: float, batch: int) -> tuple[floa
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from trainables.models import build_discriminator, build_generator
+    from trainables.nets.models import build_discriminator, build_generator
 
     g = build_generator(arch, channels=channels, width=width)
     d = build_discriminator(arch, channels=channels, width=width)
@@ -170,7 +170,7 @@ def measured_shape(cfg: dict[str, Any], figures: dict[str, Any] | None) -> dict[
     """The measured shape a config shares (arch, channels, width, batch size), or None."""
     if not figures:
         return None
-    from trainables.data import channels
+    from trainables.data.datasets import channels
 
     key = (cfg[ARCH], channels(cfg[DATASET]), float(cfg[WIDTH]), int(cfg[BATCH_SIZE]))
     for shape in figures["shapes"]:
@@ -185,7 +185,7 @@ def trial_seconds(cfg: dict[str, Any], figures: dict[str, Any] | None = None,
     """GPU seconds of one complete trial config (``validate_trial`` output): measured when
     ``figures`` hold its shape and were measured on ``gpu_model`` (:func:`figures_for_model`; see
     the module docstring), else modelled."""
-    from trainables.data import channels
+    from trainables.data.datasets import channels
 
     ch = channels(cfg[DATASET])
     flops = _step_flops(cfg[ARCH], ch, float(cfg[WIDTH]), int(cfg[BATCH_SIZE]),

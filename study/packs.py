@@ -2,7 +2,7 @@
 trials and MLflow runs a study makes.
 
 With ``population: P`` > 1 a grid study's configurations sharing shape keys are packed into
-trials of at most P members (``trainables.population.pack_configs``); a searched study asks
+trials of at most P members (``trainables.pack.population.pack_configs``); a searched study asks
 ⌊P / n_seeds⌋ configurations per pack, each with every seed (``study.search.configs_per_pack``).
 Regularizers the population cannot batch run one configuration per trial.
 """
@@ -22,7 +22,7 @@ def study_packs(spec: StudySpec) -> list[list[dict[str, Any]]]:
     most ``spec.population`` members sharing shape keys; regularizers the population cannot
     batch run one config per trial)."""
     from trainables.config import validate_trial
-    from trainables.population import pack_configs
+    from trainables.pack.population import pack_configs
 
     configs = check_study(spec)
     full = [validate_trial(c, check_data=False) for c in configs]
@@ -34,7 +34,7 @@ def population_notes(spec: StudySpec) -> list[str]:
     study that packs, one line on what a pack holds."""
     if spec.population <= 1:
         return []
-    from trainables.population import unsupported_reason
+    from trainables.pack.population import unsupported_reason
 
     if spec.search != "grid":
         k = configs_per_pack(spec)

@@ -95,7 +95,7 @@ class ProgressPrinter(Callback):
         self._count(trials)
         self.completed.add(trial.trial_id)
         res = trial.last_result or {}
-        if res.get("crashed"):  # a deterministic error (trainables.ray_trainable.end_attempt)
+        if res.get("crashed"):  # a deterministic error (trainables.ray.trainable.end_attempt)
             self._line(f"{trial} CRASHED, not retried (the same error would recur; the cause is "
                        "in the table below and on its MLflow run)", trials)
         elif res.get(DIVERGED):

@@ -181,7 +181,7 @@ class StudySpec(BaseModel):
         if v <= 1 or info.data.get("search", "grid") == "grid":
             return v
         from trainables.config import BaseTrial
-        from trainables.packing import MEMBER_KEYS, POPULATION_REGULARIZERS
+        from trainables.pack.packing import MEMBER_KEYS, POPULATION_REGULARIZERS
 
         space = info.data.get("space") or {}
         fixed = info.data.get("fixed") or {}

@@ -14,7 +14,7 @@
   with every seed in that pack; each configuration's Optuna trial is told the mean final FID of its
   seeds (inf when any diverged), as ``Repeater`` tells a one-config study.
 * ``objective``: what a search optimises. Image datasets: the final ``fid``, minimised. 2-D toys:
-  ``toy_quality`` (``trainables.toy_quality``: modes covered × high-quality share, in [0, 1]),
+  ``toy_quality`` (``trainables.metrics.toy_quality``: modes covered × high-quality share, in [0, 1]),
   maximised — the toys' data-space Fréchet distance compares two moments only and ranks a
   generator with 2 of 8 modes and no sample near a mode best. The parent run says which
   (tag ``lipstudy.objective``); a diverged trial reports the objective's worst value.
@@ -48,8 +48,8 @@ def study_datasets(spec: StudySpec) -> list[str]:
 def objective(spec: StudySpec) -> tuple[str, str]:
     """(metric, mode) a study's searcher and scheduler optimise: ``toy_quality``/max when every
     dataset of the study is a 2-D toy, else ``fid``/min (see the module docstring)."""
-    from trainables.data import is_toy
-    from trainables.toy_quality import TOY_QUALITY
+    from trainables.data.datasets import is_toy
+    from trainables.metrics.toy_quality import TOY_QUALITY
 
     if all(is_toy(d) for d in study_datasets(spec)):
         return TOY_QUALITY, "max"
@@ -58,7 +58,7 @@ def objective(spec: StudySpec) -> tuple[str, str]:
 
 def objective_text(spec: StudySpec) -> str:
     """One line naming what a search optimises (the parent run's ``lipstudy.objective`` tag)."""
-    from trainables.toy_quality import describe_objective
+    from trainables.metrics.toy_quality import describe_objective
 
     return describe_objective(objective(spec)[0])
 
@@ -210,7 +210,7 @@ def configs_per_pack(spec: StudySpec) -> int:
     (a pack runs every seed of its configurations), or 0 when the study does not pack (a grid,
     ``population: 1``, or a fixed regularizer the population cannot batch: one config per trial).
     Validation (``study.schema``) has refused searched shape keys and more seeds than P."""
-    from trainables.packing import POPULATION_REGULARIZERS
+    from trainables.pack.packing import POPULATION_REGULARIZERS
 
     if spec.search == "grid" or spec.population <= 1:
         return 0
@@ -230,7 +230,7 @@ class PackedOptunaSearch(_searcher_base()):
 
     * ``suggest`` asks the persistent Optuna study ``k = ⌊P / n_seeds⌋`` times (fewer for the last
       pack, so that ``num_samples`` configurations are asked in all) and returns
-      ``{"pack": [member configs]}`` for ``trainables.ray_trainable.run_pack``: configuration j
+      ``{"pack": [member configs]}`` for ``trainables.ray.trainable.run_pack``: configuration j
       with seed s is member ``j·n_seeds + s`` (``spec.fixed`` + the asked params + ``seed``).
       TPE runs with ``constant_liar`` (``make_sampler``): the pack's asks, all pending together,
       spread over the space; the papers' defaults (``points_to_evaluate``, enqueued once in the
@@ -353,7 +353,7 @@ class PackedOptunaSearch(_searcher_base()):
         seeds' members, a diverged member counting as the objective's worst value (inf for FID,
         so the mean is inf; 0 for toy quality), as ``Repeater`` averages one-config trials'
         reports; None when a member has no value in the report (nothing to tell)."""
-        from trainables.toy_quality import TOY_QUALITY_WORST
+        from trainables.metrics.toy_quality import TOY_QUALITY_WORST
 
         n = len(self._seeds)
         worst = math.inf if self._mode == "min" else TOY_QUALITY_WORST
@@ -424,7 +424,7 @@ def build_searcher(spec: StudySpec, storage_loc: str, study_name: str):
     )
     if len(spec.seed_list) > 1:
         # Repeater tells Optuna the mean objective of the replicates (a diverged one reports the
-        # objective's worst value: trainables.toy_quality.diverged_values)
+        # objective's worst value: trainables.metrics.toy_quality.diverged_values)
         searcher = Repeater(searcher, repeat=len(spec.seed_list), set_index=True)
     return searcher
 

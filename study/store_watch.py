@@ -5,7 +5,7 @@ a full disk.
   (a new inode: SQLite would create an empty store at the path) or cannot be opened for writing
   (a read-only file system, permissions). Checked every ``interval_s`` seconds: a few seconds.
 * A tracking server (``http(s)://``) is gone when its ``/health`` has not answered for longer than
-  the trials' own retry bound (``trainables.tracking_retry.RetryPolicy.budget_s``, 300 s unless
+  the trials' own retry bound (``trainables.tracking.retry.RetryPolicy.budget_s``, 300 s unless
   ``LIPSTUDY_TRACKING_RETRY_S``): a shorter outage is survived by the trials' retries, the study
   goes on. Other stores (a local ``file:`` store, Databricks) are not watched.
 
@@ -30,7 +30,7 @@ import time
 
 from ray.tune import Callback
 
-from trainables.tracking_retry import sqlite_identity
+from trainables.tracking.retry import sqlite_identity
 
 #: The line of the full disk that stopped the study in this driver (``StopOnFullDisk``); Tune
 #: restores its callbacks from the experiment state, so the instance is not ours to hold.
@@ -52,7 +52,7 @@ class StoreWatch:
 
     def __init__(self, tracking_uri: str, interval_s: float = 2.0,
                  outage_s: float | None = None, study_dir: str | None = None):
-        from trainables.tracking_retry import RetryPolicy
+        from trainables.tracking.retry import RetryPolicy
 
         self.uri = tracking_uri
         self.interval_s = interval_s

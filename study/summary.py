@@ -3,7 +3,7 @@
 States: ``finished``, ``stopped early`` (by the ASHA scheduler: a full, FINISHED run that ends
 before ``iterations``), ``diverged`` (NaN/inf: recorded, the study goes on), ``crashed`` (the trial
 raised after its retries, or once on an error a retry would meet again:
-``trainables.ray_trainable.end_attempt``), ``interrupted`` (stopped by a signal at step N;
+``trainables.ray.trainable.end_attempt``), ``interrupted`` (stopped by a signal at step N;
 ``lipstudy resume`` continues it from its last checkpoint), ``not started``. A trial is named by
 its own configuration (``ns-sn-k1-a1-s0``); one Tune never created is still listed, from the
 study's grid.
@@ -75,8 +75,8 @@ class StudyOutcome:
 
 def clean_error(error: Any) -> str | None:
     """The cause's own line of a trial's error, without terminal colour codes (for Ray's task
-    errors, the exception line under its traceback: ``trainables.checkpoints.cause_line``)."""
-    from trainables.checkpoints import cause_line
+    errors, the exception line under its traceback: ``trainables.ray.checkpoints.cause_line``)."""
+    from trainables.ray.checkpoints import cause_line
 
     return cause_line(error)
 
@@ -84,7 +84,7 @@ def clean_error(error: Any) -> str | None:
 def _name(cfg: dict[str, Any] | None, fallback: str) -> str:
     if not cfg:
         return fallback
-    from trainables.ray_trainable import trial_config, trial_run_name
+    from trainables.ray.trainable import trial_config, trial_run_name
 
     try:
         return trial_run_name(trial_config(cfg))
@@ -144,7 +144,7 @@ def _member_summary(client, trial_config, raw, key, suffix, run, status, res) ->
             client.set_tag(run.info.run_id, names.CRASH_REASON_TAG, summary.error[:5000])
             client.set_terminated(run.info.run_id, "FAILED")
     elif status == "TERMINATED" and run_status == "crashed" and run.info.status == "FAILED":
-        # a deterministic error (trainables.ray_trainable.end_attempt): the trial ended its run
+        # a deterministic error (trainables.ray.trainable.end_attempt): the trial ended its run
         # with the cause and returned, so that Tune would not retry it in vain
         summary.status = "crashed"
         summary.error = run.data.tags.get(names.CRASH_REASON_TAG) or "crashed"
@@ -184,7 +184,7 @@ def summarize(results, spec, tracking: StudyTracking, study_dir: str, t0: float,
     Tune started) and write every trial's state to MLflow. ``stopped``: the line saying what
     stopped the study (``study.store_watch``); ``offline``: the tracking store is gone, the table
     comes from Tune's saved state alone and nothing is written to MLflow."""
-    from trainables.ray_trainable import trial_config
+    from trainables.ray.trainable import trial_config
 
     client = tracking.client()
     runs = {} if offline else {r.data.tags.get(TRIAL_ID_TAG): r

@@ -6,7 +6,7 @@
 * Paths are made absolute: Ray runs trials with the trial directory as working directory, so a
   relative ``sqlite:///mlflow.db`` or a default ``./mlruns`` artifact root would scatter runs.
 * One parent run per study execution holds the study file, the git commit and the hypotheses it
-  feeds; each trial is a child run (``mlflow.parentRunId``) made by ``trainables.mlflow_logger``.
+  feeds; each trial is a child run (``mlflow.parentRunId``) made by ``trainables.tracking.mlflow_logger``.
 * Each execution writes, on its experiment, a shared view of its trials and a description linking
   the parent run's figures (``study.ui_view``): what the link ``lipstudy ui`` prints opens.
 * Every study experiment is tagged ``mlflow.experimentKind = custom_model_development`` (a model
@@ -134,8 +134,8 @@ def start_study_run(
 
 def mark_crashed(tracking: StudyTracking, err: BaseException) -> None:
     """End the parent run FAILED, ``lipstudy.status = crashed``, with the cause's line in
-    ``lipstudy.crash_reason`` (``trainables.checkpoints.cause_line``)."""
-    from trainables.checkpoints import cause_line
+    ``lipstudy.crash_reason`` (``trainables.ray.checkpoints.cause_line``)."""
+    from trainables.ray.checkpoints import cause_line
 
     client = tracking.client()
     reason = cause_line(f"{type(err).__name__}: {err}") or type(err).__name__

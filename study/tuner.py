@@ -1,7 +1,7 @@
 """Assemble and run a study with Ray Tune's own machinery.
 
 study file → (validated here, before Ray starts) → ``tune.Tuner`` over
-``trainables.ray_trainable.run_trial`` → one MLflow child run per trial.
+``trainables.ray.trainable.run_trial`` → one MLflow child run per trial.
 
 * grid: the expanded, validated list of trial configs is the grid (``tune.grid_search``), so
   conditional grids (a list of blocks) need nothing special.
@@ -49,7 +49,8 @@ from study.tracking import (StudyTracking, absolute_uri, default_tracking_uri, m
                             start_study_run)
 from study.statefile import (STATE_FILE, check_storage, fs_and_path, is_remote, read_state,
                              write_state)
-from trainables import names, provenance
+from trainables import names
+from trainables.tracking import provenance
 from trainables.names import EVAL_EVERY, ITERATIONS
 
 
@@ -62,15 +63,15 @@ def make_trainable(spec: StudySpec, tracking: StudyTracking):
     wrapping on a fresh run and on ``Tuner.restore``)."""
     from ray import tune
 
-    from trainables.ray_trainable import TrialContext, run_trial
+    from trainables.ray.trainable import TrialContext, run_trial
 
-    from trainables.tracking_retry import sqlite_identity
+    from trainables.tracking.retry import sqlite_identity
 
     context = TrialContext(tracking.tracking_uri, tracking.experiment_id, tracking.parent_run_id,
                            spec.name, sqlite_identity(tracking.tracking_uri))
     if spec.population > 1 and (spec.search == "grid" or configs_per_pack(spec)):
-        # one Tune trial = one pack (trainables.ray_trainable.run_pack)
-        from trainables.ray_trainable import run_pack
+        # one Tune trial = one pack (trainables.ray.trainable.run_pack)
+        from trainables.ray.trainable import run_pack
 
         trainable = tune.with_parameters(run_pack, context=context)
         return tune.with_resources(trainable, trial_resources(spec))
@@ -91,12 +92,12 @@ def param_space(spec: StudySpec) -> dict[str, Any]:
 
 
 def _trial_name(trial) -> str:
-    from trainables.ray_trainable import trial_config, trial_run_name
+    from trainables.ray.trainable import trial_config, trial_run_name
 
     if not trial.config:  # a trial whose config is not resolved yet: never a default's name
         return str(trial.trial_id)
     if "pack" in trial.config:
-        from trainables.ray_trainable import pack_run_name
+        from trainables.ray.trainable import pack_run_name
 
         try:
             return pack_run_name(trial.config)
@@ -283,7 +284,7 @@ def _fit_stoppable(tuner):
 
 
 def record_code_version(client, parent_run_id: str, version: str) -> str | None:
-    """Compare the code of this resume with the study's (``trainables.provenance``): when they
+    """Compare the code of this resume with the study's (``trainables.tracking.provenance``): when they
     differ, say so on stderr (one line, before anything continues) and list every version, first
     run then resumes, in the parent's ``lipstudy.resumed_code_versions``. Returns the line."""
     tags = client.get_run(parent_run_id).data.tags

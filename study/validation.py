@@ -124,7 +124,7 @@ def _check_names(spec: StudySpec, blocks: list[tuple[int | None, dict[str, Any]]
     """Unknown names (dataset, arch, loss, regularizer, optimizer) before any cross-key check: a
     misspelt name is what a user fixes first, and the cross-key checks (``arch: mlp`` is for the
     2-D toys) assume known names. Values that are no string are left to ``validate_trial``."""
-    from trainables import data as data_lib
+    from trainables.data import datasets as data_lib
     from trainables.params import (ARCH_RESOLUTION as ARCHS, LOSS_NAMES as LOSSES,
                                    OPTIMIZER_PARAMS as OPTIMIZERS,
                                    REGULARIZER_PARAMS as REGULARIZERS)
@@ -216,8 +216,8 @@ def fid_plans(spec: StudySpec, configs: list[dict[str, Any]]) -> list[str]:
     its feature dimension and the reference size. Raises :class:`StudyError` when a reference set
     is smaller than the extractor's dimension: its covariance is then singular and the FID is
     mostly estimation error (e.g. 30 held-out images of a small folder vs Inception's 2,048-d)."""
-    from trainables import data as data_lib
-    from trainables import fid_choice
+    from trainables.data import datasets as data_lib
+    from trainables.metrics import fid_choice
 
     plans: dict[tuple, str] = {}
     for cfg in configs:
@@ -277,7 +277,7 @@ def _cpu_inception_time(cfg: dict[str, Any], n_ref: int | None, split: str) -> s
     """How long Inception takes on a CPU (``"; Inception on a CPU: ..."``): a trial embeds
     ``fid_samples`` real images (``fid_floor``) and generated ones at step 0 (``fid_init``), every
     ``eval_every`` steps and at the end, and with ``fid_final_samples`` set the final scale's three
-    sets (``trainables.evaluation``); the reference split is embedded once and cached."""
+    sets (``trainables.metrics.evaluation``); the reference split is embedded once and cached."""
     from trainables.config import BaseTrial
 
     def get(key: str) -> int:

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from trainables import data as data_lib
+from trainables.data import datasets as data_lib
 from trainables import names
 from trainables.params import (ARCH_RESOLUTION, LOSS_NAMES, OPTIMIZER_PARAMS, PRECISIONS,
                                REGULARIZER_PARAMS, member_field, optimizer_defaults)

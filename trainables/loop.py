@@ -4,14 +4,14 @@ callbacks are handled here, once, for every kind of run.
 A *member* is one trial config with its own :class:`Callbacks`, records and result. An *engine*
 (:class:`Engine`) advances all its members by one iteration per ``train_step`` and answers for
 them: the single-trial engine (:class:`TrialEngine`, one ``GANTrial``) and the pack engine
-(``trainables.population.Population``, P members in one batched model) both implement it, so a
+(``trainables.pack.population.Population``, P members in one batched model) both implement it, so a
 single trial is a run of one member and a pack a run of P members through :func:`run_members`.
 
 Per member the loop does what the paper's protocol asks of a trial (Appendix B; docs/design.md
 "What every trial measures"):
 
 * at the start, ``on_start`` with the trial's derived facts and, for an image trial at step 0,
-  its FID scale (``fid_floor``, ``fid_init``: ``trainables.evaluation.initial_scale``) through
+  its FID scale (``fid_floor``, ``fid_init``: ``trainables.metrics.evaluation.initial_scale``) through
   ``on_stats(0, …)``; a resumed trial carries the scale in its state;
 * every ``stats_every`` steps (and at the last) the engine's measurements through ``on_stats``;
 * every ``eval_every`` steps (and at the last) FID/KID and a sample grid through ``on_eval``, at
@@ -33,7 +33,7 @@ from typing import Any, Callable, Protocol, Sequence
 import torch
 
 from trainables import names
-from trainables.evaluation import final_evaluation, initial_scale
+from trainables.metrics.evaluation import final_evaluation, initial_scale
 
 
 class Callbacks:
@@ -45,7 +45,7 @@ class Callbacks:
     def on_stats(self, step: int, metrics: dict[str, float]) -> None:
         """Every ``stats_every`` steps (and at the last step): losses and domain statistics. Also
         at step 0 of an image trial, before training: its FID scale (``fid_floor``,
-        ``fid_init``; see ``trainables.evaluation``); and the ``diverged`` marker."""
+        ``fid_init``; see ``trainables.metrics.evaluation``); and the ``diverged`` marker."""
 
     def on_eval(self, step: int, metrics: dict[str, float], grid: torch.Tensor) -> None:
         """Every ``eval_every`` steps and at the end: FID/KID and ``fid_quality`` (or the toy

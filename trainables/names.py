@@ -33,7 +33,7 @@ SEARCH_TAG = "lipstudy.search"
 STUDY_DIR_TAG = "lipstudy.study_dir"
 OPTUNA_STORAGE_TAG = "lipstudy.optuna_storage"
 GIT_COMMIT_TAG = "lipstudy.git_commit"
-# provenance of the code a run (or the study's driver) imported: trainables.provenance
+# provenance of the code a run (or the study's driver) imported: trainables.tracking.provenance
 CODE_VERSION_TAG = "lipstudy.code_version"    # one comparable string per code state
 SOURCE_HASH_TAG = "lipstudy.source_hash"      # SHA-256 of the package sources
 CODE_ROOT_TAG = "lipstudy.code_root"          # where the imported packages live
@@ -187,7 +187,7 @@ ENV_DEVICE_NAME, ENV_TF32_MATMUL = "env_device_name", "env_tf32_matmul"
 ENV_TF32_CUDNN, ENV_FLOAT32_MATMUL_PRECISION = "env_tf32_cudnn", "env_float32_matmul_precision"
 ENV_CUDNN_BENCHMARK = "env_cudnn_benchmark"
 
-#: What a run executed on (``trainables.environment.environment_params``), logged as params when
+#: What a run executed on (``trainables.tracking.environment.environment_params``), logged as params when
 #: the run is created: execution facts, never strata of an analysis.
 ENVIRONMENT_PARAM_TYPES: dict[str, type] = {
     ENV_PYTHON: str, ENV_PLATFORM: str, ENV_TORCH: str, ENV_CUDA: str, ENV_CUDNN: str,
@@ -228,7 +228,7 @@ METRICS: tuple[str, ...] = (
 )
 
 #: Metrics some trials log beside :data:`METRICS`, read by name by the analysis.
-LIPSCHITZ_CERTIFIED = "lipschitz_certified"  # SN trials, at the end (trainables.lipschitz_bound)
+LIPSCHITZ_CERTIFIED = "lipschitz_certified"  # SN trials, at the end (trainables.metrics.lipschitz_bound)
 GRAD_NORM_REAL_MAX = "grad_norm_real_max"    # the largest ‖∇ₓf‖ over a real batch
 GRAD_NORM_FAKE_MAX = "grad_norm_fake_max"    # the same over a generated batch
 OTHER_METRICS: tuple[str, ...] = (LIPSCHITZ_CERTIFIED, GRAD_NORM_REAL_MAX, GRAD_NORM_FAKE_MAX)

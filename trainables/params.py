@@ -11,10 +11,10 @@ One registry per kind of choice, each the only list of its names:
   defaults: RMSprop's ρ 0.99, Adam's β 0.5 / 0.999);
 * :data:`LOSS_NAMES`, :data:`ARCH_RESOLUTION`, :data:`PRECISIONS`, :data:`STEP_MODES`.
 
-The torch implementations register against these (``trainables.regularizers``,
-``trainables.losses``: a name not declared here is refused there), so validating a trial
+The torch implementations register against these (``trainables.gan.regularizers``,
+``trainables.gan.losses``: a name not declared here is refused there), so validating a trial
 (``trainables.config``) imports no torch. A field marked :func:`member_field` may differ
-between the members of a population pack (``trainables.packing.MEMBER_KEYS``).
+between the members of a population pack (``trainables.pack.packing.MEMBER_KEYS``).
 
 Adding a regularizer: its ``Params`` here (:func:`declare_regularizer`), its class in one
 module registered under the same name (docs/design.md, "Adding a regularizer").
@@ -41,11 +41,11 @@ STEP_MODES: tuple[str, ...] = ("eager", "sync_free", "compiled", "cuda_graph")
 #: Modes whose step is traced / captured: every per-step value lives in device tensors.
 CAPTURED_MODES: frozenset[str] = frozenset({"compiled", "cuda_graph"})
 #: The losses (Table 1 of the Lipschitz paper; hinge / soft hinge from GraN-GAN), implemented in
-#: ``trainables.losses``.
+#: ``trainables.gan.losses``.
 LOSS_NAMES: tuple[str, ...] = ("ns", "mm", "ls", "ls0", "wgan", "cos", "exp", "hinge",
                                "softhinge")
 #: Architecture → the image side it makes and takes (Appendix B tables (a)/(b)), None for the
-#: 2-D toys' mlp; built in ``trainables.models``.
+#: 2-D toys' mlp; built in ``trainables.nets.models``.
 ARCH_RESOLUTION: dict[str, int | None] = {"dcgan32": 32, "dcgan64": 64, "mlp": None}
 #: The values of the ``precision`` trial key and what each means (``trainables.devices``).
 PRECISIONS: dict[str, str] = {

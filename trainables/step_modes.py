@@ -4,7 +4,7 @@ A trial's ``step_mode`` key picks one of :data:`STEP_MODES` (``auto`` resolves t
 run time, per device). ``eager`` and ``sync_free`` run every regularizer. The captured modes
 (:data:`CAPTURED_MODES`: ``compiled`` = ``torch.compile``, ``cuda_graph`` = one captured CUDA
 graph per step) run only the D steps their capture covers, and that differs between a single
-trial (``trainables.train``) and a pack of members (``trainables.population``, whose step draws
+trial (``trainables.train``) and a pack of members (``trainables.pack.population``, whose step draws
 every random number itself from per-member generators and so captures the gradient penalty).
 
 :func:`capture_table` is the one table of those rules, keyed by ``(mode, regularizer,

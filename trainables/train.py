@@ -4,7 +4,7 @@
 returns a :class:`TrialResult`; it needs no Ray and no MLflow. It is the training loop
 (``trainables.loop.run_members``) over one member with the single-trial engine: the trial
 (``trainables.trial.GANTrial``) and its step. Whoever runs it observes it through a
-:class:`Callbacks` object (the Ray trainable in ``trainables.ray_trainable`` logs to MLflow and
+:class:`Callbacks` object (the Ray trainable in ``trainables.ray.trainable`` logs to MLflow and
 reports to Tune from there) and can resume it from ``GANTrial.state_dict()``.
 
 How the step executes is the trial key ``step_mode`` (docs/design.md "Throughput"); it never
@@ -28,7 +28,7 @@ changes what a step computes, only where the host waits (:func:`resolve_step_mod
 is plain forward / backward / update (:data:`CAPTURE_REGULARIZERS`); the others are refused with
 one message (:func:`step_mode_problem`).
 
-Evaluation (FID/KID on a fixed z, sample grids) lives in :mod:`trainables.evaluation`, with the FID
+Evaluation (FID/KID on a fixed z, sample grids) lives in :mod:`trainables.metrics.evaluation`, with the FID
 scale every image run carries: ``fid_floor`` and ``fid_init`` at step 0 (before the first step, via
 ``Callbacks.on_stats``), ``fid_quality`` at every evaluation, ``*_final`` with the final one.
 """
@@ -43,7 +43,7 @@ import torch
 from trainables import names
 from trainables.config import ConfigError
 from trainables.devices import apply_precision, resolve_device  # noqa: F401 - re-exported
-from trainables.evaluation import (  # noqa: F401 - re-exported
+from trainables.metrics.evaluation import (  # noqa: F401 - re-exported
     FID_REF_MAX, FINAL_KEEP, GRID_SAMPLES, final_evaluation, initial_scale, with_quality,
 )
 from trainables.loop import CheckpointHook, TrialEngine, run_members
@@ -75,7 +75,7 @@ def resolve_step_mode(cfg: dict[str, Any], device: torch.device | str) -> str:
     ``auto`` never refuses a config. An explicit mode the config cannot run raises
     ``ConfigError`` (:func:`check_step_mode`), except ``cuda_graph`` on a device that turned out
     not to be CUDA (``device: auto`` / ``cuda`` without a GPU), which warns once and runs
-    ``sync_free``. Used by :func:`train` and by the pack side (``trainables.population``)."""
+    ``sync_free``. Used by :func:`train` and by the pack side (``trainables.pack.population``)."""
     check_step_mode(cfg)
     mode = cfg.get(names.STEP_MODE, "auto")
     if mode == "auto":

@@ -1,6 +1,6 @@
 """One GAN trial's state and step: models, optimizers, draws, measurements, evaluation, state.
 
-:class:`GANTrial` is what one trial config builds: G and D (``trainables.models``) with the
+:class:`GANTrial` is what one trial config builds: G and D (``trainables.nets.models``) with the
 config's regularizer applied to D, the loss of Table 1 with domain scaling (Eq. 11), the
 optimizers, and the two generators every training draw comes from (``data_gen``, ``noise_gen``;
 ``trainables.streams``). Its step is the paper's (Appendix B): per iteration ``n_dis``
@@ -26,15 +26,15 @@ from typing import Any, Callable
 
 import torch
 
-from trainables import data as data_lib
+from trainables.data import datasets as data_lib
 from trainables import names, streams
 from trainables.devices import resolve_device
-from trainables.evaluation import Evaluator, with_quality
-from trainables.losses import get_loss
-from trainables.models import build_discriminator, build_generator, d_weight_layers
-from trainables.optim import build_optimizer
-from trainables.regularizers import REGULARIZERS, get_regularizer
-from trainables.stats import theorem1_bound, trial_stats
+from trainables.metrics.evaluation import Evaluator, with_quality
+from trainables.gan.losses import get_loss
+from trainables.nets.models import build_discriminator, build_generator, d_weight_layers
+from trainables.gan.optim import build_optimizer
+from trainables.gan.regularizers import REGULARIZERS, get_regularizer
+from trainables.metrics.stats import theorem1_bound, trial_stats
 from trainables.step_modes import DIVERGENCE_VALUES, STEP_MODES, divergence_reason
 from trainables.trial_capture import CapturedSteps, GraphedStep
 
@@ -259,7 +259,7 @@ class GANTrial(CapturedSteps):
     def measure(self, out: dict[str, Any]) -> dict[str, float]:
         """Losses (centred by L(0)/α), the domain statistics of this step's batch, the running
         union Ω∪ with Theorem 1's bound, the input-gradient norm distribution and the
-        finite-difference Lipschitz probe (``trainables.stats``: the one-member case of a
+        finite-difference Lipschitz probe (``trainables.metrics.stats``: the one-member case of a
         pack's batched stats), and the regularizer's metrics.
 
         Touches nothing training uses: no RNG draw, no parameter ``.grad``, no spectral-norm

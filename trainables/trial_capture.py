@@ -127,7 +127,7 @@ class CapturedSteps:
 
 class GraphedStep:
     """One training step as a CUDA graph: warmed up, captured once, replayed — the single
-    trial's (``CapturedSteps``) and the pack's (``trainables.population``) alike.
+    trial's (``CapturedSteps``) and the pack's (``trainables.pack.population``) alike.
 
     Each :meth:`step` call is one training step, following torch's whole-network capture recipe
     (``torch.cuda.graphs``: warm up on a side stream, capture, replay):

@@ -182,7 +182,7 @@ def _bound_details(df: pd.DataFrame, m: SimpleNamespace) -> tuple[list[str], pd.
 def omega_bound(frame: pd.DataFrame, *, tol: float = 0.01, min_runs: int = 3,
                 fid_cap: float = FID_CAP_INCEPTION, q_broken: float = Q_LEARNED) -> Verdict:
     """Theorem 1 is an implication: *if* f is k-Lipschitz, Ω is at most k·2√(mnc) wide. It is
-    tested with a k that is one: ``lipschitz_certified`` (``trainables.lipschitz_bound``, logged at
+    tested with a k that is one: ``lipschitz_certified`` (``trainables.metrics.lipschitz_bound``, logged at
     the end of SN trials), against the last logged Ω_i (real ∪ fake outputs of the batch at the end,
     the same D); 2√(mnc) = ``omega_bound`` / ``lipschitz_k``. A width above the certified bound
     (beyond ``tol``) contradicts; supported with ≥ ``min_runs`` runs inside. SN runs without

@@ -15,9 +15,9 @@ def test_concurrent_trials_log_to_a_tracking_server(mlflow_server, tmp_path):
 
     from study.tracking import start_study_run
     from trainables.config import validate_trial
-    from trainables.mlflow_logger import MlflowTrialLogger
+    from trainables.tracking.mlflow_logger import MlflowTrialLogger
     from trainables.names import TRIAL_ID_TAG
-    from trainables.ray_trainable import MlflowCallbacks, trial_run_name
+    from trainables.ray.trainable import MlflowCallbacks, trial_run_name
     from trainables.train import train
 
     tracking = start_study_run(mlflow_server, "server-study", "name: server-study\n",

@@ -35,9 +35,9 @@ def study_store(tmp_path_factory):
     from study.summary import TrialSummary
     from study.tracking import start_study_run
     from trainables.config import validate_trial
-    from trainables.mlflow_logger import MlflowTrialLogger
+    from trainables.tracking.mlflow_logger import MlflowTrialLogger
     from trainables.names import TRIAL_ID_TAG
-    from trainables.ray_trainable import MlflowCallbacks, finish_run, trial_run_name
+    from trainables.ray.trainable import MlflowCallbacks, finish_run, trial_run_name
     from trainables.train import train
 
     root = tmp_path_factory.mktemp("ui-store")

@@ -25,9 +25,9 @@ from mlflow.exceptions import MlflowException, RestException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, TEMPORARILY_UNAVAILABLE
 from mlflow.tracking import MlflowClient
 
-from trainables.mlflow_logger import MlflowTrialLogger
+from trainables.tracking.mlflow_logger import MlflowTrialLogger
 from trainables.names import CREATE_TOKEN_TAG, TRACKING_ERROR_TAG, TRIAL_ID_TAG
-from trainables.tracking_retry import RetryPolicy, TrackingError, is_transient
+from trainables.tracking.retry import RetryPolicy, TrackingError, is_transient
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = RetryPolicy(budget_s=30.0, first_delay_s=0.01, max_delay_s=0.05)
@@ -333,7 +333,7 @@ def test_a_store_deleted_under_the_study_is_waited_on_not_failed(store, tmp_path
     with errors that look permanent ("run not found"): with the store's identity from the study's
     start, the logger keeps retrying them (the driver's StoreWatch stops the study in seconds);
     with the file back as it was, they are permanent again."""
-    from trainables.tracking_retry import sqlite_identity
+    from trainables.tracking.retry import sqlite_identity
 
     uri = store[0]
     path = Path(uri[len("sqlite:///"):])

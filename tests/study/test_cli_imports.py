@@ -2,7 +2,7 @@
 presets`` check configs, data and plans without torch, torchvision, Ray, MLflow or the training
 module (their import time is most of a first answer's wall time; ``bench/cli_latency.py``
 measures it): trial configs validate against ``trainables.params``, FID plans against
-``trainables.fid_choice``."""
+``trainables.metrics.fid_choice``."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 #: Packages a first answer must not import.
 NOT_IMPORTED = ("torch", "torchvision", "ray", "mlflow", "trainables.train",
-                "trainables.population")
+                "trainables.pack.population")
 
 _SCRIPT = f"""
 import contextlib, io, sys

@@ -15,9 +15,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from trainables import ray_trainable
-from trainables.checkpoints import CheckpointChain
-from trainables.imagesets import DatasetError
+from trainables.ray import trainable as ray_trainable
+from trainables.ray.checkpoints import CheckpointChain
+from trainables.data.imagesets import DatasetError
 
 TOY = {"dataset": "ring8", "arch": "mlp", "width": 0.25, "iterations": 20, "stats_every": 10,
        "eval_every": 20, "fid_samples": 40, "batch_size": 16, "device": "cpu", "loss": "ns"}
@@ -108,7 +108,7 @@ def test_the_interrupted_table_shows_the_last_logged_value():
     """Tune's last report (FID 1.95 at step 500, with its checkpoint) is older than what the run
     logged before the stop (1.018 at step 1000, its checkpoint not reported yet)."""
     from study.summary import _member_summary
-    from trainables.ray_trainable import trial_config
+    from trainables.ray.trainable import trial_config
 
     client = FakeClient({"loss_d": [(s, 0.1) for s in range(0, 1501, 100)],
                          "fid": [(500, 1.95), (1000, 1.018)]})

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from tests.study.test_chaos import Study, _children, assert_nothing_lost
-from trainables.checkpoints import CheckpointChain, CheckpointLoadError, cause_line
-from trainables.ray_trainable import load_state
+from trainables.ray.checkpoints import CheckpointChain, CheckpointLoadError, cause_line
+from trainables.ray.trainable import load_state
 
 RAY_ERROR = (
     "\x1b[36mray::ImplicitFunc.train()\x1b[39m (pid=1234, ip=192.0.2.2, actor_id=ab, "

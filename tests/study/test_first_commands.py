@@ -112,7 +112,7 @@ def test_a_reference_smaller_than_the_extractor_dimension_is_refused(tmp_path):
 
 
 def test_auto_uses_inception_only_for_a_reference_as_large_as_its_dimension():
-    from trainables import fid as fid_lib
+    from trainables.metrics import fid as fid_lib
 
     small = fid_lib.resolve_extractor("auto", 2_000)
     assert small == "domain"

@@ -40,13 +40,13 @@ def test_a_mode_that_raises_is_a_note_and_the_run_ends_with_ratio(bench, monkeyp
                                                                    tmp_path):
     """Any exception in a row, not only a refusal or out of memory, is that row's note."""
     gpu_throughput, _ = bench
-    import trainables.population
+    import trainables.pack.population
 
     class Broken:
         def __init__(self, *a, **k):
             raise RuntimeError("boom in the pack\nsecond line")
 
-    monkeypatch.setattr(trainables.population, "Population", Broken)
+    monkeypatch.setattr(trainables.pack.population, "Population", Broken)
     assert gpu_throughput.main([*TINY, "--modes", "eager", "--no-celeba", "--no-stats",
                                 "--out", str(tmp_path / "README.md")]) == 0
     out = capsys.readouterr().out.strip().splitlines()

@@ -23,11 +23,11 @@ from analysis import load
 from analysis.hypotheses import HYPOTHESES, evaluate, resolve
 from study.cli import main
 from study.spec import PRESETS_DIR, expand_grid, load_study
-from trainables import data as data_lib
+from trainables.data import datasets as data_lib
 from trainables.config import validate_trial
-from trainables.models import build_discriminator, d_weight_layers
-from trainables.regularizers import REGULARIZERS, get_regularizer
-from trainables.stats import theorem1_bound
+from trainables.nets.models import build_discriminator, d_weight_layers
+from trainables.gan.regularizers import REGULARIZERS, get_regularizer
+from trainables.metrics.stats import theorem1_bound
 
 PATH = PRESETS_DIR / "hypotheses-cpu.yaml"
 EPS0 = 1e-8  # the trial default ε, the base of the ε counterfactual
@@ -69,7 +69,7 @@ def _n_layers(arch: str, width: float) -> int:
 
 
 def test_eps_counterfactual_values_are_eps0_times_k_to_the_n(configs):
-    """ε·k_SN^n with n = the arch's number of SN layers (from trainables.models, not hard-coded),
+    """ε·k_SN^n with n = the arch's number of SN layers (from trainables.nets.models, not hard-coded),
     ε₀ = the ε of the k_SN = 1 runs of the same (arch, loss, d_bias); every k_SN ≠ 1 run of a
     bias-free WGAN block (Eq. 3's pairs) has it, and the image ε blocks also run ε₀ at small k_SN."""
     sn = [c for c in configs if c["regularizer"] == "sn" and c["loss"] == "wgan" and not c["d_bias"]]
@@ -122,7 +122,7 @@ def _logged_params(cfg: dict) -> dict:
     return {key: str(v) for key, v in params.items()}
 
 
-#: The FID scale the trainer logs with every image run (trainables.evaluation), at the preset's
+#: The FID scale the trainer logs with every image run (trainables.metrics.evaluation), at the preset's
 #: N = 500 on fashion_mnist_mini with the domain extractor: real train images and the untrained G.
 FID_FLOOR_500, FID_INIT_500 = 6.07, 1721.0
 
@@ -158,7 +158,7 @@ def _fake_metrics(cfg: dict, params: dict, rng: np.random.Generator) -> dict:
     if params["omega_bound"] != "None":
         m["omega_bound"] = float(params["omega_bound"])
         m["omega_within_bound"] = 1.0
-    if cfg["regularizer"] == "sn":   # logged with the final evaluation (trainables.lipschitz_bound)
+    if cfg["regularizer"] == "sn":   # logged with the final evaluation (trainables.metrics.lipschitz_bound)
         m["lipschitz_certified"] = 2.0 * k
     return {key: str(v) for key, v in m.items()}
 

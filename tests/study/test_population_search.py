@@ -4,7 +4,7 @@
 ⌊P / n_seeds⌋ times (TPE with ``constant_liar``), runs each asked configuration with every seed in
 that pack, and tells each configuration's Optuna trial the mean FID of its seeds (inf when one
 diverged), once. The unit tests drive it with a fake stream of pack reports (the keys
-``trainables.ray_trainable.pack_report`` writes); the last test runs a small real study.
+``trainables.ray.trainable.pack_report`` writes); the last test runs a small real study.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def _trials(loc):
 
 
 def _report(step, fids, diverged=()):
-    """A pack report as ``trainables.ray_trainable.pack_report`` makes it."""
+    """A pack report as ``trainables.ray.trainable.pack_report`` makes it."""
     out = {"step": step, "training_iteration": step // 6, "diverged": 0.0,
            "fid": min(f for i, f in enumerate(fids) if i not in diverged)}
     for i, f in enumerate(fids):
@@ -59,7 +59,7 @@ def _params(member):
 
 def test_a_pack_asks_p_configurations_of_one_shape_from_a_constant_liar_tpe(tmp_path):
     from trainables.config import validate_trial
-    from trainables.packing import pack_signature
+    from trainables.pack.packing import pack_signature
 
     spec, loc, searcher = _searcher(tmp_path)
     assert isinstance(searcher._sampler, optuna.samplers.TPESampler)
@@ -215,7 +215,7 @@ def test_a_regularizer_the_population_cannot_batch_runs_one_config_per_trial(tmp
 
 
 def test_pack_report_flags_each_diverged_member():
-    from trainables.ray_trainable import pack_report
+    from trainables.ray.trainable import pack_report
 
     latest = [{"fid": 10.0}, {"fid": 12.0, "diverged": 1.0}, {}]
     results = [None, {"status": "diverged", "step": 4, "reason": "nan"}, None]

@@ -101,7 +101,7 @@ def test_toy_references_preset_design():
     """ring8 at Roth et al.'s batch 512 and z ∈ R^2; the JS and unregularized arms differ only in
     the regularizer; GraN (K, ε) has its (1, ε/K) partner at K ∈ {2, 4, 8}; the bias-free SN runs
     scale ε by k_SN^3 exactly; the packable blocks pack (fewer Ray trials than configurations)."""
-    from trainables.packing import pack_configs
+    from trainables.pack.packing import pack_configs
 
     spec, cfgs = _toy_references()
     assert {c["dataset"] for c in cfgs} == {"ring8"}

@@ -57,9 +57,9 @@ def test_degenerate_table():
 
 
 def _n_sn_layers(arch: str, dataset: str) -> int:
-    from trainables.data import channels
-    from trainables.models import build_discriminator
-    from trainables.regularizers import get_regularizer
+    from trainables.data.datasets import channels
+    from trainables.nets.models import build_discriminator
+    from trainables.gan.regularizers import get_regularizer
 
     reg = get_regularizer("sn", k_sn=0.5)
     D = reg.apply(build_discriminator(arch, channels=channels(dataset)))

@@ -17,13 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from trainables import names, provenance
+from trainables import names
+from trainables.tracking import provenance
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 
-#: Appended to the copy's trainables/ray_trainable.py: the first run that ends edits toys.py.
+#: Appended to the copy's trainables/ray/trainable.py: the first run that ends edits toys.py.
 HOOK = '''
 
 _finish_run_before_hook = finish_run
@@ -67,7 +68,7 @@ def test_source_edited_between_trials_two_versions_refused_and_resume_says_so(tm
     src = tmp_path / "src"
     for pkg in provenance.PACKAGES:
         shutil.copytree(ROOT / pkg, src / pkg, ignore=shutil.ignore_patterns("__pycache__"))
-    hooked = src / "trainables" / "ray_trainable.py"
+    hooked = src / "trainables" / "ray" / "trainable.py"
     hooked.write_text(hooked.read_text() + HOOK)
     before = provenance.provenance(src).version
     (tmp_path / "study.yaml").write_text(STUDY)

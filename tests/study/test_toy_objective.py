@@ -15,7 +15,7 @@ import yaml
 from study.search import (PackedOptunaSearch, build_searcher, load_optuna_study, objective,
                           objective_text)
 from study.spec import parse_study
-from trainables.toy_quality import HQ_REAL, TOY_QUALITY, diverged_values, toy_quality
+from trainables.metrics.toy_quality import HQ_REAL, TOY_QUALITY, diverged_values, toy_quality
 
 TOY = {"dataset": "ring8", "arch": "mlp", "width": 0.25, "iterations": 12, "stats_every": 4,
        "eval_every": 6, "fid_samples": 100, "batch_size": 16, "device": "cpu"}
@@ -41,8 +41,8 @@ class _Modes(torch.nn.Module):
 
 @pytest.mark.parametrize("picks, want", [(range(8), 1.0), ((0, 4), 0.25)])
 def test_a_toy_evaluation_logs_its_toy_quality(picks, want):
-    from trainables.data import toy_modes
-    from trainables.evaluation import Evaluator
+    from trainables.data.datasets import toy_modes
+    from trainables.metrics.evaluation import Evaluator
 
     cfg = {"dataset": "ring8", "seed": 0, "z_dim": 2, "fid_samples": 400}
     ev = Evaluator(cfg, torch.device("cpu"), None)
@@ -96,7 +96,7 @@ def test_a_toy_optuna_searcher_is_told_toy_quality_not_the_frechet_distance(tmp_
 
 
 def test_a_packed_toy_search_tells_each_configuration_its_mean_toy_quality(tmp_path):
-    from trainables.ray_trainable import pack_report
+    from trainables.ray.trainable import pack_report
 
     spec = _spec(population=4, seeds=2)
     loc = str(tmp_path / "optuna.journal")

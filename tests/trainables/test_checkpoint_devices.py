@@ -20,9 +20,10 @@ import torch
 from mlflow.tracking import MlflowClient
 from ray import tune
 
-from trainables import ray_trainable, streams
+from trainables import streams
+from trainables.ray import trainable as ray_trainable
 from trainables.config import validate_trial
-from trainables.ray_trainable import TrialContext
+from trainables.ray.trainable import TrialContext
 from trainables.train import Callbacks, GANTrial, train
 
 STOP = 4  # the checkpoint a retry resumes from (of 8 steps)

@@ -18,7 +18,7 @@ import torch
 from trainables import streams
 from trainables import train as train_mod
 from trainables.config import validate_trial
-from trainables.ray_trainable import load_state
+from trainables.ray.trainable import load_state
 from trainables.train import Callbacks, GANTrial, train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -303,10 +303,10 @@ def test_cuda_graph_trial_resumes_from_its_checkpoint():
 @pytest.mark.parametrize("mode", ["eager", "sync_free", "cuda_graph"])
 def test_population_end_to_end_on_cuda_with_fid_on_the_gpu(mode, monkeypatch):
     """A pack of 3 image configs (two losses, two k_SN, two seeds) through
-    ``trainables.population.train_population`` on CUDA: every member finished with a finite FID
+    ``trainables.pack.population.train_population`` on CUDA: every member finished with a finite FID
     (domain extractor on the GPU) and, as issue #12 requires of a pack, its loss_d and Ω at the
     last stats step within 1e-3 relative and its FID within 2 % of its one-config trial."""
-    from trainables import population
+    from trainables.pack import population
 
     packs = []
 
@@ -339,7 +339,7 @@ def test_cpu_pack_checkpoint_resumes_on_cuda_with_reseeded_member_rngs(tmp_path)
     """A CPU pack's checkpoint on a CUDA worker: every member's CUDA RNG (its penalties' draws)
     is re-seeded from (seed, step), as a one-config trial's CUDA RNG is, and the pack trains to
     its end."""
-    from trainables import population
+    from trainables.pack import population
 
     cfgs = [toy(device="cpu", iterations=8, stats_every=4, eval_every=4, seed=s) for s in (0, 1)]
     saved = {}

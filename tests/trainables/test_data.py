@@ -1,4 +1,4 @@
-"""Tests for trainables.data: the embedded set, every on-disk format (tiny files written here,
+"""Tests for trainables.data.datasets: the embedded set, every on-disk format (tiny files written here,
 loaded through the same code as real data), check_dataset messages, and the 2-D toys.
 
 No test downloads anything: socket connects raise for the whole module.
@@ -19,8 +19,8 @@ import pytest
 import torch
 from PIL import Image
 
-from trainables import data as D
-from trainables import data_sources
+from trainables.data import datasets as D
+from trainables.data import sources as data_sources
 from trainables.tools import make_embedded_subset as M
 
 

@@ -11,10 +11,11 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from tests.trainables.test_checkpoint_devices import _fake_tune, context, toy_raw  # noqa: F401
-from trainables import devices, ray_trainable
+from trainables import devices
+from trainables.ray import trainable as ray_trainable
 from trainables.config import ConfigError, validate_trial
 from trainables.devices import CudaUnusableError, apply_precision, resolve_device
-from trainables.environment import cpu_model, environment_params
+from trainables.tracking.environment import cpu_model, environment_params
 from trainables.names import ENVIRONMENT_PARAM_TYPES
 
 DRIVER_TOO_OLD = ("The NVIDIA driver on your system is too old (found version 11040).\n"
@@ -91,7 +92,7 @@ def test_environment_params_are_flat_strings():
 
 
 def test_a_resumed_run_on_another_device_tags_the_params_that_changed(context):  # noqa: F811
-    from trainables.mlflow_logger import MlflowTrialLogger
+    from trainables.tracking.mlflow_logger import MlflowTrialLogger
     from trainables.names import RESUMED_PARAMS_TAG
 
     first = MlflowTrialLogger(context.tracking_uri, context.experiment_id, name="r",

@@ -16,8 +16,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from trainables import domain_classifier as dc
-from trainables import extractors, fid
+from trainables.metrics import domain_classifier as dc
+from trainables.metrics import extractors
+from trainables.metrics import fid
 
 HAVE_INCEPTION = fid.find_inception_weights() is not None
 needs_inception = pytest.mark.skipif(
@@ -488,7 +489,7 @@ def test_concurrent_writers_leave_a_readable_file(tmp_path):
     # forkserver: children start from a clean single-threaded server that imported torch once
     # (plain fork from a process with OpenMP/Ray threads is unsafe; spawn imports torch 4×).
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["trainables.fid", __name__])
+    ctx.set_forkserver_preload(["trainables.metrics.fid", __name__])
     barrier = ctx.Barrier(4)
     procs = [ctx.Process(target=_concurrent_writer, args=(str(cache), str(results), barrier, n, i))
              for i in range(4)]

@@ -1,4 +1,4 @@
-"""The FID scale every image run carries (issue #10; trainables/evaluation.py): fid_floor and
+"""The FID scale every image run carries (issue #10; trainables/metrics/evaluation.py): fid_floor and
 fid_init at step 0, fid_quality at every evaluation, the *_final scale at the final evaluation's N,
 exact resume without recomputing, one MLflow entry each, nothing for the 2-D toys."""
 
@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from trainables import data as data_lib
-from trainables import evaluation
-from trainables import extractors, fid_cache
-from trainables import fid as fid_lib
+from trainables.data import datasets as data_lib
+from trainables.metrics import evaluation
+from trainables.metrics import extractors
+from trainables.metrics import fid_cache
+from trainables.metrics import fid as fid_lib
 from trainables.config import validate_trial
-from trainables.evaluation import fid_quality
+from trainables.metrics.evaluation import fid_quality
 from trainables import loop as loop_mod
 from trainables.train import Callbacks, GANTrial, train
 
@@ -215,9 +216,9 @@ def test_scale_is_logged_once_at_step_0_across_a_restart(tmp_path):
     scale again: the logger's high-water mark drops the repeated step-0 entries."""
     from mlflow.tracking import MlflowClient
 
-    from trainables.mlflow_logger import MlflowTrialLogger
+    from trainables.tracking.mlflow_logger import MlflowTrialLogger
     from trainables.names import TRIAL_ID_TAG
-    from trainables.ray_trainable import MlflowCallbacks
+    from trainables.ray.trainable import MlflowCallbacks
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)

@@ -13,7 +13,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from trainables.config import validate_trial
-from trainables.population import Population
+from trainables.pack.population import Population
 
 IMG = dict(dataset="fashion_mnist_mini", arch="dcgan32", width=0.0625, batch_size=16,
            fid_samples=100, fid_extractor="domain", iterations=4, stats_every=2, eval_every=4,

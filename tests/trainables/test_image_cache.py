@@ -1,4 +1,4 @@
-"""The decode-once image cache (``trainables.image_cache``) behind CelebA and ``folder:`` datasets:
+"""The decode-once image cache (``trainables.data.image_cache``) behind CelebA and ``folder:`` datasets:
 bit-identical to the per-image decode, reused without decoding, invalidated by a changed folder,
 built once by concurrent loaders, served like the in-memory sets."""
 
@@ -20,9 +20,10 @@ import torch
 from PIL import Image
 
 from tests.trainables.test_data import write_celeba
-from trainables import data as D
-from trainables import data_sources, image_cache
-from trainables.imagesets import LazyImageSet, TensorImageSet, fits_on
+from trainables.data import datasets as D
+from trainables.data import sources as data_sources
+from trainables.data import image_cache
+from trainables.data.imagesets import LazyImageSet, TensorImageSet, fits_on
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -162,7 +163,7 @@ def slow_open(*a, **k):
     time.sleep(0.02)
     return real(*a, **k)
 PIL.Image.open = slow_open
-from trainables import data as D
+from trainables.data import datasets as D
 barrier = Path(sys.argv[2])
 (barrier / sys.argv[3]).touch()
 while len(list(barrier.iterdir())) < 2:

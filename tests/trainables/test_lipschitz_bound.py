@@ -1,4 +1,4 @@
-"""The certified Lipschitz bound (trainables.lipschitz_bound): each conv layer's operator norm at
+"""The certified Lipschitz bound (trainables.metrics.lipschitz_bound): each conv layer's operator norm at
 its stride/padding/input size equals the exact dense-matrix norm; the product bounds D's gradients
 and finite differences; reading it changes nothing training uses."""
 
@@ -7,9 +7,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from trainables.lipschitz_bound import certified_lipschitz, layer_map, layer_norms, operator_norm
-from trainables.models import build_discriminator, d_weight_layers
-from trainables.regularizers import get_regularizer
+from trainables.metrics.lipschitz_bound import certified_lipschitz, layer_map, layer_norms, operator_norm
+from trainables.nets.models import build_discriminator, d_weight_layers
+from trainables.gan.regularizers import get_regularizer
 
 
 def _dense(fn, in_shape):

@@ -1,4 +1,4 @@
-"""Tests for trainables.losses against independent high-precision references of Table 1.
+"""Tests for trainables.gan.losses against independent high-precision references of Table 1.
 
 References are written here from the papers' formulas (Table 1 of the Lipschitz paper, GraN-GAN
 Eq. 7-10) and evaluated with mpmath at 80 digits, so they are exact for the float32 inputs and
@@ -13,7 +13,7 @@ import mpmath as mp
 import pytest
 import torch
 
-from trainables.losses import LOSSES, DomainScaledLoss, Linear, get_loss, register_loss
+from trainables.gan.losses import LOSSES, DomainScaledLoss, Linear, get_loss, register_loss
 
 mp.mp.dps = 80
 
@@ -162,7 +162,7 @@ def test_bad_alpha_raises(alpha):
 
 
 def test_register_new_loss_is_one_entry(monkeypatch):
-    import trainables.losses as losses
+    import trainables.gan.losses as losses
 
     with pytest.raises(ValueError, match="not declared"):  # its name is declared first
         register_loss("_test_linear")(DomainScaledLoss)

@@ -12,10 +12,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from trainables.config import validate_trial
-from trainables.mlflow_logger import MlflowTrialLogger
+from trainables.tracking.mlflow_logger import MlflowTrialLogger
 from trainables.names import TRIAL_ID_TAG
-from trainables.ray_trainable import MlflowCallbacks
-from trainables.stats import FD_DELTAS, fd_key
+from trainables.ray.trainable import MlflowCallbacks
+from trainables.metrics.stats import FD_DELTAS, fd_key
 from trainables.train import train
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from trainables.models import (
+from trainables.nets.models import (
     ARCHS,
     arch_resolution,
     build_discriminator,

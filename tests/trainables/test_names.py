@@ -9,7 +9,7 @@ import typing
 
 from trainables import names
 from trainables.config import BASE_KEYS, BaseTrial, OPTIMIZER_KEYS
-from trainables.regularizers import REGULARIZERS
+from trainables.gan.regularizers import REGULARIZERS
 
 
 def _base_type(annotation) -> type:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trainables.models import build_discriminator, build_generator
-from trainables.optim import OPTIMIZERS, build_optimizer
-from trainables.regularizers import get_regularizer, sn_layers
+from trainables.nets.models import build_discriminator, build_generator
+from trainables.gan.optim import OPTIMIZERS, build_optimizer
+from trainables.gan.regularizers import get_regularizer, sn_layers
 
 N = 4  # SN layers of dcgan32
 

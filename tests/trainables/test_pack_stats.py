@@ -2,7 +2,7 @@
 
 A pack of P members used to run each member's own ``GANTrial.measure`` in turn: ≥ 3 host reads
 (``.tolist()``) per member plus one per SN layer (``float`` of its σ), so P times the reads of a
-trial. The batched stats (``trainables.stats.member_stats``) read all members' values in one.
+trial. The batched stats (``trainables.metrics.stats.member_stats``) read all members' values in one.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from trainables.config import validate_trial
-from trainables.population import Population, train_population
-from trainables.stats import member_stats, one_member, spectral_norms
+from trainables.pack.population import Population, train_population
+from trainables.metrics.stats import member_stats, one_member, spectral_norms
 from trainables.train import Callbacks, GANTrial
 
 TOY = dict(dataset="ring8", arch="mlp", batch_size=32, device="cpu", lr_d=2e-4, lr_g=2e-4)

@@ -8,10 +8,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trainables.batched_net import BatchedNet
-from trainables.models import build_discriminator
-from trainables.penalties import GradientPenalty, GradientPenaltyPack
-from trainables.regularizers import get_regularizer
+from trainables.nets.batched_net import BatchedNet
+from trainables.nets.models import build_discriminator
+from trainables.gan.penalties import GradientPenalty, GradientPenaltyPack
+from trainables.gan.regularizers import get_regularizer
 
 CPU = torch.device("cpu")
 

@@ -1,4 +1,4 @@
-"""Population trials (``trainables.population``): a pack's members are their one-config trials.
+"""Population trials (``trainables.pack.population``): a pack's members are their one-config trials.
 
 Every member of a pack must report, through its own callbacks, what ``train()`` reports for its
 config alone: the same steps and metric names, ``loss_d`` and Ω at the last stats step within
@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from trainables.config import validate_trial
-from trainables.population import (
+from trainables.pack.population import (
     Population, pack_configs, pack_signature, train_population, unsupported_reason,
 )
 from trainables.train import Callbacks, train
@@ -129,7 +129,7 @@ def test_ring8_gp_adam_and_none_with_divergence():
 
 def test_pack_members_are_their_one_config_trials_bit_for_bit():
     """On CPU a pack runs every member's step with its one-config trial's own ops, bit for bit
-    (trainables.batched_net picks, per shape, batched ops that reproduce them, else loops), so
+    (trainables.nets.batched_net picks, per shape, batched ops that reproduce them, else loops), so
     each member's records ARE its trial's: ring8 SN with per-member k / α / lr / ε; GP under
     Adam with per-member λ / k_GP / β₂ / lr (double backward); none with a diverging member;
     dcgan32 SN with two members per loss at batch 16 (a loss term over a 16-sample batch is
@@ -262,8 +262,8 @@ def test_divergence_flag_stays_on_device_until_read():
 def test_stacked_optimizer_is_torch_optim_bit_for_bit(name, uniform, capturable):
     """Each member's slice after several steps equals torch.optim's single-tensor update of that
     member alone, exactly (foreach calls, per-member lr/ε/ρ/betas folded into tensor operands)."""
-    from trainables.batched_optim import StackedOptimizer
-    from trainables.optim import build_optimizer
+    from trainables.gan.batched_optim import StackedOptimizer
+    from trainables.gan.optim import build_optimizer
 
     P = 3
     hp = [dict(lr_d=1e-3, eps=1e-8, rmsprop_decay=0.99, beta1=0.5, beta2=0.999) for _ in range(P)]
@@ -331,8 +331,8 @@ def test_sn_weight_and_gradient_are_torch_spectral_norm_bit_for_bit(dtype):
     from torch.nn.utils import parametrize
     from torch.nn.utils.parametrizations import spectral_norm
 
-    from trainables.batched_net import BatchedNet
-    from trainables.spectral_norm import KScale
+    from trainables.nets.batched_net import BatchedNet
+    from trainables.gan.spectral_norm import KScale
 
     torch.manual_seed(0)
     ks = [1.0, 5.0, 0.5]
@@ -404,7 +404,7 @@ def test_cuda_graph_pack_host_logic_matches_eager_on_cpu(regularizer, optimizer,
     graph's body. Bit-identical to the eager pack over 8 steps, outputs, flags and parameters."""
     import contextlib
 
-    import trainables.population as population
+    import trainables.pack.population as population
 
     base = dict(TOY, regularizer=regularizer, optimizer=optimizer, iterations=20,
                 stats_every=10, eval_every=20)
@@ -492,9 +492,9 @@ def test_compiled_step_traces_the_eager_step_as_one_graph(monkeypatch):
     is the eager step bit for bit (ring8, P = 3, SN, per-member k / lr / α, 40 steps)."""
     from torch._dynamo.utils import counters
 
-    import trainables.population as population
+    import trainables.pack.population as population
 
-    import trainables.batched_net as batched_net
+    import trainables.nets.batched_net as batched_net
 
     monkeypatch.setattr(population, "COMPILE_BACKEND", "aot_eager")
     monkeypatch.setattr(batched_net, "_BITWISE", {})  # the compiled pack first, from scratch

@@ -1,4 +1,4 @@
-"""Provenance of the code a run imported (``trainables.provenance``): git commit + dirty state
+"""Provenance of the code a run imported (``trainables.tracking.provenance``): git commit + dirty state
 with a hash of the sources, or package version + source hash outside a checkout; computed from the
 imported package's directory (not the working directory), once per process, and a process whose
 files changed on disk after its import says so."""
@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from trainables import names, provenance
+from trainables import names
+from trainables.tracking import provenance
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -138,7 +139,7 @@ def test_every_run_carries_the_version_and_a_continued_run_every_version(tmp_pat
     from mlflow.tracking import MlflowClient
 
     from trainables.config import validate_trial
-    from trainables.ray_trainable import TrialContext, open_trial_run
+    from trainables.ray.trainable import TrialContext, open_trial_run
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)

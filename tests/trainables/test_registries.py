@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from trainables import data as D
-from trainables import extractors
-from trainables.losses import LOSSES, DomainScaledLoss, Linear, register_loss
-from trainables.regularizers import REGULARIZERS, Regularizer, RegularizerParams, register_regularizer
+from trainables.data import datasets as D
+from trainables.metrics import extractors
+from trainables.gan.losses import LOSSES, DomainScaledLoss, Linear, register_loss
+from trainables.gan.regularizers import REGULARIZERS, Regularizer, RegularizerParams, register_regularizer
 
 
 class _Loss(DomainScaledLoss):

@@ -18,14 +18,14 @@ import torch
 from torch import nn
 
 from trainables.config import ConfigError, validate_trial
-from trainables.models import build_discriminator, build_generator
-from trainables.regularizers import (
+from trainables.nets.models import build_discriminator, build_generator
+from trainables.gan.regularizers import (
     REGULARIZERS,
     GraNDiscriminator,
     get_regularizer,
     keys_by_regularizer,
 )
-from trainables.stats import input_grad_norms
+from trainables.metrics.stats import input_grad_norms
 
 
 class LinearD(nn.Module):

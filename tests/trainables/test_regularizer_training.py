@@ -19,7 +19,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from trainables.config import validate_trial
-from trainables.mlflow_logger import MlflowTrialLogger, run_name
+from trainables.tracking.mlflow_logger import MlflowTrialLogger, run_name
 from trainables.train import Callbacks, GANTrial, train
 
 REGULARIZERS = ["none", "sn", "gp", "r1", "gran", "alr", "js", "clip"]

@@ -8,8 +8,8 @@ import pydantic
 import pytest
 import torch
 
-from trainables.models import arch_resolution, build_discriminator, build_generator, d_weight_layers
-from trainables.regularizers import (
+from trainables.nets.models import arch_resolution, build_discriminator, build_generator, d_weight_layers
+from trainables.gan.regularizers import (
     REGULARIZERS,
     Regularizer,
     get_regularizer,
@@ -149,8 +149,8 @@ def test_the_torch_registry_agrees_with_the_declarations():
     """One name list: every declared regularizer has its torch class with the declared Params,
     k_key and packing, and every torch class is declared (the registries of losses and
     optimizers likewise)."""
-    from trainables.losses import LOSSES
-    from trainables.optim import OPTIMIZERS
+    from trainables.gan.losses import LOSSES
+    from trainables.gan.optim import OPTIMIZERS
     from trainables.params import LOSS_NAMES, OPTIMIZER_PARAMS
 
     assert list(REGULARIZERS) == list(REGULARIZER_PARAMS)
@@ -327,7 +327,7 @@ def test_the_design_docs_worked_example_adds_a_regularizer():
     from pathlib import Path
 
     from trainables import params as params_mod
-    from trainables import regularizer_base
+    from trainables.gan import regularizer_base
     from trainables.config import validate_trial
     from trainables.step_modes import capture_refusal
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from trainables.losses import get_loss
-from trainables.stats import domain_stats, input_grad_norms, theorem1_bound
+from trainables.gan.losses import get_loss
+from trainables.metrics.stats import domain_stats, input_grad_norms, theorem1_bound
 
 
 def test_omega_and_psi_of_ns_by_hand():
@@ -55,7 +55,7 @@ def test_theorem1_bound_matches_appendix_a():
 # Gradient-norm distribution and the finite-difference Lipschitz probe (GraN-GAN Fig. 3-4)
 # ----------------------------------------------------------------------------------------------
 
-from trainables.stats import FD_DELTAS, fd_key, lipschitz_probe
+from trainables.metrics.stats import FD_DELTAS, fd_key, lipschitz_probe
 
 
 def test_probe_of_a_linear_discriminator_is_its_weight_norm_at_every_delta():

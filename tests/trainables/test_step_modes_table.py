@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainables import population, step_modes, train
+from trainables import step_modes, train
+from trainables.pack import population
 from trainables.config import ConfigError, validate_trial
 
 PKG = Path(__file__).resolve().parents[2] / "trainables"
@@ -65,7 +66,7 @@ def _imported(module: str) -> set[str]:
 
 
 @pytest.mark.parametrize("module,never", [("config", "trainables.train"), ("config", "torch"),
-                                          ("toys", "trainables.data"),
+                                          ("data/toys", "trainables.data.datasets"),
                                           ("step_modes", "torch"), ("params", "torch")])
 def test_no_import_back_up(module, never):
     assert not {n for n in _imported(module) if n == never or n.startswith(never + ".")}

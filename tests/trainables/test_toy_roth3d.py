@@ -13,9 +13,9 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
-from trainables import data as D
-from trainables.toy_quality import HQ_REAL
-from trainables.toys import toy_draw, toy_plane, toy_plane_coords
+from trainables.data import datasets as D
+from trainables.metrics.toy_quality import HQ_REAL
+from trainables.data.toys import toy_draw, toy_plane, toy_plane_coords
 
 NAME = "roth7_3d"
 #: App. 7.3: rotation by π/4 about (1, −1, 0)/√2, then translation by (1, 1, 1)/√3.
@@ -77,7 +77,7 @@ class _RealData(torch.nn.Module):
 
 
 def test_toy_metrics_of_real_data_cover_7_modes_at_hq_real():
-    from trainables.evaluation import Evaluator
+    from trainables.metrics.evaluation import Evaluator
 
     ev = Evaluator({"dataset": NAME, "seed": 0, "z_dim": 2, "fid_samples": 4000},
                    torch.device("cpu"), None)
@@ -110,10 +110,10 @@ def test_the_mlp_takes_and_makes_3d_points():
 
 
 def test_pack_draws_of_the_3d_toy_are_each_members_own_draws():
-    """A pack's batched draw (trainables.population) of roth7_3d is, bit for bit, what each
+    """A pack's batched draw (trainables.pack.population) of roth7_3d is, bit for bit, what each
     member's one-config trial draws (toys.toy_draw is element-wise)."""
     from trainables.config import validate_trial
-    from trainables.population import Population
+    from trainables.pack.population import Population
     from trainables.train import GANTrial
 
     cfgs = [validate_trial(dict(dataset=NAME, arch="mlp", width=0.25, z_dim=2, batch_size=16,

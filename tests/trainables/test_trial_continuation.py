@@ -13,7 +13,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from trainables.ray_trainable import FAULT_ENV
+from trainables.ray.trainable import FAULT_ENV
 
 pytestmark = pytest.mark.slow
 
@@ -114,7 +114,7 @@ def test_killed_pack_is_retried_and_every_member_continues_its_run(tmp_path, ray
     from study.spec import load_study
     from study.tuner import run_study
     from trainables.config import validate_trial
-    from trainables.ray_trainable import trial_run_name
+    from trainables.ray.trainable import trial_run_name
     from trainables.train import Callbacks, train
 
     monkeypatch.chdir(tmp_path)

@@ -10,7 +10,7 @@ Copyright (c) 2017 Zalando SE) as shipped by the Debian package ``dataset-fashio
 Selection is class-balanced and seeded (``numpy.random.default_rng(seed)``, default seed 0); within
 each split the chosen indices are sorted so the arrays keep the official order. Images are stored
 unchanged as uint8 28×28 (resizing to the paper's 32×32 and scaling to [−1, 1] happen at load time
-in :mod:`trainables.data`). Written with ``numpy.savez_compressed``.
+in :mod:`trainables.data.datasets`). Written with ``numpy.savez_compressed``.
 
 Usage::
 
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainables.idx import read_idx
+from trainables.data.idx import read_idx
 
 DEFAULT_SRC = "/usr/share/datasets/fashion-mnist"
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "embedded" / "fashion_mnist_mini.npz"

@@ -1,0 +1,1 @@
+"""The GAN objective: losses, Lipschitz regularizers (each with its pack form) and optimizers."""

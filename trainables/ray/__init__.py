@@ -1,0 +1,1 @@
+"""The Ray Tune side of a trial: the one trainable for trials and packs, and its checkpoint chain."""
