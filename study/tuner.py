@@ -191,6 +191,14 @@ def _run_lock_key(spec: StudySpec, *_, storage_path: str | None = None, **__) ->
     return storage, spec.name
 
 
+def import_trainable() -> None:
+    """Import the trainable, and with it torch, before a study opens anything or arms its stop
+    signals. A SIGINT that interrupts ``import torch`` half-way leaves torch's C extension
+    half-initialised; the next import of it (the end-of-study summary) crashed the driver with
+    SIGSEGV. Interrupted here, nothing exists yet to clean up."""
+    import trainables.ray.trainable  # noqa: F401
+
+
 @locked(_run_lock_key)  # a second run of this study in this storage path: one line
 def run_study(spec: StudySpec, study_text: str, *, tracking_uri: str | None = None,
               storage_path: str | None = None, address: str | None = None,
@@ -206,6 +214,7 @@ def run_study(spec: StudySpec, study_text: str, *, tracking_uri: str | None = No
     prints the directory so a killed driver can be resumed). SIGINT/SIGTERM stop the study
     gracefully (``study.interrupt``); the outcome then says ``interrupted_by``."""
     check_study(spec)  # nothing starts unless the whole study is valid
+    import_trainable()
     uri = absolute_uri(tracking_uri or spec.tracking_uri or default_tracking_uri())
     storage = _storage_root(spec, storage_path)
     check_storage(storage)  # a file, a read-only file system: one line, before anything opens
@@ -345,6 +354,7 @@ def resume_study(study_dir: str, *, address: str | None = None, quiet: bool = Fa
     """
     study_dir = study_dir if is_remote(study_dir) else str(Path(study_dir).resolve())
     state = read_state(study_dir)
+    import_trainable()
     from study.spec import parse_study
 
     spec = parse_study(state["study_text"], f"{study_dir}/{STATE_FILE}")

@@ -99,7 +99,7 @@ def test_a_copy_inside_another_checkout_is_not_that_checkout(tmp_path):
 
 
 def test_root_is_the_imported_package_not_the_working_directory(tmp_path):
-    code = "from trainables import provenance as p; print(p.current().root)"
+    code = "from trainables.tracking import provenance as p; print(p.current().root)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.returncode == 0, out.stderr
