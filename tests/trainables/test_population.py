@@ -303,10 +303,11 @@ def test_stacked_optimizer_is_torch_optim_bit_for_bit(name, uniform, capturable)
 
 def test_pack_draws_are_each_members_own_draws():
     """Real batches, z and the gp interpolation weights of a pack are, bit for bit, what each
-    member's one-config trial draws (toy and image data)."""
+    member's one-config trial draws (2-D and 3-D toys, image data)."""
     from trainables.train import GANTrial
 
     for base, extra in ((dict(TOY, regularizer="gp", n_dis=2), {}),
+                        (dict(TOY, dataset="roth7_3d", regularizer="none", n_dis=2), {}),
                         (dict(IMG, regularizer="sn", iterations=4), {})):
         cfgs = [_cfg(dict(base, iterations=4, stats_every=2, eval_every=4), loss="ns", seed=s)
                 for s in (3, 5, 11)]
