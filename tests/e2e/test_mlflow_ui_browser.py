@@ -405,15 +405,20 @@ def test_the_study_figures_are_within_two_clicks_of_the_printed_link(lipstudy_ui
         d.save_screenshot(str(shot))
         assert click.n <= CLICK_BUDGET, click.n
     finally:
-        if not shot.exists():
-            try:
-                d.save_screenshot(str(shot))
-            except Exception:  # noqa: BLE001
-                pass
-        d.quit()
-        if shot.exists():
-            shutil.copyfile(shot, FIGURE_SCREENSHOT_COPY)
+        _close(d, shot, FIGURE_SCREENSHOT_COPY)
 
+
+
+def _close(d, shot: Path, copy: Path) -> None:
+    """Quit the browser, keeping a screenshot of where it was (a copy outside pytest's tmp)."""
+    if not shot.exists():
+        try:
+            d.save_screenshot(str(shot))
+        except Exception:  # noqa: BLE001
+            pass
+    d.quit()
+    if shot.exists():
+        shutil.copyfile(shot, copy)
 
 CHARTS_SCREENSHOT_COPY = Path("/tmp/lipstudy-ui-charts.png")
 
@@ -480,11 +485,4 @@ def test_the_chart_view_opens_on_fid_against_k_sn_coloured_by_loss(lipstudy_ui, 
         d.save_screenshot(str(shot))
         assert click.n <= CLICK_BUDGET, click.n
     finally:
-        if not shot.exists():
-            try:
-                d.save_screenshot(str(shot))
-            except Exception:  # noqa: BLE001
-                pass
-        d.quit()
-        if shot.exists():
-            shutil.copyfile(shot, CHARTS_SCREENSHOT_COPY)
+        _close(d, shot, CHARTS_SCREENSHOT_COPY)
