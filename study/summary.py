@@ -128,6 +128,8 @@ def _member_summary(client, trial_config, raw, key, suffix, run, status, res) ->
     """One configuration's true state (see the module docstring); writes the interrupted /
     stopped-early marks on its MLflow run."""
     metrics = res.metrics or {}
+    if suffix and not any(k.startswith(f"{FID}_m") for k in metrics):
+        suffix = ""  # a pack of one config that cannot be packed ran (and reported) unpacked
     summary = TrialSummary(name=_name(raw, run.info.run_name if run else key), config={},
                            status="not started", fid=None, step=None, trial_id=key,
                            run_id=run.info.run_id if run else None)

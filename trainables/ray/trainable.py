@@ -301,8 +301,10 @@ def pack_report(step: int, latest: list[dict[str, float]], results: list) -> dic
     dead = {f"diverged_m{i}": 0.0 if i in live else 1.0 for i in range(len(latest))}
     best = min((fids[f"fid_m{i}"] for i in live), default=math.inf)
     toy = toy_objective(latest, live)  # the toys' objective, per member and the pack's best
+    shown = {f"{k}_m{i}": float(m[k]) for i, m in enumerate(latest)  # the end table's columns
+             for k in (names.MODES_COVERED, names.HQ_SHARE) if k in m}
     return {names.FID: best, "step": step, names.DIVERGED: 0.0 if live else 1.0,
-            "pack_live": float(len(live)), **fids, **dead, **toy}
+            "pack_live": float(len(live)), **fids, **dead, **toy, **shown}
 
 
 def toy_objective(latest: list[dict[str, float]], live: list[int]) -> dict[str, float]:
