@@ -1,7 +1,8 @@
 """Runs of different code versions are never pooled silently: ``analysis.load.check_versions``
 refuses with one line naming them, the hypotheses refuse a mixed frame, ``lipstudy report``
 refuses unless ``--pool-versions``, and a pooled report lists the versions. Runs without the
-provenance tag (the committed hypotheses-cpu runs.csv) are one version, "unknown"."""
+provenance tag (the hypotheses-cpu runs.csv committed on 2026-11-28, 6a45dd8, kept in
+``tests/analysis/data/``) are one version, "unknown"."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 
 from analysis import hypotheses, load, report
 
-RUNS_CSV = Path(__file__).resolve().parents[2] / "docs/results/hypotheses-cpu/runs.csv"
+RUNS_CSV = Path(__file__).resolve().parent / "data" / "hypotheses-cpu-2026-11-28-runs.csv"
 
 
 @pytest.fixture(scope="module")

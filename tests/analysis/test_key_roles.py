@@ -2,8 +2,9 @@
 only science keys (strata, factors) shape a verdict — adding, removing or varying an execution key
 (step mode, population, device, statistics cadence) changes none.
 
-The frame is the committed ``docs/results/hypotheses-cpu/runs.csv``: 8 of its 162 runs lack
-``step_mode`` (the key was added while that study ran), which used to split its strata."""
+The frame is the hypotheses-cpu runs.csv committed on 2026-11-28 (6a45dd8), kept in
+``tests/analysis/data/``: 8 of its 162 runs lack ``step_mode`` (the key was added while that study
+ran), which used to split its strata."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from analysis import hypotheses, load
 from analysis.outcome import config_columns
 from trainables import names
 
-RUNS_CSV = Path(__file__).resolve().parents[2] / "docs/results/hypotheses-cpu/runs.csv"
+RUNS_CSV = Path(__file__).resolve().parent / "data" / "hypotheses-cpu-2026-11-28-runs.csv"
 
 
 def test_every_trial_key_has_a_declared_role():
