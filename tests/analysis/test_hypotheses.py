@@ -310,12 +310,12 @@ def test_gran_k_eps_inexact_k_only_on_early_steps():
     assert verdict("gran-k-eps", f, histories=hist).verdict == "contradicted"
 
 
-RUNS_CSV = Path(__file__).resolve().parents[2] / "docs" / "results" / "hypotheses-cpu" / "runs.csv"
+# the hypotheses-cpu runs.csv committed on 2026-11-28 (6a45dd8), kept as a frozen copy
+RUNS_CSV = Path(__file__).resolve().parent / "data" / "hypotheses-cpu-2026-11-28-runs.csv"
 
 
-@pytest.mark.skipif(not RUNS_CSV.is_file(), reason="committed hypotheses-cpu runs.csv absent")
 def test_committed_runs_capped_values_decide_nothing():
-    """The committed study with the learning guard off: every GraN pair and every JS/none run is
+    """The study committed on 2026-11-28 with the learning guard off: every GraN pair and every JS/none run is
     broken, and the capped FIDs are equal by construction. Before: gran-k-eps "supported" with CI
     [0, 0] and js-stabilizes "contradicted"; no decision may come from capped values."""
     from analysis import load
