@@ -247,14 +247,7 @@ def test_runs_table_in_a_real_browser_lists_trials_with_fid_and_params(lipstudy_
             shown = {f"{fid:.{p}f}" for p in range(0, 5)} | {f"{fid:.{p}g}" for p in range(2, 6)}
             assert any(s in row for s in shown), (name, fid, row)
     finally:
-        if not shot.exists():
-            try:
-                d.save_screenshot(str(shot))
-            except Exception:  # noqa: BLE001
-                pass
-        d.quit()
-        if shot.exists():
-            shutil.copyfile(shot, SCREENSHOT_COPY)
+        _close(d, shot, SCREENSHOT_COPY)
 
 
 LANDING_SCREENSHOT_COPY = Path("/tmp/lipstudy-ui-landing.png")
