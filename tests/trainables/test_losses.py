@@ -265,8 +265,8 @@ def test_eq13_gradient_is_grad_l_at_zero(name, term):
 
 @pytest.mark.parametrize("name", ["ns", "ls0", "cos", "exp"])
 def test_degenerate_table_losses_keep_every_slope_at_tiny_alpha(name):
-    """Sec. 4.3's table trains NS, LS#, COS and EXP at α = 1e-25 close to WGAN: by Eq. 13 each term's
-    gradient tends to l'(0), so every term of those losses, the generator's included, needs
+    """Sec. 4.3's table trains NS, LS#, COS and EXP at α = 1e-25 close to WGAN: by Eq. 13 each
+    term's gradient tends to l'(0), so every term of those losses, the generator's included, needs
     |l'(0)| of order 1 (measured on the implementation, not on REF). LS#'s generator term t²
     (Mao et al.'s c = 0 coding) had l_g'(0) = 0 and left the generator untrained there."""
     loss = get_loss(name, 1e-25)
@@ -276,7 +276,8 @@ def test_degenerate_table_losses_keep_every_slope_at_tiny_alpha(name):
 
 
 def test_plain_ls_fake_slope_vanishes_at_tiny_alpha():
-    """Plain LS (a = 0, b = c = 1) has l_fake'(0) = 0: Eq. 13 predicts it fails at α → 0 (App. D)."""
+    """Plain LS (a = 0, b = c = 1) has l_fake'(0) = 0: Eq. 13 predicts its failure at α → 0
+    (App. D)."""
     g = _grad(get_loss("ls", 1e-25).d_fake, torch.full((4,), 1e3))
     assert g.abs().max().item() < 1e-20
 
