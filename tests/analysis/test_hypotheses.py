@@ -315,9 +315,10 @@ RUNS_CSV = Path(__file__).resolve().parent / "data" / "hypotheses-cpu-2026-11-28
 
 
 def test_committed_runs_capped_values_decide_nothing():
-    """The study committed on 2026-11-28 with the learning guard off: every GraN pair and every JS/none run is
-    broken, and the capped FIDs are equal by construction. Before: gran-k-eps "supported" with CI
-    [0, 0] and js-stabilizes "contradicted"; no decision may come from capped values."""
+    """The study committed on 2026-11-28 with the learning guard off: every GraN pair and every
+    JS/none run is broken, and the capped FIDs are equal by construction. Before: gran-k-eps
+    "supported" with CI [0, 0] and js-stabilizes "contradicted"; no decision may come from capped
+    values."""
     from analysis import load
 
     f = load.frame_from_csv(RUNS_CSV)
