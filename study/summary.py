@@ -9,8 +9,9 @@ its own configuration (``ns-sn-k1-a1-s0``); one Tune never created is still list
 study's grid.
 
 The MLflow side: a child run left RUNNING by an interrupted trial becomes KILLED with
-``lipstudy.status = interrupted`` and ``lipstudy.interrupted_step`` (the trial itself ends its run
-so when Tune stops it; the table shows the values the run last logged); the parent run gets
+``lipstudy.status = interrupted`` and ``lipstudy.interrupted_step`` (the table shows the values
+the run last logged); a trial Tune stopped leaves its run RUNNING for this summary to end
+(``trainables.tracking.trial_runs.end_attempt``): one writer of the end state; the parent run gets
 ``lipstudy.status`` (finished / interrupted), the number of trials per state, and is FINISHED or
 KILLED accordingly (a resume sets it RUNNING again).
 """

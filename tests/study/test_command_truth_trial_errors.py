@@ -1,7 +1,9 @@
 """What a trial's failure tells: a deterministic error (data that cannot be served, a download
 that failed, a config error) ends the run FAILED with the cause's own line and is not retried;
-Tune's stop of a trial (the study's Ctrl-C) ends the run interrupted, never crashed; the end table
-of an interrupted trial shows the last value its run logged, not Tune's last report.
+Tune's stop of a trial (the study's Ctrl-C, ASHA) leaves the run's end to the study's summary,
+never crashed, and a late stop cannot undo what the summary wrote; a signal to the worker ends
+the run interrupted; the end table of an interrupted trial shows the last value its run logged,
+not Tune's last report.
 
 The trainable is driven without Ray (its MLflow logger and the training function replaced); one
 slow test runs a real study whose data cannot be read."""
@@ -29,12 +31,16 @@ DOWNLOAD = ("Error downloading train-images-idx3-ubyte.gz:\nTried https://m1/, g
 class FakeLogger:
     def __init__(self):
         self.tags, self.status, self.run_id, self.resumed = {}, None, "r1", False
+        self.released = False
 
     def set_tags(self, tags):
         self.tags.update(tags)
 
     def finish(self, status="FINISHED"):
         self.status = status
+
+    def release(self):
+        self.released = True
 
     def log_params(self, params):
         pass
@@ -82,12 +88,57 @@ def test_other_errors_are_still_retried(trial):
     assert trial.logger.status == "FAILED" and trial.logger.tags["lipstudy.status"] == "crashed"
 
 
-def test_tunes_stop_ends_the_run_interrupted_not_crashed(trial):
+def test_tunes_stop_leaves_the_runs_end_to_the_summary_never_crashed(trial):
     trial.error = SystemExit(0)  # what tune.report raises once Tune stops the trial
     with pytest.raises(SystemExit):
         trial.run()
+    assert trial.logger.released and trial.logger.status is None, trial.logger.status
+    assert trial.logger.tags == {}, trial.logger.tags
+
+
+def test_a_signal_to_the_worker_ends_the_run_interrupted_not_crashed(trial):
+    trial.error = KeyboardInterrupt()
+    with pytest.raises(KeyboardInterrupt):
+        trial.run()
     assert trial.logger.status == "KILLED", trial.logger.status
     assert trial.logger.tags == {"lipstudy.status": "interrupted"}, trial.logger.tags
+
+
+def test_a_stop_that_lands_after_the_summary_keeps_the_run_stopped_early(tmp_path):
+    """The CI failure of test_chaos's ASHA + SIGINT scenario, in order: ASHA stops a trial whose
+    actor Tune keeps for reuse; the study ends and its summary marks the run FINISHED /
+    ``stopped_early``; only then does Tune tear the actor down, and ``tune.report`` raises
+    ``SystemExit`` in the trial. That late end must not turn the run KILLED (it did: the trial
+    wrote ``interrupted`` + KILLED as a second writer). Real sqlite store, real logger."""
+    from mlflow.tracking import MlflowClient
+
+    from study.summary import _member_summary
+    from trainables.names import TRIAL_ID_TAG
+    from trainables.ray.trainable import trial_config
+    from trainables.tracking.mlflow_logger import MlflowTrialLogger
+    from trainables.tracking.trial_runs import end_attempt
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("race", artifact_location=(tmp_path / "art").as_uri())
+    parent = client.create_run(exp, run_name="study").info.run_id
+    logger = MlflowTrialLogger(uri, exp, name="ns-sn-k1-a1-s0", params={}, parent_run_id=parent,
+                               tags={TRIAL_ID_TAG: "t1"}, synchronous=False)
+    logger.log_metrics(20, {"fid": 3.5, "step": 20})
+    logger.flush()  # on_checkpoint: flushed, then tune.report (which ASHA answers with a stop)
+    logger.log_metrics(21, {"loss_d": 0.25})  # queued when the stop arrives
+
+    res = SimpleNamespace(error=None, metrics={"fid": 3.5, "step": 20})
+    s = _member_summary(client, trial_config, {"trial": dict(TOY)}, "t1", "",
+                        client.get_run(logger.run_id), "TERMINATED", res)
+    assert s.status == "stopped early"
+    assert end_attempt([logger], SystemExit(0)) is False  # Tune tears the reused actor down
+
+    run = client.get_run(logger.run_id)
+    assert run.info.status == "FINISHED", run.info.status
+    assert run.data.tags["lipstudy.status"] == "stopped_early", run.data.tags
+    assert run.data.tags["lipstudy.stopped_step"] == "20"
+    assert [m.step for m in client.get_metric_history(logger.run_id, "loss_d")] == [21]
 
 
 class FakeClient:

@@ -404,6 +404,21 @@ class MlflowTrialLogger:
                           self.run_id, key)
         return sorted((m.step, m.value) for m in hist)
 
+    def release(self) -> None:
+        """Write what is queued and stop the writer thread, leaving the run's status and tags
+        as they are: for a run whose end someone else records (a trial Tune stopped: the study's
+        summary knows why, ``study.summary``). A write the logger gives up on is dropped here:
+        the trial is being stopped, and the metrics up to its last checkpoint were flushed
+        before that checkpoint was reported."""
+        if self._queue is not None:
+            try:
+                self._queue.flush()
+            except TrackingError:
+                pass
+            finally:
+                self._queue.close()
+                self._queue = None
+
     def finish(self, status: str = "FINISHED") -> None:
         """Write what is queued, then end the run with ``status`` — FAILED instead when the
         logger gave up on a write (then :class:`TrackingError` is raised, unless the trial was

@@ -175,10 +175,21 @@ def end_attempt(loggers: list[MlflowTrialLogger], err: BaseException) -> bool:
     instead of raising (Tune would retry it in vain: :func:`is_deterministic`).
 
     Tune's stop (a graceful stop of the study on SIGINT/SIGTERM, a scheduler's stop) raises
-    ``SystemExit`` out of ``tune.report``; a signal to the worker raises ``KeyboardInterrupt``:
-    those runs end KILLED with ``lipstudy.status = interrupted`` (what the study's summary writes
-    for them, with the step), never crashed. Anything else ends FAILED, crashed, with its cause."""
-    if isinstance(err, (SystemExit, KeyboardInterrupt)):
+    ``SystemExit`` out of ``tune.report``: the runs are released (queued metrics written) and
+    left RUNNING, for the study's summary to end — only the driver knows whether ASHA stopped the
+    trial (FINISHED, ``stopped_early``) or the study stopped (KILLED, ``interrupted``, with the
+    step). The trial's thread meets the stop only when Tune stops or tears down its actor, which
+    can be after that summary ran: a second writer here turned a stopped-early run KILLED.
+
+    A signal to the worker itself raises ``KeyboardInterrupt``: those runs end KILLED with
+    ``lipstudy.status = interrupted``, never crashed (the driver may not know of that signal; a
+    retry or resume sets the run RUNNING again). Anything else ends FAILED, crashed, with its
+    cause."""
+    if isinstance(err, SystemExit):
+        for logger in loggers:
+            logger.release()
+        return False
+    if isinstance(err, KeyboardInterrupt):
         for logger in loggers:
             logger.set_tags({STATUS_TAG: "interrupted"})
             logger.finish("KILLED")
