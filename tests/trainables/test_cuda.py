@@ -4,7 +4,8 @@ population (pack) trial end to end with its FID on the GPU; checkpoints loaded o
 moved between the GPU and the CPU; both values of the ``precision`` key. Skipped without CUDA;
 run them with ``pytest tests/trainables/test_cuda.py`` on a GPU machine (the CPU side of the step
 modes is ``tests/trainables/test_step_modes.py``, of checkpoints
-``tests/trainables/test_checkpoint_devices.py``, of precision ``tests/trainables/test_devices.py``).
+``tests/trainables/ray/test_checkpoint_devices.py``, of precision
+``tests/trainables/test_devices.py``).
 
 Comparisons between modes run with ``precision: fp32`` (the default; ``train`` and
 ``train_population`` apply it), so differences are the modes', not TF32's."""

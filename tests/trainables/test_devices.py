@@ -10,7 +10,7 @@ import ray
 import torch
 from mlflow.tracking import MlflowClient
 
-from tests.trainables.test_checkpoint_devices import _fake_tune, context, toy_raw  # noqa: F401
+from tests.trainables.ray.test_checkpoint_devices import _fake_tune, context, toy_raw  # noqa: F401
 from trainables import devices
 from trainables.ray import trainable as ray_trainable
 from trainables.config import ConfigError, validate_trial

@@ -115,7 +115,7 @@ def test_the_single_trial_and_the_pack_both_step_through_it(monkeypatch):
     """One ``cuda_graph`` step of a ``GANTrial`` and of a ``Population`` each call
     ``GraphedStep.step`` (a spy that runs nothing), with their own capture stream choice."""
     import trainables.pack.population as population
-    from tests.trainables.test_population import TOY, _cfg
+    from tests.trainables.pack.test_population import TOY, _cfg
     from trainables.pack.population import Population
     from trainables.trial import GANTrial
 

@@ -122,7 +122,7 @@ def test_alpha_1e_minus_25_trains_without_nan(loss):
 def test_metric_keys_of_the_spine_are_reported():
     rec = Recorder()
     train(images(), rec)
-    # step 0, before training: the run's FID scale only (tests/trainables/test_fid_scale.py)
+    # step 0, before training: the run's FID scale only (tests/trainables/metrics/test_fid_scale.py)
     assert set(rec.stats.pop(0)) == {"fid_floor", "fid_init"}
     keys = set().union(*rec.stats.values())
     for k in ("loss_d", "loss_g", "omega_real_min", "omega_real_max", "omega_fake_min",

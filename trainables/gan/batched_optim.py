@@ -3,8 +3,8 @@ hyper-parameters (``trainables.pack.population``).
 
 The update is torch's single-tensor one (what ``torch.optim`` runs on CPU), member by member and
 bit for bit: every parameter of a member sees the same float32 operations in the same order
-(tests/trainables/test_population.py checks ``torch.equal`` against ``torch.optim`` over several
-steps). It is issued as ``torch._foreach_*`` calls over all stacked parameters (one call per
+(tests/trainables/pack/test_population.py checks ``torch.equal`` against ``torch.optim`` over
+several steps). It is issued as ``torch._foreach_*`` calls over all stacked parameters (one call per
 arithmetic step instead of one per parameter, the sequence of ``torch.optim``'s own foreach
 implementation). A hyper-parameter equal for all members is a Python scalar (torch's own
 arithmetic); one that differs is a (P,) float32 tensor broadcast over each parameter, folded into

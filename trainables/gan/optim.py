@@ -15,7 +15,7 @@ in torch (ε·s² in Eq. 5's form). For Adam the same holds (m̂ and √v̂ both
 The match is exact for the parameter that receives the gradient: under SN that is the
 unnormalized weight W (``parametrizations.weight.original``); W/σ(W) is scale-free, so the two
 runs keep identical W, identical u/v, and D at k_SN stays k_SN^n · D at 1 at every step
-(``tests/trainables/test_optim.py`` checks this).
+(``tests/trainables/gan/test_optim.py`` checks this).
 """
 
 from __future__ import annotations

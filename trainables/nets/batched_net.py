@@ -4,8 +4,8 @@ per member on CPU, grouped convolutions elsewhere; BatchNorm with per-member sta
 spectral norm's power iteration batched over members.
 
 **Bit for bit on CPU.** Every member's step is computed with the one-config trial's own ops on
-equal inputs, so the result is the trial's exactly (tests/trainables/test_population.py: toy and
-dcgan32 packs give every member its trial's records, bit for bit):
+equal inputs, so the result is the trial's exactly (tests/trainables/pack/test_population.py: toy
+and dcgan32 packs give every member its trial's records, bit for bit):
 
 * A batched op is used only where it equals, on this CPU and for this shape, the unbatched op
   applied to each member's own tensor (``F.linear`` and its backward, ``torch.mv``,

@@ -19,13 +19,13 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.trainables.test_data import write_celeba
+from tests.trainables.data.test_data import write_celeba
 from trainables.data import datasets as D
 from trainables.data import sources as data_sources
 from trainables.data import image_cache
 from trainables.data.imagesets import LazyImageSet, TensorImageSet, fits_on
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(autouse=True)

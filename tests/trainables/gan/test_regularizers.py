@@ -331,7 +331,7 @@ def test_the_design_docs_worked_example_adds_a_regularizer():
     from trainables.config import validate_trial
     from trainables.step_modes import capture_refusal
 
-    doc = (Path(__file__).resolve().parents[2] / "docs" / "design.md").read_text()
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "design.md").read_text()
     section = doc[doc.index("### Adding a regularizer"):]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     ns = {**vars(params_mod), **vars(regularizer_base)}

@@ -16,7 +16,7 @@ import pytest
 from trainables import names
 from trainables.tracking import provenance
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _tree(tmp_path: Path) -> Path:

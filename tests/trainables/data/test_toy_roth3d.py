@@ -112,7 +112,8 @@ def test_the_mlp_takes_and_makes_3d_points():
 def test_the_3d_toy_draw_is_element_wise():
     """toys.toy_draw of roth7_3d on stacked (pack, member) draws equals the draw of one member's
     slice, so a pack's batched draw is each member's own (checked end to end, with ring8 and the
-    image data, in tests/trainables/test_population.py::test_pack_draws_are_each_members_own_draws).
+    image data, in tests/trainables/pack/test_population.py::
+    test_pack_draws_are_each_members_own_draws).
     """
     which = torch.randint(7, (2, 3, 5))
     noise = torch.randn(2, 3, 5, 2)
