@@ -18,7 +18,7 @@ import torch
 
 from trainables import streams
 from trainables import train as train_mod
-from trainables.config import validate_trial
+from tests.trainables import tiny
 from trainables.ray.trainable import load_state
 from trainables.train import Callbacks, GANTrial, train
 
@@ -27,20 +27,18 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 MODES = ["eager", "sync_free", "compiled", "cuda_graph"]
 
 
+CUDA = {"device": "cuda", "precision": "fp32"}
+
+
 def toy(**kw):
-    base = dict(dataset="ring8", arch="mlp", width=0.25, loss="ns", regularizer="sn",
-                iterations=30, stats_every=10, eval_every=30, fid_samples=200, batch_size=32,
-                lr_d=1e-4, lr_g=1e-4, device="cuda", precision="fp32")
-    base.update(kw)
-    return validate_trial(base)
+    """The tiny ring8 trial on the GPU: 30 steps at lr 1e-4."""
+    return tiny.toy(**{**CUDA, "iterations": 30, "stats_every": 10, "eval_every": 30,
+                       "lr_d": 1e-4, "lr_g": 1e-4, **kw})
 
 
 def images(**kw):
-    base = dict(dataset="fashion_mnist_mini", arch="dcgan32", width=0.0625, loss="ns",
-                regularizer="sn", iterations=8, stats_every=4, eval_every=4, fid_samples=40,
-                fid_extractor="domain", batch_size=16, device="cuda", precision="fp32")
-    base.update(kw)
-    return validate_trial(base)
+    """The tiny image trial on the GPU: 8 steps, measured and evaluated every 4."""
+    return tiny.images(**{**CUDA, "iterations": 8, "stats_every": 4, "eval_every": 4, **kw})
 
 
 class Recorder(Callbacks):

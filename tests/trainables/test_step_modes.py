@@ -15,16 +15,9 @@ from torch._dynamo.utils import counters
 
 from trainables import trial_capture as train_mod
 from trainables.config import ConfigError, validate_trial
+from tests.trainables.tiny import images, toy
 from trainables.train import (CAPTURE_REGULARIZERS, Callbacks, GANTrial, check_step_mode,
                               resolve_step_mode, step_mode_problem, train)
-
-
-def toy(**kw):
-    base = dict(dataset="ring8", arch="mlp", width=0.25, loss="ns", regularizer="sn",
-                iterations=20, stats_every=5, eval_every=10, fid_samples=200, batch_size=32,
-                lr_d=1e-3, lr_g=1e-3, device="cpu")
-    base.update(kw)
-    return validate_trial(base)
 
 
 def unchecked(step_mode, **kw):
@@ -35,14 +28,6 @@ def unchecked(step_mode, **kw):
     cfg = dict(toy(**kw), step_mode=step_mode)
     assert str(err.value) == f"step_mode: {step_mode_problem(cfg)}"
     return cfg
-
-
-def images(**kw):
-    base = dict(dataset="fashion_mnist_mini", arch="dcgan32", width=0.0625, loss="ns",
-                regularizer="sn", iterations=6, stats_every=3, eval_every=3, fid_samples=40,
-                fid_extractor="domain", batch_size=16, device="cpu")
-    base.update(kw)
-    return validate_trial(base)
 
 
 class Recorder(Callbacks):

@@ -5,24 +5,8 @@ import math
 import pytest
 import torch
 
-from trainables.config import validate_trial
+from tests.trainables.tiny import images, toy
 from trainables.train import Callbacks, GANTrial, train
-
-
-def toy(**kw):
-    base = dict(dataset="ring8", arch="mlp", width=0.25, loss="ns", regularizer="sn",
-                iterations=20, stats_every=5, eval_every=10, fid_samples=200, batch_size=32,
-                lr_d=1e-3, lr_g=1e-3, device="cpu")
-    base.update(kw)
-    return validate_trial(base)
-
-
-def images(**kw):
-    base = dict(dataset="fashion_mnist_mini", arch="dcgan32", width=0.0625, loss="ns",
-                regularizer="sn", iterations=6, stats_every=3, eval_every=3, fid_samples=40,
-                fid_extractor="domain", batch_size=16, device="cpu")
-    base.update(kw)
-    return validate_trial(base)
 
 
 class Recorder(Callbacks):

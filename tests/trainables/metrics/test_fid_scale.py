@@ -17,6 +17,7 @@ from trainables.metrics import extractors
 from trainables.metrics import fid_cache
 from trainables.metrics import fid as fid_lib
 from trainables.config import validate_trial
+from tests.trainables.tiny import images
 from trainables.metrics.evaluation import fid_quality
 from trainables import loop as loop_mod
 from trainables.train import Callbacks, GANTrial, train
@@ -27,14 +28,6 @@ def cache_dir(tmp_path, monkeypatch):
     """A fresh reference/floor cache per test (cache hits are asserted, not inherited)."""
     monkeypatch.setenv("LIPSTUDY_CACHE", str(tmp_path / "cache"))
     return tmp_path / "cache"
-
-
-def images(**kw):
-    base = dict(dataset="fashion_mnist_mini", arch="dcgan32", width=0.0625, loss="ns",
-                regularizer="sn", iterations=6, stats_every=3, eval_every=3, fid_samples=40,
-                fid_extractor="domain", batch_size=16, device="cpu")
-    base.update(kw)
-    return validate_trial(base)
 
 
 class Recorder(Callbacks):
