@@ -42,6 +42,7 @@ class SavedTrial:
     config: dict[str, Any]
     dirname: str | None
     last_step: int | None
+    last_result: dict[str, Any] = field(default_factory=dict)  # Tune's last reported result
 
 
 @dataclass
@@ -138,7 +139,8 @@ def saved_trials(study_dir: str) -> dict[str, SavedTrial]:
         out[meta["trial_id"]] = SavedTrial(
             trial_id=meta["trial_id"], status=meta.get("status", "PENDING"),
             config=meta.get("config") or {}, dirname=meta.get("relative_logdir"),
-            last_step=int(step) if isinstance(step, (int, float)) else None)
+            last_step=int(step) if isinstance(step, (int, float)) else None,
+            last_result=last if isinstance(last, dict) else {})
     return out
 
 

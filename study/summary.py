@@ -8,6 +8,9 @@ raised after its retries, or once on an error a retry would meet again:
 its own configuration (``ns-sn-k1-a1-s0``); one Tune never created is still listed, from the
 study's grid.
 
+A driver that left ``fit()`` without its result grid (a second signal: "stop at once"; a full
+disk) takes each trial's state from Tune's last saved experiment state instead, as a resume does.
+
 The MLflow side: a child run left RUNNING by an interrupted trial becomes KILLED with
 ``lipstudy.status = interrupted`` and ``lipstudy.interrupted_step`` (the table shows the values
 the run last logged); a trial Tune stopped leaves its run RUNNING for this summary to end
@@ -23,6 +26,7 @@ import math
 import re
 import time
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 from study.recovery import child_runs, saved_trials
@@ -62,6 +66,7 @@ class StudyOutcome:
     extractors: list[str] = field(default_factory=list)  # resolved fid_extractor params
     reconciliation: dict[str, list[str]] = field(default_factory=dict)
     stopped: str | None = None  # what stopped the study (its store gone, a full disk): one line
+    from_saved_state: bool = False  # no result grid (stopped at once): Tune's last saved state
 
     @property
     def complete(self) -> bool:
@@ -198,8 +203,12 @@ def summarize(results, spec, tracking: StudyTracking, study_dir: str, t0: float,
     outcome = StudyOutcome(tracking, study_dir, interrupted_by=interrupted_by,
                            stopped=stopped)
     trials = list(getattr(getattr(results, "_experiment_analysis", None), "trials", None) or [])
+    pairs = list(zip(trials, results or []))
+    if results is None and saved:  # the driver left fit() at once: no result grid
+        pairs = _saved_pairs(saved, runs)
+        outcome.from_saved_state = True
     seen_cfgs = set()
-    for trial, res in zip(trials, results or []):
+    for trial, res in pairs:
         status = saved[trial.trial_id].status if trial.trial_id in saved else trial.status
         for raw, key, suffix in _members(trial.config or {}, trial.trial_id):
             seen_cfgs.add(_canon(raw.get("trial") or {}))
@@ -224,6 +233,25 @@ def summarize(results, spec, tracking: StudyTracking, study_dir: str, t0: float,
     if not offline:
         mark_parent(client, tracking, outcome)
     return outcome
+
+
+def _saved_pairs(saved: dict[str, Any], runs: dict[str, Any]) -> list[tuple[Any, Any]]:
+    """(trial, result) pairs, as ``Tuner.fit()``'s result grid would give them, from Tune's last
+    saved experiment state (``study.recovery.saved_trials``): for a driver that left ``fit()``
+    without a result grid — a second signal (``study.interrupt``: "send it again to stop at
+    once") or a full disk. A trial Tune saved as RUNNING is interrupted (its run ends KILLED with
+    its last logged step); one it saved as ERROR is crashed with its run's own cause when the run
+    has one."""
+    pairs = []
+    for st in saved.values():
+        error = None
+        if st.status == "ERROR":
+            run = runs.get(st.trial_id)
+            error = ((run.data.tags.get(names.CRASH_REASON_TAG) if run is not None else None)
+                     or "the trial failed (Tune's saved state holds no cause)")
+        pairs.append((SimpleNamespace(trial_id=st.trial_id, status=st.status, config=st.config),
+                      SimpleNamespace(error=error, metrics=st.last_result)))
+    return pairs
 
 
 TRIALS_TABLE = "trials.json"  # the parent run's table of trials (an MLflow table artifact)
@@ -389,6 +417,9 @@ def print_summary(outcome: StudyOutcome) -> None:
     if outcome.not_suggested:
         print(f"({outcome.not_suggested} more trial(s) not started: the searcher suggests them "
               "on resume)")
+    if outcome.from_saved_state:
+        why = "stopped at once" if outcome.interrupted_by else "no result from Tune"
+        print(f"({why}: each trial's state is the one Tune last saved)")
     counts = outcome.counts()
     print()
     told = ", ".join(f"{n} {s}" for s, n in counts.items() if n)

@@ -133,10 +133,12 @@ class Study:
         self.n = 0
 
     def drive(self, args: list[str], moment=None, sig: int | None = None,
-              timeout: float = 300, group: bool = False) -> tuple[int, str]:
+              timeout: float = 300, group: bool = False, twice: bool = False) -> tuple[int, str]:
         """Run ``lipstudy *args``; when ``moment(log_text)`` holds, send ``sig`` (``group``: to
-        the driver's whole process group, as a terminal's Ctrl-C does); wait for the driver to
-        end (SIGKILL: at once), then end everything it started. (returncode, log)."""
+        the driver's whole process group, as a terminal's Ctrl-C does; ``twice``: once more as
+        soon as the driver said it is stopping the trials, the user who does not wait); wait for
+        the driver to end (SIGKILL: at once), then end everything it started. (returncode,
+        log)."""
         self.n += 1
         log = self.tmp / f"driver{self.n}.log"
         proc = lipstudy(args, cwd=self.tmp, env_extra=self.env, log=log)
@@ -148,10 +150,17 @@ class Study:
             wait_for(watch, timeout, None, f"the moment to stop {args[0]}")
             if proc.poll() is None and sig is not None:
                 started.update(family(proc.pid))
-                if group:  # the driver leads its own session: its group id is its pid
-                    os.killpg(proc.pid, sig)
-                else:
-                    proc.send_signal(sig)
+                for _ in range(2 if twice else 1):
+                    if proc.poll() is not None:
+                        break
+                    if group:  # the driver leads its own session: its group id is its pid
+                        os.killpg(proc.pid, sig)
+                    else:
+                        proc.send_signal(sig)
+                    if twice:  # the second as soon as the first was announced
+                        wait_for(lambda: proc.poll() is not None
+                                 or "send it again" in log.read_text(), 30, None,
+                                 "the driver to announce its stop")
             wait_for(lambda: (started.update(family(proc.pid)), proc.poll() is not None)[1],
                      timeout, None, f"{args[0]} to end")
         finally:

@@ -62,3 +62,87 @@ def test_the_printed_table_has_the_toy_columns(tmp_path):
     rows = [ln.split() for ln in lines[2:4]]
     assert rows[0][-4:] == ["0.01", "10000", "8", "0.50"] and rows[1][-4:] == ["0.02", "10000",
                                                                              "7", "0.95"]
+
+
+GRID = """
+name: stopped-at-once
+search: grid
+fixed: {dataset: ring8, arch: mlp, width: 0.25, iterations: 60, stats_every: 10, eval_every: 20,
+        fid_samples: 40, batch_size: 16, device: cpu}
+grid: {loss: [ns, wgan, hinge, ls, cos], k_sn: [1.0]}
+"""
+
+
+def test_a_study_stopped_at_once_ends_its_runs_from_tunes_saved_state(tmp_path):
+    """A second Ctrl-C forces the driver out of ``fit()`` (``study.interrupt``): no result grid.
+    The summary then takes each trial's state from Tune's last saved experiment state, as a
+    resume does: the trial Tune saved RUNNING is interrupted (its run KILLED at its last logged
+    step), one ASHA stopped is stopped early (FINISHED), a finished one stays finished, a crashed
+    one keeps its own cause, one Tune never created is not started. Before, every configuration
+    was listed "not started" and the runs were left RUNNING (the trials no longer end their own
+    runs on Tune's stop: ``trainables.tracking.trial_runs.end_attempt``)."""
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    from study.spec import parse_study
+    from study.summary import summarize
+    from study.tracking import start_study_run
+    from study.validation import check_study
+    from trainables.names import (CRASH_REASON_TAG, INTERRUPTED_STEP_TAG, PARENT_TAG,
+                                  STATUS_TAG, STOPPED_STEP_TAG, TRIAL_ID_TAG)
+
+    spec = parse_study(GRID)
+    cfgs = check_study(spec)  # ns, wgan, hinge, ls, cos
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracking = start_study_run(uri, "stopped-at-once", GRID, hypotheses=[],
+                               artifact_root=str(tmp_path / "mlruns"))
+    client = MlflowClient(uri)
+
+    def child(trial_id, steps, fid, status="RUNNING", tags=None):
+        run = client.create_run(tracking.experiment_id, run_name=f"run-{trial_id}", tags={
+            PARENT_TAG: tracking.parent_run_id, TRIAL_ID_TAG: trial_id, **(tags or {})})
+        for step in range(0, steps + 1, 10):
+            client.log_metric(run.info.run_id, "loss_d", 0.5, step=step)
+        client.log_metric(run.info.run_id, "fid", fid, step=20)
+        if status != "RUNNING":
+            client.set_terminated(run.info.run_id, status)
+        return run.info.run_id
+
+    runs = {"a": child("a", 30, 2.5),  # Tune saved it RUNNING: interrupted at step 30
+            "b": child("b", 60, 1.5, "FINISHED", {STATUS_TAG: "finished"}),
+            "c": child("c", 10, 9.0, "FAILED", {STATUS_TAG: "crashed",
+                                                 CRASH_REASON_TAG: "ValueError: boom"}),
+            "d": child("d", 20, 3.0)}  # ASHA stopped it at step 20; the summary ends its run
+    saved = {"a": ("RUNNING", {"step": 20, "fid": 2.5}), "b": ("TERMINATED", {"step": 60,
+                                                                          "fid": 1.5}),
+             "c": ("ERROR", {"step": 10}), "d": ("TERMINATED", {"step": 20, "fid": 3.0})}
+    study_dir = tmp_path / "study"
+    study_dir.mkdir()
+    trial_data = [[json.dumps({"trial_id": tid, "status": status, "config": {"trial": cfg},
+                               "relative_logdir": tid}),
+                   json.dumps({"last_result": last})]
+                  for (tid, (status, last)), cfg in zip(saved.items(), cfgs)]
+    (study_dir / "experiment_state-2026-12-05_20-00-00.json").write_text(
+        json.dumps({"trial_data": trial_data}))
+
+    outcome = summarize(None, spec, tracking, str(study_dir), 0.0, interrupted_by="SIGINT")
+
+    got = {t.trial_id: (t.status, t.step, t.fid) for t in outcome.trials if t.trial_id}
+    assert got == {"a": ("interrupted", 30, 2.5), "b": ("finished", 60, 1.5),
+                   "c": ("crashed", 10, None), "d": ("stopped early", 20, 3.0)}, got
+    assert [t.status for t in outcome.trials if not t.trial_id] == ["not started"]  # cos
+    assert next(t for t in outcome.trials if t.trial_id == "c").error == "ValueError: boom"
+    assert outcome.from_saved_state
+    ends = {k: client.get_run(r) for k, r in runs.items()}
+    assert {k: (r.info.status, r.data.tags.get(STATUS_TAG)) for k, r in ends.items()} == {
+        "a": ("KILLED", "interrupted"), "b": ("FINISHED", "finished"),
+        "c": ("FAILED", "crashed"), "d": ("FINISHED", "stopped_early")}
+    assert ends["a"].data.tags[INTERRUPTED_STEP_TAG] == "30"
+    assert ends["d"].data.tags[STOPPED_STEP_TAG] == "20"
+    parent = client.get_run(tracking.parent_run_id)
+    assert parent.info.status == "KILLED", parent.info.status
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        print_summary(outcome)
+    assert "stopped at once: each trial's state is the one Tune last saved" in buf.getvalue()
