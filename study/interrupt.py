@@ -8,12 +8,18 @@ study can be resumed with ``lipstudy resume``; a second signal forces the driver
 
 Tune's own SIGINT handler is switched off (``TUNE_DISABLE_SIGINT_HANDLER``) while the study runs:
 it would swallow the signal without telling us and print Ray's resume hint instead of ours.
+
+Once ``fit()`` has returned (or been left), the driver only writes down what happened: each
+trial's end state in MLflow and the parent run (``study.summary``), seconds. A signal then is
+acknowledged on stderr and otherwise ignored (:meth:`StopSignals.closing`): stopping half-way
+would leave runs RUNNING and the parent without its counts, which a resume would have to mend.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -27,6 +33,7 @@ class StopSignals:
         self._previous: dict[int, object] = {}
         self._env_before: str | None = None
         self._announce = announce
+        self._closing = False
 
     @property
     def interrupted(self) -> bool:
@@ -37,6 +44,11 @@ class StopSignals:
         return signal.Signals(self.signum).name if self.signum else None
 
     def _handle(self, signum, frame) -> None:
+        if self._closing:
+            print(f"\nlipstudy: {signal.Signals(signum).name} received while writing the trials' "
+                  "end states to MLflow: finishing that first (seconds) ...", file=sys.stderr,
+                  flush=True)
+            return
         if self.signum is not None:  # second signal: no more waiting
             raise KeyboardInterrupt
         self.signum = signum
@@ -59,6 +71,10 @@ class StopSignals:
         # arrives before this study's fit() installs its own
         self._previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, signal.SIG_DFL)
         return self
+
+    def closing(self) -> None:
+        """Tune is done: from now on a signal is acknowledged and ignored (module docstring)."""
+        self._closing = True
 
     def rearm(self) -> None:
         """Install the handlers again: ``ray.init`` puts Ray's own C++ SIGTERM handler in place

@@ -277,8 +277,9 @@ def _fit(make_tuner, spec: StudySpec, tracking: StudyTracking, study_dir: str, t
         except BaseException as err:
             on_crash(err)
             raise
-    return summarize(results, spec, tracking, study_dir, t0, interrupted_by=stop.name,
-                     stopped=watch.lost or disk_full_line(), offline=watch.lost is not None)
+        stop.closing()  # writing down what happened is never cut short (study.interrupt)
+        return summarize(results, spec, tracking, study_dir, t0, interrupted_by=stop.name,
+                         stopped=watch.lost or disk_full_line(), offline=watch.lost is not None)
 
 
 def _fit_stoppable(tuner):
