@@ -4,8 +4,9 @@ One trial config = one MLflow child run of the study's parent run (a pack's memb
 their own). :func:`open_trial_run` opens it (or continues it: a retried or resumed trial never
 makes a second run), :class:`MlflowCallbacks` logs the training loop's records to it, and the
 run ends by what happened: :func:`finish_run` (finished or diverged), :func:`end_attempt` for an
-attempt that raised (interrupted, or crashed with its cause, :func:`crash_run`). Needs no Ray; the
-Ray trainable (``trainables.ray.trainable``) drives these.
+attempt that raised (crashed with its cause, :func:`crash_run`; interrupted by a signal; a stop of
+Tune's leaves the run to the study's summary, the one writer of that end). Needs no Ray; the Ray
+trainable (``trainables.ray.trainable``) drives these.
 """
 
 from __future__ import annotations
