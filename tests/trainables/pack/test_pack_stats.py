@@ -15,17 +15,11 @@ from trainables.pack.population import Population, train_population
 from trainables.metrics.stats import member_stats, one_member, spectral_norms
 from trainables.train import Callbacks, GANTrial
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 TOY = dict(dataset="ring8", arch="mlp", batch_size=32, device="cpu", lr_d=2e-4, lr_g=2e-4)
 #: Tensor methods that bring a value to the host (a device sync off CPU).
 HOST_READS = ("item", "tolist", "cpu", "numpy", "__float__", "__int__", "__bool__")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _counting_host_reads(monkeypatch) -> list[int]:

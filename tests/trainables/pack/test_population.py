@@ -21,6 +21,8 @@ from trainables.pack.population import (
 )
 from trainables.train import Callbacks, train
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 TOY = dict(dataset="ring8", arch="mlp", batch_size=32, device="cpu", lr_d=2e-4, lr_g=2e-4)
 IMG = dict(dataset="fashion_mnist_mini", arch="dcgan32", width=0.0625, batch_size=16,
            fid_samples=100, fid_extractor="domain", device="cpu", lr_d=2e-4, lr_g=2e-4)
@@ -87,14 +89,6 @@ def run_both(cfgs):
     results = train_population(cfgs, members)
     assert [r.status for r in results] == [m.end.status for m in members]
     return solo, members
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_ring8_sn_losses_k_alpha_lr_match_one_config_trials():
