@@ -128,10 +128,14 @@ def build_tuner(spec: StudySpec, tracking: StudyTracking, storage_path: str, *,
     iterations = int(spec.fixed.get(ITERATIONS, 100_000))
     eval_every = int(spec.fixed.get(EVAL_EVERY, 10_000))
     n_evals = max(1, math.ceil(iterations / eval_every))
+    # stop_last_trials=False: a trial at max_t ends by itself (the trial's own end: its run's
+    # step times, diverged = 0, Ω plot, FINISHED). ASHA's default STOPs it at its last report,
+    # before the trial function returns: every full-length ASHA trial then read "stopped early
+    # at step <iterations>" and lost its ending
     scheduler = (
         ASHAScheduler(time_attr="training_iteration", max_t=n_evals,
                       grace_period=min(spec.asha.grace_period, n_evals),
-                      reduction_factor=spec.asha.reduction_factor)
+                      reduction_factor=spec.asha.reduction_factor, stop_last_trials=False)
         if spec.scheduler == "asha" else FIFOScheduler()
     )
     metric, mode = objective(spec)  # fid/min; toy_quality/max on the 2-D toys (study.search)

@@ -118,8 +118,12 @@ def test_optuna_study_with_conditional_space_and_seed_replicates(tmp_path, ray_l
         scheduler: asha
     """)
     assert len(outcome.trials) == 6
-    # ASHA may stop trials at an evaluation: a full run that ends early, never a lost one
+    # ASHA may stop trials at an evaluation: a full run that ends early, never a lost one; a
+    # trial that ran all 4 steps is finished, with its own ending (it used to be stopped by ASHA
+    # at its last report, max_t: "stopped early at step 4", no step times, no diverged = 0)
     assert all(t.status in ("finished", "stopped early") for t in outcome.trials), outcome.trials
+    assert all((t.status == "stopped early") == (t.step < 4) for t in outcome.trials), [
+        (t.name, t.status, t.step) for t in outcome.trials]
     client, parents, children = _runs(uri, outcome.tracking.experiment_id)
     assert len(children) == 6
     for run in children:
@@ -127,6 +131,12 @@ def test_optuna_study_with_conditional_space_and_seed_replicates(tmp_path, ray_l
         early = run.data.tags["lipstudy.status"] == "stopped_early"
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "fid")]
         assert max(steps) >= (int(float(run.data.tags["lipstudy.stopped_step"])) if early else 4)
+        if early:
+            assert int(float(run.data.tags["lipstudy.stopped_step"])) < 4, run.data.tags
+        else:
+            assert run.data.tags["lipstudy.status"] == "finished", run.data.tags
+            assert run.data.metrics["diverged"] == 0.0 and "step_time_median_ms" in (
+                run.data.metrics), (run.info.run_name, sorted(run.data.metrics))
     by_config: dict = {}
     for run in children:
         p = run.data.params
