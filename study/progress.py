@@ -1,5 +1,6 @@
 """Console progress of a running study: one line per FID evaluation, finished or failed trial,
-each with the time elapsed, the trials done and an ETA."""
+each with the time elapsed, the trials done and an ETA; and the MLflow end of a trial the
+scheduler stops, as it stops (:class:`EndStoppedRuns`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import time
 from ray.tune import Callback
 
 from study.limits import duration_text
-from trainables.names import DIVERGED, FID, ITERATIONS
+from study.summary import end_stopped_runs, trial_iterations
+from study.tracking import StudyTracking
+from trainables.names import DIVERGED, FID
 
 
 def eta_text(elapsed: float, fraction: float, start_fraction: float = 0.0) -> str:
@@ -86,10 +89,7 @@ class ProgressPrinter(Callback):
         self._line(f"{trial} step {result.get('step')}/{self._iterations(trial)} {fid_s}", trials)
 
     def _iterations(self, trial) -> int:
-        """The trial's own ``iterations`` (grid blocks may override the study's fixed value)."""
-        cfg = trial.config or {}
-        return (cfg.get(ITERATIONS) or (cfg.get("trial") or {}).get(ITERATIONS)
-                or self.iterations)
+        return trial_iterations(trial.config, self.iterations)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._count(trials)
@@ -109,3 +109,22 @@ class ProgressPrinter(Callback):
         self._count(trials)
         self.completed.add(trial.trial_id)
         self._line(f"{trial} ERROR (see {trial.local_path}/error.txt)", trials)
+
+
+class EndStoppedRuns(Callback):
+    """Ends a trial's MLflow runs when the scheduler (ASHA) stops it before its last step, as
+    Tune completes it (``study.summary.end_stopped_runs``): FINISHED, ``stopped_early``, instead
+    of RUNNING until the study's end. Tune calls ``on_trial_complete`` for a trial that returned
+    or that the scheduler stopped, never for the trials a graceful stop of the study halts. A
+    store that cannot be written now is a warning: the study's summary ends the runs later."""
+
+    def __init__(self, tracking: StudyTracking, iterations: int):
+        self.tracking, self.iterations = tracking, iterations
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        try:
+            end_stopped_runs(self.tracking, trial, self.iterations)
+        except Exception as err:  # noqa: BLE001 - the study goes on; the summary retries
+            print(f"lipstudy: warning: could not mark {trial} stopped early in MLflow now "
+                  f"({type(err).__name__}: {err}); the study's summary will", file=sys.stderr,
+                  flush=True)

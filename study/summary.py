@@ -35,7 +35,8 @@ from study.tracking import StudyTracking
 from trainables import names
 from trainables.names import (BEST_FID_EXTRACTOR_TAG, BEST_FID_METRIC, BEST_KEY_PREFIX,
                               BEST_RUN_TAG, BEST_TRIAL_TAG, DATASET, DIVERGED, FID, FID_EXTRACTOR,
-                              HQ_SHARE, LOSS_D, MODES_COVERED, STATUS_TAG, TRIAL_ID_TAG)
+                              HQ_SHARE, ITERATIONS, LOSS_D, MODES_COVERED, STATUS_TAG,
+                              TRIAL_ID_TAG)
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 STATES = ("finished", "stopped early", DIVERGED, "crashed", "interrupted", "not started")
@@ -159,12 +160,13 @@ def _member_summary(client, trial_config, raw, key, suffix, run, status, res) ->
     elif status == "TERMINATED":
         diverged = run_status == DIVERGED or (not suffix and metrics.get(DIVERGED))
         summary.status = DIVERGED if diverged else "finished"
-        if (summary.status == "finished" and run is not None
-                and run.info.status != "FINISHED"):  # the scheduler stopped it (ASHA)
-            summary.status = "stopped early"
-            client.set_tag(run.info.run_id, STATUS_TAG, "stopped_early")
-            client.set_tag(run.info.run_id, names.STOPPED_STEP_TAG, metrics.get("step"))
-            client.set_terminated(run.info.run_id, "FINISHED")
+        if summary.status == "finished" and run is not None and (
+                run.info.status != "FINISHED" or run_status == "stopped_early"):
+            summary.status = "stopped early"  # by the scheduler (ASHA): the trial did not end it
+            if run.info.status != "FINISHED":  # (ended already when Tune completed the trial)
+                client.set_tag(run.info.run_id, STATUS_TAG, "stopped_early")
+                client.set_tag(run.info.run_id, names.STOPPED_STEP_TAG, metrics.get("step"))
+                client.set_terminated(run.info.run_id, "FINISHED")
     elif (run.data.metrics if run is not None
           else status in ("RUNNING", "PAUSED") and client is None):
         summary.status = "interrupted"  # (no client: the store is gone, Tune's state says so)
@@ -183,6 +185,42 @@ def _member_summary(client, trial_config, raw, key, suffix, run, status, res) ->
             client.set_tag(run.info.run_id, names.INTERRUPTED_STEP_TAG, summary.step)
         client.set_terminated(run.info.run_id, "KILLED")
     return summary
+
+
+def trial_iterations(config: dict[str, Any] | None, default: int) -> int:
+    """A Tune trial's own ``iterations`` (grid blocks may override the study's fixed value; a
+    pack's members share theirs), else ``default``."""
+    cfg = config or {}
+    member = (cfg.get("pack") or [None])[0] or cfg.get("trial") or {}
+    return int(cfg.get(ITERATIONS) or member.get(ITERATIONS) or default)
+
+
+def end_stopped_runs(tracking: StudyTracking, trial, iterations: int) -> bool:
+    """End the MLflow runs of a trial Tune has just completed when the scheduler (ASHA) stopped
+    it before its last step — FINISHED, ``stopped_early`` at its step — with the summary's own
+    code (:func:`_member_summary`), so that the runs say so while the study goes on instead of
+    RUNNING until its end. A trial that ended by itself (finished, diverged, crashed) has ended
+    its runs; :func:`summarize` checks every trial again at the end. Whether it did."""
+    res = trial.last_result or {}
+    step = res.get("step")
+    if (res.get("crashed") or res.get(DIVERGED) or not isinstance(step, (int, float))
+            or step >= trial_iterations(trial.config, iterations)):
+        return False
+    from trainables.ray.trainable import trial_config
+
+    client = tracking.client()
+    ended = False
+    for raw, key, suffix in _members(trial.config or {}, trial.trial_id):
+        found = client.search_runs(
+            [tracking.experiment_id], max_results=2,
+            filter_string=f"tags.`{TRIAL_ID_TAG}` = '{key}' and "
+                          f"tags.`{names.PARENT_TAG}` = '{tracking.parent_run_id}'")
+        for run in found:
+            if run.info.status == "RUNNING":
+                _member_summary(client, trial_config, raw, key, suffix, run, "TERMINATED",
+                                SimpleNamespace(error=None, metrics=res))
+                ended = True
+    return ended
 
 
 def summarize(results, spec, tracking: StudyTracking, study_dir: str, t0: float,

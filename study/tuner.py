@@ -116,7 +116,7 @@ def build_tuner(spec: StudySpec, tracking: StudyTracking, storage_path: str, *,
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    from study.progress import ProgressPrinter
+    from study.progress import EndStoppedRuns, ProgressPrinter
 
     run_name = run_name or spec.name
     if spec.search == "grid":
@@ -156,7 +156,7 @@ def build_tuner(spec: StudySpec, tracking: StudyTracking, storage_path: str, *,
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.checkpoints_to_keep),
         callbacks=[ProgressPrinter(n_trials(spec), iterations, quiet=quiet), StopOnFullDisk(),
-                   SignStates()],
+                   SignStates(), EndStoppedRuns(tracking, iterations)],
         verbose=0,
     )
     return tune.Tuner(make_trainable(spec, tracking), param_space=param_space(spec),

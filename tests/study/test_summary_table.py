@@ -146,3 +146,54 @@ def test_a_study_stopped_at_once_ends_its_runs_from_tunes_saved_state(tmp_path):
     with redirect_stdout(buf):
         print_summary(outcome)
     assert "stopped at once: each trial's state is the one Tune last saved" in buf.getvalue()
+
+
+def test_a_trial_asha_stops_ends_its_runs_as_tune_completes_it(tmp_path):
+    """``EndStoppedRuns`` (a Tune callback) → ``end_stopped_runs``: a trial the scheduler stopped
+    before its last step has its runs ended at once — FINISHED, ``stopped_early`` at its step,
+    a pack's members each — while a trial at its last step, a diverged and a crashed one are left
+    to their own end; the study's summary still reads the ended run as stopped early. Before,
+    such runs stayed RUNNING in the MLflow UI until the study ended."""
+    from mlflow.tracking import MlflowClient
+
+    from study.progress import EndStoppedRuns
+    from study.tracking import start_study_run
+    from trainables.names import PARENT_TAG, STATUS_TAG, STOPPED_STEP_TAG, TRIAL_ID_TAG
+    from trainables.ray.trainable import trial_config
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracking = start_study_run(uri, "asha", "name: asha\n", hypotheses=[],
+                               artifact_root=str(tmp_path / "mlruns"))
+    client = MlflowClient(uri)
+
+    def run(key):
+        return client.create_run(tracking.experiment_id, run_name=key, tags={
+            PARENT_TAG: tracking.parent_run_id, TRIAL_ID_TAG: key}).info.run_id
+
+    cfg = dict(TOY, iterations=60)
+    trials = {
+        "early": ({"trial": cfg}, {"step": 20, "fid": 3.5}),
+        "last": ({"trial": cfg}, {"step": 60, "fid": 3.4}),  # at max_t: its own end follows
+        "diverged": ({"trial": cfg}, {"step": 20, "diverged": 1.0}),
+        "crashed": ({"trial": cfg}, {"step": 0, "crashed": 1.0}),
+        "pack": ({"pack": [cfg, dict(cfg, loss="wgan")]}, {"step": 40, "fid": 3.1,
+                                                            "fid_m0": 3.1, "fid_m1": 3.6}),
+    }
+    ids = {k: run(k) for k in trials if k != "pack"} | {f"pack/m{i}": run(f"pack/m{i}")
+                                                       for i in range(2)}
+    callback = EndStoppedRuns(tracking, 100)
+    for key, (config, last) in trials.items():
+        callback.on_trial_complete(0, [], SimpleNamespace(trial_id=key, config=config,
+                                                          last_result=last))
+    ends = {k: client.get_run(r) for k, r in ids.items()}
+    got = {k: (r.info.status, r.data.tags.get(STATUS_TAG), r.data.tags.get(STOPPED_STEP_TAG))
+           for k, r in ends.items()}
+    assert got == {"early": ("FINISHED", "stopped_early", "20"),
+                   "last": ("RUNNING", None, None), "diverged": ("RUNNING", None, None),
+                   "crashed": ("RUNNING", None, None),
+                   "pack/m0": ("FINISHED", "stopped_early", "40"),
+                   "pack/m1": ("FINISHED", "stopped_early", "40")}, got
+    res = SimpleNamespace(error=None, metrics={"step": 20, "fid": 3.5})  # the end summary
+    s = _member_summary(client, trial_config, {"trial": cfg}, "early", "", ends["early"],
+                        "TERMINATED", res)
+    assert (s.status, s.step, s.fid) == ("stopped early", 20, 3.5)
