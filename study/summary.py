@@ -200,7 +200,8 @@ def end_stopped_runs(tracking: StudyTracking, trial, iterations: int) -> bool:
     it before its last step — FINISHED, ``stopped_early`` at its step — with the summary's own
     code (:func:`_member_summary`), so that the runs say so while the study goes on instead of
     RUNNING until its end. A trial that ended by itself (finished, diverged, crashed) has ended
-    its runs; :func:`summarize` checks every trial again at the end. Whether it did."""
+    its runs; :func:`summarize` checks every trial again at the end. Returns whether it ended
+    any."""
     res = trial.last_result or {}
     step = res.get("step")
     if (res.get("crashed") or res.get(DIVERGED) or not isinstance(step, (int, float))
